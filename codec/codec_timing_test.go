@@ -1,0 +1,134 @@
+package codec
+
+import (
+	"fmt"
+	"testing"
+)
+
+// benchPublish returns a PUBLISH with the given payload size; with props it
+// carries three 5.0 properties (message expiry, content type, one user
+// property), a typical device message.
+func benchPublish(size int, props bool) *Publish {
+	p := &Publish{QoS: 1, PacketID: 42, Topic: []byte("devices/device-000123/telemetry"), Payload: make([]byte, size)}
+	if props {
+		p.Properties = Properties{MessageExpiry: 3600, ContentType: []byte("application/json"),
+			User: []UserProperty{{Key: []byte("fw"), Value: []byte("1.2.3")}}}
+	}
+	return p
+}
+
+func BenchmarkPublishDecode(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		for _, v := range []Version{V311, V5} {
+			b.Run(fmt.Sprintf("%dB/v%s", size, v), func(b *testing.B) {
+				raw := benchPublish(size, v == V5).AppendTo(nil, v)
+				h, _, _ := Split(raw, 0)
+				body := raw[h.HeaderLen:]
+				var p Publish
+				b.ReportAllocs()
+				b.SetBytes(int64(len(raw)))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := p.Decode(h, body, v); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPublishSplitDecode is the broker's per-frame path: split the
+// stream, then decode through a reused Decoder.
+func BenchmarkPublishSplitDecode(b *testing.B) {
+	raw := benchPublish(64, false).AppendTo(nil, V311)
+	d := Decoder{Version: V311}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for i := 0; i < b.N; i++ {
+		h, n, err := Split(raw, 0)
+		if err != nil || n == 0 {
+			b.Fatal(err)
+		}
+		if _, err := d.DecodeBody(h, raw[h.HeaderLen:n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPublishEncode(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		for _, v := range []Version{V311, V5} {
+			b.Run(fmt.Sprintf("%dB/v%s", size, v), func(b *testing.B) {
+				p := benchPublish(size, v == V5)
+				buf := make([]byte, 0, p.Size(v))
+				b.ReportAllocs()
+				b.SetBytes(int64(p.Size(v)))
+				for i := 0; i < b.N; i++ {
+					buf = p.AppendTo(buf[:0], v)
+				}
+			})
+		}
+	}
+}
+
+func benchConnect() *Connect {
+	return &Connect{Version: V5, CleanStart: true, KeepAlive: 60, ClientID: []byte("device-000123"),
+		Properties:   Properties{SessionExpiry: 3600, ReceiveMaximum: 32},
+		UsernameFlag: true, Username: []byte("device-000123"), PasswordFlag: true, Password: []byte("secret-token"),
+		WillFlag: true, Will: Will{QoS: 1, Topic: []byte("devices/device-000123/status"), Payload: []byte("offline")}}
+}
+
+func BenchmarkConnect(b *testing.B) {
+	c := benchConnect()
+	raw := c.AppendTo(nil, V5)
+	b.Run("decode", func(b *testing.B) {
+		h, _, _ := Split(raw, 0)
+		var got Connect
+		b.ReportAllocs()
+		b.SetBytes(int64(len(raw)))
+		for i := 0; i < b.N; i++ {
+			if err := got.Decode(h, raw[h.HeaderLen:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		buf := make([]byte, 0, len(raw))
+		b.ReportAllocs()
+		b.SetBytes(int64(len(raw)))
+		for i := 0; i < b.N; i++ {
+			buf = c.AppendTo(buf[:0], V5)
+		}
+	})
+}
+
+func BenchmarkSubscribe10(b *testing.B) {
+	s := &Subscribe{PacketID: 7}
+	for i := 0; i < 10; i++ {
+		s.Subscriptions = append(s.Subscriptions, Subscription{
+			Filter: []byte(fmt.Sprintf("devices/device-%06d/+/cmd/#", i)), QoS: byte(i % 3)})
+	}
+	for _, v := range []Version{V311, V5} {
+		raw := s.AppendTo(nil, v)
+		b.Run("decode/v"+v.String(), func(b *testing.B) {
+			h, _, _ := Split(raw, 0)
+			var got Subscribe
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			for i := 0; i < b.N; i++ {
+				if err := got.Decode(h, raw[h.HeaderLen:], v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encode/v"+v.String(), func(b *testing.B) {
+			buf := make([]byte, 0, len(raw))
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			for i := 0; i < b.N; i++ {
+				buf = s.AppendTo(buf[:0], v)
+			}
+		})
+	}
+}
