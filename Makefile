@@ -9,7 +9,7 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit
 
-.PHONY: all build test vet fmt-check bench fuzz clean
+.PHONY: all build test vet fmt-check bench fuzz clean run
 
 all: build
 
@@ -41,3 +41,7 @@ fuzz:
 
 clean:
 	$(GO) clean ./...
+
+## run: build and start the broker on :1883 with built-in defaults.
+run:
+	$(GO) run ./cmd/loopmq

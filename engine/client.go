@@ -1,0 +1,304 @@
+package engine
+
+import (
+	"errors"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// Connection states.
+const (
+	stateNew       = iota // waiting for CONNECT
+	stateWaiting          // CONNECT accepted, session being handed over from another loop
+	stateConnected        // session bound, packets flow
+	stateClosed           // closing or closed; inbound bytes are ignored
+)
+
+// Why a connection closes, for logs and for the will.
+const (
+	reasonNone     = ""
+	reasonTimeout  = "keep alive timeout"
+	reasonProtocol = "protocol error"
+	reasonTakeover = "session taken over"
+	reasonClient   = "client disconnected"
+	reasonShutdown = "server shutting down"
+)
+
+// seg is one frame (or frame header) in a client's write batch: either a
+// range of the client's wbuf or a header shared by many recipients,
+// followed by an optional shared payload. A seg with a payload holds one
+// reference to msg until the batch is written.
+type seg struct {
+	shared     []byte
+	start, end int
+	payload    []byte
+	msg        *message
+}
+
+// client is one network connection. It is owned by the loop of its gnet
+// connection: created in OnOpen, touched only by that loop's callbacks and
+// runnables, dropped in OnClose.
+type client struct {
+	conn   gnet.Conn
+	loop   *loop
+	remote string
+	state  int
+	// closeReason is set when the broker decides to close.
+	closeReason string
+
+	version   codec.Version
+	dec       codec.Decoder
+	clientID  string
+	keepAlive time.Duration
+	opened    time.Time
+	lastSeen  time.Time
+
+	sess       *session
+	will       *message // nil without a will; owned reference
+	willQoS    byte
+	disconnect bool // DISCONNECT received: no will [MQTT-3.1.2-10]
+
+	// The write batch, flushed with one writev at the end of each event.
+	wbuf     []byte
+	segs     []seg
+	iov      [][]byte
+	pending  int // bytes in the batch
+	inDirty  bool
+	gone     bool // gnet closed the connection: nothing more is written
+
+	pendingProps codec.Properties // CONNACK properties decided at CONNECT
+}
+
+func (c *client) id() string {
+	if c.clientID == "" {
+		return "(none)"
+	}
+	return c.clientID
+}
+
+// onTraffic consumes every complete frame in the connection's inbound
+// buffer. A partial frame stays buffered for the next event.
+func (c *client) onTraffic() gnet.Action {
+	l := c.loop
+	l.now = time.Now()
+	c.lastSeen = l.now
+	buf, _ := c.conn.Peek(-1)
+	off := 0
+	for c.state == stateNew || c.state == stateConnected {
+		h, n, err := codec.Split(buf[off:], c.loop.srv.opts.MaxPacketSize)
+		if err != nil {
+			c.protocolError(err)
+			break
+		}
+		if n == 0 {
+			break
+		}
+		c.handle(h, buf[off+h.HeaderLen:off+n])
+		off += n
+	}
+	if c.state == stateClosed {
+		off = len(buf)
+	}
+	_, _ = c.conn.Discard(off)
+	l.endBatch()
+	if c.state == stateClosed {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// handle dispatches one frame. The decoded packet's views point into the
+// inbound buffer and are valid only during this call.
+func (c *client) handle(h codec.FixedHeader, body []byte) {
+	if c.state == stateNew && h.Type != codec.CONNECT {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT.
+		c.loop.srv.log.Info("first packet is not CONNECT, closing", "type", h.Type, "remote", c.remote)
+		c.close(reasonProtocol)
+		return
+	}
+	if c.state != stateNew && h.Type == codec.CONNECT {
+		// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+		c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: codec.CONNECT,
+			Reason: "second CONNECT [MQTT-3.1.0-2]"})
+		return
+	}
+	pkt, err := c.dec.DecodeBody(h, body)
+	if err != nil {
+		c.protocolError(err)
+		return
+	}
+	switch p := pkt.(type) {
+	case *codec.Connect:
+		c.onConnect(p)
+	case *codec.Publish:
+		c.onPublish(p)
+	case *codec.Ack:
+		c.onAck(p)
+	case *codec.Subscribe:
+		c.onSubscribe(p)
+	case *codec.Unsubscribe:
+		c.onUnsubscribe(p)
+	case *codec.Pingreq:
+		c.writeRaw(byte(codec.PINGRESP)<<4, 0)
+	case *codec.Disconnect:
+		c.disconnect = c.version != codec.V5 || p.ReasonCode != codec.DisconnectWithWill
+		c.close(reasonClient)
+	default:
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH (until enhanced
+		// authentication exists) are never sent by a client.
+		c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: h.Type,
+			Reason: "packet type not expected from a client"})
+	}
+}
+
+// protocolError logs err, tells a 5.0 client why with a DISCONNECT, and
+// closes the connection.
+func (c *client) protocolError(err error) {
+	c.loop.stats.protocolErrors.Add(1)
+	var e *codec.Error
+	code := codec.UnspecifiedError
+	if errors.As(err, &e) {
+		code = e.Code
+	}
+	c.loop.srv.log.Info("closing connection", "client", c.id(), "remote", c.remote, "error", err)
+	if c.state == stateNew {
+		if code == codec.UnsupportedProtocolVersion {
+			// [MQTT-3.1.2-2] answer with CONNACK 0x01 (3.1.1) or 0x84 (5.0).
+			v := c.dec.Version
+			c.version = v
+			c.writeConnack(false, code, nil)
+		}
+	} else if c.version == codec.V5 {
+		d := codec.Disconnect{ReasonCode: code}
+		c.writePacket(&d)
+	}
+	c.close(reasonProtocol)
+}
+
+// close marks the connection closing; the bytes already batched are
+// written and gnet closes it at the end of the current event. Safe to call
+// from any code running on the client's loop.
+func (c *client) close(reason string) {
+	if c.state == stateClosed {
+		return
+	}
+	c.state = stateClosed
+	c.closeReason = reason
+	c.flush()
+	_ = c.conn.Close()
+}
+
+// ---- write batching ----
+
+func (c *client) markDirty() {
+	if !c.inDirty {
+		c.inDirty = true
+		c.loop.dirty = append(c.loop.dirty, c)
+	}
+}
+
+// writeRaw batches literal bytes.
+func (c *client) writeRaw(bs ...byte) {
+	start := len(c.wbuf)
+	c.wbuf = append(c.wbuf, bs...)
+	c.addSeg(start)
+}
+
+// writePacket batches an encoded control packet.
+func (c *client) writePacket(p codec.Packet) {
+	start := len(c.wbuf)
+	c.wbuf = p.AppendTo(c.wbuf, c.version)
+	c.addSeg(start)
+}
+
+func (c *client) addSeg(start int) {
+	c.segs = append(c.segs, seg{start: start, end: len(c.wbuf)})
+	c.pending += len(c.wbuf) - start
+	c.markDirty()
+}
+
+// writeAck batches a PUBACK, PUBREC, PUBREL or PUBCOMP.
+func (c *client) writeAck(t codec.Type, id uint16, code codec.ReasonCode) {
+	a := codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}
+	start := len(c.wbuf)
+	c.wbuf = a.AppendTo(c.wbuf, c.version)
+	c.addSeg(start)
+}
+
+func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.Properties) {
+	ca := codec.Connack{SessionPresent: present, ReasonCode: code}
+	if c.version != codec.V5 {
+		ca.ReasonCode = codec.ReasonCode(codec.ConnackCodeV3(code))
+	} else if props != nil {
+		ca.Properties = *props
+	}
+	start := len(c.wbuf)
+	c.wbuf = ca.AppendTo(c.wbuf, c.version)
+	c.addSeg(start)
+}
+
+// writePublish batches one PUBLISH of out with packet identifier id (0 for
+// QoS 0). The payload is not copied: the batch keeps a reference to the
+// message until it is written.
+func (c *client) writePublish(out outMsg, id uint16, dup bool) {
+	m := out.msg
+	m.ref()
+	s := seg{payload: m.payload, msg: m}
+	if out.qos == 0 && !out.retain && c.version != codec.V5 {
+		s.shared = m.hdr0 // identical for every such recipient: encoded once
+	} else {
+		p := codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id, Payload: m.payload}
+		s.start = len(c.wbuf)
+		c.wbuf = p.AppendHeader(c.wbuf, c.version)
+		s.end = len(c.wbuf)
+	}
+	c.segs = append(c.segs, s)
+	c.pending += len(s.shared) + s.end - s.start + len(m.payload)
+	c.loop.stats.msgsOut.Add(1)
+	c.markDirty()
+}
+
+// flush writes the batch with one writev and releases its references.
+func (c *client) flush() {
+	c.inDirty = false
+	if len(c.segs) == 0 {
+		return
+	}
+	iov := c.iov[:0]
+	for i := range c.segs {
+		s := &c.segs[i]
+		if s.shared != nil {
+			iov = append(iov, s.shared)
+		} else if s.end > s.start {
+			iov = append(iov, c.wbuf[s.start:s.end])
+		}
+		if len(s.payload) > 0 {
+			iov = append(iov, s.payload)
+		}
+	}
+	if !c.gone {
+		// gnet copies what the socket does not take at once, so the
+		// payloads may be released right after.
+		_, _ = c.conn.Writev(iov)
+	}
+	for i := range c.segs {
+		if m := c.segs[i].msg; m != nil {
+			m.release()
+		}
+		c.segs[i] = seg{}
+	}
+	clear(iov)
+	c.iov = iov[:0]
+	c.segs = c.segs[:0]
+	c.wbuf = c.wbuf[:0]
+	c.pending = 0
+}
+
+// outboundFull reports whether the client's unsent bytes reached the bound
+// past which QoS 0 messages to it are dropped.
+func (c *client) outboundFull() bool {
+	return c.pending+c.conn.OutboundBuffered() >= c.loop.srv.opts.MaxOutbound
+}

@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// onConnect validates CONNECT and binds the connection to its session.
+func (c *client) onConnect(p *codec.Connect) {
+	srv := c.loop.srv
+	c.version = p.Version
+	c.dec.Version = p.Version
+	id := string(p.ClientID)
+	var props codec.Properties
+	if id == "" {
+		if !p.CleanStart && p.Version != codec.V5 {
+			// [MQTT-3.1.3-8] an empty client id needs Clean Session = 1.
+			c.refuse(codec.ClientIdentifierNotValid, "empty client identifier without clean session [MQTT-3.1.3-8]")
+			return
+		}
+		// [MQTT-3.1.3-6] the server assigns a unique identifier.
+		id = newClientID()
+		props.AssignedClientID = []byte(id)
+	}
+	if (p.Version == codec.V31 && len(id) > 23) || len(id) > srv.opts.MaxClientIDLen {
+		c.refuse(codec.ClientIdentifierNotValid, "client identifier too long")
+		return
+	}
+	c.clientID = id
+	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	if p.WillFlag {
+		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id)
+	}
+	c.state = stateWaiting
+	c.pendingProps = props
+	srv.attach(c, id, p.CleanStart)
+}
+
+// refuse answers CONNECT with a failure code and closes.
+func (c *client) refuse(code codec.ReasonCode, why string) {
+	c.loop.srv.log.Info("connection refused", "remote", c.remote, "reason", why, "code", code)
+	c.writeConnack(false, code, nil)
+	c.close(reasonProtocol)
+}
+
+func newClientID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "loopmq-" + hex.EncodeToString(b[:])
+}
+
+// attach finds or creates the session for id and binds c to it, taking the
+// session over from another connection (possibly on another loop) when
+// needed [MQTT-3.1.4-2]. It runs on c's loop; the binding may complete
+// later, in a runnable on the same loop, after the session's previous
+// owner handed it over.
+func (srv *Server) attach(c *client, id string, cleanStart bool) {
+	l := c.loop
+	var fresh, old *session
+	srv.reg.swap(id, func(o *session) *session {
+		old = o
+		if o == nil || cleanStart || o.clean {
+			fresh = srv.newSession(id, cleanStart, l)
+			return fresh
+		}
+		return o
+	})
+	if fresh != nil {
+		if old != nil {
+			// The old session is discarded: its connection (if any) is
+			// closed with its will, its state freed, on its owner loop.
+			srv.onOwner(l, old, func(_ *loop, s *session) {
+				s.kick()
+				s.end()
+			})
+		}
+		c.bind(fresh, false)
+		return
+	}
+	srv.onOwner(l, old, func(ol *loop, s *session) {
+		if s.ended {
+			// It ended while the request travelled: start over.
+			l.post(task{kind: taskFunc, fn: func(*loop) { srv.attach(c, id, cleanStart) }})
+			return
+		}
+		s.kick()
+		if ol == l {
+			c.bind(s, true)
+			return
+		}
+		s.owner.Store(l) // from here on only l touches s
+		l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(s, true) }})
+	})
+}
+
+// onOwner runs fn on s's owner loop: inline when that is cur, otherwise
+// posted, following the session if it moves meanwhile.
+func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
+	o := s.owner.Load()
+	if o == cur {
+		fn(cur, s)
+		return
+	}
+	o.post(task{kind: taskFunc, fn: func(l *loop) { srv.onOwner(l, s, fn) }})
+}
+
+func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
+	s := &session{id: id, clean: clean, subs: make(map[string]subRecord),
+		inflight: newInflight(srv.opts.MaxInflight)}
+	s.owner.Store(owner)
+	return s
+}
+
+// bind attaches c to s (both owned by c's loop now), answers CONNACK and
+// resumes the session's message flow: unacknowledged messages are sent
+// again with DUP [MQTT-4.4.0-1], then the queue.
+func (c *client) bind(s *session, present bool) {
+	wasWaiting := c.state == stateWaiting
+	if c.state == stateClosed {
+		// The connection went away while the session travelled.
+		if s.clean {
+			s.end()
+		}
+		return
+	}
+	s.client = c
+	c.sess = s
+	c.state = stateConnected
+	props := c.pendingProps
+	c.pendingProps = codec.Properties{}
+	c.writeConnack(present, codec.Success, &props)
+	s.inflight.each(func(sl *slot) {
+		switch sl.state {
+		case slotAwaitAck, slotAwaitRec:
+			c.writePublish(sl.m, sl.id, true)
+		case slotAwaitComp:
+			c.writeAck(codec.PUBREL, sl.id, codec.Success)
+		}
+	})
+	s.pump()
+	if wasWaiting {
+		// Frames that arrived while waiting are still in gnet's inbound
+		// buffer; Wake makes the loop call OnTraffic for them.
+		_ = c.conn.Wake(nil)
+	}
+	c.loop.endBatch()
+}
+
+// kick closes s's current connection because another connection takes the
+// session (or replaces it). The will is published as for any connection
+// that ends without DISCONNECT. Runs on s's owner loop.
+func (s *session) kick() {
+	c := s.client
+	if c == nil {
+		return
+	}
+	s.client = nil
+	c.sess = nil
+	if c.version == codec.V5 {
+		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
+		c.writePacket(&d)
+	}
+	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote)
+	c.sendWill()
+	c.close(reasonTakeover)
+}
+
+// end discards the session: its subscriptions leave the index, queued and
+// in-flight messages are released, and the registry forgets it. Runs on the
+// owner loop.
+func (s *session) end() {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	srv := s.owner.Load().srv
+	for filter := range s.subs {
+		srv.unsubscribe(filter, s)
+	}
+	s.subs = nil
+	s.inflight.clear()
+	s.queue.clear()
+	s.inboundQoS2 = nil
+	srv.reg.remove(s.id, s)
+}

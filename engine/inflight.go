@@ -1,0 +1,109 @@
+package engine
+
+// Outgoing QoS 1/2 state of one in-flight slot [MQTT 4.3.2, 4.3.3].
+const (
+	slotFree     byte = iota
+	slotAwaitAck      // QoS 1 PUBLISH sent, waiting for PUBACK
+	slotAwaitRec      // QoS 2 PUBLISH sent, waiting for PUBREC
+	slotAwaitComp     // PUBREL sent, waiting for PUBCOMP
+)
+
+type slot struct {
+	id    uint16
+	state byte
+	m     outMsg
+}
+
+// inflight is a session's window of outgoing QoS 1/2 messages awaiting
+// acknowledgement, kept as a ring indexed by packet identifier. Packet
+// identifiers are handed out in sequence over a cycle that is a multiple of
+// the ring size, so identifier id always lives in slot (id-1) % size and an
+// acknowledgement finds its slot without searching. Clients acknowledge in
+// order [MQTT-4.6.0-2], so sequential assignment wastes nothing in practice.
+// Owned by the session's owner loop.
+type inflight struct {
+	slots []slot
+	next  uint16 // next identifier to assign, 1-based
+	count int    // used slots
+	limit int    // at most this many in flight (client's Receive Maximum may lower it)
+}
+
+func newInflight(size int) inflight {
+	if size < 1 {
+		size = 1
+	}
+	if size > 65535 {
+		size = 65535
+	}
+	return inflight{slots: make([]slot, size), next: 1, limit: size}
+}
+
+func (w *inflight) cycle() int { return len(w.slots) * (65535 / len(w.slots)) }
+
+func (w *inflight) index(id uint16) int { return int(id-1) % len(w.slots) }
+
+// full reports whether no new message may be sent now.
+func (w *inflight) full() bool {
+	return w.count >= w.limit || w.slots[w.index(w.next)].state != slotFree
+}
+
+// add puts m in the next slot and returns its packet identifier. The
+// caller checked !full().
+func (w *inflight) add(m outMsg) uint16 {
+	id := w.next
+	s := &w.slots[w.index(id)]
+	state := slotAwaitAck
+	if m.qos == 2 {
+		state = slotAwaitRec
+	}
+	*s = slot{id: id, state: state, m: m}
+	w.count++
+	if int(w.next) >= w.cycle() {
+		w.next = 1
+	} else {
+		w.next++
+	}
+	return id
+}
+
+// lookup returns the slot holding packet identifier id in the given state,
+// or nil.
+func (w *inflight) lookup(id uint16, state byte) *slot {
+	if id == 0 || len(w.slots) == 0 {
+		return nil
+	}
+	s := &w.slots[w.index(id)]
+	if s.id != id || s.state != state {
+		return nil
+	}
+	return s
+}
+
+// free empties s and releases its message.
+func (w *inflight) free(s *slot) {
+	if s.m.msg != nil {
+		s.m.msg.release()
+	}
+	*s = slot{}
+	w.count--
+}
+
+// each calls fn for every used slot, oldest first.
+func (w *inflight) each(fn func(s *slot)) {
+	start := w.index(w.next)
+	for i := 0; i < len(w.slots); i++ {
+		s := &w.slots[(start+i)%len(w.slots)]
+		if s.state != slotFree {
+			fn(s)
+		}
+	}
+}
+
+// clear releases every in-flight message.
+func (w *inflight) clear() {
+	for i := range w.slots {
+		if w.slots[i].state != slotFree {
+			w.free(&w.slots[i])
+		}
+	}
+}

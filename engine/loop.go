@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Kinds of work one loop hands another.
+const (
+	taskDeliver = iota // deliver out to sess
+	taskFunc           // run fn on the loop (rare control work: takeover, sweeps)
+)
+
+// task is one unit of cross-loop work. A delivery task owns one reference
+// to out.msg.
+type task struct {
+	kind byte
+	sess *session
+	out  outMsg
+	fn   func(l *loop)
+}
+
+// loop is loopmq's state for one gnet event loop. Everything in it but the
+// inbox is owned by that loop's goroutine: only code running in a gnet
+// callback or an Execute runnable of this loop touches it.
+//
+// Work from other goroutines arrives through the inbox: a mutex-guarded
+// slice that the loop swaps out and drains in one Execute runnable. At most
+// one drain is scheduled at a time (scheduled), so a burst of hand-offs
+// costs one Execute, not one per message (gnet's Execute allocates a task
+// per call).
+type loop struct {
+	srv *Server
+	el  gnet.EventLoop
+	idx int
+
+	inboxMu   sync.Mutex
+	inbox     []task
+	scheduled atomic.Bool
+
+	// Owned by the loop.
+	spare   []task
+	clients map[*client]struct{}
+	dirty   []*client // clients with frames waiting in their write batch
+	pend    [][]task  // per target loop index: deliveries to post at the end of the batch
+	pendTo  []int     // indexes of pend that are non-empty
+	now     time.Time // time at the start of the current event
+	match   matchScratch
+	stats   loopStats
+}
+
+func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
+	return &loop{srv: srv, el: el, idx: idx, clients: make(map[*client]struct{}),
+		pend: make([][]task, srv.opts.Loops)}
+}
+
+// post hands tasks to l from any goroutine. The caller gives up the
+// references the tasks hold.
+func (l *loop) post(ts ...task) {
+	l.inboxMu.Lock()
+	l.inbox = append(l.inbox, ts...)
+	l.inboxMu.Unlock()
+	if l.scheduled.CompareAndSwap(false, true) {
+		if err := l.el.Execute(context.Background(), l); err != nil {
+			// The engine is shutting down: nothing will run the inbox.
+			l.scheduled.Store(false)
+			l.dropInbox()
+		}
+	}
+}
+
+// Run drains the inbox on the loop; it implements gnet.Runnable.
+func (l *loop) Run(context.Context) error {
+	l.scheduled.Store(false) // posts from now on schedule another drain
+	l.inboxMu.Lock()
+	batch := l.inbox
+	l.inbox = l.spare[:0]
+	l.inboxMu.Unlock()
+	l.now = time.Now()
+	for i := range batch {
+		t := &batch[i]
+		switch t.kind {
+		case taskDeliver:
+			l.deliver(t.sess, t.out)
+		case taskFunc:
+			t.fn(l)
+		}
+		batch[i] = task{}
+	}
+	l.spare = batch[:0]
+	l.endBatch()
+	return nil
+}
+
+func (l *loop) dropInbox() {
+	l.inboxMu.Lock()
+	batch := l.inbox
+	l.inbox = nil
+	l.inboxMu.Unlock()
+	for _, t := range batch {
+		if t.kind == taskDeliver {
+			t.out.msg.release()
+		}
+	}
+}
+
+// handOff queues a delivery for a session owned by another loop; it is
+// posted at the end of the current batch.
+func (l *loop) handOff(to *loop, t task) {
+	if len(l.pend[to.idx]) == 0 {
+		l.pendTo = append(l.pendTo, to.idx)
+	}
+	l.pend[to.idx] = append(l.pend[to.idx], t)
+}
+
+// endBatch posts pending hand-offs (one post per target loop) and writes
+// every client's batched frames (one writev per client).
+func (l *loop) endBatch() {
+	for _, idx := range l.pendTo {
+		ts := l.pend[idx]
+		l.srv.loopAt(idx).post(ts...)
+		clear(ts)
+		l.pend[idx] = ts[:0]
+	}
+	l.pendTo = l.pendTo[:0]
+	for i, c := range l.dirty {
+		c.flush()
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// sweep closes clients whose keepalive or CONNECT deadline passed.
+func (l *loop) sweep() {
+	now := l.now
+	for c := range l.clients {
+		switch {
+		case c.state == stateNew && now.Sub(c.opened) > l.srv.opts.ConnectTimeout:
+			l.srv.log.Info("no CONNECT in time, closing", "remote", c.remote)
+			c.close(reasonTimeout)
+		case c.state == stateConnected && c.keepAlive > 0 && now.Sub(c.lastSeen) > c.keepAlive*3/2:
+			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.
+			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote)
+			c.close(reasonTimeout)
+		}
+	}
+}

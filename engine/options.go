@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// Overflow policies for a full session queue.
+const (
+	DropOldest = "oldest" // drop the oldest queued message to make room (Mosquitto drops new ones; EMQX old ones)
+	DropNewest = "newest" // refuse the new message
+)
+
+// Options configure a Server. The zero value of each field means its default.
+type Options struct {
+	// Listen is the TCP address of the MQTT listener, default ":1883".
+	Listen string
+	// Loops is the number of event loops, default one per CPU.
+	Loops int
+	// MaxInflight bounds un-acknowledged outgoing QoS 1/2 messages per
+	// client, default 32.
+	MaxInflight int
+	// MaxQueued bounds the messages queued per session (waiting for an
+	// in-flight slot or for an offline client), default 1000.
+	MaxQueued int
+	// MaxQueuedBytes bounds the payload bytes queued per session, default 16 MiB.
+	MaxQueuedBytes int
+	// QueueOverflow is DropOldest (default) or DropNewest.
+	QueueOverflow string
+	// MaxPacketSize bounds a frame from a client, default 1 MiB.
+	MaxPacketSize int
+	// MaxOutbound bounds the bytes waiting in a connection's socket send
+	// buffer in user space; past it QoS 0 messages to that client are
+	// dropped (and counted), default 4 MiB.
+	MaxOutbound int
+	// MaxClientIDLen bounds client identifiers, default 65535 (3.1 clients
+	// are held to their protocol's 23).
+	MaxClientIDLen int
+	// ConnectTimeout closes a connection that sends no CONNECT in time,
+	// default 10 s.
+	ConnectTimeout time.Duration
+	// Logger receives the broker's logs, default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Listen == "" {
+		o.Listen = ":1883"
+	}
+	if o.Loops <= 0 {
+		o.Loops = runtime.NumCPU()
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 32
+	}
+	if o.MaxInflight > 65535 {
+		o.MaxInflight = 65535
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 1000
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 16 << 20
+	}
+	if o.QueueOverflow != DropNewest {
+		o.QueueOverflow = DropOldest
+	}
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = 1 << 20
+	}
+	if o.MaxOutbound <= 0 {
+		o.MaxOutbound = 4 << 20
+	}
+	if o.MaxClientIDLen <= 0 {
+		o.MaxClientIDLen = 65535
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}

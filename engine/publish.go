@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"github.com/loopmq/loopmq/codec"
+)
+
+// onPublish handles an inbound PUBLISH. The payload is copied once, into a
+// pooled message shared by every recipient; then the message is routed and
+// acknowledged per its QoS [MQTT 4.3].
+func (c *client) onPublish(p *codec.Publish) {
+	l := c.loop
+	s := c.sess
+	l.stats.msgsIn.Add(1)
+	switch p.QoS {
+	case 0:
+		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID))
+	case 1:
+		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID))
+		c.writeAck(codec.PUBACK, p.PacketID, codec.Success)
+	case 2:
+		// Exactly once, method B of MQTT 4.3.3: deliver on the first
+		// receipt, remember the packet identifier until PUBREL, and do not
+		// deliver a re-sent PUBLISH with that identifier again.
+		if _, seen := s.inboundQoS2[p.PacketID]; !seen {
+			if len(s.inboundQoS2) >= maxInboundQoS2 {
+				c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: codec.PUBLISH,
+					Reason: "too many QoS 2 messages awaiting PUBREL"})
+				return
+			}
+			if s.inboundQoS2 == nil {
+				s.inboundQoS2 = make(map[uint16]struct{})
+			}
+			s.inboundQoS2[p.PacketID] = struct{}{}
+			l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID))
+		}
+		c.writeAck(codec.PUBREC, p.PacketID, codec.Success)
+	}
+}
+
+// maxInboundQoS2 bounds the QoS 2 packet identifiers a client may leave
+// awaiting PUBREL: the broker's Receive Maximum.
+const maxInboundQoS2 = 65535
+
+// onAck handles PUBACK, PUBREC, PUBREL and PUBCOMP.
+func (c *client) onAck(a *codec.Ack) {
+	s := c.sess
+	switch a.PacketType {
+	case codec.PUBACK:
+		if sl := s.inflight.lookup(a.PacketID, slotAwaitAck); sl != nil {
+			s.inflight.free(sl)
+			s.pump()
+		}
+	case codec.PUBREC:
+		sl := s.inflight.lookup(a.PacketID, slotAwaitRec)
+		if sl == nil {
+			code := codec.Success
+			if c.version == codec.V5 {
+				code = codec.PacketIdentifierNotFound
+			}
+			c.writeAck(codec.PUBREL, a.PacketID, code)
+			return
+		}
+		if a.ReasonCode.IsError() {
+			// 5.0: the client refused the message; the flow ends here.
+			s.inflight.free(sl)
+			s.pump()
+			return
+		}
+		sl.m.msg.release() // the message is delivered; only the id remains [MQTT-4.3.3-?]
+		sl.m.msg = nil
+		sl.state = slotAwaitComp
+		c.writeAck(codec.PUBREL, a.PacketID, codec.Success)
+	case codec.PUBREL:
+		_, ok := s.inboundQoS2[a.PacketID]
+		delete(s.inboundQoS2, a.PacketID)
+		code := codec.Success
+		if !ok && c.version == codec.V5 {
+			code = codec.PacketIdentifierNotFound
+		}
+		c.writeAck(codec.PUBCOMP, a.PacketID, code)
+	case codec.PUBCOMP:
+		if sl := s.inflight.lookup(a.PacketID, slotAwaitComp); sl != nil {
+			s.inflight.free(sl)
+			s.pump()
+		}
+	}
+}
+
+// sendWill publishes the client's will, once, unless the client sent
+// DISCONNECT [MQTT-3.1.2-8] [MQTT-3.1.2-10].
+func (c *client) sendWill() {
+	w := c.will
+	if w == nil {
+		return
+	}
+	c.will = nil
+	if c.disconnect {
+		w.release()
+		return
+	}
+	c.loop.route(w)
+}
+
+// dropWill releases a will that will not be sent.
+func (c *client) dropWill() {
+	if c.will != nil {
+		c.will.release()
+		c.will = nil
+	}
+}
+
+// route delivers m to every matching subscription and updates the retained
+// index. It consumes the caller's reference to m. Deliveries to sessions
+// owned by this loop happen now; the others are batched per target loop
+// and handed over at the end of the current event.
+func (l *loop) route(m *message) {
+	srv := l.srv
+	if m.retain {
+		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
+		srv.setRetained(m)
+	}
+	srv.idx.match(m.topic, &l.match, func(s *session, opts subOpts) {
+		if opts.NoLocal && s.id == m.from {
+			return // [MQTT-3.8.3-3] not to the publisher's own No Local subscription
+		}
+		// [MQTT-3.3.1-9] retain is 0 on delivery to established
+		// subscriptions unless Retain As Published (5.0) is set.
+		out := outMsg{msg: m, qos: min(m.qos, opts.QoS), retain: m.retain && opts.RetainAsPublished}
+		m.ref()
+		if o := s.owner.Load(); o != l {
+			l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
+			return
+		}
+		l.deliver(s, out)
+	})
+	m.release()
+}
+
+// deliver gives out to s, which this loop owns, or forwards it to the loop
+// that owns s now. It consumes out's reference.
+func (l *loop) deliver(s *session, out outMsg) {
+	if o := s.owner.Load(); o != l {
+		l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
+		return
+	}
+	if s.ended {
+		out.msg.release()
+		return
+	}
+	c := s.client
+	if out.qos == 0 {
+		switch {
+		case c == nil || c.state != stateConnected:
+			l.stats.droppedOffline0.Add(1)
+		case c.outboundFull():
+			// A slow subscriber loses QoS 0 messages, never stalls the loop.
+			l.stats.droppedSlow.Add(1)
+		default:
+			c.writePublish(out, 0, false)
+		}
+		out.msg.release()
+		return
+	}
+	if c != nil && c.state == stateConnected && s.queue.len() == 0 && !s.inflight.full() {
+		id := s.inflight.add(out) // the window takes the reference
+		c.writePublish(out, id, false)
+		return
+	}
+	s.enqueue(out)
+}
+
+// enqueue queues out (QoS 1/2) for later, within the session's bounds.
+func (s *session) enqueue(out outMsg) {
+	l := s.owner.Load()
+	o := &l.srv.opts
+	if s.queue.push(out, o.MaxQueued, o.MaxQueuedBytes) {
+		return
+	}
+	l.stats.droppedQueueFull.Add(1)
+	if o.QueueOverflow == DropNewest || s.queue.len() == 0 {
+		out.msg.release()
+		return
+	}
+	for s.queue.len() > 0 && !s.queue.push(out, o.MaxQueued, o.MaxQueuedBytes) {
+		old := s.queue.pop()
+		old.msg.release()
+	}
+}
+
+// pump moves queued messages into the in-flight window while there is room
+// and the client is connected.
+func (s *session) pump() {
+	c := s.client
+	if c == nil || c.state != stateConnected {
+		return
+	}
+	for s.queue.len() > 0 && !s.inflight.full() {
+		out := s.queue.pop()
+		id := s.inflight.add(out)
+		c.writePublish(out, id, false)
+	}
+}

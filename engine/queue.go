@@ -1,0 +1,76 @@
+package engine
+
+// outMsg is one message owed to a session: the shared message plus what
+// is specific to this recipient. It owns one reference to msg.
+type outMsg struct {
+	msg    *message
+	qos    byte // delivered QoS: min(published, granted)
+	retain bool // retain flag to send
+}
+
+// msgQueue is a session's FIFO of messages waiting for an in-flight slot
+// or for the client to come back. It is bounded by message count and by
+// payload bytes; what does not fit is dropped per the overflow policy and
+// counted by the caller. Owned by the session's owner loop.
+type msgQueue struct {
+	items      []outMsg // ring buffer
+	head, size int
+	bytes      int
+}
+
+func (q *msgQueue) len() int { return q.size }
+
+// push appends m. It reports false, leaving the queue unchanged, when the
+// queue holds maxMsgs messages or maxBytes payload bytes already.
+func (q *msgQueue) push(m outMsg, maxMsgs, maxBytes int) bool {
+	if q.size >= maxMsgs || (q.size > 0 && q.bytes+len(m.msg.payload) > maxBytes) {
+		return false
+	}
+	if q.size == len(q.items) {
+		q.grow(maxMsgs)
+	}
+	q.items[(q.head+q.size)%len(q.items)] = m
+	q.size++
+	q.bytes += len(m.msg.payload)
+	return true
+}
+
+func (q *msgQueue) grow(limit int) {
+	n := 2 * len(q.items)
+	if n == 0 {
+		n = 8
+	}
+	if n > limit {
+		n = limit
+	}
+	items := make([]outMsg, n)
+	for i := 0; i < q.size; i++ {
+		items[i] = q.items[(q.head+i)%len(q.items)]
+	}
+	q.items, q.head = items, 0
+}
+
+// peek returns the oldest message without removing it.
+func (q *msgQueue) peek() *outMsg { return &q.items[q.head] }
+
+// pop removes and returns the oldest message; the caller takes its reference.
+func (q *msgQueue) pop() outMsg {
+	m := q.items[q.head]
+	q.items[q.head] = outMsg{}
+	q.head = (q.head + 1) % len(q.items)
+	q.size--
+	q.bytes -= len(m.msg.payload)
+	if q.size == 0 {
+		q.head = 0
+	}
+	return m
+}
+
+// clear releases every queued message.
+func (q *msgQueue) clear() {
+	for q.size > 0 {
+		m := q.pop()
+		m.msg.release()
+	}
+	q.items = nil
+}

@@ -1,0 +1,199 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Server is an MQTT broker. Create it with New, then Start; Stop ends it.
+// Its methods are safe for concurrent use.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	opts Options
+	log  *slog.Logger
+	reg  *registry
+	msgs *messagePool
+	idx  *index
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+	loopArr atomic.Pointer[[]*loop] // by loop index, grows as loops are discovered
+
+	eng     gnet.Engine
+	addr    net.Addr
+	booted  chan struct{}
+	done    chan error
+	stopped atomic.Bool
+}
+
+// New returns a Server with the given options; it does not listen yet.
+func New(opts Options) *Server {
+	opts.setDefaults()
+	s := &Server{opts: opts, log: opts.Logger, reg: newRegistry(), msgs: newMessagePool(),
+		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), done: make(chan error, 1)}
+	s.idx = newIndex()
+	empty := make([]*loop, 0, opts.Loops)
+	s.loopArr.Store(&empty)
+	return s
+}
+
+// Start begins listening and returns once the listener is ready.
+func (s *Server) Start() error {
+	addr := s.opts.Listen
+	if !strings.Contains(addr, "://") {
+		addr = "tcp://" + addr
+	}
+	go func() {
+		err := gnet.Run(s, addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.opts.Loops),
+			gnet.WithReusePort(false),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithTicker(true),
+			gnet.WithLogger(gnetLogger{s.log}),
+		)
+		s.done <- err
+	}()
+	select {
+	case <-s.booted:
+		s.log.Info("loopmq listening", "addr", s.addr.String(), "loops", s.opts.Loops)
+		return nil
+	case err := <-s.done:
+		return fmt.Errorf("start listener %s: %w", s.opts.Listen, err)
+	}
+}
+
+// Addr returns the listener's address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Stop closes the listener and every connection and waits until the event
+// loops have ended or ctx is done.
+func (s *Server) Stop(ctx context.Context) error {
+	if !s.stopped.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := s.eng.Stop(ctx); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	select {
+	case err := <-s.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("stop: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// OnBoot records the engine and the listener's real address.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			s.addr = sockaddrToTCP(sa)
+		}
+		_ = unix.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+func sockaddrToTCP(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To4(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return nil
+}
+
+// loopFor returns loopmq's state for gnet loop el, creating it on first use.
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if l, ok := s.loops[el]; ok {
+		return l
+	}
+	arr := *s.loopArr.Load()
+	l := newLoop(s, el, len(arr))
+	s.loops[el] = l
+	next := append(arr[:len(arr):len(arr)], l)
+	s.loopArr.Store(&next)
+	return l
+}
+
+func (s *Server) loopAt(idx int) *loop { return (*s.loopArr.Load())[idx] }
+
+func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
+
+// OnOpen creates the client for a new connection on its loop.
+func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
+	l := s.loopFor(conn.EventLoop())
+	now := time.Now()
+	c := &client{conn: conn, loop: l, opened: now, lastSeen: now}
+	if ra := conn.RemoteAddr(); ra != nil {
+		c.remote = ra.String()
+	}
+	c.dec.Version = 0
+	conn.SetContext(c)
+	l.clients[c] = struct{}{}
+	l.stats.connsOpened.Add(1)
+	return nil, gnet.None
+}
+
+// OnTraffic handles the bytes that arrived on one connection.
+func (s *Server) OnTraffic(conn gnet.Conn) gnet.Action {
+	c, ok := conn.Context().(*client)
+	if !ok {
+		return gnet.Close
+	}
+	return c.onTraffic()
+}
+
+// OnClose ends the client: the will is published unless the client sent
+// DISCONNECT, and a clean session ends with it.
+func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
+	c, ok := conn.Context().(*client)
+	if !ok {
+		return gnet.None
+	}
+	l := c.loop
+	l.now = time.Now()
+	c.state = stateClosed
+	c.gone = true
+	c.flush()
+	delete(l.clients, c)
+	l.stats.connsClosed.Add(1)
+	if sess := c.sess; sess != nil {
+		c.sess = nil
+		sess.client = nil
+		if sess.clean {
+			sess.end()
+		}
+	}
+	c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused
+
+	l.endBatch()
+	return gnet.None
+}
+
+// OnTick asks every loop to sweep its clients for expired keep-alives.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	for _, l := range s.loopsSnapshot() {
+		l.post(task{kind: taskFunc, fn: func(l *loop) { l.sweep() }})
+	}
+	return time.Second, gnet.None
+}

@@ -1,0 +1,98 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// subRecord is what a session remembers of one of its subscriptions, to
+// remove them from the index when the session ends.
+type subRecord struct {
+	qos byte
+}
+
+// session is the broker-side state of one client identifier: its
+// subscriptions, the in-flight window and the queue of messages owed to it.
+//
+// Ownership: every field below owner is read and written only by the loop
+// that owner points to. The owner changes only by a hand-off that the
+// current owner performs (takeover by a connection on another loop); code
+// on any other goroutine that wants something done with a session posts it
+// to owner's inbox, and the receiving loop re-checks ownership and forwards
+// if the session moved meanwhile.
+type session struct {
+	id    string
+	owner atomic.Pointer[loop]
+
+	client     *client // current connection, nil while offline
+	clean      bool    // ends with the connection (Clean Session / Clean Start and no expiry)
+	ended      bool    // removed from the registry; deliveries to it are dropped
+	subs       map[string]subRecord
+	inflight   inflight
+	queue      msgQueue
+	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+}
+
+// registry maps client identifiers to sessions. It is touched only when a
+// client connects or a session ends, never per message, and is sharded so
+// that connection storms on different loops rarely meet on one lock.
+type registry struct {
+	shards [64]registryShard
+}
+
+type registryShard struct {
+	mu sync.Mutex
+	m  map[string]*session
+}
+
+func newRegistry() *registry {
+	r := &registry{}
+	for i := range r.shards {
+		r.shards[i].m = make(map[string]*session)
+	}
+	return r
+}
+
+func (r *registry) shard(id string) *registryShard {
+	return &r.shards[xxhash.Sum64String(id)%uint64(len(r.shards))]
+}
+
+// swap installs fn's result for id under the shard lock and returns the
+// previous session. fn sees the previous session (or nil) and returns the
+// session to keep.
+func (r *registry) swap(id string, fn func(old *session) *session) (old *session) {
+	sh := r.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old = sh.m[id]
+	if s := fn(old); s != nil {
+		sh.m[id] = s
+	} else {
+		delete(sh.m, id)
+	}
+	return old
+}
+
+// remove deletes id's entry if it is still s.
+func (r *registry) remove(id string, s *session) {
+	sh := r.shard(id)
+	sh.mu.Lock()
+	if sh.m[id] == s {
+		delete(sh.m, id)
+	}
+	sh.mu.Unlock()
+}
+
+// count returns the number of sessions.
+func (r *registry) count() int {
+	n := 0
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}

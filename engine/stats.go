@@ -1,0 +1,45 @@
+package engine
+
+import "sync/atomic"
+
+// loopStats are one loop's counters. Only the owning loop adds to them;
+// readers on other goroutines load them atomically and sum over loops, so
+// the message path never contends on a shared counter.
+type loopStats struct {
+	_                 [64]byte // keep counters of different loops off one cache line
+	msgsIn            atomic.Uint64
+	msgsOut           atomic.Uint64
+	droppedSlow       atomic.Uint64 // QoS 0 dropped: client's outbound bound reached
+	droppedQueueFull  atomic.Uint64 // dropped: session queue full
+	droppedOffline0   atomic.Uint64 // QoS 0 for an offline persistent session
+	connsOpened       atomic.Uint64
+	connsClosed       atomic.Uint64
+	protocolErrors    atomic.Uint64
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	MessagesIn, MessagesOut                          uint64
+	DroppedSlowConsumer, DroppedQueueFull, DroppedQoS0Offline uint64
+	ConnectionsOpened, ConnectionsClosed, ProtocolErrors      uint64
+	Sessions                                                 int
+	Retained                                                 int
+}
+
+// Stats sums the counters of every loop. Safe for concurrent use.
+func (s *Server) Stats() Stats {
+	var st Stats
+	for _, l := range s.loopsSnapshot() {
+		st.MessagesIn += l.stats.msgsIn.Load()
+		st.MessagesOut += l.stats.msgsOut.Load()
+		st.DroppedSlowConsumer += l.stats.droppedSlow.Load()
+		st.DroppedQueueFull += l.stats.droppedQueueFull.Load()
+		st.DroppedQoS0Offline += l.stats.droppedOffline0.Load()
+		st.ConnectionsOpened += l.stats.connsOpened.Load()
+		st.ConnectionsClosed += l.stats.connsClosed.Load()
+		st.ProtocolErrors += l.stats.protocolErrors.Load()
+	}
+	st.Sessions = s.reg.count()
+	st.Retained = s.retainedCount()
+	return st
+}

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"github.com/loopmq/loopmq/codec"
+)
+
+// onSubscribe adds each filter to the session and the index, answers
+// SUBACK with the granted QoS per filter [MQTT-3.8.4-1], then sends the
+// retained messages that match each new subscription [MQTT-3.3.1-6].
+func (c *client) onSubscribe(p *codec.Subscribe) {
+	l := c.loop
+	srv := l.srv
+	s := c.sess
+	codes := make([]codec.ReasonCode, len(p.Subscriptions))
+	type retainedWork struct {
+		filter string
+		qos    byte
+		rap    bool
+	}
+	var work []retainedWork
+	for i := range p.Subscriptions {
+		sub := &p.Subscriptions[i]
+		filter := string(sub.Filter)
+		granted := min(sub.QoS, 2)
+		opts := subOpts{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
+			RetainHandling: sub.RetainHandling}
+		if len(p.Properties.SubscriptionIDs) > 0 {
+			opts.SubscriptionID = p.Properties.SubscriptionIDs[0]
+		}
+		existed := srv.idx.subscribe(filter, s, opts)
+		s.subs[filter] = subRecord{qos: granted}
+		codes[i] = codec.ReasonCode(granted)
+		_, _, shared := codec.SplitShared(sub.Filter)
+		switch {
+		case shared: // shared subscriptions get no retained messages
+		case sub.RetainHandling == 2:
+		case sub.RetainHandling == 1 && existed:
+		default:
+			work = append(work, retainedWork{filter: filter, qos: granted, rap: sub.RetainAsPublished})
+		}
+	}
+	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
+	c.writePacket(&ack)
+	for _, w := range work {
+		srv.idx.matchRetained(w.filter, func(m *message) {
+			m.ref()
+			// [MQTT-3.3.1-8] retained messages sent for a new subscription
+			// carry retain = 1.
+			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true})
+		})
+	}
+}
+
+// onUnsubscribe removes filters and answers UNSUBACK [MQTT-3.10.4-4].
+func (c *client) onUnsubscribe(p *codec.Unsubscribe) {
+	srv := c.loop.srv
+	s := c.sess
+	codes := make([]codec.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		filter := string(f)
+		if _, ok := s.subs[filter]; ok {
+			srv.idx.unsubscribe(filter, s)
+			delete(s.subs, filter)
+		} else {
+			codes[i] = codec.NoSubscriptionExisted
+		}
+	}
+	ack := codec.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}
+	c.writePacket(&ack)
+}
+
+// unsubscribe removes s's subscription to filter from the index.
+func (srv *Server) unsubscribe(filter string, s *session) { srv.idx.unsubscribe(filter, s) }
