@@ -62,12 +62,12 @@ type client struct {
 	disconnect bool // DISCONNECT received: no will [MQTT-3.1.2-10]
 
 	// The write batch, flushed with one writev at the end of each event.
-	wbuf     []byte
-	segs     []seg
-	iov      [][]byte
-	pending  int // bytes in the batch
-	inDirty  bool
-	gone     bool // gnet closed the connection: nothing more is written
+	wbuf    []byte
+	segs    []seg
+	iov     [][]byte
+	pending int // bytes in the batch
+	inDirty bool
+	gone    bool // gnet closed the connection: nothing more is written
 
 	pendingProps codec.Properties // CONNACK properties decided at CONNECT
 }

@@ -2,10 +2,10 @@ package engine
 
 // Outgoing QoS 1/2 state of one in-flight slot [MQTT 4.3.2, 4.3.3].
 const (
-	slotFree     byte = iota
-	slotAwaitAck      // QoS 1 PUBLISH sent, waiting for PUBACK
-	slotAwaitRec      // QoS 2 PUBLISH sent, waiting for PUBREC
-	slotAwaitComp     // PUBREL sent, waiting for PUBCOMP
+	slotFree      byte = iota
+	slotAwaitAck       // QoS 1 PUBLISH sent, waiting for PUBACK
+	slotAwaitRec       // QoS 2 PUBLISH sent, waiting for PUBREC
+	slotAwaitComp      // PUBREL sent, waiting for PUBCOMP
 )
 
 type slot struct {

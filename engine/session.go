@@ -26,12 +26,12 @@ type session struct {
 	id    string
 	owner atomic.Pointer[loop]
 
-	client     *client // current connection, nil while offline
-	clean      bool    // ends with the connection (Clean Session / Clean Start and no expiry)
-	ended      bool    // removed from the registry; deliveries to it are dropped
-	subs       map[string]subRecord
-	inflight   inflight
-	queue      msgQueue
+	client      *client // current connection, nil while offline
+	clean       bool    // ends with the connection (Clean Session / Clean Start and no expiry)
+	ended       bool    // removed from the registry; deliveries to it are dropped
+	subs        map[string]subRecord
+	inflight    inflight
+	queue       msgQueue
 	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
 }
 

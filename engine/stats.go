@@ -6,24 +6,24 @@ import "sync/atomic"
 // readers on other goroutines load them atomically and sum over loops, so
 // the message path never contends on a shared counter.
 type loopStats struct {
-	_                 [64]byte // keep counters of different loops off one cache line
-	msgsIn            atomic.Uint64
-	msgsOut           atomic.Uint64
-	droppedSlow       atomic.Uint64 // QoS 0 dropped: client's outbound bound reached
-	droppedQueueFull  atomic.Uint64 // dropped: session queue full
-	droppedOffline0   atomic.Uint64 // QoS 0 for an offline persistent session
-	connsOpened       atomic.Uint64
-	connsClosed       atomic.Uint64
-	protocolErrors    atomic.Uint64
+	_                [64]byte // keep counters of different loops off one cache line
+	msgsIn           atomic.Uint64
+	msgsOut          atomic.Uint64
+	droppedSlow      atomic.Uint64 // QoS 0 dropped: client's outbound bound reached
+	droppedQueueFull atomic.Uint64 // dropped: session queue full
+	droppedOffline0  atomic.Uint64 // QoS 0 for an offline persistent session
+	connsOpened      atomic.Uint64
+	connsClosed      atomic.Uint64
+	protocolErrors   atomic.Uint64
 }
 
 // Stats is a snapshot of the broker's counters.
 type Stats struct {
-	MessagesIn, MessagesOut                          uint64
+	MessagesIn, MessagesOut                                   uint64
 	DroppedSlowConsumer, DroppedQueueFull, DroppedQoS0Offline uint64
 	ConnectionsOpened, ConnectionsClosed, ProtocolErrors      uint64
-	Sessions                                                 int
-	Retained                                                 int
+	Sessions                                                  int
+	Retained                                                  int
 }
 
 // Stats sums the counters of every loop. Safe for concurrent use.
