@@ -82,12 +82,16 @@ func matchFilter(filter, topic string) bool {
 	return len(fl) == len(tl)
 }
 
-// match calls fn once per matching session with the maximum granted QoS.
-func (x *index) match(topic []byte, sc *matchScratch, fn func(*session, subOpts)) {
+// match returns one hit per matching session, with the maximum granted
+// QoS, in sc's reusable storage (valid until the next match on sc).
+func (x *index) match(topic []byte, sc *matchScratch) []matchHit {
 	t := string(topic)
 	if sc.seen == nil {
 		sc.seen = make(map[*session]int)
 	}
+	clear(sc.seen)
+	clear(sc.hits)
+	sc.hits = sc.hits[:0]
 	x.mu.RLock()
 	for f, m := range x.subs {
 		if !matchFilter(f, t) {
@@ -105,12 +109,7 @@ func (x *index) match(topic []byte, sc *matchScratch, fn func(*session, subOpts)
 		}
 	}
 	x.mu.RUnlock()
-	for _, h := range sc.hits {
-		fn(h.s, h.opts)
-	}
-	clear(sc.seen)
-	clear(sc.hits)
-	sc.hits = sc.hits[:0]
+	return sc.hits
 }
 
 func (x *index) matchRetained(filter string, fn func(*message)) {

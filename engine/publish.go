@@ -119,9 +119,11 @@ func (l *loop) route(m *message) {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
 	}
-	srv.idx.match(m.topic, &l.match, func(s *session, opts subOpts) {
+	hits := srv.idx.match(m.topic, &l.match)
+	for i := range hits {
+		s, opts := hits[i].s, hits[i].opts
 		if opts.NoLocal && s.id == m.from {
-			return // [MQTT-3.8.3-3] not to the publisher's own No Local subscription
+			continue // [MQTT-3.8.3-3] not to the publisher's own No Local subscription
 		}
 		// [MQTT-3.3.1-9] retain is 0 on delivery to established
 		// subscriptions unless Retain As Published (5.0) is set.
@@ -129,10 +131,10 @@ func (l *loop) route(m *message) {
 		m.ref()
 		if o := s.owner.Load(); o != l {
 			l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
-			return
+			continue
 		}
 		l.deliver(s, out)
-	})
+	}
 	m.release()
 }
 
