@@ -258,7 +258,8 @@ func (c *Connack) Decode(h FixedHeader, body []byte, v Version) error {
 	if flags&connackReservedFlagsMask != 0 {
 		return malformed(CONNACK, "reserved acknowledge flags are set [MQTT-3.2.2-1]")
 	}
-	c.SessionPresent = flags&connackSessionPresentFlag != 0
+	// 3.1 has no session present flag (AppendTo does not write it either).
+	c.SessionPresent = v != V31 && flags&connackSessionPresentFlag != 0
 	c.ReasonCode = ReasonCode(code)
 	if v == V5 {
 		if !connackReasons.has(c.ReasonCode) {
