@@ -62,12 +62,13 @@ type client struct {
 	disconnect bool // DISCONNECT received: no will [MQTT-3.1.2-10]
 
 	// The write batch, flushed with one writev at the end of each event.
-	wbuf    []byte
-	segs    []seg
-	iov     [][]byte
-	pending int // bytes in the batch
-	inDirty bool
-	gone    bool // gnet closed the connection: nothing more is written
+	wbuf     []byte
+	segs     []seg
+	iov      [][]byte
+	pending  int // bytes in the batch
+	inDirty  bool
+	gone     bool // gnet closed the connection: nothing more is written
+	flushing bool // inside flush (gnet may re-enter through OnClose)
 
 	pendingProps codec.Properties // CONNACK properties decided at CONNECT
 }
@@ -262,11 +263,14 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) {
 }
 
 // flush writes the batch with one writev and releases its references.
+// gnet may run OnClose for c from inside Writev; the nested flush it makes
+// returns at once and this one finishes the release.
 func (c *client) flush() {
 	c.inDirty = false
-	if len(c.segs) == 0 {
+	if len(c.segs) == 0 || c.flushing {
 		return
 	}
+	c.flushing = true
 	iov := c.iov[:0]
 	for i := range c.segs {
 		s := &c.segs[i]
@@ -295,6 +299,7 @@ func (c *client) flush() {
 	c.segs = c.segs[:0]
 	c.wbuf = c.wbuf[:0]
 	c.pending = 0
+	c.flushing = false
 }
 
 // outboundFull reports whether the client's unsent bytes reached the bound

@@ -43,14 +43,15 @@ type loop struct {
 	scheduled atomic.Bool
 
 	// Owned by the loop.
-	spare   []task
-	clients map[*client]struct{}
-	dirty   []*client // clients with frames waiting in their write batch
-	pend    [][]task  // per target loop index: deliveries to post at the end of the batch
-	pendTo  []int     // indexes of pend that are non-empty
-	now     time.Time // time at the start of the current event
-	match   matchScratch
-	stats   loopStats
+	spare      []task
+	clients    map[*client]struct{}
+	dirty      []*client // clients with frames waiting in their write batch
+	pend       [][]task  // per target loop index: deliveries to post at the end of the batch
+	pendTo     []int     // indexes of pend that are non-empty
+	now        time.Time // time at the start of the current event
+	inEndBatch bool
+	match      matchScratch
+	stats      loopStats
 }
 
 func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
@@ -119,7 +120,21 @@ func (l *loop) handOff(to *loop, t task) {
 
 // endBatch posts pending hand-offs (one post per target loop) and writes
 // every client's batched frames (one writev per client).
+//
+// gnet may call OnClose synchronously from inside Writev when the socket
+// fails, and OnClose ends in endBatch again: a nested call returns at once
+// and the outer one, which walks the lists by index, also picks up what the
+// nested OnClose added.
 func (l *loop) endBatch() {
+	if l.inEndBatch {
+		return
+	}
+	l.inEndBatch = true
+	for i := 0; i < len(l.dirty); i++ {
+		l.dirty[i].flush()
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
 	for _, idx := range l.pendTo {
 		ts := l.pend[idx]
 		l.srv.loopAt(idx).post(ts...)
@@ -127,11 +142,7 @@ func (l *loop) endBatch() {
 		l.pend[idx] = ts[:0]
 	}
 	l.pendTo = l.pendTo[:0]
-	for i, c := range l.dirty {
-		c.flush()
-		l.dirty[i] = nil
-	}
-	l.dirty = l.dirty[:0]
+	l.inEndBatch = false
 }
 
 // sweep closes clients whose keepalive or CONNECT deadline passed.
