@@ -169,12 +169,14 @@ func binaryLen(s []byte) int {
 	return 2 + len(s)
 }
 
-// grow makes room for n more bytes in dst with at most one allocation.
+// grow makes room for n more bytes in dst with at most one allocation. It
+// at least doubles the capacity, so a caller appending frame after frame to
+// one buffer reallocates O(log n) times, not once per frame.
 func grow(dst []byte, n int) []byte {
 	if cap(dst)-len(dst) >= n {
 		return dst
 	}
-	nd := make([]byte, len(dst), len(dst)+n)
+	nd := make([]byte, len(dst), max(len(dst)+n, 2*cap(dst)))
 	copy(nd, dst)
 	return nd
 }

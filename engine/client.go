@@ -242,22 +242,27 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 }
 
 // writePublish batches one PUBLISH of out with packet identifier id (0 for
-// QoS 0). The payload is not copied: the batch keeps a reference to the
-// message until it is written.
+// QoS 0). The payload is not copied: the batch holds a reference to the
+// message until it is written. For QoS 0 the caller's reference in out
+// moves to the batch; for QoS 1/2 the in-flight window keeps the caller's
+// and the batch takes its own, since the window may drop the message (the
+// session ends) before the batch is written.
 func (c *client) writePublish(out outMsg, id uint16, dup bool) {
 	m := out.msg
-	m.ref()
-	s := seg{payload: m.payload, msg: m}
+	if out.qos > 0 {
+		m.ref()
+	}
+	var s seg
 	if out.qos == 0 && !out.retain && c.version != codec.V5 {
-		s.shared = m.hdr0 // identical for every such recipient: encoded once
+		s = seg{shared: m.frame0, msg: m} // identical for every such recipient: encoded once
 	} else {
 		p := codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id, Payload: m.payload}
-		s.start = len(c.wbuf)
+		s = seg{start: len(c.wbuf), payload: m.payload, msg: m}
 		c.wbuf = p.AppendHeader(c.wbuf, c.version)
 		s.end = len(c.wbuf)
 	}
 	c.segs = append(c.segs, s)
-	c.pending += len(s.shared) + s.end - s.start + len(m.payload)
+	c.pending += len(s.shared) + s.end - s.start + len(s.payload)
 	c.loop.stats.msgsOut.Add(1)
 	c.markDirty()
 }
@@ -286,7 +291,7 @@ func (c *client) flush() {
 	if !c.gone {
 		// gnet copies what the socket does not take at once, so the
 		// payloads may be released right after.
-		_, _ = c.conn.Writev(iov)
+		c.writeIOV(iov)
 	}
 	for i := range c.segs {
 		if m := c.segs[i].msg; m != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // Kinds of work one loop hands another.
@@ -50,6 +51,7 @@ type loop struct {
 	pendTo     []int     // indexes of pend that are non-empty
 	now        time.Time // time at the start of the current event
 	inEndBatch bool
+	iovecs     []unix.Iovec // reused by writev
 	match      matchScratch
 	stats      loopStats
 }

@@ -20,16 +20,16 @@ import (
 type message struct {
 	refs atomic.Int32
 
-	buf     *[]byte // pooled storage holding topic, payload and hdr0
+	buf     *[]byte // pooled storage: frame0, which holds topic and payload
 	topic   []byte  // view into buf
 	payload []byte  // view into buf
 	qos     byte    // QoS it was published with
 	retain  bool    // retain flag it was published with
-	// hdr0 is the encoded header (fixed header and topic) of the QoS 0,
-	// non-retained frame for 3.1/3.1.1 recipients and 5.0 recipients that
-	// need no per-subscriber properties: every such recipient gets
-	// hdr0+payload, so it is encoded once per message.
-	hdr0 []byte
+	// frame0 is the whole encoded QoS 0, non-retained PUBLISH for 3.1/3.1.1
+	// recipients: fixed header, topic, payload, laid out so that topic and
+	// payload are its tail. Every such recipient is sent these same bytes
+	// (one iovec, no per-recipient encoding).
+	frame0 []byte
 
 	// from is the client identifier of the publisher ("" for wills sent by
 	// the broker on a session's behalf is never the case: wills carry it
@@ -56,22 +56,21 @@ func newMessagePool() *messagePool {
 // broker makes.
 func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string) *message {
 	m := p.msgs.Get().(*message)
-	hdr0Len := 1 + 4 + 2 + len(topic)
-	m.buf = p.bufs.Get(len(topic) + len(payload) + hdr0Len)
-	b := append((*m.buf)[:0], topic...)
-	b = append(b, payload...)
-	m.topic = b[:len(topic):len(topic)]
-	m.payload = b[len(topic):len(b):len(b)]
-	pub := codec.Publish{Topic: m.topic, Payload: m.payload}
-	b = pub.AppendHeader(b, codec.V311)
-	m.hdr0 = b[len(topic)+len(payload):]
+	pub := codec.Publish{Topic: topic, Payload: payload}
+	size := pub.Size(codec.V311)
+	m.buf = p.bufs.Get(size)
+	b := pub.AppendTo((*m.buf)[:0], codec.V311)
 	*m.buf = b
+	m.frame0 = b
+	m.payload = b[len(b)-len(payload) : len(b) : len(b)]
+	end := len(b) - len(payload)
+	m.topic = b[end-len(topic) : end : end]
 	m.qos, m.retain, m.from = qos, retain, from
 	m.refs.Store(1)
 	return m
 }
 
-// retain adds a reference.
+// ref adds a reference.
 func (m *message) ref() { m.refs.Add(1) }
 
 // release drops a reference; the last one recycles the message.

@@ -158,7 +158,8 @@ func (l *loop) deliver(s *session, out outMsg) {
 			// A slow subscriber loses QoS 0 messages, never stalls the loop.
 			l.stats.droppedSlow.Add(1)
 		default:
-			c.writePublish(out, 0, false)
+			c.writePublish(out, 0, false) // takes the reference
+			return
 		}
 		out.msg.release()
 		return

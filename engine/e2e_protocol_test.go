@@ -1,0 +1,158 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// TestE2EProtocolViolationClosesOnlyThatConnection: each violation closes
+// the offending connection and nothing else: a Paho pair and a raw
+// subscriber connected before keep exchanging messages after each one.
+func TestE2EProtocolViolationClosesOnlyThatConnection(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	h, got := collect(64)
+	bystander := newPaho(t, s, nil)
+	wait(t, bystander.Subscribe("by/#", 1, h))
+	pub := newPaho(t, s, nil)
+	rawBy := dialRaw(t, s)
+	rawBy.mustConnect(connectPacket("raw-bystander", true, 0))
+	require.Equal(t, byte(0), rawBy.subscribe(1, "by/#", 0))
+
+	connected := func(t *testing.T, id string) *rawClient {
+		c := dialRaw(t, s)
+		c.mustConnect(connectPacket(id, true, 0))
+		return c
+	}
+	cases := []struct {
+		name string
+		run  func(t *testing.T) *rawClient
+	}{
+		{"PUBLISH with QoS 3 [MQTT-3.3.1-4]", func(t *testing.T) *rawClient {
+			c := connected(t, "bad-qos3")
+			c.sendBytes([]byte{
+				0x36,                      // PUBLISH, QoS bits 11
+				0x07,                      // remaining length
+				0x00, 0x03, 'b', 'y', '/', // topic "by/"
+				0x00, 0x01, // packet id
+			})
+			return c
+		}},
+		{"remaining length of five bytes [MQTT-1.5.5]", func(t *testing.T) *rawClient {
+			c := connected(t, "bad-varint")
+			c.sendBytes([]byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F})
+			return c
+		}},
+		{"SUBSCRIBE with reserved flags 0000 [MQTT-3.8.1-1]", func(t *testing.T) *rawClient {
+			c := connected(t, "bad-sub-flags")
+			c.sendBytes([]byte{
+				0x80,       // SUBSCRIBE with flags 0 instead of 2
+				0x08,       // remaining length
+				0x00, 0x01, // packet id
+				0x00, 0x03, 'b', 'y', '/', // filter "by/"
+				0x00, // options
+			})
+			return c
+		}},
+		{"SUBSCRIBE without filters [MQTT-3.8.3-3]", func(t *testing.T) *rawClient {
+			c := connected(t, "bad-sub-empty")
+			c.sendBytes([]byte{0x82, 0x02, 0x00, 0x01})
+			return c
+		}},
+		{"PUBLISH with wildcard topic [MQTT-3.3.2-2]", func(t *testing.T) *rawClient {
+			c := connected(t, "bad-topic")
+			c.publish("by/#", "x", 0, false, 0)
+			return c
+		}},
+		{"second CONNECT [MQTT-3.1.0-2]", func(t *testing.T) *rawClient {
+			c := connected(t, "twice")
+			c.send(connectPacket("twice", true, 0))
+			return c
+		}},
+		{"PUBLISH before CONNECT [MQTT-3.1.0-1]", func(t *testing.T) *rawClient {
+			c := dialRaw(t, s)
+			c.publish("by/x", "sneaky", 0, false, 0)
+			return c
+		}},
+		{"PINGREQ before CONNECT [MQTT-3.1.0-1]", func(t *testing.T) *rawClient {
+			c := dialRaw(t, s)
+			c.send(&codec.Pingreq{})
+			return c
+		}},
+		{"CONNACK from a client", func(t *testing.T) *rawClient {
+			c := connected(t, "sends-connack")
+			c.send(&codec.Connack{})
+			return c
+		}},
+		{"garbage before CONNECT", func(t *testing.T) *rawClient {
+			c := dialRaw(t, s)
+			// "G" reads as a PUBACK with a 69-byte ("E") body: send enough
+			// for the frame to be complete (a shorter one waits for
+			// ConnectTimeout, rightly).
+			c.sendBytes([]byte("GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n"))
+			return c
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.run(t)
+			for _, p := range c.expectClosed(e2eWait) {
+				require.Failf(t, "packet before close", "%v", p.Type())
+			}
+			payload := fmt.Sprintf("alive-%d", i)
+			wait(t, pub.Publish("by/x", 1, false, payload))
+			require.Equal(t, payload, recv(t, got, "bystander delivery").payload)
+			require.Equal(t, payload, string(rawBy.expectPublish().Payload))
+		})
+	}
+	recvNone(t, got, e2eSilent) // "sneaky" and the others were never routed
+	rawBy.expectNothing(e2eSilent)
+	require.GreaterOrEqual(t, s.Stats().ProtocolErrors, uint64(len(cases)-4)) // the first-packet checks may close without counting
+}
+
+// TestE2E_MQTT_3_1_2_2_UnsupportedProtocolLevel: a CONNECT with a protocol
+// level the broker does not speak gets CONNACK 0x01 and a close.
+func TestE2E_MQTT_3_1_2_2_UnsupportedProtocolLevel(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"MQTT level 6", []byte{
+			0x10, 0x0D, // CONNECT, remaining length
+			0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
+			0x06,       // protocol level 6
+			0x02,       // clean session
+			0x00, 0x3C, // keep alive
+			0x00, 0x01, 'x', // client id
+		}},
+		{"MQTT level 3", []byte{
+			0x10, 0x0D,
+			0x00, 0x04, 'M', 'Q', 'T', 'T',
+			0x03, // MQTT with 3.1's level
+			0x02,
+			0x00, 0x3C,
+			0x00, 0x01, 'y',
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, s)
+			c.sendBytes(tc.frame)
+			p, err := c.next(e2eWait)
+			require.NoError(t, err, "expected CONNACK 0x01")
+			ca, ok := p.(*codec.Connack)
+			require.True(t, ok, "expected CONNACK, got %v", p.Type())
+			require.Equal(t, codec.ReasonCode(codec.ConnRefusedVersion), ca.ReasonCode, "CONNACK return code")
+			require.False(t, ca.SessionPresent)
+			c.expectClosed(e2eWait)
+		})
+	}
+	// The broker still accepts a good client afterwards.
+	c := dialRaw(t, s)
+	c.mustConnect(connectPacket("good", true, 0))
+}
