@@ -1,0 +1,148 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat.
+// sysconf(_SC_CLK_TCK) returns 100 on every Linux architecture Go supports
+// (the kernel fixes USER_HZ at 100 for user space), so it is a constant
+// here rather than a cgo call.
+const clockTicks = 100
+
+// BrokerStats is the broker's CPU time and memory around the measured window.
+type BrokerStats struct {
+	PID         int   `json:"pid"`
+	CPUWindowUs int64 `json:"cpu_window_us"` // utime+stime spent in the measured window
+	// CPUPerMsgUs is CPUWindowUs per message delivered to a subscriber in
+	// the window; 0 when nothing was delivered. With several brokers the
+	// figures count this broker's share (loadgen spreads evenly).
+	CPUPerMsgUs     float64 `json:"cpu_per_msg_us"`
+	Delivered       int64   `json:"delivered"`       // messages delivered in the window, this broker's share
+	Connections     int64   `json:"connections"`     // connections up, this broker's share
+	RSSBaselineKB   int64   `json:"rss_baseline_kb"` // before any connection
+	RSSStartKB      int64   `json:"rss_start_kb"`    // at the window's start
+	RSSEndKB        int64   `json:"rss_end_kb"`      // at the window's end
+	RSSPerConnBytes float64 `json:"rss_per_conn_bytes"`
+	Err             string  `json:"error,omitempty"`
+}
+
+// procSample is one reading of /proc/PID.
+type procSample struct {
+	cpuUs int64
+	rssKB int64
+	err   error
+}
+
+// readProc reads a process's CPU time (utime+stime) and resident set size.
+func readProc(pid int) procSample {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procSample{err: err}
+	}
+	// The command name in parentheses may hold spaces; fields count from
+	// after its closing parenthesis: state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return procSample{err: fmt.Errorf("/proc/%d/stat: no command name", pid)}
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 13 {
+		return procSample{err: fmt.Errorf("/proc/%d/stat: too few fields", pid)}
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return procSample{err: fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)}
+	}
+	s := procSample{cpuUs: (ut + st) * (1e6 / clockTicks)}
+	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procSample{err: err}
+	}
+	defer status.Close()
+	sc := bufio.NewScanner(status)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb := strings.Fields(v)
+			if len(kb) > 0 {
+				s.rssKB, _ = strconv.ParseInt(kb[0], 10, 64)
+			}
+		}
+	}
+	return s
+}
+
+// brokerSampler samples the broker before setup and at both ends of the
+// measured window.
+type brokerSampler struct {
+	pid                  int
+	baseline, start, end procSample
+	wg                   sync.WaitGroup
+}
+
+func newBrokerSampler(pid int) *brokerSampler { return &brokerSampler{pid: pid} }
+
+func (b *brokerSampler) sample(into *procSample) {
+	if b.pid > 0 {
+		*into = readProc(b.pid)
+	}
+}
+
+// sampleWindow samples at T0+warmup and at T0+warmup+duration, in the
+// background; wait waits for both.
+func (b *brokerSampler) sampleWindow(ctx context.Context, t0 time.Time, warmup, duration time.Duration) {
+	if b.pid <= 0 {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if sleepUntil(ctx, t0.Add(warmup)) {
+			b.sample(&b.start)
+		}
+		if sleepUntil(ctx, t0.Add(warmup+duration)) {
+			b.sample(&b.end)
+		}
+	}()
+}
+
+func (b *brokerSampler) wait() { b.wg.Wait() }
+
+// stats derives the per-message and per-connection figures from res.
+func (b *brokerSampler) stats(res *Result) *BrokerStats {
+	if b.pid <= 0 {
+		return nil
+	}
+	s := &BrokerStats{PID: b.pid}
+	for _, p := range []procSample{b.baseline, b.start, b.end} {
+		if p.err != nil {
+			s.Err = "cannot sample the broker: " + p.err.Error()
+			return s
+		}
+	}
+	if b.end.cpuUs == 0 && b.end.rssKB == 0 {
+		s.Err = "the run ended before the measured window did"
+		return s
+	}
+	nb := int64(max(1, len(res.Params.Brokers)))
+	s.CPUWindowUs = b.end.cpuUs - b.start.cpuUs
+	s.Delivered = res.Messages.WindowReceived / nb
+	if s.Delivered > 0 {
+		s.CPUPerMsgUs = float64(s.CPUWindowUs) / float64(s.Delivered)
+	}
+	s.RSSBaselineKB, s.RSSStartKB, s.RSSEndKB = b.baseline.rssKB, b.start.rssKB, b.end.rssKB
+	s.Connections = res.Connections.Up / nb
+	if s.Connections > 0 {
+		s.RSSPerConnBytes = float64(s.RSSEndKB-s.RSSBaselineKB) * 1024 / float64(s.Connections)
+	}
+	return s
+}
