@@ -49,12 +49,12 @@ type client struct {
 	// closeReason is set when the broker decides to close.
 	closeReason string
 
-	version   codec.Version
-	dec       codec.Decoder
-	clientID  string
-	keepAlive time.Duration
-	opened    time.Time
-	lastSeen  time.Time
+	version    codec.Version
+	clientID   string
+	cleanStart bool
+	keepAlive  time.Duration
+	opened     time.Time
+	lastSeen   time.Time
 
 	sess       *session
 	will       *message // nil without a will; owned reference
@@ -70,7 +70,7 @@ type client struct {
 	gone     bool // gnet closed the connection: nothing more is written
 	flushing bool // inside flush (gnet may re-enter through OnClose)
 
-	pendingProps codec.Properties // CONNACK properties decided at CONNECT
+	assignedID bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
 }
 
 func (c *client) id() string {
@@ -126,7 +126,12 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 			Reason: "second CONNECT [MQTT-3.1.0-2]"})
 		return
 	}
-	pkt, err := c.dec.DecodeBody(h, body)
+	// One decoder per loop, not per connection: its packet values are
+	// only used during this call (they are a few KiB, per loop instead of
+	// per idle connection).
+	dec := &c.loop.dec
+	dec.Version = c.version
+	pkt, err := dec.DecodeBody(h, body)
 	if err != nil {
 		c.protocolError(err)
 		return
@@ -168,8 +173,7 @@ func (c *client) protocolError(err error) {
 	if c.state == stateNew {
 		if code == codec.UnsupportedProtocolVersion {
 			// [MQTT-3.1.2-2] answer with CONNACK 0x01 (3.1.1) or 0x84 (5.0).
-			v := c.dec.Version
-			c.version = v
+			c.version = c.loop.dec.Version // the level the client asked for
 			c.writeConnack(false, code, nil)
 		}
 	} else if c.version == codec.V5 {

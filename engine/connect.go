@@ -12,9 +12,7 @@ import (
 func (c *client) onConnect(p *codec.Connect) {
 	srv := c.loop.srv
 	c.version = p.Version
-	c.dec.Version = p.Version
 	id := string(p.ClientID)
-	var props codec.Properties
 	if id == "" {
 		if !p.CleanStart && p.Version != codec.V5 {
 			// [MQTT-3.1.3-8] an empty client id needs Clean Session = 1.
@@ -23,7 +21,7 @@ func (c *client) onConnect(p *codec.Connect) {
 		}
 		// [MQTT-3.1.3-6] the server assigns a unique identifier.
 		id = newClientID()
-		props.AssignedClientID = []byte(id)
+		c.assignedID = true
 	}
 	if (p.Version == codec.V31 && len(id) > 23) || len(id) > srv.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid, "client identifier too long")
@@ -35,7 +33,7 @@ func (c *client) onConnect(p *codec.Connect) {
 		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id)
 	}
 	c.state = stateWaiting
-	c.pendingProps = props
+	c.cleanStart = p.CleanStart
 	srv.attach(c, id, p.CleanStart)
 }
 
@@ -69,18 +67,31 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 		return o
 	})
 	if fresh != nil {
-		if old != nil {
-			// The old session is discarded: its connection (if any) is
-			// closed with its will, its state freed, on its owner loop.
-			srv.onOwner(l, old, func(_ *loop, s *session) {
-				s.kick()
-				s.end()
-			})
+		if old == nil {
+			c.bind(fresh, false)
+			return
 		}
-		c.bind(fresh, false)
+		// The old session is discarded: its connection (if any) is closed
+		// with its will and its state freed, on its owner loop. c is bound
+		// only after that, so the old session's subscriptions have left
+		// the index (keyed by client id) before c can subscribe.
+		srv.onOwner(l, old, func(ol *loop, s *session) {
+			s.kick()
+			s.end()
+			if ol == l {
+				c.bind(fresh, false)
+				return
+			}
+			l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(fresh, false) }})
+		})
 		return
 	}
-	srv.onOwner(l, old, func(ol *loop, s *session) {
+	var takeOver func(ol *loop, s *session)
+	takeOver = func(ol *loop, s *session) {
+		if s.holding {
+			s.deferred = append(s.deferred, takeOver) // the session is still arriving here
+			return
+		}
 		if s.ended {
 			// It ended while the request travelled: start over.
 			l.post(task{kind: taskFunc, fn: func(*loop) { srv.attach(c, id, cleanStart) }})
@@ -91,9 +102,54 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 			c.bind(s, true)
 			return
 		}
+		s.holding = true
 		s.owner.Store(l) // from here on only l touches s
 		l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(s, true) }})
-	})
+		srv.moveBarrier(ol, s, l)
+	}
+	srv.onOwner(l, old, takeOver)
+}
+
+// moveBarrier runs on from, the loop s just left for to. It asks every
+// other loop to answer through the queue of hand-offs it keeps for from,
+// so each answer arrives after whatever that loop had routed towards from
+// before it saw the new owner. When all have answered, every stale
+// delivery has been forwarded to to (in the same queue, ahead of the
+// release), and to releases the deliveries it held.
+func (srv *Server) moveBarrier(from *loop, s *session, to *loop) {
+	loops := srv.loopsSnapshot()
+	remaining := len(loops)
+	answered := func(ol *loop) { // runs on from
+		remaining--
+		if remaining == 0 {
+			ol.handOff(to, task{kind: taskFunc, fn: func(l *loop) { s.releaseHold(l) }})
+		}
+	}
+	for _, lx := range loops {
+		if lx == from {
+			continue
+		}
+		lx.post(task{kind: taskFunc, fn: func(lx *loop) {
+			lx.handOff(from, task{kind: taskFunc, fn: answered})
+		}})
+	}
+	answered(from)
+}
+
+// releaseHold ends a move: the held deliveries go out in order, then the
+// takeovers that waited. Runs on s's owner.
+func (s *session) releaseHold(l *loop) {
+	s.holding = false
+	held := s.held
+	s.held = nil
+	for _, out := range held {
+		l.deliver(s, out, true)
+	}
+	deferred := s.deferred
+	s.deferred = nil
+	for _, fn := range deferred {
+		l.srv.onOwner(l, s, fn)
+	}
 }
 
 // onOwner runs fn on s's owner loop: inline when that is cur, otherwise
@@ -108,8 +164,7 @@ func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
 }
 
 func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
-	s := &session{id: id, clean: clean, subs: make(map[string]subRecord),
-		inflight: newInflight(srv.opts.MaxInflight)}
+	s := &session{id: id, clean: clean, subs: make(map[string]subRecord)}
 	s.owner.Store(owner)
 	return s
 }
@@ -119,6 +174,13 @@ func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
 // again with DUP [MQTT-4.4.0-1], then the queue.
 func (c *client) bind(s *session, present bool) {
 	wasWaiting := c.state == stateWaiting
+	if s.ended && c.state != stateClosed {
+		// Another connection with this id discarded the session (Clean
+		// Start) while it travelled here: attach again, which picks up
+		// whatever session the registry holds now.
+		c.loop.srv.attach(c, c.clientID, c.cleanStart)
+		return
+	}
 	if c.state == stateClosed {
 		// The connection went away while the session travelled.
 		if s.clean {
@@ -127,10 +189,13 @@ func (c *client) bind(s *session, present bool) {
 		return
 	}
 	s.client = c
+	s.online.Store(true)
 	c.sess = s
 	c.state = stateConnected
-	props := c.pendingProps
-	c.pendingProps = codec.Properties{}
+	var props codec.Properties
+	if c.assignedID {
+		props.AssignedClientID = []byte(c.clientID)
+	}
 	c.writeConnack(present, codec.Success, &props)
 	s.inflight.each(func(sl *slot) {
 		switch sl.state {
@@ -158,6 +223,7 @@ func (s *session) kick() {
 		return
 	}
 	s.client = nil
+	s.online.Store(false)
 	c.sess = nil
 	if c.version == codec.V5 {
 		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
@@ -183,6 +249,10 @@ func (s *session) end() {
 	s.subs = nil
 	s.inflight.clear()
 	s.queue.clear()
+	for _, out := range s.held {
+		out.msg.release()
+	}
+	s.held = nil
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)
 }

@@ -232,6 +232,21 @@ func (c *rawClient) kill() { _ = c.conn.Close() }
 
 // ---- Paho helpers ----
 
+// waitAll waits for every token until deadline (one deadline for all, so a
+// stuck broker cannot multiply the wait by the number of tokens) and
+// returns the first failure.
+func waitAll(toks []paho.Token, deadline time.Time) error {
+	for i, tok := range toks {
+		if !tok.WaitTimeout(time.Until(deadline)) {
+			return fmt.Errorf("token %d of %d not complete by the deadline", i, len(toks))
+		}
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("token %d of %d: %w", i, len(toks), err)
+		}
+	}
+	return nil
+}
+
 // pahoMsg is what a Paho handler saw, copied out of Paho's goroutine.
 type pahoMsg struct {
 	topic    string

@@ -185,15 +185,8 @@ func TestE2EQoS1FanInFanOut(t *testing.T) {
 			for seq := 0; seq < perPub; seq++ {
 				toks = append(toks, c.Publish(fmt.Sprintf("load/p%d", p), 1, false, fmt.Sprintf("p%d:%d", p, seq)))
 			}
-			for _, tok := range toks {
-				if !tok.WaitTimeout(20 * time.Second) {
-					errs <- fmt.Errorf("publisher %d: PUBACK timeout, %v", p, &lost[p])
-					return
-				}
-				if err := tok.Error(); err != nil {
-					errs <- fmt.Errorf("publisher %d: %w, %v", p, err, &lost[p])
-					return
-				}
+			if err := waitAll(toks, start.Add(20*time.Second)); err != nil {
+				errs <- fmt.Errorf("publisher %d: %w (%v)", p, err, &lost[p])
 			}
 		}()
 	}
@@ -392,17 +385,7 @@ func TestE2EQoS2ExactlyOnceSubscriberDropsMidStream(t *testing.T) {
 				time.Sleep(2 * time.Millisecond)
 			}
 		}
-		for _, tok := range toks {
-			if !tok.WaitTimeout(10 * time.Second) {
-				pubErr <- fmt.Errorf("publish timeout")
-				return
-			}
-			if err := tok.Error(); err != nil {
-				pubErr <- err
-				return
-			}
-		}
-		pubErr <- nil
+		pubErr <- waitAll(toks, time.Now().Add(10*time.Second))
 	}()
 
 	r := newQoS2Receiver(t)

@@ -284,13 +284,7 @@ func TestE2ETakeoverWhileStreaming(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		for _, tok := range toks {
-			if !tok.WaitTimeout(10 * time.Second) {
-				pubErr <- fmt.Errorf("publish timeout")
-				return
-			}
-		}
-		pubErr <- nil
+		pubErr <- waitAll(toks, time.Now().Add(10*time.Second))
 	}()
 
 	seen := make(map[int]bool, n) // sequence numbers received at least once
@@ -419,4 +413,74 @@ func TestE2EPipelinedConnectResumesSession(t *testing.T) {
 		require.Eventually(t, func() bool { return s.Stats().ConnectionsClosed >= uint64(2+i) }, e2eWait, 5*time.Millisecond)
 	}
 	require.Len(t, loops, 2, "the session never moved between loops")
+}
+
+// alive reports whether the broker still answers PINGREQ on c.
+func (c *rawClient) alive() bool {
+	if c.trySend(&codec.Pingreq{}) != nil {
+		return false
+	}
+	for {
+		p, err := c.next(time.Second)
+		if err != nil {
+			return false
+		}
+		if p.Type() == codec.PINGRESP {
+			return true
+		}
+	}
+}
+
+// TestE2E_MQTT_3_1_4_2_TakeoverRaceWithCleanStart: a persistent session is
+// resumed by connection B (Clean Session = 0) while connection D with the
+// same client id and Clean Session = 1 connects at the same moment. Whatever
+// the order the broker picks, one connection must win and the other be
+// closed [MQTT-3.1.4-2]; the winner must have a working session. B and D are
+// placed on the same event loop and the session on the other one, the case
+// where B's session is in transit between loops when D arrives.
+func TestE2E_MQTT_3_1_4_2_TakeoverRaceWithCleanStart(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	for i := range 60 {
+		id := fmt.Sprintf("race-%d", i)
+		// Four connections per round keep gnet's round robin in step: A on
+		// one loop, B and D on the other.
+		a := dialRaw(t, s)
+		a.mustConnect(connectPacket(id, false, 0))
+		a.disconnect()
+		b := dialRaw(t, s)
+		dialRaw(t, s) // filler
+		d := dialRaw(t, s)
+		b.sendBytes(connectPacket(id, false, 0).AppendTo(nil, codec.V311))
+		d.sendBytes(connectPacket(id, true, 0).AppendTo(nil, codec.V311))
+		b.expect(codec.CONNACK)
+		d.expect(codec.CONNACK)
+		// Both may answer for a moment (the loser is closed by a task that
+		// travels between loops); one must be closed soon after.
+		bAlive, dAlive := b.alive(), d.alive()
+		for deadline := time.Now().Add(2 * time.Second); bAlive && dAlive && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			bAlive, dAlive = b.alive(), d.alive()
+		}
+		require.False(t, bAlive && dAlive,
+			"round %d: both connections of client id %q stay open (B, Clean Session 0, owner loop now %d)", i, id, sessionOwnerLoop(s, id))
+		require.True(t, bAlive || dAlive, "round %d: both connections closed", i)
+		winner := b
+		if dAlive {
+			winner = d
+		}
+		require.Equal(t, byte(1), winner.subscribe(1, "race/"+id, 1))
+		winner.publish("race/"+id, "mine", 1, false, 2)
+		got := map[codec.Type]int{}
+		for range 2 {
+			p, err := winner.next(e2eWait)
+			require.NoError(t, err)
+			got[p.Type()]++
+			if pp, ok := p.(*codec.Publish); ok {
+				winner.ack(codec.PUBACK, pp.PacketID)
+			}
+		}
+		require.Equal(t, map[codec.Type]int{codec.PUBLISH: 1, codec.PUBACK: 1}, got, "round %d: the winner's session works", i)
+		winner.disconnect()
+	}
 }

@@ -1,154 +1,85 @@
 package engine
 
 import (
-	"strings"
-	"sync"
+	"unsafe"
+
+	"github.com/loopmq/loopmq/trie"
 )
 
-// subOpts are a subscription's granted options.
-type subOpts struct {
-	QoS               byte
-	NoLocal           bool
-	RetainAsPublished bool
-	RetainHandling    byte
-	SubscriptionID    uint32
-}
-
-// matchScratch is a loop's reusable state for one match.
-type matchScratch struct {
-	seen map[*session]int // session -> index in hits
-	hits []matchHit
-}
-
-type matchHit struct {
-	s    *session
-	opts subOpts
-}
-
-// index is the engine's view of the subscription and retained indexes.
-// TEMPORARY: a plain locked map until the trie package lands.
+// index holds the broker's two topic indexes. Both are safe for concurrent
+// use and take no lock on the read side (see package trie): every loop
+// matches in them directly.
+//
+// Subscriptions are keyed by client identifier with the session as handle.
+// A client id's subscriptions belong to at most one session at a time: a
+// session that replaces another is bound only after the old one ended and
+// left the index (see Server.attach).
+//
+// Retained messages are pinned messages (never recycled, freed by the
+// garbage collector), so a reader that found one just before it was
+// replaced can still use it without reference counting.
 type index struct {
-	mu       sync.RWMutex
-	subs     map[string]map[*session]subOpts
-	retained map[string]*message
+	subs     *trie.Trie[*session]
+	retained *trie.Retained[*message]
 }
 
 func newIndex() *index {
-	return &index{subs: make(map[string]map[*session]subOpts), retained: make(map[string]*message)}
+	return &index{subs: trie.New[*session](), retained: trie.NewRetained[*message]()}
 }
 
-func (x *index) subscribe(filter string, s *session, o subOpts) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	m := x.subs[filter]
-	if m == nil {
-		m = make(map[*session]subOpts)
-		x.subs[filter] = m
+// matchScratch is a loop's reusable match result.
+type matchScratch = trie.Result[*session]
+
+// viewString returns a string sharing b's memory, for lookups that do not
+// keep it (trie.Match keeps nothing of its arguments).
+func viewString(b []byte) string {
+	if len(b) == 0 {
+		return ""
 	}
-	_, ok := m[s]
-	m[s] = o
-	return ok
+	return unsafe.String(&b[0], len(b))
+}
+
+func (x *index) subscribe(filter string, s *session, o trie.Options) bool {
+	return x.subs.Subscribe(filter, s.id, s, o)
 }
 
 func (x *index) unsubscribe(filter string, s *session) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	m := x.subs[filter]
-	_, ok := m[s]
-	delete(m, s)
-	if len(m) == 0 {
-		delete(x.subs, filter)
-	}
-	return ok
+	return x.subs.Unsubscribe(filter, s.id)
 }
 
-func matchFilter(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
+// match finds the deliveries for a message published by publisherID: one
+// per session with its ordinary subscriptions merged, one per shared group.
+// No Local is applied by the trie. The result lives in sc until its next use.
+func (x *index) match(topic []byte, publisherID string, sc *matchScratch) []trie.Delivery[*session] {
+	if sc.Eligible == nil {
+		sc.Eligible = sessionOnline
 	}
-	fl := strings.Split(filter, "/")
-	tl := strings.Split(topic, "/")
-	for i, f := range fl {
-		if f == "#" {
-			return true
-		}
-		if i >= len(tl) {
-			return false
-		}
-		if f != "+" && f != tl[i] {
-			return false
-		}
-	}
-	return len(fl) == len(tl)
+	x.subs.Match(viewString(topic), publisherID, sc)
+	return sc.Deliveries
 }
 
-// match returns one hit per matching session, with the maximum granted
-// QoS, in sc's reusable storage (valid until the next match on sc).
-func (x *index) match(topic []byte, sc *matchScratch) []matchHit {
-	t := string(topic)
-	if sc.seen == nil {
-		sc.seen = make(map[*session]int)
-	}
-	clear(sc.seen)
-	clear(sc.hits)
-	sc.hits = sc.hits[:0]
-	x.mu.RLock()
-	for f, m := range x.subs {
-		if !matchFilter(f, t) {
-			continue
-		}
-		for s, o := range m {
-			if i, ok := sc.seen[s]; ok {
-				if o.QoS > sc.hits[i].opts.QoS {
-					sc.hits[i].opts.QoS = o.QoS
-				}
-				continue
-			}
-			sc.seen[s] = len(sc.hits)
-			sc.hits = append(sc.hits, matchHit{s, o})
-		}
-	}
-	x.mu.RUnlock()
-	return sc.hits
-}
+// sessionOnline tells shared subscriptions which members can take a
+// message now. It runs on any loop, so it reads the atomic flag only.
+func sessionOnline(s *session) bool { return s.online.Load() }
 
+// matchRetained calls fn for every retained message matching filter.
 func (x *index) matchRetained(filter string, fn func(*message)) {
-	var ms []*message
-	x.mu.RLock()
-	for t, m := range x.retained {
-		if matchFilter(filter, t) {
-			m.ref()
-			ms = append(ms, m)
-		}
-	}
-	x.mu.RUnlock()
-	for _, m := range ms {
+	x.retained.Match(filter, func(_ string, m *message) bool {
 		fn(m)
-		m.release()
-	}
+		return true
+	})
 }
 
-// setRetained stores m as the retained message of its topic, or removes
-// the topic's retained message when m's payload is empty.
+// setRetained stores m (a pinned message) as its topic's retained
+// message, or removes the topic's retained message when m's payload is
+// empty [MQTT-3.3.1-10] [MQTT-3.3.1-11].
 func (s *Server) setRetained(m *message) {
-	x := s.idx
 	t := string(m.topic)
-	x.mu.Lock()
-	old := x.retained[t]
 	if len(m.payload) == 0 {
-		delete(x.retained, t)
-	} else {
-		m.ref()
-		x.retained[t] = m
+		s.idx.retained.Delete(t)
+		return
 	}
-	x.mu.Unlock()
-	if old != nil {
-		old.release()
-	}
+	s.idx.retained.Set(t, m)
 }
 
-func (s *Server) retainedCount() int {
-	s.idx.mu.RLock()
-	defer s.idx.mu.RUnlock()
-	return len(s.idx.retained)
-}
+func (s *Server) retainedCount() int { return s.idx.retained.Count() }

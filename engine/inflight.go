@@ -44,12 +44,19 @@ func (w *inflight) index(id uint16) int { return int(id-1) % len(w.slots) }
 
 // full reports whether no new message may be sent now.
 func (w *inflight) full() bool {
+	if w.slots == nil {
+		return false // allocated by the first add
+	}
 	return w.count >= w.limit || w.slots[w.index(w.next)].state != slotFree
 }
 
 // add puts m in the next slot and returns its packet identifier. The
-// caller checked !full().
-func (w *inflight) add(m outMsg) uint16 {
+// caller checked !full(). size is the window to allocate on first use: a
+// session that never receives QoS 1/2 never pays for its window.
+func (w *inflight) add(m outMsg, size int) uint16 {
+	if w.slots == nil {
+		*w = newInflight(size)
+	}
 	id := w.next
 	s := &w.slots[w.index(id)]
 	state := slotAwaitAck
@@ -90,6 +97,9 @@ func (w *inflight) free(s *slot) {
 
 // each calls fn for every used slot, oldest first.
 func (w *inflight) each(fn func(s *slot)) {
+	if w.slots == nil {
+		return
+	}
 	start := w.index(w.next)
 	for i := 0; i < len(w.slots); i++ {
 		s := &w.slots[(start+i)%len(w.slots)]

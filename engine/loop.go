@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/loopmq/loopmq/codec"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,9 +22,13 @@ const (
 // to out.msg.
 type task struct {
 	kind byte
-	sess *session
-	out  outMsg
-	fn   func(l *loop)
+	// forwarded marks a delivery that a previous owner of sess passed on
+	// after the session moved: it is older than any delivery routed to the
+	// new owner directly (see session.holding).
+	forwarded bool
+	sess      *session
+	out       outMsg
+	fn        func(l *loop)
 }
 
 // loop is loopmq's state for one gnet event loop. Everything in it but the
@@ -53,6 +59,7 @@ type loop struct {
 	inEndBatch bool
 	iovecs     []unix.Iovec // reused by writev
 	match      matchScratch
+	dec        codec.Decoder // decodes every frame of this loop's clients
 	stats      loopStats
 }
 
@@ -88,7 +95,7 @@ func (l *loop) Run(context.Context) error {
 		t := &batch[i]
 		switch t.kind {
 		case taskDeliver:
-			l.deliver(t.sess, t.out)
+			l.deliver(t.sess, t.out, t.forwarded)
 		case taskFunc:
 			t.fn(l)
 		}

@@ -36,7 +36,8 @@ type message struct {
 	// too); 5.0 No Local compares it.
 	from string
 
-	pool *messagePool
+	pool   *messagePool
+	pinned bool // never recycled: see newMessage
 }
 
 // messagePool recycles messages and their buffers.
@@ -51,14 +52,23 @@ func newMessagePool() *messagePool {
 	return p
 }
 
-// newMessage copies topic and payload into a pooled message with one
-// reference owned by the caller. This is the only copy of a payload the
-// broker makes.
+// newMessage copies topic and payload into a message with one reference
+// owned by the caller. This is the only copy of a payload the broker makes.
+// A retained message is pinned: allocated outside the pool and never
+// recycled, because the retained index hands it to lock-free readers that
+// hold no reference (the garbage collector frees it once unreachable).
 func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string) *message {
-	m := p.msgs.Get().(*message)
 	pub := codec.Publish{Topic: topic, Payload: payload}
 	size := pub.Size(codec.V311)
-	m.buf = p.bufs.Get(size)
+	var m *message
+	if retain {
+		m = &message{pinned: true}
+		b := make([]byte, 0, size)
+		m.buf = &b
+	} else {
+		m = p.msgs.Get().(*message)
+		m.buf = p.bufs.Get(size)
+	}
 	b := pub.AppendTo((*m.buf)[:0], codec.V311)
 	*m.buf = b
 	m.frame0 = b
@@ -76,6 +86,8 @@ func (m *message) ref() { m.refs.Add(1) }
 // release drops a reference; the last one recycles the message.
 func (m *message) release() {
 	switch n := m.refs.Add(-1); {
+	case n == 0 && m.pinned:
+		// The garbage collector frees it once nothing points to it.
 	case n == 0:
 		p := m.pool
 		p.bufs.Put(m.buf)

@@ -119,34 +119,49 @@ func (l *loop) route(m *message) {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
 	}
-	hits := srv.idx.match(m.topic, &l.match)
-	for i := range hits {
-		s, opts := hits[i].s, hits[i].opts
-		if opts.NoLocal && s.id == m.from {
-			continue // [MQTT-3.8.3-3] not to the publisher's own No Local subscription
-		}
+	ds := srv.idx.match(m.topic, m.from, &l.match)
+	for i := range ds {
+		d := &ds[i]
+		s := d.Handle
 		// [MQTT-3.3.1-9] retain is 0 on delivery to established
 		// subscriptions unless Retain As Published (5.0) is set.
-		out := outMsg{msg: m, qos: min(m.qos, opts.QoS), retain: m.retain && opts.RetainAsPublished}
+		retain := false
+		if m.retain {
+			for _, o := range d.Subs {
+				retain = retain || o.RetainAsPublished
+			}
+		}
+		out := outMsg{msg: m, qos: min(m.qos, d.QoS), retain: retain}
 		m.ref()
 		if o := s.owner.Load(); o != l {
 			l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
 			continue
 		}
-		l.deliver(s, out)
+		l.deliver(s, out, false)
 	}
 	m.release()
 }
 
 // deliver gives out to s, which this loop owns, or forwards it to the loop
-// that owns s now. It consumes out's reference.
-func (l *loop) deliver(s *session, out outMsg) {
+// that owns s now. It consumes out's reference. forwarded says out came
+// from a previous owner of s; while s is holding, deliveries routed here
+// directly wait until every forwarded one has arrived.
+func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 	if o := s.owner.Load(); o != l {
-		l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
+		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
 	if s.ended {
 		out.msg.release()
+		return
+	}
+	if s.holding && !forwarded {
+		if len(s.held) >= l.srv.opts.MaxQueued {
+			l.stats.droppedQueueFull.Add(1)
+			out.msg.release()
+			return
+		}
+		s.held = append(s.held, out)
 		return
 	}
 	c := s.client
@@ -165,7 +180,7 @@ func (l *loop) deliver(s *session, out outMsg) {
 		return
 	}
 	if c != nil && c.state == stateConnected && s.queue.len() == 0 && !s.inflight.full() {
-		id := s.inflight.add(out) // the window takes the reference
+		id := s.inflight.add(out, l.srv.opts.MaxInflight) // the window takes the reference
 		c.writePublish(out, id, false)
 		return
 	}
@@ -199,7 +214,7 @@ func (s *session) pump() {
 	}
 	for s.queue.len() > 0 && !s.inflight.full() {
 		out := s.queue.pop()
-		id := s.inflight.add(out)
+		id := s.inflight.add(out, c.loop.srv.opts.MaxInflight)
 		c.writePublish(out, id, false)
 	}
 }

@@ -59,6 +59,7 @@ func (s *Server) Start() error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.opts.Loops),
 			gnet.WithReusePort(false),
+			gnet.WithReuseAddr(true), // restart on the same port while old sockets sit in TIME_WAIT
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithLogger(gnetLogger{s.log}),
@@ -147,7 +148,6 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	if ra := conn.RemoteAddr(); ra != nil {
 		c.remote = ra.String()
 	}
-	c.dec.Version = 0
 	conn.SetContext(c)
 	l.clients[c] = struct{}{}
 	l.stats.connsOpened.Add(1)
@@ -180,6 +180,7 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	if sess := c.sess; sess != nil {
 		c.sess = nil
 		sess.client = nil
+		sess.online.Store(false)
 		if sess.clean {
 			sess.end()
 		}

@@ -25,6 +25,9 @@ type subRecord struct {
 type session struct {
 	id    string
 	owner atomic.Pointer[loop]
+	// online is true while a connection is bound; any loop may read it
+	// (shared subscriptions skip offline members), the owner writes it.
+	online atomic.Bool
 
 	client      *client // current connection, nil while offline
 	clean       bool    // ends with the connection (Clean Session / Clean Start and no expiry)
@@ -33,6 +36,16 @@ type session struct {
 	inflight    inflight
 	queue       msgQueue
 	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+
+	// holding is set while the session moves to a new owner loop: until
+	// every delivery that other loops had already sent towards the old
+	// owner has been forwarded here, deliveries routed here directly wait
+	// in held, so that no message overtakes an older one of the same
+	// publisher [MQTT-4.6.0-6]. deferred are takeovers that arrived
+	// meanwhile; they run after the release.
+	holding  bool
+	held     []outMsg
+	deferred []func(*loop, *session)
 }
 
 // registry maps client identifiers to sessions. It is touched only when a

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/trie"
 )
 
 // onSubscribe adds each filter to the session and the index, answers
@@ -22,7 +23,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		sub := &p.Subscriptions[i]
 		filter := string(sub.Filter)
 		granted := min(sub.QoS, 2)
-		opts := subOpts{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
+		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling}
 		if len(p.Properties.SubscriptionIDs) > 0 {
 			opts.SubscriptionID = p.Properties.SubscriptionIDs[0]
@@ -43,10 +44,10 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	c.writePacket(&ack)
 	for _, w := range work {
 		srv.idx.matchRetained(w.filter, func(m *message) {
-			m.ref()
+			m.ref() // pinned: the reference only balances deliver's release
 			// [MQTT-3.3.1-8] retained messages sent for a new subscription
 			// carry retain = 1.
-			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true})
+			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true}, false)
 		})
 	}
 }
