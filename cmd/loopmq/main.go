@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ func main() {
 	flag.IntVar(&opts.MaxQueuedBytes, "max-queued-bytes", 16<<20, "payload bytes queued per session")
 	flag.IntVar(&opts.MaxPacketSize, "max-packet-size", 1<<20, "largest packet accepted from a client, bytes")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 
 	var level slog.Level
@@ -34,6 +36,22 @@ func main() {
 		os.Exit(2)
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			opts.Logger.Error("cannot create CPU profile", "error", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			opts.Logger.Error("cannot start CPU profile", "error", err)
+			os.Exit(1)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 
 	srv := engine.New(opts)
 	if err := srv.Start(); err != nil {
@@ -48,6 +66,5 @@ func main() {
 	defer cancel()
 	if err := srv.Stop(ctx); err != nil {
 		opts.Logger.Error("stop", "error", err)
-		os.Exit(1)
 	}
 }
