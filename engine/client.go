@@ -19,7 +19,6 @@ const (
 
 // Why a connection closes, for logs and for the will.
 const (
-	reasonNone     = ""
 	reasonTimeout  = "keep alive timeout"
 	reasonProtocol = "protocol error"
 	reasonTakeover = "session taken over"
@@ -42,35 +41,43 @@ type seg struct {
 // connection: created in OnOpen, touched only by that loop's callbacks and
 // runnables, dropped in OnClose.
 type client struct {
-	conn   gnet.Conn
-	loop   *loop
-	remote string
-	state  int
-	// closeReason is set when the broker decides to close.
-	closeReason string
+	conn  gnet.Conn
+	loop  *loop
+	slot  int // index in loop.clients
+	state int
 
 	version    codec.Version
 	clientID   string
 	cleanStart bool
-	keepAlive  time.Duration
-	opened     time.Time
-	lastSeen   time.Time
-
-	sess       *session
-	will       *message // nil without a will; owned reference
-	willQoS    byte
+	assignedID bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
 	disconnect bool // DISCONNECT received: no will [MQTT-3.1.2-10]
+	inDirty    bool
+	gone       bool // gnet closed the connection: nothing more is written
+	flushing   bool // inside flush (gnet may re-enter through OnClose)
+	keepAlive  time.Duration
+	opened     int64 // loop clock (loop.mono) when accepted
+	lastSeen   int64 // loop clock of the last inbound bytes
+
+	sess *session
+	will *message // nil without a will; owned reference
 
 	// The write batch, flushed with one writev at the end of each event.
-	wbuf     []byte
-	segs     []seg
-	iov      [][]byte
-	pending  int // bytes in the batch
-	inDirty  bool
-	gone     bool // gnet closed the connection: nothing more is written
-	flushing bool // inside flush (gnet may re-enter through OnClose)
+	// The sweep drops these buffers when the client has been idle a while,
+	// so an idle connection holds none.
+	wbuf    []byte
+	segs    []seg
+	pending int // bytes in the batch
+}
 
-	assignedID bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
+// remote returns the peer address for logs. Runs on the client's loop.
+func (c *client) remote() string {
+	if c.gone {
+		return ""
+	}
+	if a := c.conn.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 func (c *client) id() string {
@@ -84,8 +91,8 @@ func (c *client) id() string {
 // buffer. A partial frame stays buffered for the next event.
 func (c *client) onTraffic() gnet.Action {
 	l := c.loop
-	l.now = time.Now()
-	c.lastSeen = l.now
+	l.setNow()
+	c.lastSeen = l.mono
 	buf, _ := c.conn.Peek(-1)
 	off := 0
 	for c.state == stateNew || c.state == stateConnected {
@@ -116,7 +123,7 @@ func (c *client) onTraffic() gnet.Action {
 func (c *client) handle(h codec.FixedHeader, body []byte) {
 	if c.state == stateNew && h.Type != codec.CONNECT {
 		// [MQTT-3.1.0-1] the first packet must be CONNECT.
-		c.loop.srv.log.Info("first packet is not CONNECT, closing", "type", h.Type, "remote", c.remote)
+		c.loop.srv.log.Info("first packet is not CONNECT, closing", "type", h.Type, "remote", c.remote())
 		c.close(reasonProtocol)
 		return
 	}
@@ -169,7 +176,7 @@ func (c *client) protocolError(err error) {
 	if errors.As(err, &e) {
 		code = e.Code
 	}
-	c.loop.srv.log.Info("closing connection", "client", c.id(), "remote", c.remote, "error", err)
+	c.loop.srv.log.Info("closing connection", "client", c.id(), "remote", c.remote(), "error", err)
 	if c.state == stateNew {
 		if code == codec.UnsupportedProtocolVersion {
 			// [MQTT-3.1.2-2] answer with CONNACK 0x01 (3.1.1) or 0x84 (5.0).
@@ -191,7 +198,7 @@ func (c *client) close(reason string) {
 		return
 	}
 	c.state = stateClosed
-	c.closeReason = reason
+	c.loop.srv.log.Debug("closing connection", "client", c.id(), "reason", reason)
 	c.flush()
 	_ = c.conn.Close()
 }
@@ -280,7 +287,10 @@ func (c *client) flush() {
 		return
 	}
 	c.flushing = true
-	iov := c.iov[:0]
+	// The iovec list is the loop's: only one flush writes at a time
+	// (gnet's re-entry through OnClose flushes no other client's batch
+	// while this one is being built; endBatch ignores nested calls).
+	iov := c.loop.iovScratch[:0]
 	for i := range c.segs {
 		s := &c.segs[i]
 		if s.shared != nil {
@@ -304,7 +314,7 @@ func (c *client) flush() {
 		c.segs[i] = seg{}
 	}
 	clear(iov)
-	c.iov = iov[:0]
+	c.loop.iovScratch = iov[:0]
 	c.segs = c.segs[:0]
 	c.wbuf = c.wbuf[:0]
 	c.pending = 0

@@ -39,7 +39,7 @@ func (c *client) onConnect(p *codec.Connect) {
 
 // refuse answers CONNECT with a failure code and closes.
 func (c *client) refuse(code codec.ReasonCode, why string) {
-	c.loop.srv.log.Info("connection refused", "remote", c.remote, "reason", why, "code", code)
+	c.loop.srv.log.Info("connection refused", "remote", c.remote(), "reason", why, "code", code)
 	c.writeConnack(false, code, nil)
 	c.close(reasonProtocol)
 }
@@ -89,7 +89,7 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 	var takeOver func(ol *loop, s *session)
 	takeOver = func(ol *loop, s *session) {
 		if s.holding {
-			s.deferred = append(s.deferred, takeOver) // the session is still arriving here
+			s.move.deferred = append(s.move.deferred, takeOver) // the session is still arriving here
 			return
 		}
 		if s.ended {
@@ -103,6 +103,7 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 			return
 		}
 		s.holding = true
+		s.move = &sessionMove{}
 		s.owner.Store(l) // from here on only l touches s
 		l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(s, true) }})
 		srv.moveBarrier(ol, s, l)
@@ -140,14 +141,16 @@ func (srv *Server) moveBarrier(from *loop, s *session, to *loop) {
 // takeovers that waited. Runs on s's owner.
 func (s *session) releaseHold(l *loop) {
 	s.holding = false
-	held := s.held
-	s.held = nil
+	mv := s.move
+	s.move = nil
+	if mv == nil {
+		return
+	}
+	held := mv.held
 	for _, out := range held {
 		l.deliver(s, out, true)
 	}
-	deferred := s.deferred
-	s.deferred = nil
-	for _, fn := range deferred {
+	for _, fn := range mv.deferred {
 		l.srv.onOwner(l, s, fn)
 	}
 }
@@ -164,7 +167,7 @@ func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
 }
 
 func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
-	s := &session{id: id, clean: clean, subs: make(map[string]subRecord)}
+	s := &session{id: id, clean: clean}
 	s.owner.Store(owner)
 	return s
 }
@@ -229,7 +232,7 @@ func (s *session) kick() {
 		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
 		c.writePacket(&d)
 	}
-	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote)
+	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote())
 	c.sendWill()
 	c.close(reasonTakeover)
 }
@@ -249,10 +252,12 @@ func (s *session) end() {
 	s.subs = nil
 	s.inflight.clear()
 	s.queue.clear()
-	for _, out := range s.held {
-		out.msg.release()
+	if s.move != nil {
+		for _, out := range s.move.held {
+			out.msg.release()
+		}
+		s.move.held = nil
 	}
-	s.held = nil
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)
 }

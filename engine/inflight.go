@@ -24,8 +24,8 @@ type slot struct {
 type inflight struct {
 	slots []slot
 	next  uint16 // next identifier to assign, 1-based
-	count int    // used slots
-	limit int    // at most this many in flight (client's Receive Maximum may lower it)
+	count int32  // used slots
+	limit int32  // at most this many in flight (client's Receive Maximum may lower it)
 }
 
 func newInflight(size int) inflight {
@@ -35,7 +35,7 @@ func newInflight(size int) inflight {
 	if size > 65535 {
 		size = 65535
 	}
-	return inflight{slots: make([]slot, size), next: 1, limit: size}
+	return inflight{slots: make([]slot, size), next: 1, limit: int32(size)}
 }
 
 func (w *inflight) cycle() int { return len(w.slots) * (65535 / len(w.slots)) }

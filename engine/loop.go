@@ -51,21 +51,45 @@ type loop struct {
 
 	// Owned by the loop.
 	spare      []task
-	clients    map[*client]struct{}
+	clients    []*client // every open connection of this loop; client.slot is its index
 	dirty      []*client // clients with frames waiting in their write batch
 	pend       [][]task  // per target loop index: deliveries to post at the end of the batch
 	pendTo     []int     // indexes of pend that are non-empty
 	now        time.Time // time at the start of the current event
+	mono       int64     // now as nanoseconds since the server started (monotonic)
 	inEndBatch bool
 	iovecs     []unix.Iovec // reused by writev
+	iovScratch [][]byte     // reused by client.flush
 	match      matchScratch
 	dec        codec.Decoder // decodes every frame of this loop's clients
 	stats      loopStats
 }
 
 func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
-	return &loop{srv: srv, el: el, idx: idx, clients: make(map[*client]struct{}),
-		pend: make([][]task, srv.opts.Loops)}
+	return &loop{srv: srv, el: el, idx: idx, pend: make([][]task, srv.opts.Loops)}
+}
+
+// setNow reads the clock once for the current event.
+func (l *loop) setNow() {
+	l.now = time.Now()
+	l.mono = int64(l.now.Sub(l.srv.started))
+}
+
+// addClient and removeClient keep loop.clients dense.
+func (l *loop) addClient(c *client) {
+	c.slot = len(l.clients)
+	l.clients = append(l.clients, c)
+}
+
+func (l *loop) removeClient(c *client) {
+	last := len(l.clients) - 1
+	if c.slot > last || l.clients[c.slot] != c {
+		return
+	}
+	l.clients[c.slot] = l.clients[last]
+	l.clients[c.slot].slot = c.slot
+	l.clients[last] = nil
+	l.clients = l.clients[:last]
 }
 
 // post hands tasks to l from any goroutine. The caller gives up the
@@ -90,7 +114,7 @@ func (l *loop) Run(context.Context) error {
 	batch := l.inbox
 	l.inbox = l.spare[:0]
 	l.inboxMu.Unlock()
-	l.now = time.Now()
+	l.setNow()
 	for i := range batch {
 		t := &batch[i]
 		switch t.kind {
@@ -154,18 +178,28 @@ func (l *loop) endBatch() {
 	l.inEndBatch = false
 }
 
-// sweep closes clients whose keepalive or CONNECT deadline passed.
+// idleTrim is how long a client stays silent before the sweep drops its
+// write buffers.
+const idleTrim = 2 * time.Second
+
+// sweep closes clients whose keepalive or CONNECT deadline passed, and
+// drops the write buffers of idle ones.
 func (l *loop) sweep() {
-	now := l.now
-	for c := range l.clients {
+	now := l.mono
+	connectTimeout := int64(l.srv.opts.ConnectTimeout)
+	// Closing removes clients from l.clients (possibly from inside gnet's
+	// Writev), so walk a copy of the current list.
+	for _, c := range append([]*client(nil), l.clients...) {
 		switch {
-		case c.state == stateNew && now.Sub(c.opened) > l.srv.opts.ConnectTimeout:
-			l.srv.log.Info("no CONNECT in time, closing", "remote", c.remote)
+		case c.state == stateNew && now-c.opened > connectTimeout:
+			l.srv.log.Info("no CONNECT in time, closing", "remote", c.remote())
 			c.close(reasonTimeout)
-		case c.state == stateConnected && c.keepAlive > 0 && now.Sub(c.lastSeen) > c.keepAlive*3/2:
+		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive*3/2):
 			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.
-			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote)
+			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())
 			c.close(reasonTimeout)
+		case now-c.lastSeen > int64(idleTrim) && len(c.segs) == 0 && !c.inDirty:
+			c.wbuf, c.segs = nil, nil
 		}
 	}
 }

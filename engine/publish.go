@@ -156,12 +156,12 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		return
 	}
 	if s.holding && !forwarded {
-		if len(s.held) >= l.srv.opts.MaxQueued {
+		if len(s.move.held) >= l.srv.opts.MaxQueued {
 			l.stats.droppedQueueFull.Add(1)
 			out.msg.release()
 			return
 		}
-		s.held = append(s.held, out)
+		s.move.held = append(s.move.held, out)
 		return
 	}
 	c := s.client

@@ -30,6 +30,7 @@ type Server struct {
 	loops   map[gnet.EventLoop]*loop
 	loopArr atomic.Pointer[[]*loop] // by loop index, grows as loops are discovered
 
+	started time.Time // monotonic origin of the loops' clocks
 	eng     gnet.Engine
 	addr    net.Addr
 	booted  chan struct{}
@@ -41,7 +42,8 @@ type Server struct {
 func New(opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{opts: opts, log: opts.Logger, reg: newRegistry(), msgs: newMessagePool(),
-		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), done: make(chan error, 1)}
+		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), done: make(chan error, 1),
+		started: time.Now()}
 	s.idx = newIndex()
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)
@@ -143,13 +145,10 @@ func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
 // OnOpen creates the client for a new connection on its loop.
 func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopFor(conn.EventLoop())
-	now := time.Now()
-	c := &client{conn: conn, loop: l, opened: now, lastSeen: now}
-	if ra := conn.RemoteAddr(); ra != nil {
-		c.remote = ra.String()
-	}
+	l.setNow()
+	c := &client{conn: conn, loop: l, opened: l.mono, lastSeen: l.mono}
 	conn.SetContext(c)
-	l.clients[c] = struct{}{}
+	l.addClient(c)
 	l.stats.connsOpened.Add(1)
 	return nil, gnet.None
 }
@@ -171,11 +170,11 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	l := c.loop
-	l.now = time.Now()
+	l.setNow()
 	c.state = stateClosed
 	c.gone = true
 	c.flush()
-	delete(l.clients, c)
+	l.removeClient(c)
 	l.stats.connsClosed.Add(1)
 	if sess := c.sess; sess != nil {
 		c.sess = nil

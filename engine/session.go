@@ -29,21 +29,24 @@ type session struct {
 	// (shared subscriptions skip offline members), the owner writes it.
 	online atomic.Bool
 
-	client      *client // current connection, nil while offline
-	clean       bool    // ends with the connection (Clean Session / Clean Start and no expiry)
-	ended       bool    // removed from the registry; deliveries to it are dropped
-	subs        map[string]subRecord
+	client      *client              // current connection, nil while offline
+	clean       bool                 // ends with the connection (Clean Session / Clean Start and no expiry)
+	ended       bool                 // removed from the registry; deliveries to it are dropped
+	holding     bool                 // moving to a new owner loop: see sessionMove
+	subs        map[string]subRecord // allocated by the first SUBSCRIBE
 	inflight    inflight
 	queue       msgQueue
 	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+	move        *sessionMove        // while holding
+}
 
-	// holding is set while the session moves to a new owner loop: until
-	// every delivery that other loops had already sent towards the old
-	// owner has been forwarded here, deliveries routed here directly wait
-	// in held, so that no message overtakes an older one of the same
-	// publisher [MQTT-4.6.0-6]. deferred are takeovers that arrived
-	// meanwhile; they run after the release.
-	holding  bool
+// sessionMove is what a session keeps while it moves to a new owner loop
+// (holding): until every delivery that other loops had already sent towards
+// the old owner has been forwarded here, deliveries routed here directly
+// wait in held, so that no message overtakes an older one of the same
+// publisher [MQTT-4.6.0-6]. deferred are takeovers that arrived meanwhile;
+// they run after the release. Allocated only for the move.
+type sessionMove struct {
 	held     []outMsg
 	deferred []func(*loop, *session)
 }

@@ -29,6 +29,9 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			opts.SubscriptionID = p.Properties.SubscriptionIDs[0]
 		}
 		existed := srv.idx.subscribe(filter, s, opts)
+		if s.subs == nil {
+			s.subs = make(map[string]subRecord)
+		}
 		s.subs[filter] = subRecord{qos: granted}
 		codes[i] = codec.ReasonCode(granted)
 		_, _, shared := codec.SplitShared(sub.Filter)

@@ -44,7 +44,9 @@ func (c *client) writeIOV(bufs [][]byte) {
 			}
 		}
 	}
-	for len(bufs) > 0 {
+	for len(bufs) > 0 && !c.gone {
+		// gnet's Writev may close the connection and run OnClose (which
+		// sets gone) before it returns; then bufs may already be reused.
 		k := min(len(bufs), iovMax)
 		_, _ = c.conn.Writev(bufs[:k])
 		bufs = bufs[k:]
