@@ -156,3 +156,36 @@ func TestE2E_MQTT_3_1_2_2_UnsupportedProtocolLevel(t *testing.T) {
 	c := dialRaw(t, s)
 	c.mustConnect(connectPacket("good", true, 0))
 }
+
+// TestE2E_MQTT_3_1_2_24_PacketTooLarge: a frame announcing more than
+// MaxPacketSize closes the connection as soon as its fixed header arrives,
+// before the body is sent; a 5.0 client is told why with DISCONNECT 0x95.
+func TestE2E_MQTT_3_1_2_24_PacketTooLarge(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{MaxPacketSize: 1024})
+	for _, v := range []codec.Version{codec.V311, codec.V5} {
+		t.Run(v.String(), func(t *testing.T) {
+			c := dialRaw(t, s)
+			cp := connectPacket("big-"+v.String(), true, 60)
+			cp.Version = v
+			c.connect(cp)
+			// PUBLISH QoS 0 announcing 2 MiB: only the fixed header is sent.
+			c.sendBytes([]byte{0x30, 0x80, 0x80, 0x80, 0x01})
+			got := c.expectClosed(e2eWait)
+			if v == codec.V5 {
+				require.NotEmpty(t, got, "expected DISCONNECT before close")
+				d, ok := got[len(got)-1].(*codec.Disconnect)
+				require.True(t, ok, "expected DISCONNECT, got %v", got[len(got)-1].Type())
+				require.Equal(t, codec.PacketTooLarge, d.ReasonCode)
+			}
+		})
+	}
+	// Exactly the limit is accepted.
+	c := dialRaw(t, s)
+	c.connect(connectPacket("limit", true, 60))
+	p := codec.Publish{Topic: []byte("t"), Payload: make([]byte, 1024-1-2-3)} // header 1+2, topic 2+1
+	require.Equal(t, 1024, p.Size(codec.V311))
+	c.send(&p)
+	c.send(&codec.Pingreq{})
+	c.expect(codec.PINGRESP)
+}
