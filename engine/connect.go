@@ -199,6 +199,8 @@ func (c *client) bind(s *session, present bool) {
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)
 	}
+	// Not yet delivered in PUBLISH (issue 7), so clients must not use them.
+	props.Present.Add(codec.PropSubIDAvailable)
 	c.writeConnack(present, codec.Success, &props)
 	s.inflight.each(func(sl *slot) {
 		switch sl.state {

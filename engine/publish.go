@@ -11,6 +11,20 @@ func (c *client) onPublish(p *codec.Publish) {
 	l := c.loop
 	s := c.sess
 	l.stats.msgsIn.Add(1)
+	if c.version == codec.V5 {
+		// Until 5.0 is complete (issue 7) the broker allows no topic
+		// aliases (CONNACK sends no Topic Alias Maximum) [MQTT-3.3.2-9].
+		if p.Properties.Has(codec.PropTopicAlias) {
+			c.protocolError(&codec.Error{Code: codec.TopicAliasInvalid, Packet: codec.PUBLISH,
+				Reason: "topic alias beyond the server's Topic Alias Maximum of 0 [MQTT-3.3.2-9]"})
+			return
+		}
+		if len(p.Properties.SubscriptionIDs) > 0 {
+			c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: codec.PUBLISH,
+				Reason: "subscription identifier in a PUBLISH from a client [MQTT-3.3.4-6]"})
+			return
+		}
+	}
 	switch p.QoS {
 	case 0:
 		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID))

@@ -12,6 +12,13 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	l := c.loop
 	srv := l.srv
 	s := c.sess
+	if len(p.Properties.SubscriptionIDs) > 0 {
+		// CONNACK says Subscription Identifier Available = 0 until they
+		// are delivered (issue 7) (MQTT 5.0 section 3.8.2.1.2, reason 0xA1).
+		c.protocolError(&codec.Error{Code: codec.SubscriptionIdentifiersNotSupported, Packet: codec.SUBSCRIBE,
+			Reason: "subscription identifiers are not supported yet"})
+		return
+	}
 	codes := make([]codec.ReasonCode, len(p.Subscriptions))
 	type retainedWork struct {
 		filter string
@@ -25,9 +32,6 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		granted := min(sub.QoS, 2)
 		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling}
-		if len(p.Properties.SubscriptionIDs) > 0 {
-			opts.SubscriptionID = p.Properties.SubscriptionIDs[0]
-		}
 		existed := srv.idx.subscribe(filter, s, opts)
 		if s.subs == nil {
 			s.subs = make(map[string]subRecord)
