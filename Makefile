@@ -9,7 +9,7 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit
 
-.PHONY: all build test vet fmt-check bench fuzz clean run
+.PHONY: all build test vet fmt-check bench bench-compare fuzz clean run
 
 all: build
 
@@ -30,6 +30,16 @@ fmt-check:
 ## bench: every Go benchmark once, with allocation counts.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+## bench-compare: loopmq against Mosquitto (/usr/sbin/mosquitto), the same
+## loadgen matrix against each, about 8 minutes; rewrites the "loopmq vs
+## Mosquitto" section of docs/benchmarks.md. COMPARE_FLAGS=-quick is a
+## 2-minute smoke run that leaves the docs alone.
+COMPARE_FLAGS ?=
+bench-compare:
+	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT INT TERM; \
+	$(GO) build -o "$$tmp/" ./cmd/loopmq ./cmd/loadgen ./bench/compare; \
+	"$$tmp/compare" -loopmq "$$tmp/loopmq" -loadgen "$$tmp/loadgen" $(COMPARE_FLAGS)
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s).
 fuzz:
