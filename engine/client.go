@@ -61,12 +61,26 @@ type client struct {
 	sess *session
 	will *message // nil without a will; owned reference
 
-	// The write batch, flushed with one writev at the end of each event.
-	// The sweep drops these buffers when the client has been idle a while,
-	// so an idle connection holds none.
+	// out is the write batch, flushed with one writev at the end of each
+	// event. It is allocated by the first write, and the sweep drops it
+	// when the client has been idle a while, so an idle connection holds
+	// none.
+	out *writeBatch
+}
+
+// writeBatch holds the frames a client is sent in one event.
+type writeBatch struct {
 	wbuf    []byte
 	segs    []seg
 	pending int // bytes in the batch
+}
+
+// batch returns c's write batch, allocating it on first use.
+func (c *client) batch() *writeBatch {
+	if c.out == nil {
+		c.out = &writeBatch{}
+	}
+	return c.out
 }
 
 // remote returns the peer address for logs. Runs on the client's loop.
@@ -214,30 +228,33 @@ func (c *client) markDirty() {
 
 // writeRaw batches literal bytes.
 func (c *client) writeRaw(bs ...byte) {
-	start := len(c.wbuf)
-	c.wbuf = append(c.wbuf, bs...)
-	c.addSeg(start)
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = append(b.wbuf, bs...)
+	c.addSeg(b, start)
 }
 
 // writePacket batches an encoded control packet.
 func (c *client) writePacket(p codec.Packet) {
-	start := len(c.wbuf)
-	c.wbuf = p.AppendTo(c.wbuf, c.version)
-	c.addSeg(start)
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = p.AppendTo(b.wbuf, c.version)
+	c.addSeg(b, start)
 }
 
-func (c *client) addSeg(start int) {
-	c.segs = append(c.segs, seg{start: start, end: len(c.wbuf)})
-	c.pending += len(c.wbuf) - start
+func (c *client) addSeg(b *writeBatch, start int) {
+	b.segs = append(b.segs, seg{start: start, end: len(b.wbuf)})
+	b.pending += len(b.wbuf) - start
 	c.markDirty()
 }
 
 // writeAck batches a PUBACK, PUBREC, PUBREL or PUBCOMP.
 func (c *client) writeAck(t codec.Type, id uint16, code codec.ReasonCode) {
 	a := codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}
-	start := len(c.wbuf)
-	c.wbuf = a.AppendTo(c.wbuf, c.version)
-	c.addSeg(start)
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = a.AppendTo(b.wbuf, c.version)
+	c.addSeg(b, start)
 }
 
 func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.Properties) {
@@ -247,9 +264,10 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 	} else if props != nil {
 		ca.Properties = *props
 	}
-	start := len(c.wbuf)
-	c.wbuf = ca.AppendTo(c.wbuf, c.version)
-	c.addSeg(start)
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = ca.AppendTo(b.wbuf, c.version)
+	c.addSeg(b, start)
 }
 
 // writePublish batches one PUBLISH of out with packet identifier id (0 for
@@ -263,17 +281,18 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) {
 	if out.qos > 0 {
 		m.ref()
 	}
+	b := c.batch()
 	var s seg
 	if out.qos == 0 && !out.retain && c.version != codec.V5 {
 		s = seg{shared: m.frame0, msg: m} // identical for every such recipient: encoded once
 	} else {
 		p := codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id, Payload: m.payload}
-		s = seg{start: len(c.wbuf), payload: m.payload, msg: m}
-		c.wbuf = p.AppendHeader(c.wbuf, c.version)
-		s.end = len(c.wbuf)
+		s = seg{start: len(b.wbuf), payload: m.payload, msg: m}
+		b.wbuf = p.AppendHeader(b.wbuf, c.version)
+		s.end = len(b.wbuf)
 	}
-	c.segs = append(c.segs, s)
-	c.pending += len(s.shared) + s.end - s.start + len(s.payload)
+	b.segs = append(b.segs, s)
+	b.pending += len(s.shared) + s.end - s.start + len(s.payload)
 	c.loop.stats.msgsOut.Add(1)
 	c.markDirty()
 }
@@ -283,7 +302,8 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) {
 // returns at once and this one finishes the release.
 func (c *client) flush() {
 	c.inDirty = false
-	if len(c.segs) == 0 || c.flushing {
+	b := c.out
+	if b == nil || len(b.segs) == 0 || c.flushing {
 		return
 	}
 	c.flushing = true
@@ -291,12 +311,12 @@ func (c *client) flush() {
 	// (gnet's re-entry through OnClose flushes no other client's batch
 	// while this one is being built; endBatch ignores nested calls).
 	iov := c.loop.iovScratch[:0]
-	for i := range c.segs {
-		s := &c.segs[i]
+	for i := range b.segs {
+		s := &b.segs[i]
 		if s.shared != nil {
 			iov = append(iov, s.shared)
 		} else if s.end > s.start {
-			iov = append(iov, c.wbuf[s.start:s.end])
+			iov = append(iov, b.wbuf[s.start:s.end])
 		}
 		if len(s.payload) > 0 {
 			iov = append(iov, s.payload)
@@ -307,22 +327,26 @@ func (c *client) flush() {
 		// payloads may be released right after.
 		c.writeIOV(iov)
 	}
-	for i := range c.segs {
-		if m := c.segs[i].msg; m != nil {
+	for i := range b.segs {
+		if m := b.segs[i].msg; m != nil {
 			m.release()
 		}
-		c.segs[i] = seg{}
+		b.segs[i] = seg{}
 	}
 	clear(iov)
 	c.loop.iovScratch = iov[:0]
-	c.segs = c.segs[:0]
-	c.wbuf = c.wbuf[:0]
-	c.pending = 0
+	b.segs = b.segs[:0]
+	b.wbuf = b.wbuf[:0]
+	b.pending = 0
 	c.flushing = false
 }
 
 // outboundFull reports whether the client's unsent bytes reached the bound
 // past which QoS 0 messages to it are dropped.
 func (c *client) outboundFull() bool {
-	return c.pending+c.conn.OutboundBuffered() >= c.loop.srv.opts.MaxOutbound
+	pending := 0
+	if c.out != nil {
+		pending = c.out.pending
+	}
+	return pending+c.conn.OutboundBuffered() >= c.loop.srv.opts.MaxOutbound
 }

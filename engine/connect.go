@@ -202,14 +202,16 @@ func (c *client) bind(s *session, present bool) {
 	// Not yet delivered in PUBLISH (issue 7), so clients must not use them.
 	props.Present.Add(codec.PropSubIDAvailable)
 	c.writeConnack(present, codec.Success, &props)
-	s.inflight.each(func(sl *slot) {
-		switch sl.state {
-		case slotAwaitAck, slotAwaitRec:
-			c.writePublish(sl.m, sl.id, true)
-		case slotAwaitComp:
-			c.writeAck(codec.PUBREL, sl.id, codec.Success)
-		}
-	})
+	if s.q != nil {
+		s.q.inflight.each(func(sl *slot) {
+			switch sl.state {
+			case slotAwaitAck, slotAwaitRec:
+				c.writePublish(sl.m, sl.id, true)
+			case slotAwaitComp:
+				c.writeAck(codec.PUBREL, sl.id, codec.Success)
+			}
+		})
+	}
 	s.pump()
 	if wasWaiting {
 		// Frames that arrived while waiting are still in gnet's inbound
@@ -252,8 +254,11 @@ func (s *session) end() {
 		srv.unsubscribe(filter, s)
 	}
 	s.subs = nil
-	s.inflight.clear()
-	s.queue.clear()
+	if s.q != nil {
+		s.q.inflight.clear()
+		s.q.queue.clear()
+		s.q = nil
+	}
 	if s.move != nil {
 		for _, out := range s.move.held {
 			out.msg.release()

@@ -198,8 +198,8 @@ func (l *loop) sweep() {
 			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.
 			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())
 			c.close(reasonTimeout)
-		case now-c.lastSeen > int64(idleTrim) && len(c.segs) == 0 && !c.inDirty:
-			c.wbuf, c.segs = nil, nil
+		case now-c.lastSeen > int64(idleTrim) && c.out != nil && len(c.out.segs) == 0 && !c.inDirty:
+			c.out = nil
 		}
 	}
 }

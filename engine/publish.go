@@ -60,12 +60,12 @@ func (c *client) onAck(a *codec.Ack) {
 	s := c.sess
 	switch a.PacketType {
 	case codec.PUBACK:
-		if sl := s.inflight.lookup(a.PacketID, slotAwaitAck); sl != nil {
-			s.inflight.free(sl)
+		if sl := s.lookup(a.PacketID, slotAwaitAck); sl != nil {
+			s.q.inflight.free(sl)
 			s.pump()
 		}
 	case codec.PUBREC:
-		sl := s.inflight.lookup(a.PacketID, slotAwaitRec)
+		sl := s.lookup(a.PacketID, slotAwaitRec)
 		if sl == nil {
 			code := codec.Success
 			if c.version == codec.V5 {
@@ -76,7 +76,7 @@ func (c *client) onAck(a *codec.Ack) {
 		}
 		if a.ReasonCode.IsError() {
 			// 5.0: the client refused the message; the flow ends here.
-			s.inflight.free(sl)
+			s.q.inflight.free(sl)
 			s.pump()
 			return
 		}
@@ -93,8 +93,8 @@ func (c *client) onAck(a *codec.Ack) {
 		}
 		c.writeAck(codec.PUBCOMP, a.PacketID, code)
 	case codec.PUBCOMP:
-		if sl := s.inflight.lookup(a.PacketID, slotAwaitComp); sl != nil {
-			s.inflight.free(sl)
+		if sl := s.lookup(a.PacketID, slotAwaitComp); sl != nil {
+			s.q.inflight.free(sl)
 			s.pump()
 		}
 	}
@@ -183,6 +183,11 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		switch {
 		case c == nil || c.state != stateConnected:
 			l.stats.droppedOffline0.Add(1)
+		case s.q != nil && s.q.queue.len() > 0:
+			// Older QoS 1/2 messages wait for in-flight slots: queue
+			// behind them so the topic stays ordered [MQTT-4.6.0-6].
+			s.enqueue(out)
+			return
 		case c.outboundFull():
 			// A slow subscriber loses QoS 0 messages, never stalls the loop.
 			l.stats.droppedSlow.Add(1)
@@ -193,28 +198,31 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		out.msg.release()
 		return
 	}
-	if c != nil && c.state == stateConnected && s.queue.len() == 0 && !s.inflight.full() {
-		id := s.inflight.add(out, l.srv.opts.MaxInflight) // the window takes the reference
+	if c != nil && c.state == stateConnected && s.canSendNow() {
+		id := s.queues().inflight.add(out, l.srv.opts.MaxInflight) // the window takes the reference
 		c.writePublish(out, id, false)
 		return
 	}
 	s.enqueue(out)
 }
 
-// enqueue queues out (QoS 1/2) for later, within the session's bounds.
+// enqueue queues out for later, within the session's bounds: QoS 1/2
+// waiting for an in-flight slot or an offline client, and QoS 0 behind
+// them while the client is connected.
 func (s *session) enqueue(out outMsg) {
 	l := s.owner.Load()
 	o := &l.srv.opts
-	if s.queue.push(out, o.MaxQueued, o.MaxQueuedBytes) {
+	q := &s.queues().queue
+	if q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		return
 	}
 	l.stats.droppedQueueFull.Add(1)
-	if o.QueueOverflow == DropNewest || s.queue.len() == 0 {
+	if o.QueueOverflow == DropNewest || q.len() == 0 {
 		out.msg.release()
 		return
 	}
-	for s.queue.len() > 0 && !s.queue.push(out, o.MaxQueued, o.MaxQueuedBytes) {
-		old := s.queue.pop()
+	for q.len() > 0 && !q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
+		old := q.pop()
 		old.msg.release()
 	}
 }
@@ -226,9 +234,20 @@ func (s *session) pump() {
 	if c == nil || c.state != stateConnected {
 		return
 	}
-	for s.queue.len() > 0 && !s.inflight.full() {
-		out := s.queue.pop()
-		id := s.inflight.add(out, c.loop.srv.opts.MaxInflight)
+	q := s.q
+	if q == nil {
+		return
+	}
+	for q.queue.len() > 0 {
+		if q.queue.peek().qos == 0 {
+			c.writePublish(q.queue.pop(), 0, false) // takes the reference; needs no slot
+			continue
+		}
+		if q.inflight.full() {
+			return
+		}
+		out := q.queue.pop()
+		id := q.inflight.add(out, c.loop.srv.opts.MaxInflight)
 		c.writePublish(out, id, false)
 	}
 }

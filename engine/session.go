@@ -34,10 +34,39 @@ type session struct {
 	ended       bool                 // removed from the registry; deliveries to it are dropped
 	holding     bool                 // moving to a new owner loop: see sessionMove
 	subs        map[string]subRecord // allocated by the first SUBSCRIBE
-	inflight    inflight
-	queue       msgQueue
-	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
-	move        *sessionMove        // while holding
+	q           *sessionQueues       // allocated by the first QoS 1/2 message
+	inboundQoS2 map[uint16]struct{}  // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+	move        *sessionMove         // while holding
+}
+
+// sessionQueues are a session's outgoing QoS 1/2 state: the in-flight
+// window and the queue behind it. A session that never receives QoS 1/2
+// (most idle devices) never allocates them.
+type sessionQueues struct {
+	inflight inflight
+	queue    msgQueue
+}
+
+// queues returns s's QoS 1/2 state, allocating it on first use.
+func (s *session) queues() *sessionQueues {
+	if s.q == nil {
+		s.q = &sessionQueues{}
+	}
+	return s.q
+}
+
+// lookup returns the in-flight slot for packet id in state, or nil.
+func (s *session) lookup(id uint16, state byte) *slot {
+	if s.q == nil {
+		return nil
+	}
+	return s.q.inflight.lookup(id, state)
+}
+
+// canSendNow reports whether a QoS 1/2 message may go straight into the
+// in-flight window: nothing queued ahead of it and a free slot.
+func (s *session) canSendNow() bool {
+	return s.q == nil || (s.q.queue.len() == 0 && !s.q.inflight.full())
 }
 
 // sessionMove is what a session keeps while it moves to a new owner loop
