@@ -124,7 +124,11 @@ func (c *client) onTraffic() gnet.Action {
 	if c.state == stateClosed {
 		off = len(buf)
 	}
-	_, _ = c.conn.Discard(off)
+	if off > 0 {
+		// Never Discard(0): gnet reads n <= 0 as "discard everything",
+		// which would throw away a partial frame and misalign the stream.
+		_, _ = c.conn.Discard(off)
+	}
 	l.endBatch()
 	if c.state == stateClosed {
 		return gnet.Close

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -228,4 +229,39 @@ func TestE2EV5UnsupportedFeaturesRefused(t *testing.T) {
 	c.send(&codec.Subscribe{PacketID: 1, Properties: codec.Properties{SubscriptionIDs: []uint32{7}},
 		Subscriptions: []codec.Subscription{{Filter: []byte("t")}}})
 	expectDisconnect(c, codec.SubscriptionIdentifiersNotSupported)
+}
+
+// TestE2EFramesSplitAtEveryByte sends a CONNECT, SUBSCRIBE and PUBLISH one
+// byte per write, so most reads end inside a frame: a partial frame must
+// stay buffered until the rest arrives.
+func TestE2EFramesSplitAtEveryByte(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	c := dialRaw(t, s)
+	var stream []byte
+	stream = connectPacket("bytewise", true, 60).AppendTo(stream, codec.V311)
+	sub := codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("split/#"), QoS: 1}}}
+	stream = sub.AppendTo(stream, codec.V311)
+	pub := codec.Publish{QoS: 1, PacketID: 2, Topic: []byte("split/x"), Payload: make([]byte, 300)}
+	stream = pub.AppendTo(stream, codec.V311)
+	for _, b := range stream {
+		c.sendBytes([]byte{b})
+		time.Sleep(200 * time.Microsecond) // let most bytes arrive in reads of their own
+	}
+	c.expect(codec.CONNACK)
+	c.expect(codec.SUBACK)
+	var gotAck, gotPub bool
+	for !gotAck || !gotPub {
+		p, err := c.next(e2eWait)
+		require.NoError(t, err)
+		switch p := p.(type) {
+		case *codec.Ack:
+			require.Equal(t, codec.PUBACK, p.PacketType)
+			gotAck = true
+		case *codec.Publish:
+			require.Equal(t, "split/x", string(p.Topic))
+			require.Len(t, p.Payload, 300)
+			gotPub = true
+		}
+	}
 }
