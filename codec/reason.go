@@ -85,18 +85,21 @@ func (c ReasonCode) IsError() bool { return c >= 0x80 }
 
 // CONNACK return codes of MQTT 3.1 and 3.1.1 [MQTT 3.1.1 section 3.2.2.3].
 const (
-	ConnAccepted               byte = 0x00
-	ConnRefusedVersion         byte = 0x01
-	ConnRefusedIdentifier      byte = 0x02
-	ConnRefusedUnavailable     byte = 0x03
-	ConnRefusedBadCredentials  byte = 0x04
-	ConnRefusedNotAuthorized   byte = 0x05
-	SubackFailureV3            byte = 0x80 // 3.1.1 SUBACK failure return code
-	maxConnackReturnCodeV3     byte = 0x05
-	subackGrantedQoSMaxV3      byte = 0x02
-	connackSessionPresentFlag  byte = 0x01
-	connackReservedFlagsMask   byte = 0xFE
-	subscribeOptionsReservedV5 byte = 0xC0
+	ConnAccepted              byte = 0x00
+	ConnRefusedVersion        byte = 0x01
+	ConnRefusedIdentifier     byte = 0x02
+	ConnRefusedUnavailable    byte = 0x03
+	ConnRefusedBadCredentials byte = 0x04
+	ConnRefusedNotAuthorized  byte = 0x05
+	SubackFailureV3           byte = 0x80 // 3.1.1 SUBACK failure return code
+)
+
+// Limits and flag bits of the 3.x return codes and the CONNACK flags byte.
+const (
+	maxConnackReturnCodeV3    byte = 0x05
+	subackGrantedQoSMaxV3     byte = 0x02
+	connackSessionPresentFlag byte = 0x01
+	connackReservedFlagsMask  byte = 0xFE
 )
 
 // ConnackCodeV3 maps an MQTT 5.0 CONNACK reason code to the closest 3.1.1

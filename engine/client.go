@@ -23,7 +23,6 @@ const (
 	reasonProtocol = "protocol error"
 	reasonTakeover = "session taken over"
 	reasonClient   = "client disconnected"
-	reasonShutdown = "server shutting down"
 )
 
 // seg is one frame (or frame header) in a client's write batch: either a
@@ -252,7 +251,9 @@ func (c *client) addSeg(b *writeBatch, start int) {
 	c.markDirty()
 }
 
-// writeAck batches a PUBACK, PUBREC, PUBREL or PUBCOMP.
+// writeAck batches a PUBACK, PUBREC, PUBREL or PUBCOMP. It calls
+// Ack.AppendTo directly rather than through writePacket: passing the Ack as
+// a codec.Packet would move it to the heap, once per QoS 1/2 message.
 func (c *client) writeAck(t codec.Type, id uint16, code codec.ReasonCode) {
 	a := codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}
 	b := c.batch()
@@ -268,10 +269,7 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 	} else if props != nil {
 		ca.Properties = *props
 	}
-	b := c.batch()
-	start := len(b.wbuf)
-	b.wbuf = ca.AppendTo(b.wbuf, c.version)
-	c.addSeg(b, start)
+	c.writePacket(&ca)
 }
 
 // writePublish batches one PUBLISH of out with packet identifier id (0 for

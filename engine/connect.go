@@ -34,7 +34,7 @@ func (c *client) onConnect(p *codec.Connect) {
 	}
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
-	srv.attach(c, id, p.CleanStart)
+	srv.attach(c)
 }
 
 // refuse answers CONNECT with a failure code and closes.
@@ -55,8 +55,8 @@ func newClientID() string {
 // needed [MQTT-3.1.4-2]. It runs on c's loop; the binding may complete
 // later, in a runnable on the same loop, after the session's previous
 // owner handed it over.
-func (srv *Server) attach(c *client, id string, cleanStart bool) {
-	l := c.loop
+func (srv *Server) attach(c *client) {
+	l, id, cleanStart := c.loop, c.clientID, c.cleanStart
 	var fresh, old *session
 	srv.reg.swap(id, func(o *session) *session {
 		old = o
@@ -78,11 +78,7 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 		srv.onOwner(l, old, func(ol *loop, s *session) {
 			s.kick()
 			s.end()
-			if ol == l {
-				c.bind(fresh, false)
-				return
-			}
-			l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(fresh, false) }})
+			c.bindFrom(ol, fresh, false)
 		})
 		return
 	}
@@ -94,7 +90,7 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 		}
 		if s.ended {
 			// It ended while the request travelled: start over.
-			l.post(task{kind: taskFunc, fn: func(*loop) { srv.attach(c, id, cleanStart) }})
+			l.post(task{kind: taskFunc, fn: func(*loop) { srv.attach(c) }})
 			return
 		}
 		s.kick()
@@ -105,7 +101,7 @@ func (srv *Server) attach(c *client, id string, cleanStart bool) {
 		s.holding = true
 		s.move = &sessionMove{}
 		s.owner.Store(l) // from here on only l touches s
-		l.post(task{kind: taskFunc, fn: func(*loop) { c.bind(s, true) }})
+		c.bindFrom(ol, s, true)
 		srv.moveBarrier(ol, s, l)
 	}
 	srv.onOwner(l, old, takeOver)
@@ -146,8 +142,7 @@ func (s *session) releaseHold(l *loop) {
 	if mv == nil {
 		return
 	}
-	held := mv.held
-	for _, out := range held {
+	for _, out := range mv.held {
 		l.deliver(s, out, true)
 	}
 	for _, fn := range mv.deferred {
@@ -172,6 +167,16 @@ func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
 	return s
 }
 
+// bindFrom binds c to s from code running on loop cur: at once when cur
+// is c's loop, otherwise by posting the binding there.
+func (c *client) bindFrom(cur *loop, s *session, present bool) {
+	if cur == c.loop {
+		c.bind(s, present)
+		return
+	}
+	c.loop.post(task{kind: taskFunc, fn: func(*loop) { c.bind(s, present) }})
+}
+
 // bind attaches c to s (both owned by c's loop now), answers CONNACK and
 // resumes the session's message flow: unacknowledged messages are sent
 // again with DUP [MQTT-4.4.0-1], then the queue.
@@ -181,7 +186,7 @@ func (c *client) bind(s *session, present bool) {
 		// Another connection with this id discarded the session (Clean
 		// Start) while it travelled here: attach again, which picks up
 		// whatever session the registry holds now.
-		c.loop.srv.attach(c, c.clientID, c.cleanStart)
+		c.loop.srv.attach(c)
 		return
 	}
 	if c.state == stateClosed {
@@ -251,7 +256,7 @@ func (s *session) end() {
 	s.ended = true
 	srv := s.owner.Load().srv
 	for filter := range s.subs {
-		srv.unsubscribe(filter, s)
+		srv.idx.unsubscribe(filter, s)
 	}
 	s.subs = nil
 	if s.q != nil {

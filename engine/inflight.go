@@ -24,8 +24,6 @@ type slot struct {
 type inflight struct {
 	slots []slot
 	next  uint16 // next identifier to assign, 1-based
-	count int32  // used slots
-	limit int32  // at most this many in flight (client's Receive Maximum may lower it)
 }
 
 func newInflight(size int) inflight {
@@ -35,7 +33,7 @@ func newInflight(size int) inflight {
 	if size > 65535 {
 		size = 65535
 	}
-	return inflight{slots: make([]slot, size), next: 1, limit: int32(size)}
+	return inflight{slots: make([]slot, size), next: 1}
 }
 
 func (w *inflight) cycle() int { return len(w.slots) * (65535 / len(w.slots)) }
@@ -47,7 +45,10 @@ func (w *inflight) full() bool {
 	if w.slots == nil {
 		return false // allocated by the first add
 	}
-	return w.count >= w.limit || w.slots[w.index(w.next)].state != slotFree
+	// Identifiers are handed out in sequence, so the next one's slot is
+	// busy exactly when the window is full or its oldest message is still
+	// unacknowledged.
+	return w.slots[w.index(w.next)].state != slotFree
 }
 
 // add puts m in the next slot and returns its packet identifier. The
@@ -64,7 +65,6 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 		state = slotAwaitRec
 	}
 	*s = slot{id: id, state: state, m: m}
-	w.count++
 	if int(w.next) >= w.cycle() {
 		w.next = 1
 	} else {
@@ -92,7 +92,6 @@ func (w *inflight) free(s *slot) {
 		s.m.msg.release()
 	}
 	*s = slot{}
-	w.count--
 }
 
 // each calls fn for every used slot, oldest first.

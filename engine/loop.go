@@ -55,8 +55,7 @@ type loop struct {
 	dirty      []*client // clients with frames waiting in their write batch
 	pend       [][]task  // per target loop index: deliveries to post at the end of the batch
 	pendTo     []int     // indexes of pend that are non-empty
-	now        time.Time // time at the start of the current event
-	mono       int64     // now as nanoseconds since the server started (monotonic)
+	mono       int64     // time at the start of the current event: nanoseconds since the server started (monotonic)
 	inEndBatch bool
 	iovecs     []unix.Iovec // reused by writev
 	iovScratch [][]byte     // reused by client.flush
@@ -71,8 +70,7 @@ func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
 
 // setNow reads the clock once for the current event.
 func (l *loop) setNow() {
-	l.now = time.Now()
-	l.mono = int64(l.now.Sub(l.srv.started))
+	l.mono = int64(time.Since(l.srv.started))
 }
 
 // addClient and removeClient keep loop.clients dense.

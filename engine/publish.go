@@ -80,7 +80,7 @@ func (c *client) onAck(a *codec.Ack) {
 			s.pump()
 			return
 		}
-		sl.m.msg.release() // the message is delivered; only the id remains [MQTT-4.3.3-?]
+		sl.m.msg.release() // delivered: from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.m.msg = nil
 		sl.state = slotAwaitComp
 		c.writeAck(codec.PUBREL, a.PacketID, codec.Success)
@@ -113,14 +113,6 @@ func (c *client) sendWill() {
 		return
 	}
 	c.loop.route(w)
-}
-
-// dropWill releases a will that will not be sent.
-func (c *client) dropWill() {
-	if c.will != nil {
-		c.will.release()
-		c.will = nil
-	}
 }
 
 // route delivers m to every matching subscription and updates the retained

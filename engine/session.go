@@ -7,12 +7,6 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// subRecord is what a session remembers of one of its subscriptions, to
-// remove them from the index when the session ends.
-type subRecord struct {
-	qos byte
-}
-
 // session is the broker-side state of one client identifier: its
 // subscriptions, the in-flight window and the queue of messages owed to it.
 //
@@ -29,14 +23,14 @@ type session struct {
 	// (shared subscriptions skip offline members), the owner writes it.
 	online atomic.Bool
 
-	client      *client              // current connection, nil while offline
-	clean       bool                 // ends with the connection (Clean Session / Clean Start and no expiry)
-	ended       bool                 // removed from the registry; deliveries to it are dropped
-	holding     bool                 // moving to a new owner loop: see sessionMove
-	subs        map[string]subRecord // allocated by the first SUBSCRIBE
-	q           *sessionQueues       // allocated by the first QoS 1/2 message
-	inboundQoS2 map[uint16]struct{}  // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
-	move        *sessionMove         // while holding
+	client      *client             // current connection, nil while offline
+	clean       bool                // ends with the connection (Clean Session / Clean Start and no expiry)
+	ended       bool                // removed from the registry; deliveries to it are dropped
+	holding     bool                // moving to a new owner loop: see sessionMove
+	subs        map[string]struct{} // its filters, to leave the index when it ends; allocated by the first SUBSCRIBE
+	q           *sessionQueues      // allocated by the first QoS 1/2 message
+	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+	move        *sessionMove        // while holding
 }
 
 // sessionQueues are a session's outgoing QoS 1/2 state: the in-flight

@@ -23,7 +23,6 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	type retainedWork struct {
 		filter string
 		qos    byte
-		rap    bool
 	}
 	var work []retainedWork
 	for i := range p.Subscriptions {
@@ -34,9 +33,9 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			RetainHandling: sub.RetainHandling}
 		existed := srv.idx.subscribe(filter, s, opts)
 		if s.subs == nil {
-			s.subs = make(map[string]subRecord)
+			s.subs = make(map[string]struct{})
 		}
-		s.subs[filter] = subRecord{qos: granted}
+		s.subs[filter] = struct{}{}
 		codes[i] = codec.ReasonCode(granted)
 		_, _, shared := codec.SplitShared(sub.Filter)
 		switch {
@@ -44,7 +43,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		case sub.RetainHandling == 2:
 		case sub.RetainHandling == 1 && existed:
 		default:
-			work = append(work, retainedWork{filter: filter, qos: granted, rap: sub.RetainAsPublished})
+			work = append(work, retainedWork{filter: filter, qos: granted})
 		}
 	}
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
@@ -76,6 +75,3 @@ func (c *client) onUnsubscribe(p *codec.Unsubscribe) {
 	ack := codec.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.writePacket(&ack)
 }
-
-// unsubscribe removes s's subscription to filter from the index.
-func (srv *Server) unsubscribe(filter string, s *session) { srv.idx.unsubscribe(filter, s) }
