@@ -58,7 +58,8 @@ type client struct {
 	lastSeen   int64 // loop clock of the last inbound bytes
 
 	sess *session
-	will *message // nil without a will; owned reference
+	will *message  // nil without a will; owned reference
+	held *heldAcks // acknowledgements withheld for back-pressure (flow.go); nil until first needed
 
 	// out is the write batch, flushed with one writev at the end of each
 	// event. It is allocated by the first write, and the sweep drops it

@@ -236,6 +236,7 @@ func (s *session) kick() {
 	}
 	s.client = nil
 	s.online.Store(false)
+	s.setPressure(c.loop)
 	c.sess = nil
 	if c.version == codec.V5 {
 		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}

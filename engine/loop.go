@@ -26,9 +26,11 @@ type task struct {
 	// after the session moved: it is older than any delivery routed to the
 	// new owner directly (see session.holding).
 	forwarded bool
-	sess      *session
-	out       outMsg
-	fn        func(l *loop)
+	// transit marks a delivery counted in sess.inTransit.
+	transit bool
+	sess    *session
+	out     outMsg
+	fn      func(l *loop)
 }
 
 // loop is loopmq's state for one gnet event loop. Everything in it but the
@@ -117,6 +119,9 @@ func (l *loop) Run(context.Context) error {
 		t := &batch[i]
 		switch t.kind {
 		case taskDeliver:
+			if t.transit {
+				t.sess.inTransit.Add(-1)
+			}
 			l.deliver(t.sess, t.out, t.forwarded)
 		case taskFunc:
 			t.fn(l)
@@ -180,6 +185,10 @@ func (l *loop) endBatch() {
 // write buffers.
 const idleTrim = 2 * time.Second
 
+// heldBackstop is the longest a publisher's acknowledgements stay held
+// (plus up to one sweep interval).
+const heldBackstop = 3 * time.Second
+
 // sweep closes clients whose keepalive or CONNECT deadline passed, and
 // drops the write buffers of idle ones.
 func (l *loop) sweep() {
@@ -198,6 +207,14 @@ func (l *loop) sweep() {
 			c.close(reasonTimeout)
 		case now-c.lastSeen > int64(idleTrim) && c.out != nil && len(c.out.segs) == 0 && !c.inDirty:
 			c.out = nil
+		}
+		if c.sess != nil && c.state == stateConnected {
+			c.sess.checkStall(l)
+		}
+		if h := c.held; h != nil && h.on != nil && now-h.since > int64(heldBackstop) {
+			// A subscriber that is saturated but drains very slowly:
+			// let the publisher send another window's worth.
+			c.releaseHeld()
 		}
 	}
 }

@@ -29,12 +29,13 @@ func (c *client) onPublish(p *codec.Publish) {
 	case 0:
 		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID))
 	case 1:
-		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID))
-		c.writeAck(codec.PUBACK, p.PacketID, codec.Success)
+		slow := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID))
+		c.ackPublish(codec.PUBACK, p.PacketID, slow)
 	case 2:
 		// Exactly once, method B of MQTT 4.3.3: deliver on the first
 		// receipt, remember the packet identifier until PUBREL, and do not
 		// deliver a re-sent PUBLISH with that identifier again.
+		var slow *session
 		if _, seen := s.inboundQoS2[p.PacketID]; !seen {
 			if len(s.inboundQoS2) >= maxInboundQoS2 {
 				c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: codec.PUBLISH,
@@ -45,9 +46,9 @@ func (c *client) onPublish(p *codec.Publish) {
 				s.inboundQoS2 = make(map[uint16]struct{})
 			}
 			s.inboundQoS2[p.PacketID] = struct{}{}
-			l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID))
+			slow = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID))
 		}
-		c.writeAck(codec.PUBREC, p.PacketID, codec.Success)
+		c.ackPublish(codec.PUBREC, p.PacketID, slow)
 	}
 }
 
@@ -61,6 +62,7 @@ func (c *client) onAck(a *codec.Ack) {
 	switch a.PacketType {
 	case codec.PUBACK:
 		if sl := s.lookup(a.PacketID, slotAwaitAck); sl != nil {
+			s.acked(c.loop)
 			s.q.inflight.free(sl)
 			s.pump()
 		}
@@ -74,6 +76,7 @@ func (c *client) onAck(a *codec.Ack) {
 			c.writeAck(codec.PUBREL, a.PacketID, code)
 			return
 		}
+		s.acked(c.loop)
 		if a.ReasonCode.IsError() {
 			// 5.0: the client refused the message; the flow ends here.
 			s.q.inflight.free(sl)
@@ -94,6 +97,7 @@ func (c *client) onAck(a *codec.Ack) {
 		c.writeAck(codec.PUBCOMP, a.PacketID, code)
 	case codec.PUBCOMP:
 		if sl := s.lookup(a.PacketID, slotAwaitComp); sl != nil {
+			s.acked(c.loop)
 			s.q.inflight.free(sl)
 			s.pump()
 		}
@@ -118,8 +122,10 @@ func (c *client) sendWill() {
 // route delivers m to every matching subscription and updates the retained
 // index. It consumes the caller's reference to m. Deliveries to sessions
 // owned by this loop happen now; the others are batched per target loop
-// and handed over at the end of the current event.
-func (l *loop) route(m *message) {
+// and handed over at the end of the current event. It returns a congested
+// recipient of a QoS 1/2 delivery, if any, whose publisher should be held
+// back (flow.go).
+func (l *loop) route(m *message) (slow *session) {
 	srv := l.srv
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
@@ -138,14 +144,27 @@ func (l *loop) route(m *message) {
 			}
 		}
 		out := outMsg{msg: m, qos: min(m.qos, d.QoS), retain: retain}
+		if out.qos > 0 && slow == nil && s.pressure.Load() {
+			slow = s
+		}
 		m.ref()
 		if o := s.owner.Load(); o != l {
-			l.handOff(o, task{kind: taskDeliver, sess: s, out: out})
+			t := task{kind: taskDeliver, sess: s, out: out}
+			if out.qos > 0 {
+				// Count it until the owner has it, so that publishers are
+				// held back before the owner's queue sees the burst.
+				t.transit = true
+				if s.inTransit.Add(1) > l.srv.transitHigh && slow == nil {
+					slow = s
+				}
+			}
+			l.handOff(o, t)
 			continue
 		}
 		l.deliver(s, out, false)
 	}
 	m.release()
+	return slow
 }
 
 // deliver gives out to s, which this loop owns, or forwards it to the loop
@@ -205,10 +224,12 @@ func (s *session) enqueue(out outMsg) {
 	l := s.owner.Load()
 	o := &l.srv.opts
 	q := &s.queues().queue
+	defer s.setPressure(l)
 	if q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		return
 	}
 	l.stats.droppedQueueFull.Add(1)
+	s.checkStall(l)
 	if o.QueueOverflow == DropNewest || q.len() == 0 {
 		out.msg.release()
 		return
@@ -236,10 +257,13 @@ func (s *session) pump() {
 			continue
 		}
 		if q.inflight.full() {
-			return
+			break
 		}
 		out := q.queue.pop()
 		id := q.inflight.add(out, c.loop.srv.opts.MaxInflight)
 		c.writePublish(out, id, false)
+	}
+	if s.pressure.Load() {
+		s.setPressure(c.loop)
 	}
 }

@@ -31,11 +31,14 @@ type Server struct {
 	loopArr atomic.Pointer[[]*loop] // by loop index, grows as loops are discovered
 
 	started time.Time // monotonic origin of the loops' clocks
-	eng     gnet.Engine
-	addr    net.Addr
-	booted  chan struct{}
-	done    chan error
-	stopped atomic.Bool
+	// transitHigh is how many QoS 1/2 deliveries may be on their way to
+	// one session before its publishers are held back (flow.go).
+	transitHigh int32
+	eng         gnet.Engine
+	addr        net.Addr
+	booted      chan struct{}
+	done        chan error
+	stopped     atomic.Bool
 }
 
 // New returns a Server with the given options; it does not listen yet.
@@ -45,6 +48,7 @@ func New(opts Options) *Server {
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), done: make(chan error, 1),
 		started: time.Now()}
 	s.idx = newIndex()
+	s.transitHigh = int32(max(opts.MaxQueued/4, 1))
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)
 	return s
@@ -182,6 +186,8 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		sess.online.Store(false)
 		if sess.clean {
 			sess.end()
+		} else {
+			sess.setPressure(l)
 		}
 	}
 	c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused

@@ -22,6 +22,14 @@ type session struct {
 	// online is true while a connection is bound; any loop may read it
 	// (shared subscriptions skip offline members), the owner writes it.
 	online atomic.Bool
+	// pressure is true while the connected client is saturated and its
+	// queue is past its high watermark: publishers routing QoS 1/2 here
+	// get their acknowledgements withheld (flow.go). Written by the owner,
+	// read by any loop.
+	pressure atomic.Bool
+	// inTransit counts QoS 1/2 deliveries other loops handed towards the
+	// owner that it has not taken yet (flow.go).
+	inTransit atomic.Int32
 
 	client      *client             // current connection, nil while offline
 	clean       bool                // ends with the connection (Clean Session / Clean Start and no expiry)
@@ -39,6 +47,12 @@ type session struct {
 type sessionQueues struct {
 	inflight inflight
 	queue    msgQueue
+	// Back-pressure state (flow.go): the last acknowledgement from the
+	// client (loop clock), whether it counts as stalled, and the
+	// publishers waiting for the pressure to end.
+	lastAck int64
+	stalled bool
+	waiters []*client
 }
 
 // queues returns s's QoS 1/2 state, allocating it on first use.

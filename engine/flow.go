@@ -1,0 +1,174 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// Publisher back-pressure.
+//
+// A QoS 1/2 publisher faster than one of its subscribers would fill that
+// subscriber's bounded queue and then lose messages to the overflow policy.
+// gnet cannot stop reading a connection, so the broker slows the publisher
+// the way MQTT allows: it withholds the PUBACK/PUBREC of messages routed to
+// a congested session, and the publisher's own in-flight window (5.0:
+// the broker's Receive Maximum) stops it until the session drains.
+//
+// A session is congested (session.pressure) while its connected client is
+// saturated, not stalled: its queue is past half of MaxQueued or of
+// MaxQueuedBytes and it keeps acknowledging. The owner may run behind the
+// publishers' loops, so QoS 1/2 deliveries still on their way to it count
+// too (session.inTransit): past a quarter of MaxQueued in transit, the
+// publisher is held as well, and its registration, which travels behind
+// those deliveries, finds the owner's queue up to date. A client that acknowledges
+// nothing for stallAfter, or goes offline, ends the pressure and the
+// overflow policy applies again, so a stuck subscriber holds publishers
+// back for at most about stallAfter plus one sweep, never longer.
+//
+// Ownership: pressure is written by the session's owner and read by any
+// loop's route. The waiting publishers are kept in the session's queues
+// (owner loop); a publisher registers by a task posted to the owner and
+// is woken by a task posted to the publisher's loop. The held
+// acknowledgements belong to the publisher's client and loop.
+
+// stallAfter is how long a congested client may go without acknowledging
+// before it counts as stalled rather than saturated.
+const stallAfter = 500 * time.Millisecond
+
+// heldAcks are a publisher's withheld acknowledgements, in the order the
+// PUBLISH packets arrived ([MQTT-4.6.0-2/3]: once one is held, every later
+// one waits behind it).
+type heldAcks struct {
+	acks  []codec.Ack
+	on    *session // the congested session this client waits for; nil once woken
+	since int64    // loop clock when the first ack was held
+}
+
+// maxHeldAcks bounds a client's withheld acknowledgements (3.1.1 clients
+// have no Receive Maximum); past it they are released.
+const maxHeldAcks = 65535
+
+// ackPublish acknowledges an inbound QoS 1/2 PUBLISH, or holds the
+// acknowledgement back when slow (a congested recipient) is set or older
+// ones are held.
+func (c *client) ackPublish(t codec.Type, id uint16, slow *session) {
+	h := c.held
+	if slow == nil && (h == nil || len(h.acks) == 0) {
+		c.writeAck(t, id, codec.Success)
+		return
+	}
+	if h == nil {
+		h = &heldAcks{}
+		c.held = h
+	}
+	if len(h.acks) == 0 {
+		h.since = c.loop.mono
+	}
+	h.acks = append(h.acks, codec.Ack{PacketType: t, PacketID: id})
+	if len(h.acks) >= maxHeldAcks {
+		c.releaseHeld()
+		return
+	}
+	if slow != nil && h.on == nil {
+		h.on = slow
+		l := c.loop
+		l.toOwner(slow, func(ol *loop, s *session) { s.addWaiter(ol, c) })
+	}
+}
+
+// releaseHeld sends every withheld acknowledgement. Runs on c's loop.
+func (c *client) releaseHeld() {
+	h := c.held
+	if h == nil {
+		return
+	}
+	h.on = nil
+	if c.state == stateClosed {
+		h.acks = h.acks[:0]
+		return
+	}
+	for _, a := range h.acks {
+		c.writeAck(a.PacketType, a.PacketID, codec.Success)
+	}
+	h.acks = h.acks[:0]
+	if cap(h.acks) > 1024 {
+		h.acks = nil
+	}
+}
+
+// toOwner runs fn on s's owner loop: inline when that is l, otherwise
+// handed off at the end of the current batch, following s if it moves.
+func (l *loop) toOwner(s *session, fn func(*loop, *session)) {
+	if o := s.owner.Load(); o != l {
+		l.handOff(o, task{kind: taskFunc, fn: func(ol *loop) { ol.srv.onOwner(ol, s, fn) }})
+		return
+	}
+	fn(l, s)
+}
+
+// addWaiter registers publisher c to be woken when s's pressure ends, or
+// wakes it now if it already has. Runs on s's owner.
+func (s *session) addWaiter(l *loop, c *client) {
+	if !s.pressure.Load() || s.q == nil {
+		l.wake(c)
+		return
+	}
+	s.q.waiters = append(s.q.waiters, c)
+}
+
+// wake sends c's held acknowledgements, on c's loop.
+func (l *loop) wake(c *client) {
+	if c.loop == l {
+		c.releaseHeld()
+		return
+	}
+	l.handOff(c.loop, task{kind: taskFunc, fn: func(*loop) { c.releaseHeld() }})
+}
+
+// setPressure updates s's congestion after its queue grew or shrank, or
+// its client came or went. Runs on s's owner.
+func (s *session) setPressure(l *loop) {
+	q := s.q
+	on := false
+	if q != nil && s.client != nil && !q.stalled {
+		o := &l.srv.opts
+		if s.pressure.Load() {
+			// Hysteresis: stay congested until the queue is down to a quarter.
+			on = q.queue.len() > o.MaxQueued/4 || q.queue.bytes > o.MaxQueuedBytes/4
+		} else {
+			on = q.queue.len() >= o.MaxQueued/2 || q.queue.bytes >= o.MaxQueuedBytes/2
+			if on {
+				q.lastAck = l.mono // the stall clock starts now
+			}
+		}
+	}
+	if on == s.pressure.Load() {
+		return
+	}
+	s.pressure.Store(on)
+	if !on && q != nil {
+		for i, c := range q.waiters {
+			l.wake(c)
+			q.waiters[i] = nil
+		}
+		q.waiters = q.waiters[:0]
+	}
+}
+
+// checkStall ends s's pressure when its client stopped acknowledging: a
+// stuck subscriber must not hold its publishers back. Runs on s's owner.
+func (s *session) checkStall(l *loop) {
+	if q := s.q; q != nil && s.pressure.Load() && l.mono-q.lastAck > int64(stallAfter) {
+		q.stalled = true
+		l.srv.log.Info("subscriber stopped acknowledging; its queue drops past its bound", "client", s.id)
+		s.setPressure(l)
+	}
+}
+
+// acked notes that s's client acknowledged a message. Runs on s's owner.
+func (s *session) acked(l *loop) {
+	q := s.q
+	q.lastAck = l.mono
+	q.stalled = false
+}
