@@ -289,3 +289,40 @@ func TestPublishAppendHeader(t *testing.T) {
 		require.Equal(t, p.Size(v), len(h)+len(p.Payload))
 	}
 }
+
+// TestPublishRawProperties checks that pre-encoded properties follow the
+// per-recipient ones in one property block, and decode back as if they
+// had been encoded together.
+func TestPublishRawProperties(t *testing.T) {
+	fwd := Properties{ContentType: b("json"), User: []UserProperty{{Key: b("k"), Value: b("v")}}}
+	raw := fwd.AppendPublishRaw(nil)
+	require.Equal(t, fwd.PublishRawSize(), len(raw))
+	require.Equal(t, []byte{
+		0x03, 0, 4, 'j', 's', 'o', 'n', // content type
+		0x26, 0, 1, 'k', 0, 1, 'v', // user property
+	}, raw)
+	p := &Publish{QoS: 1, PacketID: 9, Topic: b("t"), Payload: b("p"), RawProperties: raw,
+		Properties: Properties{MessageExpiry: 7, SubscriptionIDs: []uint32{3}}}
+	frame := p.AppendTo(nil, V5)
+	require.Equal(t, []byte{
+		0x32, 28, // PUBLISH QoS 1, remaining length
+		0, 1, 't', // topic
+		0, 9, // packet identifier
+		21,               // property block length
+		0x02, 0, 0, 0, 7, // message expiry
+		0x0B, 3, // subscription identifier
+		0x03, 0, 4, 'j', 's', 'o', 'n', // content type (raw)
+		0x26, 0, 1, 'k', 0, 1, 'v', // user property (raw)
+		'p',
+	}, frame)
+	require.Equal(t, p.Size(V5), len(frame))
+	pkt, err := Decode(frame, V5)
+	require.NoError(t, err)
+	q := pkt.(*Publish)
+	require.Equal(t, uint32(7), q.Properties.MessageExpiry)
+	require.Equal(t, []uint32{3}, q.Properties.SubscriptionIDs)
+	require.Equal(t, b("json"), q.Properties.ContentType)
+	require.Nil(t, q.RawProperties)
+	require.Equal(t, []byte{0x30, 4, 0, 1, 't', 'p'}, (&Publish{Topic: b("t"), Payload: b("p"), RawProperties: raw}).AppendTo(nil, V311),
+		"3.x frames carry no properties")
+}

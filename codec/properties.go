@@ -527,13 +527,28 @@ func (p *Properties) u32Of(id PropID) uint32 {
 	return 0
 }
 
+// AppendPublishRaw appends the properties p holds that a PUBLISH may carry,
+// without the block's length prefix: the form Publish.RawProperties takes.
+func (p *Properties) AppendPublishRaw(dst []byte) []byte {
+	return p.appendProps(dst, ctxPublish)
+}
+
+// PublishRawSize is the length AppendPublishRaw appends.
+func (p *Properties) PublishRawSize() int { return p.size(ctxPublish) }
+
 // appendTo appends the property block, length prefix first; size is the
-// value p.size(ctx) returned.
+// length of the block's contents (p.size(ctx), plus anything the caller
+// appends after).
 func (p *Properties) appendTo(dst []byte, ctx propContext, size int) []byte {
 	dst = appendVarint(dst, size)
 	if size == 0 {
 		return dst
 	}
+	return p.appendProps(dst, ctx)
+}
+
+// appendProps appends the properties of context ctx, without a length.
+func (p *Properties) appendProps(dst []byte, ctx propContext) []byte {
 	for set := p.encoded(ctx); set != 0; {
 		id := PropID(bits.TrailingZeros64(uint64(set)))
 		set &^= 1 << id

@@ -10,7 +10,14 @@ type Publish struct {
 	Topic      []byte // empty in 5.0 when Properties.TopicAlias names it
 	PacketID   uint16 // only for QoS 1 and 2
 	Properties Properties
-	Payload    []byte
+	// RawProperties, when encoding a 5.0 PUBLISH, are property bytes
+	// already encoded (identifier and value each, no length prefix, see
+	// Properties.AppendPublishRaw) written after Properties in the same
+	// property block. A broker encodes a message's forwarded properties
+	// once and adds per-recipient ones (remaining expiry, subscription
+	// identifiers, topic alias) in Properties. Decode leaves it nil.
+	RawProperties []byte
+	Payload       []byte
 }
 
 // Type implements Packet.
@@ -33,7 +40,7 @@ func (p *Publish) Decode(h FixedHeader, body []byte, v Version) error {
 	p.Retain = h.Flags&pubRetain != 0
 	p.QoS = (h.Flags >> pubQoSShift) & 0x03
 	p.Dup = h.Flags&pubDup != 0
-	p.Topic, p.PacketID, p.Payload = nil, 0, nil
+	p.Topic, p.PacketID, p.Payload, p.RawProperties = nil, 0, nil, nil
 	if p.QoS == 3 {
 		return malformed(PUBLISH, "QoS 3 [MQTT-3.3.1-4]")
 	}
@@ -83,7 +90,7 @@ func (p *Publish) headerSize(v Version) (n, ps int) {
 		n += 2
 	}
 	if v == V5 {
-		ps = p.Properties.size(ctxPublish)
+		ps = p.Properties.size(ctxPublish) + len(p.RawProperties)
 		n += varintLen(ps) + ps
 	}
 	return n, ps
@@ -125,7 +132,11 @@ func (p *Publish) AppendHeader(dst []byte, v Version) []byte {
 		dst = appendUint16(dst, p.PacketID)
 	}
 	if v == V5 {
-		dst = p.Properties.appendTo(dst, ctxPublish, ps)
+		dst = appendVarint(dst, ps)
+		if ps > 0 {
+			dst = p.Properties.appendProps(dst, ctxPublish)
+			dst = append(dst, p.RawProperties...)
+		}
 	}
 	return dst
 }

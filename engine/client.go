@@ -60,6 +60,16 @@ type client struct {
 	sess *session
 	will *message  // nil without a will; owned reference
 	held *heldAcks // acknowledgements withheld for back-pressure (flow.go); nil until first needed
+	// willExpiry is the will's Message Expiry Interval in seconds (0: none);
+	// it starts when the will is published.
+	willExpiry uint32
+
+	// 5.0 per-connection limits and state, from CONNECT.
+	sendQuota     uint16      // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)
+	maxPacketOut  uint32      // the client's Maximum Packet Size; 0 for no limit
+	aliasIn       [][]byte    // inbound topic aliases, allocated by the first one (alias.go)
+	aliasOut      *aliasesOut // outbound topic aliases, when the client allows some
+	noProblemInfo bool        // Request Problem Information = 0: no reason strings outside CONNACK/DISCONNECT/PUBLISH
 
 	// out is the write batch, flushed with one writev at the end of each
 	// event. It is allocated by the first write, and the sweep drops it
@@ -203,6 +213,12 @@ func (c *client) protocolError(err error) {
 		}
 	} else if c.version == codec.V5 {
 		d := codec.Disconnect{ReasonCode: code}
+		if e != nil && (c.maxPacketOut == 0 || len(e.Reason)+16 <= int(c.maxPacketOut)) {
+			// Allowed in DISCONNECT whatever Request Problem Information
+			// says [MQTT-3.1.2-29], within the client's Maximum Packet
+			// Size [MQTT-3.14.2-3].
+			d.Properties.ReasonString = []byte(e.Reason)
+		}
 		c.writePacket(&d)
 	}
 	c.close(reasonProtocol)
@@ -279,25 +295,73 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 // moves to the batch; for QoS 1/2 the in-flight window keeps the caller's
 // and the batch takes its own, since the window may drop the message (the
 // session ends) before the batch is written.
-func (c *client) writePublish(out outMsg, id uint16, dup bool) {
+//
+// 3.x recipients of a QoS 0 message share its frame0. A 5.0 recipient's
+// header is encoded here: the message's forwarded properties plus its own
+// remaining expiry, subscription identifiers and topic alias. It reports
+// false, writing nothing (and for QoS 0 releasing the reference), when the
+// frame exceeds the client's Maximum Packet Size [MQTT-3.1.2-25].
+func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 	m := out.msg
-	if out.qos > 0 {
-		m.ref()
-	}
 	b := c.batch()
 	var s seg
-	if out.qos == 0 && !out.retain && c.version != codec.V5 {
+	switch {
+	case out.qos == 0 && !out.retain && c.version != codec.V5:
 		s = seg{shared: m.frame0, msg: m} // identical for every such recipient: encoded once
-	} else {
+	case c.version != codec.V5:
 		p := codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id, Payload: m.payload}
 		s = seg{start: len(b.wbuf), payload: m.payload, msg: m}
 		b.wbuf = p.AppendHeader(b.wbuf, c.version)
 		s.end = len(b.wbuf)
+	default:
+		p := &c.loop.pub
+		*p = codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id,
+			RawProperties: m.props, Payload: m.payload}
+		if m.expiry != 0 {
+			p.Properties.MessageExpiry = m.remainingExpiry(c.loop.mono)
+			p.Properties.Present.Add(codec.PropMessageExpiry)
+		}
+		if out.subID != 0 {
+			ids := append(c.loop.subIDs[:0], out.subID)
+			if out.more != nil {
+				ids = append(ids, *out.more...)
+			}
+			p.Properties.SubscriptionIDs = ids
+			c.loop.subIDs = ids[:0]
+		}
+		if c.maxPacketOut > 0 {
+			extra := 0
+			if c.aliasOut != nil {
+				extra = 3 // a topic alias property, at most
+			}
+			if p.Size(codec.V5)+extra > int(c.maxPacketOut) {
+				c.loop.stats.droppedTooLarge.Add(1)
+				if out.qos == 0 {
+					m.release()
+				}
+				return false
+			}
+		}
+		if c.aliasOut != nil {
+			alias, known := c.aliasOut.alias(m.topic)
+			p.Properties.TopicAlias = alias
+			if known {
+				p.Topic = nil // [MQTT-3.3.2-12...]: the alias stands for the topic
+			}
+		}
+		s = seg{start: len(b.wbuf), payload: m.payload, msg: m}
+		b.wbuf = p.AppendHeader(b.wbuf, codec.V5)
+		s.end = len(b.wbuf)
+		p.Properties.SubscriptionIDs = nil
+	}
+	if out.qos > 0 {
+		m.ref()
 	}
 	b.segs = append(b.segs, s)
 	b.pending += len(s.shared) + s.end - s.start + len(s.payload)
 	c.loop.stats.msgsOut.Add(1)
 	c.markDirty()
+	return true
 }
 
 // flush writes the batch with one writev and releases its references.

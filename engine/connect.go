@@ -29,12 +29,52 @@ func (c *client) onConnect(p *codec.Connect) {
 	}
 	c.clientID = id
 	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	c.setLimits(p)
 	if p.WillFlag {
-		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id)
+		// The will's properties travel with it [MQTT-3.1.3-10]; its
+		// Message Expiry counts from when it is published (sendWill).
+		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id, &p.Will.Properties, 0)
+		c.willExpiry = p.Will.Properties.MessageExpiry
+		if !p.Will.Properties.Has(codec.PropMessageExpiry) {
+			c.willExpiry = 0
+		}
 	}
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)
+}
+
+// setLimits takes the client's 5.0 limits from CONNECT: its Receive
+// Maximum, Maximum Packet Size, Topic Alias Maximum and Request Problem
+// Information [MQTT 5.0 section 3.1.2.11].
+func (c *client) setLimits(p *codec.Connect) {
+	o := &c.loop.srv.opts
+	c.sendQuota = uint16(o.MaxInflight)
+	if p.Version != codec.V5 {
+		return
+	}
+	pr := &p.Properties
+	if pr.Has(codec.PropReceiveMaximum) && int(pr.ReceiveMaximum) < o.MaxInflight {
+		c.sendQuota = pr.ReceiveMaximum // [MQTT-3.3.4-7]
+	}
+	c.maxPacketOut = pr.MaximumPacketSize
+	if n := min(int(pr.TopicAliasMaximum), o.MaxTopicAliasOut); n > 0 {
+		c.aliasOut = newAliasesOut(n)
+	}
+	c.noProblemInfo = pr.Has(codec.PropRequestProblemInfo) && pr.RequestProblemInfo == 0
+}
+
+// connackLimits adds the server's limits and capabilities to a 5.0
+// CONNACK [MQTT 5.0 section 3.2.2.3]. What is absent means the default:
+// maximum QoS 2, retain, wildcard, shared subscriptions and subscription
+// identifiers available.
+func (c *client) connackLimits(props *codec.Properties) {
+	o := &c.loop.srv.opts
+	if o.ReceiveMaximum < 65535 {
+		props.ReceiveMaximum = uint16(o.ReceiveMaximum)
+	}
+	props.TopicAliasMaximum = uint16(o.TopicAliasMaximum)
+	props.MaximumPacketSize = uint32(o.MaxPacketSize)
 }
 
 // refuse answers CONNECT with a failure code and closes.
@@ -204,14 +244,15 @@ func (c *client) bind(s *session, present bool) {
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)
 	}
-	// Not yet delivered in PUBLISH (issue 7), so clients must not use them.
-	props.Present.Add(codec.PropSubIDAvailable)
+	c.connackLimits(&props)
 	c.writeConnack(present, codec.Success, &props)
 	if s.q != nil {
 		s.q.inflight.each(func(sl *slot) {
 			switch sl.state {
 			case slotAwaitAck, slotAwaitRec:
-				c.writePublish(sl.m, sl.id, true)
+				if !c.writePublish(sl.m, sl.id, true) {
+					s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
+				}
 			case slotAwaitComp:
 				c.writeAck(codec.PUBREL, sl.id, codec.Success)
 			}

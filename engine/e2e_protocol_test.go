@@ -191,46 +191,6 @@ func TestE2E_MQTT_3_1_2_24_PacketTooLarge(t *testing.T) {
 	c.expect(codec.PINGRESP)
 }
 
-// TestE2EV5UnsupportedFeaturesRefused: until 5.0 is complete the broker
-// advertises no topic aliases and no subscription identifiers, and refuses
-// a client that uses them with the matching reason code.
-func TestE2EV5UnsupportedFeaturesRefused(t *testing.T) {
-	t.Parallel()
-	s := startServer(t, Options{})
-	v5 := func(id string) *rawClient {
-		c := dialRaw(t, s)
-		cp := connectPacket(id, true, 60)
-		cp.Version = codec.V5
-		ca := c.connect(cp)
-		require.True(t, ca.Properties.Has(codec.PropSubIDAvailable))
-		require.Zero(t, ca.Properties.SubIDAvailable)
-		require.Zero(t, ca.Properties.TopicAliasMaximum)
-		return c
-	}
-	expectDisconnect := func(c *rawClient, want codec.ReasonCode) {
-		got := c.expectClosed(e2eWait)
-		require.NotEmpty(t, got)
-		d, ok := got[len(got)-1].(*codec.Disconnect)
-		require.True(t, ok, "expected DISCONNECT, got %v", got[len(got)-1].Type())
-		require.Equal(t, want, d.ReasonCode)
-	}
-
-	c := v5("alias")
-	c.send(&codec.Publish{Topic: []byte("t"), Payload: []byte("x"),
-		Properties: codec.Properties{TopicAlias: 1}})
-	expectDisconnect(c, codec.TopicAliasInvalid) // [MQTT-3.3.2-9]
-
-	c = v5("pubsubid")
-	c.send(&codec.Publish{Topic: []byte("t"), Payload: []byte("x"),
-		Properties: codec.Properties{SubscriptionIDs: []uint32{3}}})
-	expectDisconnect(c, codec.ProtocolError) // [MQTT-3.3.4-6]
-
-	c = v5("subid")
-	c.send(&codec.Subscribe{PacketID: 1, Properties: codec.Properties{SubscriptionIDs: []uint32{7}},
-		Subscriptions: []codec.Subscription{{Filter: []byte("t")}}})
-	expectDisconnect(c, codec.SubscriptionIdentifiersNotSupported)
-}
-
 // TestE2EFramesSplitAtEveryByte sends a CONNECT, SUBSCRIBE and PUBLISH one
 // byte per write, so most reads end inside a frame: a partial frame must
 // stay buffered until the rest arrives.

@@ -49,13 +49,13 @@ type heldAcks struct {
 // have no Receive Maximum); past it they are released.
 const maxHeldAcks = 65535
 
-// ackPublish acknowledges an inbound QoS 1/2 PUBLISH, or holds the
-// acknowledgement back when slow (a congested recipient) is set or older
-// ones are held.
-func (c *client) ackPublish(t codec.Type, id uint16, slow *session) {
+// ackPublish acknowledges an inbound QoS 1/2 PUBLISH with code, or holds
+// the acknowledgement back when slow (a congested recipient) is set or
+// older ones are held.
+func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session) {
 	h := c.held
 	if slow == nil && (h == nil || len(h.acks) == 0) {
-		c.writeAck(t, id, codec.Success)
+		c.writeAck(t, id, code)
 		return
 	}
 	if h == nil {
@@ -65,7 +65,7 @@ func (c *client) ackPublish(t codec.Type, id uint16, slow *session) {
 	if len(h.acks) == 0 {
 		h.since = c.loop.mono
 	}
-	h.acks = append(h.acks, codec.Ack{PacketType: t, PacketID: id})
+	h.acks = append(h.acks, codec.Ack{PacketType: t, PacketID: id, ReasonCode: code})
 	if len(h.acks) >= maxHeldAcks {
 		c.releaseHeld()
 		return
@@ -89,7 +89,7 @@ func (c *client) releaseHeld() {
 		return
 	}
 	for _, a := range h.acks {
-		c.writeAck(a.PacketType, a.PacketID, codec.Success)
+		c.writeAck(a.PacketType, a.PacketID, a.ReasonCode)
 	}
 	h.acks = h.acks[:0]
 	if cap(h.acks) > 1024 {

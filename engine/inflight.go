@@ -24,6 +24,7 @@ type slot struct {
 type inflight struct {
 	slots []slot
 	next  uint16 // next identifier to assign, 1-based
+	used  int    // slots not free: compared with the client's Receive Maximum
 }
 
 func newInflight(size int) inflight {
@@ -65,6 +66,7 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 		state = slotAwaitRec
 	}
 	*s = slot{id: id, state: state, m: m}
+	w.used++
 	if int(w.next) >= w.cycle() {
 		w.next = 1
 	} else {
@@ -92,6 +94,15 @@ func (w *inflight) free(s *slot) {
 		s.m.msg.release()
 	}
 	*s = slot{}
+	w.used--
+}
+
+// take empties s and returns its message with the slot's reference.
+func (w *inflight) take(s *slot) outMsg {
+	m := s.m
+	*s = slot{}
+	w.used--
+	return m
 }
 
 // each calls fn for every used slot, oldest first.

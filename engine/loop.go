@@ -63,6 +63,8 @@ type loop struct {
 	iovScratch [][]byte     // reused by client.flush
 	match      matchScratch
 	dec        codec.Decoder // decodes every frame of this loop's clients
+	pub        codec.Publish // encodes 5.0 PUBLISH headers (too large to build on the stack per message)
+	subIDs     []uint32      // scratch for a PUBLISH's subscription identifiers
 	stats      loopStats
 }
 

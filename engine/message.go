@@ -3,6 +3,7 @@ package engine
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/pool"
@@ -30,6 +31,14 @@ type message struct {
 	// payload are its tail. Every such recipient is sent these same bytes
 	// (one iovec, no per-recipient encoding).
 	frame0 []byte
+	// props are the 5.0 properties forwarded to every 5.0 recipient, encoded
+	// once (codec.Publish.RawProperties form): payload format indicator,
+	// content type, response topic, correlation data and user properties in
+	// the order received [MQTT-3.3.2-15..20]. A view into buf; nil without.
+	props []byte
+	// expiry is when the message expires, on the server's monotonic clock
+	// (nanoseconds since start, as loop.mono); 0 means never [MQTT-3.3.2-5].
+	expiry int64
 
 	// from is the client identifier of the publisher ("" for wills sent by
 	// the broker on a session's behalf is never the case: wills carry it
@@ -52,14 +61,28 @@ func newMessagePool() *messagePool {
 	return p
 }
 
-// newMessage copies topic and payload into a message with one reference
-// owned by the caller. This is the only copy of a payload the broker makes.
+// newMessage copies topic, payload and the forwarded 5.0 properties of
+// props (nil for none) into a message with one reference owned by the
+// caller. This is the only copy of a payload the broker makes. now is the
+// loop clock, the origin of props' Message Expiry Interval.
+//
 // A retained message is pinned: allocated outside the pool and never
 // recycled, because the retained index hands it to lock-free readers that
 // hold no reference (the garbage collector frees it once unreachable).
-func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string) *message {
+func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, now int64) *message {
 	pub := codec.Publish{Topic: topic, Payload: payload}
 	size := pub.Size(codec.V311)
+	var fwd codec.Properties
+	hasFwd := props != nil && props.Present&forwardedProps != 0
+	if hasFwd {
+		// Per-recipient properties are left out: the expiry is kept as a
+		// deadline, aliases belong to a connection, subscription
+		// identifiers to a subscription.
+		fwd = *props
+		fwd.Present &= forwardedProps
+		fwd.MessageExpiry, fwd.TopicAlias, fwd.SubscriptionIDs = 0, 0, nil
+		size += fwd.PublishRawSize()
+	}
 	var m *message
 	if retain {
 		m = &message{pinned: true}
@@ -70,14 +93,45 @@ func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, f
 		m.buf = p.bufs.Get(size)
 	}
 	b := pub.AppendTo((*m.buf)[:0], codec.V311)
-	*m.buf = b
 	m.frame0 = b
 	m.payload = b[len(b)-len(payload) : len(b) : len(b)]
 	end := len(b) - len(payload)
 	m.topic = b[end-len(topic) : end : end]
+	if hasFwd {
+		b = fwd.AppendPublishRaw(b)
+		m.props = b[len(m.frame0):len(b):len(b)]
+	}
+	*m.buf = b
+	if props != nil && props.Present.Has(codec.PropMessageExpiry) {
+		m.expiry = now + int64(props.MessageExpiry)*int64(time.Second)
+	}
 	m.qos, m.retain, m.from = qos, retain, from
 	m.refs.Store(1)
 	return m
+}
+
+// forwardedProps are the PUBLISH properties the broker passes on unchanged.
+var forwardedProps = func() codec.PropSet {
+	var s codec.PropSet
+	for _, id := range []codec.PropID{codec.PropPayloadFormat, codec.PropContentType,
+		codec.PropResponseTopic, codec.PropCorrelationData, codec.PropUser} {
+		s.Add(id)
+	}
+	return s
+}()
+
+// expired reports whether m's Message Expiry Interval has passed at now.
+func (m *message) expired(now int64) bool { return m.expiry != 0 && now >= m.expiry }
+
+// remainingExpiry is the Message Expiry Interval to send at now: the one
+// received minus the time the message waited in the server, in whole
+// seconds rounded up [MQTT-3.3.2-6].
+func (m *message) remainingExpiry(now int64) uint32 {
+	left := m.expiry - now
+	if left <= 0 {
+		return 0
+	}
+	return uint32((left + int64(time.Second) - 1) / int64(time.Second))
 }
 
 // ref adds a reference.

@@ -34,6 +34,19 @@ type Options struct {
 	// buffer in user space; past it QoS 0 messages to that client are
 	// dropped (and counted), default 4 MiB.
 	MaxOutbound int
+	// ReceiveMaximum is the server's MQTT 5.0 Receive Maximum: how many
+	// QoS 1/2 PUBLISH packets a 5.0 client may leave unacknowledged by the
+	// broker (acknowledgements held back for flow control count); a client
+	// that exceeds it is disconnected with 0x93. Default 65535.
+	ReceiveMaximum int
+	// TopicAliasMaximum is the highest topic alias a 5.0 client may use
+	// towards the broker, default 64. The broker's aliases towards a client
+	// are bounded by the client's own maximum, capped at MaxTopicAliasOut.
+	TopicAliasMaximum int
+	// MaxTopicAliasOut caps the topic aliases the broker assigns towards
+	// one 5.0 client (least recently used reassigned), default 64; -1
+	// disables outbound aliases.
+	MaxTopicAliasOut int
 	// MaxClientIDLen bounds client identifiers, default 65535 (3.1 clients
 	// are held to their protocol's 23).
 	MaxClientIDLen int
@@ -71,6 +84,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxOutbound <= 0 {
 		o.MaxOutbound = 4 << 20
+	}
+	if o.ReceiveMaximum <= 0 || o.ReceiveMaximum > 65535 {
+		o.ReceiveMaximum = 65535
+	}
+	if o.TopicAliasMaximum <= 0 || o.TopicAliasMaximum > 65535 {
+		o.TopicAliasMaximum = 64
+	}
+	if o.MaxTopicAliasOut == 0 || o.MaxTopicAliasOut > 65535 {
+		o.MaxTopicAliasOut = 64
 	}
 	if o.MaxClientIDLen <= 0 {
 		o.MaxClientIDLen = 65535

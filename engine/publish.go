@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"time"
+	"unicode/utf8"
+
 	"github.com/loopmq/loopmq/codec"
 )
 
@@ -11,31 +14,59 @@ func (c *client) onPublish(p *codec.Publish) {
 	l := c.loop
 	s := c.sess
 	l.stats.msgsIn.Add(1)
+	code := codec.Success
 	if c.version == codec.V5 {
-		// Until 5.0 is complete (issue 7) the broker allows no topic
-		// aliases (CONNACK sends no Topic Alias Maximum) [MQTT-3.3.2-9].
 		if p.Properties.Has(codec.PropTopicAlias) {
-			c.protocolError(&codec.Error{Code: codec.TopicAliasInvalid, Packet: codec.PUBLISH,
-				Reason: "topic alias beyond the server's Topic Alias Maximum of 0 [MQTT-3.3.2-9]"})
-			return
+			topic, err := c.resolveTopicAlias(p.Topic, p.Properties.TopicAlias)
+			if err != nil {
+				c.protocolError(err)
+				return
+			}
+			p.Topic = topic
 		}
 		if len(p.Properties.SubscriptionIDs) > 0 {
 			c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: codec.PUBLISH,
 				Reason: "subscription identifier in a PUBLISH from a client [MQTT-3.3.4-6]"})
 			return
 		}
+		if p.QoS > 0 && c.inboundUnacked() >= c.loop.srv.opts.ReceiveMaximum {
+			c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: codec.PUBLISH,
+				Reason: "more unacknowledged QoS 1/2 PUBLISH packets than the server's Receive Maximum [MQTT-3.3.4-9]"})
+			return
+		}
+		if p.Properties.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
+			// [MQTT-3.3.2-4] the sender promised UTF-8; the server may
+			// refuse it with 0x99 (MQTT 5.0 section 3.3.2.3.2).
+			err := &codec.Error{Code: codec.PayloadFormatInvalid, Packet: codec.PUBLISH,
+				Reason: "payload format indicator is 1 but the payload is not valid UTF-8"}
+			if p.QoS == 0 {
+				c.protocolError(err)
+				return
+			}
+			l.srv.log.Info("PUBLISH refused", "client", c.id(), "error", err)
+			code = codec.PayloadFormatInvalid
+		}
+	}
+	if code != codec.Success {
+		t := codec.PUBACK
+		if p.QoS == 2 {
+			t = codec.PUBREC // the flow ends here: no PUBREL follows an error [MQTT-4.3.3]
+		}
+		c.ackPublish(t, p.PacketID, code, nil)
+		return
 	}
 	switch p.QoS {
 	case 0:
-		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID))
+		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID, &p.Properties, l.mono))
 	case 1:
-		slow := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID))
-		c.ackPublish(codec.PUBACK, p.PacketID, slow)
+		slow, n := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID, &p.Properties, l.mono))
+		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow)
 	case 2:
 		// Exactly once, method B of MQTT 4.3.3: deliver on the first
 		// receipt, remember the packet identifier until PUBREL, and do not
 		// deliver a re-sent PUBLISH with that identifier again.
 		var slow *session
+		n := 1
 		if _, seen := s.inboundQoS2[p.PacketID]; !seen {
 			if len(s.inboundQoS2) >= maxInboundQoS2 {
 				c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: codec.PUBLISH,
@@ -46,10 +77,31 @@ func (c *client) onPublish(p *codec.Publish) {
 				s.inboundQoS2 = make(map[uint16]struct{})
 			}
 			s.inboundQoS2[p.PacketID] = struct{}{}
-			slow = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID))
+			slow, n = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID, &p.Properties, l.mono))
 		}
-		c.ackPublish(codec.PUBREC, p.PacketID, slow)
+		c.ackPublish(codec.PUBREC, p.PacketID, c.matchCode(n), slow)
 	}
+}
+
+// matchCode is the PUBACK/PUBREC reason code for a message that reached n
+// subscriptions: 5.0 says when nobody matched (0x10), which is still a
+// success [MQTT 5.0 section 3.4.2.1].
+func (c *client) matchCode(n int) codec.ReasonCode {
+	if n == 0 && c.version == codec.V5 {
+		return codec.NoMatchingSubscribers
+	}
+	return codec.Success
+}
+
+// inboundUnacked counts the client's QoS 1/2 PUBLISH packets the broker
+// has not acknowledged yet: held-back PUBACK/PUBREC (flow.go) and QoS 2
+// flows awaiting PUBREL. The server's Receive Maximum bounds it.
+func (c *client) inboundUnacked() int {
+	n := len(c.sess.inboundQoS2)
+	if c.held != nil {
+		n += len(c.held.acks)
+	}
+	return n
 }
 
 // maxInboundQoS2 bounds the QoS 2 packet identifiers a client may leave
@@ -116,16 +168,19 @@ func (c *client) sendWill() {
 		w.release()
 		return
 	}
+	if c.willExpiry > 0 {
+		w.expiry = c.loop.mono + int64(c.willExpiry)*int64(time.Second)
+	}
 	c.loop.route(w)
 }
 
 // route delivers m to every matching subscription and updates the retained
 // index. It consumes the caller's reference to m. Deliveries to sessions
 // owned by this loop happen now; the others are batched per target loop
-// and handed over at the end of the current event. It returns a congested
-// recipient of a QoS 1/2 delivery, if any, whose publisher should be held
-// back (flow.go).
-func (l *loop) route(m *message) (slow *session) {
+// and handed over at the end of the current event. It returns the number
+// of deliveries and a congested recipient of a QoS 1/2 delivery, if any,
+// whose publisher should be held back (flow.go).
+func (l *loop) route(m *message) (slow *session, n int) {
 	srv := l.srv
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
@@ -135,15 +190,14 @@ func (l *loop) route(m *message) (slow *session) {
 	for i := range ds {
 		d := &ds[i]
 		s := d.Handle
-		// [MQTT-3.3.1-9] retain is 0 on delivery to established
-		// subscriptions unless Retain As Published (5.0) is set.
-		retain := false
-		if m.retain {
-			for _, o := range d.Subs {
-				retain = retain || o.RetainAsPublished
-			}
+		out := outMsg{msg: m, qos: min(m.qos, d.QoS), shared: d.Share != ""}
+		for i := range d.Subs {
+			o := &d.Subs[i]
+			// [MQTT-3.3.1-9] retain is 0 on delivery to established
+			// subscriptions unless Retain As Published (5.0) is set.
+			out.retain = out.retain || (m.retain && o.RetainAsPublished)
+			out.addSubID(o.SubscriptionID)
 		}
-		out := outMsg{msg: m, qos: min(m.qos, d.QoS), retain: retain}
 		if out.qos > 0 && slow == nil && s.pressure.Load() {
 			slow = s
 		}
@@ -164,7 +218,21 @@ func (l *loop) route(m *message) (slow *session) {
 		l.deliver(s, out, false)
 	}
 	m.release()
-	return slow
+	return slow, len(ds)
+}
+
+// addSubID adds a matching subscription's identifier (0: none) to out.
+func (out *outMsg) addSubID(id uint32) {
+	switch {
+	case id == 0 || id == out.subID:
+	case out.subID == 0:
+		out.subID = id
+	default:
+		if out.more == nil {
+			out.more = new([]uint32)
+		}
+		*out.more = append(*out.more, id)
+	}
 }
 
 // deliver gives out to s, which this loop owns, or forwards it to the loop
@@ -209,9 +277,12 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		out.msg.release()
 		return
 	}
-	if c != nil && c.state == stateConnected && s.canSendNow() {
-		id := s.queues().inflight.add(out, l.srv.opts.MaxInflight) // the window takes the reference
-		c.writePublish(out, id, false)
+	if c != nil && c.state == stateConnected && s.canSendNow(c) {
+		if out.msg.expired(l.mono) {
+			out.msg.release()
+			return
+		}
+		s.send(c, out)
 		return
 	}
 	s.enqueue(out)
@@ -240,6 +311,17 @@ func (s *session) enqueue(out outMsg) {
 	}
 }
 
+// send puts out (QoS 1/2) in the next in-flight slot and writes it to c.
+// A message larger than the client's Maximum Packet Size is discarded as
+// if it had been sent and acknowledged [MQTT-3.1.2-25].
+func (s *session) send(c *client, out outMsg) {
+	q := s.queues()
+	id := q.inflight.add(out, c.loop.srv.opts.MaxInflight) // the window takes the reference
+	if !c.writePublish(out, id, false) {
+		q.inflight.free(&q.inflight.slots[q.inflight.index(id)])
+	}
+}
+
 // pump moves queued messages into the in-flight window while there is room
 // and the client is connected.
 func (s *session) pump() {
@@ -251,17 +333,22 @@ func (s *session) pump() {
 	if q == nil {
 		return
 	}
+	now := c.loop.mono
 	for q.queue.len() > 0 {
+		if q.queue.peek().msg.expired(now) {
+			// [MQTT-3.3.2-5] not delivered once expired.
+			out := q.queue.pop()
+			out.msg.release()
+			continue
+		}
 		if q.queue.peek().qos == 0 {
 			c.writePublish(q.queue.pop(), 0, false) // takes the reference; needs no slot
 			continue
 		}
-		if q.inflight.full() {
+		if q.windowFull(c) {
 			break
 		}
-		out := q.queue.pop()
-		id := q.inflight.add(out, c.loop.srv.opts.MaxInflight)
-		c.writePublish(out, id, false)
+		s.send(c, q.queue.pop())
 	}
 	if s.pressure.Load() {
 		s.setPressure(c.loop)

@@ -3,9 +3,15 @@ package engine
 // outMsg is one message owed to a session: the shared message plus what
 // is specific to this recipient. It owns one reference to msg.
 type outMsg struct {
-	msg    *message
-	qos    byte // delivered QoS: min(published, granted)
-	retain bool // retain flag to send
+	msg *message
+	// more holds the Subscription Identifiers after subID when several
+	// subscriptions of the client matched with different identifiers
+	// (rare; allocated then) [MQTT-3.3.4-3].
+	more   *[]uint32
+	subID  uint32 // 5.0 Subscription Identifier of the matching subscription; 0 for none
+	qos    byte   // delivered QoS: min(published, granted)
+	retain bool   // retain flag to send
+	shared bool   // chosen from a shared subscription group: another member may take it over
 }
 
 // msgQueue is a session's FIFO of messages waiting for an in-flight slot

@@ -184,6 +184,7 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		c.sess = nil
 		sess.client = nil
 		sess.online.Store(false)
+		sess.redistributeShared(l)
 		if sess.clean {
 			sess.end()
 		} else {

@@ -72,9 +72,16 @@ func (s *session) lookup(id uint16, state byte) *slot {
 }
 
 // canSendNow reports whether a QoS 1/2 message may go straight into the
-// in-flight window: nothing queued ahead of it and a free slot.
-func (s *session) canSendNow() bool {
-	return s.q == nil || (s.q.queue.len() == 0 && !s.q.inflight.full())
+// in-flight window of s's client c: nothing queued ahead of it and a free
+// slot within the client's Receive Maximum.
+func (s *session) canSendNow(c *client) bool {
+	return s.q == nil || (s.q.queue.len() == 0 && !s.q.windowFull(c))
+}
+
+// windowFull reports whether no more QoS 1/2 messages may be sent to c:
+// the window is full, or c's Receive Maximum is reached [MQTT-3.3.4-7].
+func (q *sessionQueues) windowFull(c *client) bool {
+	return q.inflight.full() || q.inflight.used >= int(c.sendQuota)
 }
 
 // sessionMove is what a session keeps while it moves to a new owner loop

@@ -12,6 +12,7 @@ type loopStats struct {
 	droppedSlow      atomic.Uint64 // QoS 0 dropped: client's outbound bound reached
 	droppedQueueFull atomic.Uint64 // dropped: session queue full
 	droppedOffline0  atomic.Uint64 // QoS 0 for an offline persistent session
+	droppedTooLarge  atomic.Uint64 // larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
 	connsOpened      atomic.Uint64
 	connsClosed      atomic.Uint64
 	protocolErrors   atomic.Uint64
@@ -21,6 +22,7 @@ type loopStats struct {
 type Stats struct {
 	MessagesIn, MessagesOut                                   uint64
 	DroppedSlowConsumer, DroppedQueueFull, DroppedQoS0Offline uint64
+	DroppedTooLarge                                           uint64
 	ConnectionsOpened, ConnectionsClosed, ProtocolErrors      uint64
 	Sessions                                                  int
 	Retained                                                  int
@@ -35,6 +37,7 @@ func (s *Server) Stats() Stats {
 		st.DroppedSlowConsumer += l.stats.droppedSlow.Load()
 		st.DroppedQueueFull += l.stats.droppedQueueFull.Load()
 		st.DroppedQoS0Offline += l.stats.droppedOffline0.Load()
+		st.DroppedTooLarge += l.stats.droppedTooLarge.Load()
 		st.ConnectionsOpened += l.stats.connsOpened.Load()
 		st.ConnectionsClosed += l.stats.connsClosed.Load()
 		st.ProtocolErrors += l.stats.protocolErrors.Load()

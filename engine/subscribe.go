@@ -12,17 +12,15 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	l := c.loop
 	srv := l.srv
 	s := c.sess
-	if len(p.Properties.SubscriptionIDs) > 0 {
-		// CONNACK says Subscription Identifier Available = 0 until they
-		// are delivered (issue 7) (MQTT 5.0 section 3.8.2.1.2, reason 0xA1).
-		c.protocolError(&codec.Error{Code: codec.SubscriptionIdentifiersNotSupported, Packet: codec.SUBSCRIBE,
-			Reason: "subscription identifiers are not supported yet"})
-		return
+	var subID uint32 // [MQTT-3.8.2-...] one per SUBSCRIBE, for each of its filters
+	if ids := p.Properties.SubscriptionIDs; len(ids) > 0 {
+		subID = ids[0]
 	}
 	codes := make([]codec.ReasonCode, len(p.Subscriptions))
 	type retainedWork struct {
 		filter string
 		qos    byte
+		subID  uint32
 	}
 	var work []retainedWork
 	for i := range p.Subscriptions {
@@ -30,7 +28,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		filter := string(sub.Filter)
 		granted := min(sub.QoS, 2)
 		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
-			RetainHandling: sub.RetainHandling}
+			RetainHandling: sub.RetainHandling, SubscriptionID: subID}
 		existed := srv.idx.subscribe(filter, s, opts)
 		if s.subs == nil {
 			s.subs = make(map[string]struct{})
@@ -43,17 +41,20 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		case sub.RetainHandling == 2:
 		case sub.RetainHandling == 1 && existed:
 		default:
-			work = append(work, retainedWork{filter: filter, qos: granted})
+			work = append(work, retainedWork{filter: filter, qos: granted, subID: subID})
 		}
 	}
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.writePacket(&ack)
 	for _, w := range work {
 		srv.idx.matchRetained(w.filter, func(m *message) {
+			if m.expired(l.mono) {
+				return // [MQTT-3.3.2-5]
+			}
 			m.ref() // pinned: the reference only balances deliver's release
 			// [MQTT-3.3.1-8] retained messages sent for a new subscription
 			// carry retain = 1.
-			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true}, false)
+			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true, subID: w.subID}, false)
 		})
 	}
 }

@@ -1,0 +1,75 @@
+package engine
+
+import (
+	"math"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// redistributeShared runs when s's connection ends (s is already offline):
+// the QoS 1/2 messages s received through a shared subscription and has not
+// had acknowledged, in flight or queued, go to another online member of
+// the same group, so a member's disconnect does not strand them (MQTT 5.0
+// section 4.8.2; the standard allows the broker to wait for the member
+// instead — loopmq, like EMQX, does not). A message no other member can
+// take stays with s. Runs on s's owner loop.
+func (s *session) redistributeShared(l *loop) {
+	q := s.q
+	if q == nil {
+		return
+	}
+	var moved []outMsg
+	q.inflight.each(func(sl *slot) {
+		if sl.m.shared && (sl.state == slotAwaitAck || sl.state == slotAwaitRec) {
+			moved = append(moved, q.inflight.take(sl))
+		}
+	})
+	for n := q.queue.len(); n > 0; n-- {
+		out := q.queue.pop()
+		if out.shared {
+			moved = append(moved, out)
+			continue
+		}
+		q.queue.push(out, math.MaxInt, math.MaxInt) // back in order; it was within bounds already
+	}
+	for _, out := range moved {
+		if !l.reshare(s, out) {
+			s.enqueue(out)
+		}
+	}
+}
+
+// reshare delivers out to another online member of a shared group of s
+// that matches its topic. It reports false, keeping out's reference, when
+// there is none.
+func (l *loop) reshare(s *session, out outMsg) bool {
+	m := out.msg
+	ds := l.srv.idx.match(m.topic, m.from, &l.match)
+	for i := range ds {
+		d := &ds[i]
+		if d.Share == "" || d.Unavailable || d.Handle == s || !s.inGroup(d.Share) {
+			continue
+		}
+		next := outMsg{msg: m, qos: min(m.qos, d.QoS), retain: out.retain, shared: true}
+		for j := range d.Subs {
+			next.addSubID(d.Subs[j].SubscriptionID)
+		}
+		if o := d.Handle.owner.Load(); o != l {
+			l.handOff(o, task{kind: taskDeliver, sess: d.Handle, out: next})
+		} else {
+			l.deliver(d.Handle, next, false)
+		}
+		return true
+	}
+	return false
+}
+
+// inGroup reports whether s has a subscription in shared group share.
+func (s *session) inGroup(share string) bool {
+	for f := range s.subs {
+		if name, _, ok := codec.SplitShared([]byte(f)); ok && string(name) == share {
+			return true
+		}
+	}
+	return false
+}
