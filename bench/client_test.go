@@ -84,21 +84,26 @@ func (r *frameReader) frame() (codec.FixedHeader, []byte, error) {
 	}
 }
 
-// mqttConn is a connected MQTT 3.1.1 client with a clean session and no
-// keep alive (the broker never times it out mid-benchmark).
+// mqttConn is a connected MQTT 3.1.1 or 5.0 client with a clean session
+// and no keep alive (the broker never times it out mid-benchmark). A 5.0
+// client accepts v5TopicAliases topic aliases from the broker.
 type mqttConn struct {
-	nc *net.TCPConn
-	rd frameReader
+	nc  *net.TCPConn
+	rd  frameReader
+	ver codec.Version
 }
 
+// v5TopicAliases is the Topic Alias Maximum a 5.0 benchmark client sends.
+const v5TopicAliases = 16
+
 // dialMQTT connects to addr and completes CONNECT/CONNACK as id.
-func dialMQTT(addr, id string) (*mqttConn, error) {
+func dialMQTT(addr, id string, ver codec.Version) (*mqttConn, error) {
 	c, err := net.DialTimeout("tcp", addr, handshakeTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	nc := c.(*net.TCPConn) // Go sets TCP_NODELAY by default
-	mc := &mqttConn{nc: nc, rd: frameReader{conn: nc, buf: make([]byte, readBufSize)}}
+	mc := &mqttConn{nc: nc, rd: frameReader{conn: nc, buf: make([]byte, readBufSize)}, ver: ver}
 	if err := mc.connect(id); err != nil {
 		_ = nc.Close()
 		return nil, fmt.Errorf("client %s: %w", id, err)
@@ -109,8 +114,11 @@ func dialMQTT(addr, id string) (*mqttConn, error) {
 func (mc *mqttConn) connect(id string) error {
 	_ = mc.nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer func() { _ = mc.nc.SetDeadline(time.Time{}) }()
-	p := codec.Connect{Version: codec.V311, CleanStart: true, ClientID: []byte(id)}
-	if _, err := mc.nc.Write(p.AppendTo(nil, codec.V311)); err != nil {
+	p := codec.Connect{Version: mc.ver, CleanStart: true, ClientID: []byte(id)}
+	if mc.ver == codec.V5 {
+		p.Properties.TopicAliasMaximum = v5TopicAliases
+	}
+	if _, err := mc.nc.Write(p.AppendTo(nil, mc.ver)); err != nil {
 		return fmt.Errorf("write CONNECT: %w", err)
 	}
 	h, body, err := mc.rd.frame()
@@ -121,7 +129,7 @@ func (mc *mqttConn) connect(id string) error {
 		return fmt.Errorf("got %v, want CONNACK", h.Type)
 	}
 	var ack codec.Connack
-	if err := ack.Decode(h, body, codec.V311); err != nil {
+	if err := ack.Decode(h, body, mc.ver); err != nil {
 		return fmt.Errorf("decode CONNACK: %w", err)
 	}
 	if ack.ReasonCode != 0 {
@@ -136,7 +144,7 @@ func (mc *mqttConn) subscribe(filter string, qos byte) error {
 	_ = mc.nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer func() { _ = mc.nc.SetDeadline(time.Time{}) }()
 	p := codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}
-	if _, err := mc.nc.Write(p.AppendTo(nil, codec.V311)); err != nil {
+	if _, err := mc.nc.Write(p.AppendTo(nil, mc.ver)); err != nil {
 		return fmt.Errorf("write SUBSCRIBE: %w", err)
 	}
 	h, body, err := mc.rd.frame()
@@ -147,11 +155,33 @@ func (mc *mqttConn) subscribe(filter string, qos byte) error {
 		return fmt.Errorf("got %v, want SUBACK", h.Type)
 	}
 	var ack codec.Suback
-	if err := ack.Decode(h, body, codec.V311); err != nil {
+	if err := ack.Decode(h, body, mc.ver); err != nil {
 		return fmt.Errorf("decode SUBACK: %w", err)
 	}
 	if len(ack.ReasonCodes) != 1 || byte(ack.ReasonCodes[0]) != qos {
 		return fmt.Errorf("SUBACK codes %v, want [%d]", ack.ReasonCodes, qos)
+	}
+	return nil
+}
+
+// defineAlias makes topic alias 1 stand for topic on a 5.0 connection,
+// with an empty QoS 0 message sent before anyone subscribes, and waits
+// until the broker has processed it (PINGREQ/PINGRESP).
+func (mc *mqttConn) defineAlias(topic string) error {
+	_ = mc.nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	defer func() { _ = mc.nc.SetDeadline(time.Time{}) }()
+	p := codec.Publish{Topic: []byte(topic), Properties: codec.Properties{TopicAlias: 1}}
+	b := p.AppendTo(nil, mc.ver)
+	b = (&codec.Pingreq{}).AppendTo(b, mc.ver)
+	if _, err := mc.nc.Write(b); err != nil {
+		return fmt.Errorf("write alias PUBLISH: %w", err)
+	}
+	h, _, err := mc.rd.frame()
+	if err != nil {
+		return fmt.Errorf("read PINGRESP: %w", err)
+	}
+	if h.Type != codec.PINGRESP {
+		return fmt.Errorf("got %v, want PINGRESP", h.Type)
 	}
 	return nil
 }
@@ -190,10 +220,25 @@ type publisher struct {
 	start chan int // the benchmark goroutine hands out a run's message count
 }
 
+// v5UserProperties are what every 5.0 benchmark PUBLISH carries.
+var v5UserProperties = []codec.UserProperty{
+	{Key: []byte("device-type"), Value: []byte("thermostat")},
+	{Key: []byte("firmware"), Value: []byte("4.2.1")},
+	{Key: []byte("site"), Value: []byte("plant-7")},
+}
+
+// newPublisher prepares a publisher's frames. A 5.0 publisher sends
+// three user properties and topic alias 1 with an empty topic: defineAlias
+// must have told the broker what the alias stands for.
 func newPublisher(idx int, mc *mqttConn, topic string, qos byte, window, burst int) *publisher {
 	p := &publisher{idx: idx, mc: mc, qos: qos, window: window, burst: burst, nextPID: 1, ackPID: 1,
 		wake: make(chan struct{}, 1), start: make(chan int)}
 	pub := codec.Publish{QoS: qos, Topic: []byte(topic), Payload: make([]byte, payloadSize)}
+	if mc.ver == codec.V5 {
+		pub.Topic = nil
+		pub.Properties.TopicAlias = 1
+		pub.Properties.User = v5UserProperties
+	}
 	if qos > 0 {
 		pub.PacketID = 1
 	}
@@ -201,10 +246,11 @@ func newPublisher(idx int, mc *mqttConn, topic string, qos byte, window, burst i
 		pub.Payload[i] = byte('a' + i%26)
 	}
 	binary.BigEndian.PutUint32(pub.Payload[payloadPubOff:], uint32(idx))
-	frame := pub.AppendTo(nil, codec.V311)
+	frame := pub.AppendTo(nil, mc.ver)
+	h, _, _ := codec.Split(frame, 0)
 	p.frameLen = len(frame)
 	p.seqOff = len(frame) - payloadSize + payloadSeqOff
-	p.pidOff = len(frame) - payloadSize - 2
+	p.pidOff = h.HeaderLen + 2 + len(pub.Topic)
 	p.frames = make([]byte, 0, burst*len(frame))
 	for range burst {
 		p.frames = append(p.frames, frame...)
@@ -307,7 +353,7 @@ func (p *publisher) readAcks() error {
 		if h.Type != codec.PUBACK {
 			return fmt.Errorf("publisher %d: got %v, want PUBACK", p.idx, h.Type)
 		}
-		if err := p.ack.Decode(h, body, codec.V311); err != nil {
+		if err := p.ack.Decode(h, body, p.mc.ver); err != nil {
 			return fmt.Errorf("publisher %d: decode PUBACK: %w", p.idx, err)
 		}
 		if p.ack.PacketID != p.ackPID || p.unacked == 0 {
@@ -387,7 +433,7 @@ func (s *subscriber) deliver(h codec.FixedHeader, body []byte) error {
 		return fmt.Errorf("subscriber %d: got %v, want PUBLISH", s.idx, h.Type)
 	}
 	d := &s.dec
-	if err := d.Decode(h, body, codec.V311); err != nil {
+	if err := d.Decode(h, body, s.mc.ver); err != nil {
 		return fmt.Errorf("subscriber %d: decode PUBLISH: %w", s.idx, err)
 	}
 	if d.QoS != s.qos || d.Dup || d.Retain || len(d.Payload) != payloadSize {

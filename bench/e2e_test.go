@@ -9,13 +9,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/engine"
 )
 
 // startFixture starts sc's fixture for the test, closed when the test ends.
-func startFixture(t *testing.T, sc scenario, qos byte) *fixture {
+func startFixture(t *testing.T, sc scenario, qos byte, ver codec.Version) *fixture {
 	t.Helper()
-	fx, err := newFixture(sc, qos)
+	fx, err := newFixture(sc, qos, ver)
 	require.NoError(t, err)
 	t.Cleanup(fx.close)
 	return fx
@@ -45,36 +46,38 @@ func smokeMessages(sc scenario) int { return max(2000/fanOut(sc), 200) }
 // the clients with message counts that do not divide evenly over the
 // publishers, as the benchmarks' successive b.N do.
 func TestScenariosDeliverEverything(t *testing.T) {
-	for _, qos := range []byte{0, 1} {
-		for _, sc := range scenarios {
-			t.Run(fmt.Sprintf("qos%d/%s", qos, sc.name), func(t *testing.T) {
-				t.Parallel() // mostly to overlap the brokers' shutdowns (0.5 s each)
-				fx := startFixture(t, sc, qos)
-				var st0 engine.Stats
-				if fx.srv != nil {
-					st0 = fx.srv.Stats()
-				}
-				total := smokeMessages(sc)
-				published, delivered := 0, 0
-				for _, n := range []int{1, total/2 - 1, total - total/2} {
-					res, err := fx.run(n)
-					require.NoError(t, err)
-					published += res.published
-					delivered += res.deliveries
-				}
-				require.Equal(t, total, published)
-				require.Equal(t, total*fanOut(sc), delivered)
-				require.Equal(t, uint64(delivered), fx.delivered())
-				if fx.srv == nil {
-					return
-				}
-				st := fx.srv.Stats()
-				require.Equal(t, uint64(published), st.MessagesIn-st0.MessagesIn, "broker's messages in")
-				require.Equal(t, uint64(delivered), st.MessagesOut-st0.MessagesOut, "broker's messages out")
-				require.Zero(t, st.DroppedSlowConsumer-st0.DroppedSlowConsumer)
-				require.Zero(t, st.DroppedQueueFull-st0.DroppedQueueFull)
-				require.Zero(t, st.DroppedQoS0Offline-st0.DroppedQoS0Offline)
-			})
+	for _, ver := range []codec.Version{codec.V311, codec.V5} {
+		for _, qos := range []byte{0, 1} {
+			for _, sc := range scenarios {
+				t.Run(fmt.Sprintf("%v/qos%d/%s", ver, qos, sc.name), func(t *testing.T) {
+					t.Parallel() // mostly to overlap the brokers' shutdowns (0.5 s each)
+					fx := startFixture(t, sc, qos, ver)
+					var st0 engine.Stats
+					if fx.srv != nil {
+						st0 = fx.srv.Stats()
+					}
+					total := smokeMessages(sc)
+					published, delivered := 0, 0
+					for _, n := range []int{1, total/2 - 1, total - total/2} {
+						res, err := fx.run(n)
+						require.NoError(t, err)
+						published += res.published
+						delivered += res.deliveries
+					}
+					require.Equal(t, total, published)
+					require.Equal(t, total*fanOut(sc), delivered)
+					require.Equal(t, uint64(delivered), fx.delivered())
+					if fx.srv == nil {
+						return
+					}
+					st := fx.srv.Stats()
+					require.Equal(t, uint64(published), st.MessagesIn-st0.MessagesIn, "broker's messages in")
+					require.Equal(t, uint64(delivered), st.MessagesOut-st0.MessagesOut, "broker's messages out")
+					require.Zero(t, st.DroppedSlowConsumer-st0.DroppedSlowConsumer)
+					require.Zero(t, st.DroppedQueueFull-st0.DroppedQueueFull)
+					require.Zero(t, st.DroppedQoS0Offline-st0.DroppedQoS0Offline)
+				})
+			}
 		}
 	}
 }
@@ -93,7 +96,7 @@ func TestHarnessDoesNotAllocate(t *testing.T) {
 	for _, qos := range []byte{0, 1} {
 		for _, sc := range scenarios {
 			t.Run(fmt.Sprintf("qos%d/%s", qos, sc.name), func(t *testing.T) {
-				fx := startFixture(t, sc, qos)
+				fx := startFixture(t, sc, qos, codec.V311)
 				// Warm up: first messages size the clients' buffers and
 				// the profiler's sampling state.
 				_, err := fx.run(smokeMessages(sc) / 4)
@@ -168,7 +171,7 @@ func TestBrokerSurvivesSubscriberResets(t *testing.T) {
 	if *externalBroker != "" {
 		t.Skip("checks the in-process broker")
 	}
-	fx := startFixture(t, scenarios[2], 0) // fanout100
+	fx := startFixture(t, scenarios[2], 0, codec.V311) // fanout100
 	runErr := make(chan error, 1)
 	go func() {
 		_, err := fx.run(1 << 20)
@@ -181,7 +184,7 @@ func TestBrokerSurvivesSubscriberResets(t *testing.T) {
 	}
 	require.Error(t, <-runErr, "the run cannot complete without its subscribers")
 	time.Sleep(100 * time.Millisecond) // let the broker write to the reset sockets
-	mc, err := dialMQTT(fx.srv.Addr().String(), "after-resets")
+	mc, err := dialMQTT(fx.srv.Addr().String(), "after-resets", codec.V311)
 	require.NoError(t, err, "the broker stopped accepting clients")
 	defer mc.nc.Close()
 	require.NoError(t, mc.subscribe("after/resets", 0))
@@ -197,7 +200,7 @@ func TestLargeBatchDelivered(t *testing.T) {
 	}
 	sc := scenarios[0] // pairs10
 	sc.window = 2000   // bursts of 1,000 messages
-	fx := startFixture(t, sc, 0)
+	fx := startFixture(t, sc, 0, codec.V311)
 	_, err := fx.run(100_000)
 	require.NoError(t, err)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/engine"
 )
 
@@ -80,6 +81,7 @@ var scenarios = []scenario{
 type fixture struct {
 	sc   scenario
 	qos  byte
+	ver  codec.Version
 	srv  *engine.Server // nil with -bench.broker
 	pubs []*publisher
 	subs []*subscriber
@@ -118,8 +120,8 @@ func (r result) report(b *testing.B, broker bool) {
 
 // newFixture starts a broker (unless -bench.broker names one) and connects
 // and subscribes every client of sc.
-func newFixture(sc scenario, qos byte) (_ *fixture, err error) {
-	fx := &fixture{sc: sc, qos: qos, pubDone: make(chan error, sc.pubs), subDone: make(chan int, sc.subs),
+func newFixture(sc scenario, qos byte, ver codec.Version) (_ *fixture, err error) {
+	fx := &fixture{sc: sc, qos: qos, ver: ver, pubDone: make(chan error, sc.pubs), subDone: make(chan int, sc.subs),
 		abort: make(chan struct{}), counts: make([]int, sc.pubs)}
 	defer func() {
 		if err != nil {
@@ -149,28 +151,37 @@ func newFixture(sc scenario, qos byte) (_ *fixture, err error) {
 	}
 	// A process-unique prefix keeps client identifiers apart when several
 	// fixtures share an external broker.
-	prefix := fmt.Sprintf("bench-%d-%s-q%d", time.Now().UnixNano(), sc.name, qos)
+	prefix := fmt.Sprintf("bench-%d-%s-q%d-v%d", time.Now().UnixNano(), sc.name, qos, ver)
 	for _, slot := range order {
 		if slot < sc.subs {
-			mc, err := dialMQTT(addr, fmt.Sprintf("%s-sub%d", prefix, slot))
+			mc, err := dialMQTT(addr, fmt.Sprintf("%s-sub%d", prefix, slot), ver)
 			if err != nil {
 				return nil, err
 			}
 			s := &subscriber{idx: slot, mc: mc, qos: qos, from: make([]fromPublisher, sc.pubs),
 				acks: make([]byte, 0, readBufSize/16)}
 			fx.subs[slot] = s
-			if err := mc.subscribe(sc.filter(slot), qos); err != nil {
-				_ = mc.nc.Close()
-				return nil, fmt.Errorf("subscriber %d: %w", slot, err)
-			}
 			continue
 		}
 		i := slot - sc.subs
-		mc, err := dialMQTT(addr, fmt.Sprintf("%s-pub%d", prefix, i))
+		mc, err := dialMQTT(addr, fmt.Sprintf("%s-pub%d", prefix, i), ver)
 		if err != nil {
 			return nil, err
 		}
+		if ver == codec.V5 {
+			if err := mc.defineAlias(sc.topic(i)); err != nil {
+				_ = mc.nc.Close()
+				return nil, fmt.Errorf("publisher %d: %w", i, err)
+			}
+		}
 		fx.pubs[i] = newPublisher(i, mc, sc.topic(i), qos, sc.window, burst)
+	}
+	// Subscribe once every client is connected (and every 5.0 publisher's
+	// alias defined, so that its empty defining message reaches nobody).
+	for _, s := range fx.subs {
+		if err := s.mc.subscribe(sc.filter(s.idx), qos); err != nil {
+			return nil, fmt.Errorf("subscriber %d: %w", s.idx, err)
+		}
 	}
 	for _, s := range fx.subs {
 		for i, p := range fx.pubs {
