@@ -12,6 +12,7 @@ import (
 // Connection states.
 const (
 	stateNew       = iota // waiting for CONNECT
+	stateAuth             // CONNECT received, enhanced authentication exchange running (auth.go)
 	stateWaiting          // CONNECT accepted, session being handed over from another loop
 	stateConnected        // session bound, packets flow
 	stateClosed           // closing or closed; inbound bytes are ignored
@@ -58,8 +59,9 @@ type client struct {
 	lastSeen   int64 // loop clock of the last inbound bytes
 
 	sess *session
-	will *message  // nil without a will; owned reference
-	held *heldAcks // acknowledgements withheld for back-pressure (flow.go); nil until first needed
+	will *message   // nil without a will; owned reference
+	held *heldAcks  // acknowledgements withheld for back-pressure (flow.go); nil until first needed
+	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
 	// willExpiry is the will's Message Expiry Interval in seconds (0: none);
 	// it starts when the will is published.
 	willExpiry uint32
@@ -119,7 +121,7 @@ func (c *client) onTraffic() gnet.Action {
 	c.lastSeen = l.mono
 	buf, _ := c.conn.Peek(-1)
 	off := 0
-	for c.state == stateNew || c.state == stateConnected {
+	for c.state == stateNew || c.state == stateAuth || c.state == stateConnected {
 		h, n, err := codec.Split(buf[off:], c.loop.srv.opts.MaxPacketSize)
 		if err != nil {
 			c.protocolError(err)
@@ -161,6 +163,11 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 			Reason: "second CONNECT [MQTT-3.1.0-2]"})
 		return
 	}
+	if c.state == stateAuth && h.Type != codec.AUTH && h.Type != codec.DISCONNECT {
+		c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: h.Type,
+			Reason: "only AUTH or DISCONNECT until CONNACK [MQTT-3.1.2-30]"})
+		return
+	}
 	// One decoder per loop, not per connection: its packet values are
 	// only used during this call (they are a few KiB, per loop instead of
 	// per idle connection).
@@ -173,7 +180,9 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	}
 	switch p := pkt.(type) {
 	case *codec.Connect:
-		c.onConnect(p)
+		if c.authenticate(h, p, body) {
+			c.onConnect(p)
+		}
 	case *codec.Publish:
 		c.onPublish(p)
 	case *codec.Ack:
@@ -187,9 +196,10 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	case *codec.Disconnect:
 		c.disconnect = c.version != codec.V5 || p.ReasonCode != codec.DisconnectWithWill
 		c.close(reasonClient)
+	case *codec.Auth:
+		c.onAuth(p)
 	default:
-		// CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH (until enhanced
-		// authentication exists) are never sent by a client.
+		// CONNACK, SUBACK, UNSUBACK and PINGRESP are never sent by a client.
 		c.protocolError(&codec.Error{Code: codec.ProtocolError, Packet: h.Type,
 			Reason: "packet type not expected from a client"})
 	}
@@ -211,6 +221,9 @@ func (c *client) protocolError(err error) {
 			c.version = c.loop.dec.Version // the level the client asked for
 			c.writeConnack(false, code, nil)
 		}
+	} else if c.state == stateAuth {
+		// No DISCONNECT before a successful CONNACK [MQTT-3.14.0-1].
+		c.writeConnack(false, code, nil)
 	} else if c.version == codec.V5 {
 		d := codec.Disconnect{ReasonCode: code}
 		if e != nil && (c.maxPacketOut == 0 || len(e.Reason)+16 <= int(c.maxPacketOut)) {
@@ -283,8 +296,13 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 	ca := codec.Connack{SessionPresent: present, ReasonCode: code}
 	if c.version != codec.V5 {
 		ca.ReasonCode = codec.ReasonCode(codec.ConnackCodeV3(code))
-	} else if props != nil {
-		ca.Properties = *props
+	} else {
+		if code == codec.Success {
+			props = c.connackAuthProps(props)
+		}
+		if props != nil {
+			ca.Properties = *props
+		}
 	}
 	c.writePacket(&ca)
 }

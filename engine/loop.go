@@ -200,8 +200,9 @@ func (l *loop) sweep() {
 	// Writev), so walk a copy of the current list.
 	for _, c := range append([]*client(nil), l.clients...) {
 		switch {
-		case c.state == stateNew && now-c.opened > connectTimeout:
-			l.srv.log.Info("no CONNECT in time, closing", "remote", c.remote())
+		case (c.state == stateNew || c.state == stateAuth) && now-c.opened > connectTimeout:
+			// An authentication exchange must end within the same time.
+			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
 			c.close(reasonTimeout)
 		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive*3/2):
 			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.

@@ -50,9 +50,16 @@ type Options struct {
 	// MaxClientIDLen bounds client identifiers, default 65535 (3.1 clients
 	// are held to their protocol's 23).
 	MaxClientIDLen int
-	// ConnectTimeout closes a connection that sends no CONNECT in time,
+	// ConnectTimeout closes a connection that sends no CONNECT, or does
+	// not finish authenticating, in time (counted from accepting it),
 	// default 10 s.
 	ConnectTimeout time.Duration
+	// Authenticator decides who may connect (auth.go); it is called on the
+	// event loops and must not block. An EnhancedAuthenticator also runs
+	// MQTT 5.0 enhanced authentication. Nil admits every client, and a
+	// CONNECT naming an Authentication Method gets CONNACK 0x8C. An
+	// enhanced authentication exchange must end within ConnectTimeout.
+	Authenticator Authenticator
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
 }
