@@ -26,6 +26,14 @@ func TestGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			got, err := Decode(raw, v)
 			require.NoError(t, err)
+			if p, ok := got.(*Publish); ok {
+				// The received block is a view of raw's properties:
+				// re-encoding the decoded properties gives it back.
+				if v == V5 {
+					require.Equal(t, p.Properties.AppendPublishRaw(nil), p.ReceivedProperties)
+				}
+				p.ReceivedProperties = nil
+			}
 			require.Equal(t, want, got)
 			require.Equal(t, raw, want.AppendTo(nil, v), "encode")
 			// Encoding into a buffer with room must not reallocate.
@@ -325,4 +333,54 @@ func TestPublishRawProperties(t *testing.T) {
 	require.Nil(t, q.RawProperties)
 	require.Equal(t, []byte{0x30, 4, 0, 1, 't', 'p'}, (&Publish{Topic: b("t"), Payload: b("p"), RawProperties: raw}).AppendTo(nil, V311),
 		"3.x frames carry no properties")
+}
+
+// TestAppendForwarded checks that forwarding a received property block
+// drops exactly the per-recipient properties and keeps the others, user
+// properties in order, byte for byte as encoding them would.
+func TestAppendForwarded(t *testing.T) {
+	in := Properties{PayloadFormat: 1, MessageExpiry: 30, ContentType: b("json"), ResponseTopic: b("r"),
+		CorrelationData: []byte{0, 1}, TopicAlias: 4,
+		User: []UserProperty{{Key: b("z"), Value: b("1")}, {Key: b("a"), Value: b("2")}}}
+	frame := (&Publish{QoS: 1, PacketID: 1, Topic: b("t"), Properties: in, Payload: b("p")}).AppendTo(nil, V5)
+	pkt, err := Decode(frame, V5)
+	require.NoError(t, err)
+	got := AppendForwarded(nil, pkt.(*Publish).ReceivedProperties)
+	want := in
+	want.MessageExpiry, want.TopicAlias = 0, 0
+	require.Equal(t, want.AppendPublishRaw(nil), got)
+	require.Empty(t, AppendForwarded(nil, nil))
+}
+
+// TestForwardHeaderMatchesPublish checks ForwardHeader against the general
+// encoder for every combination of per-recipient properties.
+func TestForwardHeaderMatchesPublish(t *testing.T) {
+	raw := (&Properties{ContentType: b("c"), User: []UserProperty{{Key: b("k"), Value: b("v")}}}).AppendPublishRaw(nil)
+	payload := make([]byte, 200)
+	for _, qos := range []byte{0, 1, 2} {
+		for _, exp := range []bool{false, true} {
+			for _, ids := range [][]uint32{nil, {5}, {1, 300, 70000}} {
+				for _, alias := range []uint16{0, 9} {
+					for _, topic := range [][]byte{b("a/b"), nil} {
+						if topic == nil && alias == 0 {
+							continue
+						}
+						p := Publish{Dup: qos > 0, QoS: qos, Retain: true, Topic: topic, RawProperties: raw, Payload: payload}
+						h := ForwardHeader{Dup: qos > 0, QoS: qos, Retain: true, Topic: topic, Raw: raw, PayloadLen: len(payload),
+							TopicAlias: alias, SubIDs: ids, HasExpiry: exp, Expiry: 77}
+						if qos > 0 {
+							p.PacketID, h.PacketID = 513, 513
+						}
+						if exp {
+							p.Properties.MessageExpiry = 77
+							p.Properties.Present.Add(PropMessageExpiry)
+						}
+						p.Properties.SubscriptionIDs = ids
+						p.Properties.TopicAlias = alias
+						require.Equal(t, p.AppendHeader(nil, V5), h.AppendTo(nil), "qos %d expiry %v ids %v alias %d", qos, exp, ids, alias)
+					}
+				}
+			}
+		}
+	}
 }

@@ -17,7 +17,11 @@ type Publish struct {
 	// once and adds per-recipient ones (remaining expiry, subscription
 	// identifiers, topic alias) in Properties. Decode leaves it nil.
 	RawProperties []byte
-	Payload       []byte
+	// ReceivedProperties is, after Decode of a 5.0 PUBLISH, the property
+	// block's contents as received (a view into the frame, without the
+	// length prefix); AppendForwarded copies from it. Encoding ignores it.
+	ReceivedProperties []byte
+	Payload            []byte
 }
 
 // Type implements Packet.
@@ -40,7 +44,7 @@ func (p *Publish) Decode(h FixedHeader, body []byte, v Version) error {
 	p.Retain = h.Flags&pubRetain != 0
 	p.QoS = (h.Flags >> pubQoSShift) & 0x03
 	p.Dup = h.Flags&pubDup != 0
-	p.Topic, p.PacketID, p.Payload, p.RawProperties = nil, 0, nil, nil
+	p.Topic, p.PacketID, p.Payload, p.RawProperties, p.ReceivedProperties = nil, 0, nil, nil, nil
 	if p.QoS == 3 {
 		return malformed(PUBLISH, "QoS 3 [MQTT-3.3.1-4]")
 	}
@@ -69,8 +73,12 @@ func (p *Publish) Decode(h FixedHeader, body []byte, v Version) error {
 		}
 	}
 	if v == V5 {
+		start := r.off
 		if err := p.Properties.decode(&r, ctxPublish); err != nil {
 			return err
+		}
+		if _, n := decodeVarint(body[start:]); n > 0 {
+			p.ReceivedProperties = body[start+n : r.off : r.off]
 		}
 	}
 	if len(topic) == 0 && (v != V5 || !p.Properties.Has(PropTopicAlias)) {
@@ -139,4 +147,107 @@ func (p *Publish) AppendHeader(dst []byte, v Version) []byte {
 		}
 	}
 	return dst
+}
+
+// AppendForwarded appends the properties of a received 5.0 PUBLISH that a
+// server forwards unchanged (everything but Message Expiry Interval, Topic
+// Alias and Subscription Identifier, which are per connection or per
+// recipient) in the RawProperties form, copying bytes rather than
+// re-encoding: raw is Publish.ReceivedProperties of a packet Decode
+// accepted. User properties keep their order [MQTT-3.3.2-18].
+func AppendForwarded(dst, raw []byte) []byte {
+	for off := 0; off < len(raw); {
+		id := PropID(raw[off]) // every PUBLISH property identifier fits in one byte
+		n := 1
+		switch propTable[id].kind {
+		case propKindByte:
+			n++
+		case propKindU16:
+			n += 2
+		case propKindU32:
+			n += 4
+		case propKindVarint:
+			_, k := decodeVarint(raw[off+1:])
+			n += max(k, 1)
+		case propKindString, propKindBinary:
+			n += 2 + (int(raw[off+1])<<8 | int(raw[off+2]))
+		case propKindPair:
+			k := 2 + (int(raw[off+1])<<8 | int(raw[off+2]))
+			n += k + 2 + (int(raw[off+1+k])<<8 | int(raw[off+2+k]))
+		default:
+			return dst // not a PUBLISH property: raw was not from Decode
+		}
+		if off+n > len(raw) {
+			return dst
+		}
+		switch id {
+		case PropMessageExpiry, PropTopicAlias, PropSubscriptionID:
+		default:
+			dst = append(dst, raw[off:off+n]...)
+		}
+		off += n
+	}
+	return dst
+}
+
+// ForwardHeader is what a server varies per recipient of a 5.0 PUBLISH it
+// forwards: AppendTo encodes the header (everything but the payload) the
+// way Publish.AppendHeader would for the equivalent Publish, without
+// going through the general property encoder.
+type ForwardHeader struct {
+	Dup        bool
+	QoS        byte
+	Retain     bool
+	Topic      []byte // empty when TopicAlias stands for it
+	PacketID   uint16
+	Expiry     uint32 // remaining Message Expiry Interval, sent when HasExpiry
+	HasExpiry  bool
+	SubIDs     []uint32 // Subscription Identifiers
+	TopicAlias uint16   // 0 for none
+	Raw        []byte   // forwarded properties (RawProperties form)
+	PayloadLen int
+}
+
+// AppendTo appends the 5.0 PUBLISH header described by h.
+func (h *ForwardHeader) AppendTo(dst []byte) []byte {
+	ps := len(h.Raw)
+	if h.HasExpiry {
+		ps += 5
+	}
+	for _, id := range h.SubIDs {
+		ps += 1 + varintLen(int(id))
+	}
+	if h.TopicAlias != 0 {
+		ps += 3
+	}
+	n := binaryLen(h.Topic) + varintLen(ps) + ps
+	if h.QoS > 0 {
+		n += 2
+	}
+	first := byte(PUBLISH)<<4 | (h.QoS&3)<<pubQoSShift
+	if h.Dup {
+		first |= pubDup
+	}
+	if h.Retain {
+		first |= pubRetain
+	}
+	dst = grow(dst, 1+varintLen(n+h.PayloadLen)+n)
+	dst = append(dst, first)
+	dst = appendVarint(dst, n+h.PayloadLen)
+	dst = appendBinary(dst, h.Topic)
+	if h.QoS > 0 {
+		dst = appendUint16(dst, h.PacketID)
+	}
+	dst = appendVarint(dst, ps)
+	// Same order as the general encoder: by property identifier.
+	if h.HasExpiry {
+		dst = appendUint32(append(dst, byte(PropMessageExpiry)), h.Expiry)
+	}
+	for _, id := range h.SubIDs {
+		dst = appendVarint(append(dst, byte(PropSubscriptionID)), int(id))
+	}
+	if h.TopicAlias != 0 {
+		dst = appendUint16(append(dst, byte(PropTopicAlias)), h.TopicAlias)
+	}
+	return append(dst, h.Raw...)
 }

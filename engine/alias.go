@@ -1,6 +1,10 @@
 package engine
 
 import (
+	"bytes"
+
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/loopmq/loopmq/codec"
 )
 
@@ -39,13 +43,15 @@ func (c *client) resolveTopicAlias(topic []byte, alias uint16) ([]byte, error) {
 // at most the Topic Alias Maximum it sent in CONNECT [MQTT-3.3.2-10]. When
 // all are in use, the least recently used one is given to the new topic.
 //
-// The topic table is a map keyed by the topic (a lookup converts without
-// allocating); a new alias costs one string allocation, so a subscriber
-// cycling through more topics than it has aliases allocates per message
-// (the steady state with a stable set of topics does not).
+// Topics are found by their xxhash; each alias keeps its topic in storage
+// it reuses when reassigned, so a subscriber cycling through more topics
+// than it has aliases costs a copy of the topic per message, not an
+// allocation. Two topics with the same hash share one alias, each taking
+// it over from the other (a redefinition, still correct).
 type aliasesOut struct {
-	byTopic map[string]uint16
-	topics  []string // alias-1 → topic
+	byHash map[uint64]uint16
+	topics [][]byte // alias-1 → topic
+	hashes []uint64 // alias-1 → xxhash of the topic
 	// LRU list over aliases (1-based; 0 ends the list): head is the most
 	// recently used, tail the next to be reassigned.
 	prev, next []uint16
@@ -53,29 +59,32 @@ type aliasesOut struct {
 }
 
 func newAliasesOut(max int) *aliasesOut {
-	return &aliasesOut{byTopic: make(map[string]uint16, max), topics: make([]string, 0, max),
-		prev: make([]uint16, max+1), next: make([]uint16, max+1)}
+	return &aliasesOut{byHash: make(map[uint64]uint16, max), topics: make([][]byte, 0, max),
+		hashes: make([]uint64, max), prev: make([]uint16, max+1), next: make([]uint16, max+1)}
 }
 
 // alias returns the alias to send with topic and whether the client knows
-// it already (then the PUBLISH may carry an empty topic [MQTT-3.3.2-12...]).
+// it already (then the PUBLISH may carry an empty topic [MQTT-3.3.2-12]).
 func (a *aliasesOut) alias(topic []byte) (alias uint16, known bool) {
-	if id, ok := a.byTopic[string(topic)]; ok {
+	h := xxhash.Sum64(topic)
+	id, ok := a.byHash[h]
+	if ok && bytes.Equal(a.topics[id-1], topic) {
 		a.touch(id)
 		return id, true
 	}
-	t := string(topic)
-	if len(a.topics) < cap(a.topics) {
-		a.topics = append(a.topics, t)
-		id := uint16(len(a.topics))
-		a.byTopic[t] = id
+	switch {
+	case ok: // another topic with this hash: take its alias over
+	case len(a.topics) < cap(a.topics):
+		a.topics = append(a.topics, nil)
+		id = uint16(len(a.topics))
 		a.pushFront(id)
-		return id, false
+	default:
+		id = a.tail // least recently used: redefine it
+		delete(a.byHash, a.hashes[id-1])
 	}
-	id := a.tail // least recently used: reassign it [MQTT-3.3.2-12 permits redefinition]
-	delete(a.byTopic, a.topics[id-1])
-	a.topics[id-1] = t
-	a.byTopic[t] = id
+	a.topics[id-1] = append(a.topics[id-1][:0], topic...)
+	a.hashes[id-1] = h
+	a.byHash[h] = id
 	a.touch(id)
 	return id, false
 }

@@ -332,45 +332,33 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 		b.wbuf = p.AppendHeader(b.wbuf, c.version)
 		s.end = len(b.wbuf)
 	default:
-		p := &c.loop.pub
-		*p = codec.Publish{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, PacketID: id,
-			RawProperties: m.props, Payload: m.payload}
+		l := c.loop
+		var remaining uint32
 		if m.expiry != 0 {
-			p.Properties.MessageExpiry = m.remainingExpiry(c.loop.mono)
-			p.Properties.Present.Add(codec.PropMessageExpiry)
+			remaining = m.remainingExpiry(l.mono)
 		}
-		if out.subID != 0 {
-			ids := append(c.loop.subIDs[:0], out.subID)
-			if out.more != nil {
-				ids = append(ids, *out.more...)
+		if c.maxPacketOut > 0 && c.v5Size(out, remaining) > int(c.maxPacketOut) {
+			l.stats.droppedTooLarge.Add(1)
+			if out.qos == 0 {
+				m.release()
 			}
-			p.Properties.SubscriptionIDs = ids
-			c.loop.subIDs = ids[:0]
+			return false
 		}
-		if c.maxPacketOut > 0 {
-			extra := 0
-			if c.aliasOut != nil {
-				extra = 3 // a topic alias property, at most
-			}
-			if p.Size(codec.V5)+extra > int(c.maxPacketOut) {
-				c.loop.stats.droppedTooLarge.Add(1)
-				if out.qos == 0 {
-					m.release()
-				}
-				return false
-			}
-		}
+		var alias uint16
+		known := false
 		if c.aliasOut != nil {
-			alias, known := c.aliasOut.alias(m.topic)
-			p.Properties.TopicAlias = alias
-			if known {
-				p.Topic = nil // [MQTT-3.3.2-12...]: the alias stands for the topic
-			}
+			alias, known = c.aliasOut.alias(m.topic)
+		}
+		hdr, pidOff := l.v5Header(out, dup, alias, known, remaining)
+		if out.qos == 0 {
+			s = seg{shared: hdr, payload: m.payload, msg: m} // same bytes for the next such recipient
+			break
 		}
 		s = seg{start: len(b.wbuf), payload: m.payload, msg: m}
-		b.wbuf = p.AppendHeader(b.wbuf, codec.V5)
+		b.wbuf = append(b.wbuf, hdr...)
+		b.wbuf[len(b.wbuf)-len(hdr)+pidOff] = byte(id >> 8)
+		b.wbuf[len(b.wbuf)-len(hdr)+pidOff+1] = byte(id)
 		s.end = len(b.wbuf)
-		p.Properties.SubscriptionIDs = nil
 	}
 	if out.qos > 0 {
 		m.ref()
@@ -380,6 +368,94 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 	c.loop.stats.msgsOut.Add(1)
 	c.markDirty()
 	return true
+}
+
+// v5Size is the size of out's PUBLISH frame towards c, with the topic
+// and at most a topic alias property, for the Maximum Packet Size check.
+func (c *client) v5Size(out outMsg, remaining uint32) int {
+	m := out.msg
+	h := c.loop.forwardHeader(out, false, remaining)
+	if c.aliasOut != nil {
+		h.TopicAlias = 1
+	}
+	return len(h.AppendTo(c.loop.sizeScratch[:0])) + len(m.payload)
+}
+
+// forwardHeader describes out's 5.0 PUBLISH header with the recipient's
+// remaining Message Expiry Interval [MQTT-3.3.2-6] and Subscription
+// Identifiers [MQTT-3.3.4-3] (in the loop's scratch slice, valid until the
+// next call), packet identifier 1 and no topic alias.
+func (l *loop) forwardHeader(out outMsg, dup bool, remaining uint32) codec.ForwardHeader {
+	m := out.msg
+	h := codec.ForwardHeader{Dup: dup, QoS: out.qos, Retain: out.retain, Topic: m.topic, Raw: m.props,
+		PayloadLen: len(m.payload), HasExpiry: m.expiry != 0, Expiry: remaining}
+	if out.qos > 0 {
+		h.PacketID = 1
+	}
+	if out.subID != 0 {
+		ids := append(l.subIDs[:0], out.subID)
+		if out.more != nil {
+			ids = append(ids, *out.more...)
+		}
+		h.SubIDs = ids
+		l.subIDs = ids[:0]
+	}
+	return h
+}
+
+// v5HeaderKey is what a 5.0 PUBLISH header depends on besides the packet
+// identifier.
+type v5HeaderKey struct {
+	msg       *message
+	qos       byte
+	retain    bool
+	dup       bool
+	known     bool
+	alias     uint16
+	remaining uint32
+}
+
+// v5HeaderCache is a loop's last encoded 5.0 PUBLISH header. Recipients of
+// one message usually follow each other (fan-out) and often need the same
+// header: a QoS 0 one is then shared as is, a QoS 1/2 one copied with its
+// packet identifier patched at pidOff. The header lives in the loop's
+// arena, which is reset when the batch has been written.
+type v5HeaderCache struct {
+	key    v5HeaderKey
+	hdr    []byte
+	pidOff int
+}
+
+// v5Header returns the 5.0 PUBLISH header (fixed header to properties,
+// packet identifier 1) for out towards a client with the given topic alias
+// state, and the offset of its packet identifier (QoS 1/2). The bytes stay
+// valid until the end of the current batch.
+func (l *loop) v5Header(out outMsg, dup bool, alias uint16, known bool, remaining uint32) ([]byte, int) {
+	m := out.msg
+	key := v5HeaderKey{msg: m, qos: out.qos, retain: out.retain, dup: dup, known: known, alias: alias, remaining: remaining}
+	hc := &l.hdr5
+	if out.subID == 0 && hc.key == key && hc.hdr != nil {
+		return hc.hdr, hc.pidOff
+	}
+	h := l.forwardHeader(out, dup, remaining)
+	h.TopicAlias = alias
+	if known {
+		h.Topic = nil // the alias stands for the topic [MQTT-3.3.2-12]
+	}
+	start := len(l.arena)
+	l.arena = h.AppendTo(l.arena)
+	hdr := l.arena[start:len(l.arena):len(l.arena)]
+	hl := 2 // fixed header: type byte and a remaining length of 1 to 4 bytes
+	for hdr[hl-1]&0x80 != 0 {
+		hl++
+	}
+	pidOff := hl + 2 + len(h.Topic)
+	if out.subID != 0 {
+		hc.hdr = nil // per-subscription identifiers: not for the next recipient
+	} else {
+		*hc = v5HeaderCache{key: key, hdr: hdr, pidOff: pidOff}
+	}
+	return hdr, pidOff
 }
 
 // flush writes the batch with one writev and releases its references.

@@ -33,7 +33,7 @@ func (c *client) onConnect(p *codec.Connect) {
 	if p.WillFlag {
 		// The will's properties travel with it [MQTT-3.1.3-10]; its
 		// Message Expiry counts from when it is published (sendWill).
-		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id, &p.Will.Properties, 0)
+		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id, &p.Will.Properties, nil, 0)
 		c.willExpiry = p.Will.Properties.MessageExpiry
 		if !p.Will.Properties.Has(codec.PropMessageExpiry) {
 			c.willExpiry = 0

@@ -52,20 +52,22 @@ type loop struct {
 	scheduled atomic.Bool
 
 	// Owned by the loop.
-	spare      []task
-	clients    []*client // every open connection of this loop; client.slot is its index
-	dirty      []*client // clients with frames waiting in their write batch
-	pend       [][]task  // per target loop index: deliveries to post at the end of the batch
-	pendTo     []int     // indexes of pend that are non-empty
-	mono       int64     // time at the start of the current event: nanoseconds since the server started (monotonic)
-	inEndBatch bool
-	iovecs     []unix.Iovec // reused by writev
-	iovScratch [][]byte     // reused by client.flush
-	match      matchScratch
-	dec        codec.Decoder // decodes every frame of this loop's clients
-	pub        codec.Publish // encodes 5.0 PUBLISH headers (too large to build on the stack per message)
-	subIDs     []uint32      // scratch for a PUBLISH's subscription identifiers
-	stats      loopStats
+	spare       []task
+	clients     []*client // every open connection of this loop; client.slot is its index
+	dirty       []*client // clients with frames waiting in their write batch
+	pend        [][]task  // per target loop index: deliveries to post at the end of the batch
+	pendTo      []int     // indexes of pend that are non-empty
+	mono        int64     // time at the start of the current event: nanoseconds since the server started (monotonic)
+	inEndBatch  bool
+	iovecs      []unix.Iovec // reused by writev
+	iovScratch  [][]byte     // reused by client.flush
+	match       matchScratch
+	dec         codec.Decoder // decodes every frame of this loop's clients
+	subIDs      []uint32      // scratch for a PUBLISH's subscription identifiers
+	sizeScratch []byte        // scratch for sizing a 5.0 PUBLISH header
+	hdr5        v5HeaderCache // the last 5.0 PUBLISH header encoded
+	arena       []byte        // 5.0 headers of the current batch; reset once it is written
+	stats       loopStats
 }
 
 func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
@@ -180,6 +182,10 @@ func (l *loop) endBatch() {
 		l.pend[idx] = ts[:0]
 	}
 	l.pendTo = l.pendTo[:0]
+	// Every batch is written: the headers in the arena are no longer
+	// referenced (a segment gnet could not write at once was copied).
+	l.arena = l.arena[:0]
+	l.hdr5 = v5HeaderCache{}
 	l.inEndBatch = false
 }
 

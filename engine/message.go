@@ -61,24 +61,32 @@ func newMessagePool() *messagePool {
 	return p
 }
 
-// newMessage copies topic, payload and the forwarded 5.0 properties of
-// props (nil for none) into a message with one reference owned by the
-// caller. This is the only copy of a payload the broker makes. now is the
-// loop clock, the origin of props' Message Expiry Interval.
+// newMessage copies topic, payload and the forwarded 5.0 properties into a
+// message with one reference owned by the caller. This is the only copy of
+// a payload the broker makes. props are the PUBLISH (or will) properties,
+// nil for none; raw, when set, is the received property block they were
+// decoded from (codec.Publish.ReceivedProperties), copied instead of
+// re-encoding props. now is the loop clock, the origin of props' Message
+// Expiry Interval.
 //
 // A retained message is pinned: allocated outside the pool and never
 // recycled, because the retained index hands it to lock-free readers that
 // hold no reference (the garbage collector frees it once unreachable).
-func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, now int64) *message {
+func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, raw []byte, now int64) *message {
 	pub := codec.Publish{Topic: topic, Payload: payload}
 	size := pub.Size(codec.V311)
-	var fwd codec.Properties
 	hasFwd := props != nil && props.Present&forwardedProps != 0
-	if hasFwd {
+	var fwd *codec.Properties
+	switch {
+	case !hasFwd:
+	case raw != nil:
+		size += len(raw) // at least what is forwarded
+	default:
 		// Per-recipient properties are left out: the expiry is kept as a
 		// deadline, aliases belong to a connection, subscription
 		// identifiers to a subscription.
-		fwd = *props
+		fwd = new(codec.Properties)
+		*fwd = *props
 		fwd.Present &= forwardedProps
 		fwd.MessageExpiry, fwd.TopicAlias, fwd.SubscriptionIDs = 0, 0, nil
 		size += fwd.PublishRawSize()
@@ -97,8 +105,14 @@ func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, f
 	m.payload = b[len(b)-len(payload) : len(b) : len(b)]
 	end := len(b) - len(payload)
 	m.topic = b[end-len(topic) : end : end]
-	if hasFwd {
+	switch {
+	case !hasFwd:
+	case fwd != nil:
 		b = fwd.AppendPublishRaw(b)
+	default:
+		b = codec.AppendForwarded(b, raw)
+	}
+	if len(b) > len(m.frame0) {
 		m.props = b[len(m.frame0):len(b):len(b)]
 	}
 	*m.buf = b
