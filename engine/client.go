@@ -57,8 +57,14 @@ type client struct {
 	opened     int64 // loop clock (loop.mono) when accepted
 	lastSeen   int64 // loop clock of the last inbound bytes
 
+	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
+	// Interval in force (seconds), and whether the broker changed the
+	// client's interval, which a 5.0 CONNACK then says.
+	expiry       uint32
+	expiryCapped bool
+
 	sess *session
-	will *message  // nil without a will; owned reference
+	will *will     // nil without a will (will.go)
 	held *heldAcks // acknowledgements withheld for back-pressure (flow.go); nil until first needed
 
 	// out is the write batch, flushed with one writev at the end of each
@@ -175,8 +181,7 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	case *codec.Pingreq:
 		c.writeRaw(byte(codec.PINGRESP)<<4, 0)
 	case *codec.Disconnect:
-		c.disconnect = c.version != codec.V5 || p.ReasonCode != codec.DisconnectWithWill
-		c.close(reasonClient)
+		c.onDisconnect(p)
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH (until enhanced
 		// authentication exists) are never sent by a client.

@@ -3,7 +3,6 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"time"
 
 	"github.com/loopmq/loopmq/codec"
 )
@@ -28,10 +27,8 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.clientID = id
-	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
-	if p.WillFlag {
-		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id)
-	}
+	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
+	c.will = srv.newWill(p, id)
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)
@@ -60,8 +57,10 @@ func (srv *Server) attach(c *client) {
 	var fresh, old *session
 	srv.reg.swap(id, func(o *session) *session {
 		old = o
-		if o == nil || cleanStart || o.clean {
-			fresh = srv.newSession(id, cleanStart, l)
+		// [MQTT-3.1.2-4] Clean Start discards the old session; one that
+		// ends with its connection cannot be resumed either.
+		if o == nil || cleanStart || o.clean.Load() {
+			fresh = srv.newSession(id, c.expiry == 0, l)
 			return fresh
 		}
 		return o
@@ -94,6 +93,7 @@ func (srv *Server) attach(c *client) {
 			return
 		}
 		s.kick()
+		s.resume(ol) // its delayed will is cancelled [MQTT-3.1.3-9]; it leaves ol's expiry heap
 		if ol == l {
 			c.bind(s, true)
 			return
@@ -162,7 +162,8 @@ func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
 }
 
 func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
-	s := &session{id: id, clean: clean}
+	s := &session{id: id}
+	s.clean.Store(clean)
 	s.owner.Store(owner)
 	return s
 }
@@ -191,19 +192,24 @@ func (c *client) bind(s *session, present bool) {
 	}
 	if c.state == stateClosed {
 		// The connection went away while the session travelled.
-		if s.clean {
+		s.setExpiry(c.expiry)
+		if s.clean.Load() {
 			s.end()
+		} else {
+			s.wentOffline(c.loop, nil)
 		}
 		return
 	}
 	s.client = c
 	s.online.Store(true)
+	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
 	var props codec.Properties
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)
 	}
+	c.connackTerms(&props)
 	// Not yet delivered in PUBLISH (issue 7), so clients must not use them.
 	props.Present.Add(codec.PropSubIDAvailable)
 	c.writeConnack(present, codec.Success, &props)
@@ -243,6 +249,9 @@ func (s *session) kick() {
 		c.writePacket(&d)
 	}
 	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote())
+	// A will with a delay waits in the session: cancelled if the session
+	// is resumed (resume), published if it ends (end) [MQTT-3.1.3-9].
+	c.parkWill(s)
 	c.sendWill()
 	c.close(reasonTakeover)
 }
@@ -273,4 +282,5 @@ func (s *session) end() {
 	}
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)
+	s.endLife(s.owner.Load())
 }

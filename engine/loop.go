@@ -63,6 +63,7 @@ type loop struct {
 	iovScratch [][]byte     // reused by client.flush
 	match      matchScratch
 	dec        codec.Decoder // decodes every frame of this loop's clients
+	expiring   expiryHeap    // offline sessions with a deadline (expiry.go)
 	stats      loopStats
 }
 
@@ -189,8 +190,9 @@ const idleTrim = 2 * time.Second
 // (plus up to one sweep interval).
 const heldBackstop = 3 * time.Second
 
-// sweep closes clients whose keepalive or CONNECT deadline passed, and
-// drops the write buffers of idle ones.
+// sweep closes clients whose keepalive or CONNECT deadline passed, drops
+// the write buffers of idle ones, and ends the offline sessions (and
+// publishes the delayed wills) whose time has come.
 func (l *loop) sweep() {
 	now := l.mono
 	connectTimeout := int64(l.srv.opts.ConnectTimeout)
@@ -217,4 +219,6 @@ func (l *loop) sweep() {
 			c.releaseHeld()
 		}
 	}
+	l.expireSessions()
+	l.trimMatch()
 }

@@ -40,6 +40,11 @@ type Options struct {
 	// ConnectTimeout closes a connection that sends no CONNECT in time,
 	// default 10 s.
 	ConnectTimeout time.Duration
+	// MaxSessionExpiry caps how long any session outlives its connection
+	// (5.0 Session Expiry Interval; 3.1.1 Clean Session = 0 sessions, which
+	// otherwise never expire), rounded up to whole seconds; 0 means no cap.
+	// A 5.0 client that asked for more is told the value in CONNACK.
+	MaxSessionExpiry time.Duration
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
 }

@@ -104,21 +104,6 @@ func (c *client) onAck(a *codec.Ack) {
 	}
 }
 
-// sendWill publishes the client's will, once, unless the client sent
-// DISCONNECT [MQTT-3.1.2-8] [MQTT-3.1.2-10].
-func (c *client) sendWill() {
-	w := c.will
-	if w == nil {
-		return
-	}
-	c.will = nil
-	if c.disconnect {
-		w.release()
-		return
-	}
-	c.loop.route(w)
-}
-
 // route delivers m to every matching subscription and updates the retained
 // index. It consumes the caller's reference to m. Deliveries to sessions
 // owned by this loop happen now; the others are batched per target loop

@@ -184,10 +184,11 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		c.sess = nil
 		sess.client = nil
 		sess.online.Store(false)
-		if sess.clean {
+		if sess.clean.Load() {
 			sess.end()
 		} else {
 			sess.setPressure(l)
+			sess.wentOffline(l, c) // expiry.go: a delayed will moves into the session
 		}
 	}
 	c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused
