@@ -23,6 +23,7 @@ const (
 	reasonProtocol = "protocol error"
 	reasonTakeover = "session taken over"
 	reasonClient   = "client disconnected"
+	reasonShutdown = "server shutting down"
 )
 
 // seg is one frame (or frame header) in a client's write batch: either a

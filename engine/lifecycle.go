@@ -1,16 +1,20 @@
 package engine
 
 import (
+	"context"
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
 )
 
-// The terms a connection starts with and how it ends: the Session Expiry
-// Interval the broker grants at CONNECT and the client's DISCONNECT.
+// The terms a connection starts with and how it ends: the keep alive and
+// Session Expiry Interval the broker grants at CONNECT, the client's
+// DISCONNECT, and the DISCONNECT the broker sends a 5.0 client when it
+// closes the connection itself [MQTT 5.0 section 4.13.2].
 //
 // Ownership: everything here runs on the client's loop, which owns the
-// client and, while the client is bound, its session.
+// client and, while the client is bound, its session; noticeShutdown
+// only posts to the loops.
 
 // expiryNever is the Session Expiry Interval of a session that never
 // expires [MQTT 5.0 section 3.1.2.11.2].
@@ -91,4 +95,51 @@ func (c *client) onDisconnect(p *codec.Disconnect) {
 	}
 	c.disconnect = c.version != codec.V5 || p.ReasonCode != codec.DisconnectWithWill
 	c.close(reasonClient)
+}
+
+// serverDisconnect closes the connection on the broker's initiative. A
+// connected 5.0 client is told why first; nothing follows the DISCONNECT
+// [MQTT-3.14.4-1], and none is sent before CONNACK [MQTT-3.14.0-1]. The
+// broker never puts a Session Expiry Interval in it [MQTT-3.14.2-2].
+func (c *client) serverDisconnect(code codec.ReasonCode, reason string) {
+	if c.version == codec.V5 && c.state == stateConnected {
+		d := codec.Disconnect{ReasonCode: code}
+		c.writePacket(&d)
+	}
+	c.close(reason)
+}
+
+// shutdownNotice bounds how long Stop waits for the loops to tell their
+// 5.0 clients that the server is shutting down.
+const shutdownNotice = 2 * time.Second
+
+// noticeShutdown sends DISCONNECT 0x8B (Server shutting down) to every
+// connected 5.0 client, flushed, and closes those connections; it returns
+// when every loop has done so, or after shutdownNotice or when ctx ends.
+// 3.x clients have no such packet: they are closed by the engine's stop.
+func (s *Server) noticeShutdown(ctx context.Context) {
+	loops := s.loopsSnapshot()
+	done := make(chan struct{}, len(loops))
+	for _, l := range loops {
+		l.post(task{kind: taskFunc, fn: func(l *loop) {
+			// Closing removes clients from l.clients: walk a copy.
+			for _, c := range append([]*client(nil), l.clients...) {
+				if c.version == codec.V5 && c.state == stateConnected {
+					c.serverDisconnect(codec.ServerShuttingDown, reasonShutdown)
+				}
+			}
+			done <- struct{}{}
+		}})
+	}
+	timer := time.NewTimer(shutdownNotice)
+	defer timer.Stop()
+	for range loops {
+		select {
+		case <-done:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }

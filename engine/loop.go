@@ -204,9 +204,10 @@ func (l *loop) sweep() {
 			l.srv.log.Info("no CONNECT in time, closing", "remote", c.remote())
 			c.close(reasonTimeout)
 		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive*3/2):
-			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.
+			// [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]) 1.5 times the keep
+			// alive without a packet; a 5.0 client is told (0x8D).
 			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())
-			c.close(reasonTimeout)
+			c.serverDisconnect(codec.KeepAliveTimeout, reasonTimeout)
 		case now-c.lastSeen > int64(idleTrim) && c.out != nil && len(c.out.segs) == 0 && !c.inDirty:
 			c.out = nil
 		}

@@ -90,6 +90,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.noticeShutdown(ctx) // 5.0 clients get DISCONNECT 0x8B first (lifecycle.go)
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
