@@ -60,9 +60,10 @@ type client struct {
 
 	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
 	// Interval in force (seconds), and whether the broker changed the
-	// client's interval, which a 5.0 CONNACK then says.
+	// client's interval or keep alive, which a 5.0 CONNACK then says.
 	expiry       uint32
 	expiryCapped bool
+	kaByServer   bool
 
 	sess *session
 	will *will     // nil without a will (will.go)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -69,4 +70,57 @@ func TestE2E_MQTT_3_1_4_3_TakenOverDisconnect(t *testing.T) {
 		t.Fatal("paho.golang still running after DISCONNECT 0x8E")
 	}
 	require.True(t, hasSession(s, "taken"))
+}
+
+// TestE2E_MQTT_3_2_2_21_ServerKeepAlive: with Options.MaxKeepAlive, a
+// client asking for a keep alive of 0 or more than the cap gets the cap,
+// which a 5.0 client is told in CONNACK's Server Keep Alive and must use
+// [MQTT-3.2.2-21]; a client asking for less keeps its own, and CONNACK
+// carries none [MQTT-3.2.2-22]. The broker enforces the value it chose:
+// silent 5.0 and 3.1.1 clients that asked for 0 or 60 s are closed after
+// 1.5 s (5.0: DISCONNECT 0x8D), while paho.golang, which pings at the
+// server's keep alive, stays connected.
+func TestE2E_MQTT_3_2_2_21_ServerKeepAlive(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{MaxKeepAlive: time.Second})
+	for _, tc := range []struct {
+		ask  uint16
+		want *uint16
+	}{
+		{0, u16(1)},
+		{60, u16(1)},
+		{1, nil},
+	} {
+		c := dialRaw(t, s)
+		ca := c.mustConnect(connect5("ska", true, tc.ask, 0))
+		if tc.want == nil {
+			require.False(t, ca.Properties.Has(codec.PropServerKeepAlive), "asked for %d", tc.ask)
+		} else {
+			require.True(t, ca.Properties.Has(codec.PropServerKeepAlive), "asked for %d", tc.ask)
+			require.Equal(t, *tc.want, ca.Properties.ServerKeepAlive, "asked for %d", tc.ask)
+		}
+		c.disconnect()
+	}
+
+	pc := connectPaho5(t, s, &paho5.Connect{ClientID: "ska-paho", CleanStart: true, KeepAlive: 60})
+	require.NotNil(t, pc.ca.Properties.ServerKeepAlive)
+	require.Equal(t, uint16(1), *pc.ca.Properties.ServerKeepAlive)
+
+	silent5 := dialRaw(t, s)
+	silent5.mustConnect(connect5("ska-silent5", true, 60, 0))
+	silent3 := dialRaw(t, s)
+	silent3.mustConnect(connectPacket("ska-silent3", true, 0))
+	start := time.Now()
+	require.Equal(t, codec.KeepAliveTimeout, silent5.expectDisconnect(4*time.Second))
+	require.Empty(t, silent3.expectClosed(4*time.Second))
+	require.GreaterOrEqual(t, time.Since(start), 1400*time.Millisecond, "closed before 1.5 x keep alive")
+
+	time.Sleep(time.Second) // paho.golang has now been pinging for over 2.5 s
+	select {
+	case d := <-pc.disc:
+		t.Fatalf("paho.golang disconnected by the broker: %#x", d.ReasonCode)
+	case <-pc.Done():
+		t.Fatal("paho.golang lost its connection")
+	default:
+	}
 }

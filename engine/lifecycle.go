@@ -20,6 +20,15 @@ import (
 // expires [MQTT 5.0 section 3.1.2.11.2].
 const expiryNever = 0xFFFFFFFF
 
+// maxKeepAliveSecs returns MaxKeepAlive in whole seconds (at least 1),
+// or 0 when the broker accepts every client's keep alive.
+func (o *Options) maxKeepAliveSecs() uint16 {
+	if o.MaxKeepAlive <= 0 {
+		return 0
+	}
+	return uint16(min(max(o.MaxKeepAlive/time.Second, 1), 65535))
+}
+
 // capExpiry returns the Session Expiry Interval (seconds) the broker uses
 // for one a client asked for: at most MaxSessionExpiry, rounded up to whole
 // seconds. A cap never turns a non-zero interval into 0, nor any interval
@@ -36,7 +45,14 @@ func (o *Options) capExpiry(secs uint32) uint32 {
 // for the connection that sent p, within the broker's caps.
 func (c *client) negotiate(p *codec.Connect) {
 	o := &c.loop.srv.opts
-	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	ka := p.KeepAlive
+	if limit := o.maxKeepAliveSecs(); limit > 0 && (ka == 0 || ka > limit) {
+		// A 5.0 client is told in CONNACK and must use this value
+		// [MQTT-3.2.2-21]; a 3.x client just has it enforced.
+		ka = limit
+		c.kaByServer = p.Version == codec.V5
+	}
+	c.keepAlive = time.Duration(ka) * time.Second
 
 	var want uint32
 	switch {
@@ -54,11 +70,17 @@ func (c *client) negotiate(p *codec.Connect) {
 }
 
 // connackTerms adds to a 5.0 CONNACK's properties the terms the broker
-// changed: its Session Expiry Interval (section 3.2.2.3.2).
+// changed: its Session Expiry Interval (section 3.2.2.3.2) and its Server
+// Keep Alive [MQTT-3.2.2-21]. Without them the client's values stand
+// [MQTT-3.2.2-22].
 func (c *client) connackTerms(props *codec.Properties) {
 	if c.expiryCapped {
 		props.SessionExpiry = c.expiry
 		props.Present.Add(codec.PropSessionExpiry)
+	}
+	if c.kaByServer {
+		props.ServerKeepAlive = uint16(c.keepAlive / time.Second)
+		props.Present.Add(codec.PropServerKeepAlive)
 	}
 }
 
