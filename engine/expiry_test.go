@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -58,4 +60,32 @@ func TestExpiryHeapKeepsOrderAndPositions(t *testing.T) {
 		last = at
 		h.remove(0)
 	}
+}
+
+// TestOptionsCapSessionExpiryAndKeepAlive: MaxSessionExpiry rounds up to
+// whole seconds and never turns an interval into 0 or into "never";
+// MaxKeepAlive rounds down to whole seconds, at least 1, at most 65535.
+// Out-of-range durations do not wrap.
+func TestOptionsCapSessionExpiryAndKeepAlive(t *testing.T) {
+	f := func(limit time.Duration, ask, want uint32) {
+		o := Options{MaxSessionExpiry: limit}
+		require.Equal(t, want, o.capExpiry(ask), "cap %v, asked for %d", limit, ask)
+	}
+	f(0, expiryNever, expiryNever)
+	f(-time.Hour, 7, 7)
+	f(time.Hour, 0, 0)
+	f(time.Millisecond, 5, 1)
+	f(1500*time.Millisecond, expiryNever, 2)
+	f(time.Hour, 60, 60)
+	f(math.MaxInt64, expiryNever, expiryNever-1)
+
+	k := func(limit time.Duration, want uint16) {
+		o := Options{MaxKeepAlive: limit}
+		require.Equal(t, want, o.maxKeepAliveSecs(), "cap %v", limit)
+	}
+	k(0, 0)
+	k(-time.Second, 0)
+	k(500*time.Millisecond, 1)
+	k(90*time.Second, 90)
+	k(math.MaxInt64, 65535)
 }

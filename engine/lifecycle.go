@@ -37,8 +37,11 @@ func (o *Options) capExpiry(secs uint32) uint32 {
 	if o.MaxSessionExpiry <= 0 {
 		return secs
 	}
-	limit := min((o.MaxSessionExpiry+time.Second-1)/time.Second, expiryNever-1)
-	return uint32(min(time.Duration(secs), limit))
+	limit := uint32(expiryNever - 1)
+	if o.MaxSessionExpiry < time.Duration(limit)*time.Second {
+		limit = uint32((o.MaxSessionExpiry + time.Second - 1) / time.Second)
+	}
+	return min(secs, limit)
 }
 
 // negotiate sets the keep alive and the Session Expiry Interval in force
@@ -61,7 +64,7 @@ func (c *client) negotiate(p *codec.Connect) {
 		// [MQTT 5.0 section 3.1.2.11.2].
 		want = p.Properties.SessionExpiry
 	case !p.CleanStart:
-		want = expiryNever // 3.x Clean Session = 0: kept until the client returns [MQTT-3.1.2-4]
+		want = expiryNever // 3.x Clean Session = 0: kept until the client returns (3.1.1 [MQTT-3.1.2-4])
 	}
 	c.expiry = o.capExpiry(want)
 	// MQTT 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
