@@ -24,6 +24,7 @@ const (
 	reasonProtocol = "protocol error"
 	reasonTakeover = "session taken over"
 	reasonClient   = "client disconnected"
+	reasonShutdown = "server shutting down"
 )
 
 // seg is one frame (or frame header) in a client's write batch: either a
@@ -58,13 +59,17 @@ type client struct {
 	opened     int64 // loop clock (loop.mono) when accepted
 	lastSeen   int64 // loop clock of the last inbound bytes
 
+	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
+	// Interval in force (seconds), and whether the broker changed the
+	// client's interval or keep alive, which a 5.0 CONNACK then says.
+	expiry       uint32
+	expiryCapped bool
+	kaByServer   bool
+
 	sess *session
-	will *message   // nil without a will; owned reference
+	will *will      // nil without a will (will.go)
 	held *heldAcks  // acknowledgements withheld for back-pressure (flow.go); nil until first needed
 	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
-	// willExpiry is the will's Message Expiry Interval in seconds (0: none);
-	// it starts when the will is published.
-	willExpiry uint32
 
 	// 5.0 per-connection limits and state, from CONNECT.
 	sendQuota     uint16      // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)
@@ -194,8 +199,7 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	case *codec.Pingreq:
 		c.writeRaw(byte(codec.PINGRESP)<<4, 0)
 	case *codec.Disconnect:
-		c.disconnect = c.version != codec.V5 || p.ReasonCode != codec.DisconnectWithWill
-		c.close(reasonClient)
+		c.onDisconnect(p)
 	case *codec.Auth:
 		c.onAuth(p)
 	default:

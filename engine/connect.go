@@ -3,7 +3,6 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"time"
 
 	"github.com/loopmq/loopmq/codec"
 )
@@ -28,17 +27,9 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.clientID = id
-	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
-	c.setLimits(p)
-	if p.WillFlag {
-		// The will's properties travel with it [MQTT-3.1.3-10]; its
-		// Message Expiry counts from when it is published (sendWill).
-		c.will = srv.msgs.newMessage(p.Will.Topic, p.Will.Payload, p.Will.QoS, p.Will.Retain, id, &p.Will.Properties, nil, 0)
-		c.willExpiry = p.Will.Properties.MessageExpiry
-		if !p.Will.Properties.Has(codec.PropMessageExpiry) {
-			c.willExpiry = 0
-		}
-	}
+	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
+	c.setLimits(p) // Receive Maximum, Maximum Packet Size, topic aliases
+	c.will = srv.newWill(p, id)
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)
@@ -100,8 +91,10 @@ func (srv *Server) attach(c *client) {
 	var fresh, old *session
 	srv.reg.swap(id, func(o *session) *session {
 		old = o
-		if o == nil || cleanStart || o.clean {
-			fresh = srv.newSession(id, cleanStart, l)
+		// [MQTT-3.1.2-4] Clean Start discards the old session; one that
+		// ends with its connection cannot be resumed either.
+		if o == nil || cleanStart || o.clean.Load() {
+			fresh = srv.newSession(id, c.expiry == 0, l)
 			return fresh
 		}
 		return o
@@ -134,6 +127,7 @@ func (srv *Server) attach(c *client) {
 			return
 		}
 		s.kick()
+		s.resume(ol) // its delayed will is cancelled [MQTT-3.1.3-9]; it leaves ol's expiry heap
 		if ol == l {
 			c.bind(s, true)
 			return
@@ -202,7 +196,8 @@ func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
 }
 
 func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
-	s := &session{id: id, clean: clean}
+	s := &session{id: id}
+	s.clean.Store(clean)
 	s.owner.Store(owner)
 	return s
 }
@@ -231,19 +226,24 @@ func (c *client) bind(s *session, present bool) {
 	}
 	if c.state == stateClosed {
 		// The connection went away while the session travelled.
-		if s.clean {
+		s.setExpiry(c.expiry)
+		if s.clean.Load() {
 			s.end()
+		} else {
+			s.wentOffline(c.loop, nil)
 		}
 		return
 	}
 	s.client = c
 	s.online.Store(true)
+	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
 	var props codec.Properties
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)
 	}
+	c.connackTerms(&props)
 	c.connackLimits(&props)
 	c.writeConnack(present, codec.Success, &props)
 	if s.q != nil {
@@ -284,6 +284,9 @@ func (s *session) kick() {
 		c.writePacket(&d)
 	}
 	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote())
+	// A will with a delay waits in the session: cancelled if the session
+	// is resumed (resume), published if it ends (end) [MQTT-3.1.3-9].
+	c.parkWill(s)
 	c.sendWill()
 	c.close(reasonTakeover)
 }
@@ -314,4 +317,5 @@ func (s *session) end() {
 	}
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)
+	s.endLife(s.owner.Load())
 }

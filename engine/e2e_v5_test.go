@@ -17,20 +17,20 @@ import (
 // paho.golang, mosquitto_pub/sub -V 5 and raw 5.0 packets where a client
 // library hides what is on the wire.
 
-// paho5 is a paho.golang client connected to a test server; every PUBLISH
+// v5Client is a paho.golang client connected to a test server; every PUBLISH
 // it receives goes to msgs.
-type paho5 struct {
+type v5Client struct {
 	c    *paho.Client
 	msgs chan *paho.Publish
 }
 
 // newPaho5 connects a paho.golang client; cp nil means Clean Start with
 // the given id.
-func newPaho5(t *testing.T, s *Server, id string, cp *paho.Connect) *paho5 {
+func newPaho5(t *testing.T, s *Server, id string, cp *paho.Connect) *v5Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", s.Addr().String())
 	require.NoError(t, err)
-	p := &paho5{msgs: make(chan *paho.Publish, 20000)}
+	p := &v5Client{msgs: make(chan *paho.Publish, 20000)}
 	p.c = paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p.msgs <- pr.Packet
@@ -49,7 +49,7 @@ func newPaho5(t *testing.T, s *Server, id string, cp *paho.Connect) *paho5 {
 	return p
 }
 
-func (p *paho5) subscribe(t *testing.T, opts ...paho.SubscribeOptions) {
+func (p *v5Client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
@@ -60,7 +60,7 @@ func (p *paho5) subscribe(t *testing.T, opts ...paho.SubscribeOptions) {
 	}
 }
 
-func (p *paho5) publish(t *testing.T, pub *paho.Publish) *paho.PublishResponse {
+func (p *v5Client) publish(t *testing.T, pub *paho.Publish) *paho.PublishResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
@@ -69,7 +69,7 @@ func (p *paho5) publish(t *testing.T, pub *paho.Publish) *paho.PublishResponse {
 	return r
 }
 
-func (p *paho5) next(t *testing.T) *paho.Publish {
+func (p *v5Client) next(t *testing.T) *paho.Publish {
 	t.Helper()
 	select {
 	case m := <-p.msgs:
@@ -80,7 +80,7 @@ func (p *paho5) next(t *testing.T) *paho.Publish {
 	}
 }
 
-func (p *paho5) none(t *testing.T, d time.Duration) {
+func (p *v5Client) none(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
 	case m := <-p.msgs:
@@ -113,9 +113,6 @@ func expectDisconnect(t *testing.T, c *rawClient, want codec.ReasonCode) *codec.
 	require.Equal(t, want, d.ReasonCode)
 	return d
 }
-
-func u32(v uint32) *uint32 { return &v }
-func u16(v uint16) *uint16 { return &v }
 
 // TestE2EV5ConnackAdvertisesLimits: CONNACK carries the server's Receive
 // Maximum, Topic Alias Maximum and Maximum Packet Size, and says nothing
@@ -596,4 +593,35 @@ func TestE2EV5SharedSubscription(t *testing.T) {
 	for _, v := range toB {
 		require.True(t, seenA[v], "message %s of the lost member was not redelivered", v)
 	}
+}
+
+// TestE2EV5WillProperties: the will's properties reach its subscribers
+// like a PUBLISH's [MQTT-3.1.3-10], and its Message Expiry Interval
+// counts from when the will is published, not from CONNECT.
+func TestE2EV5WillProperties(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	sub := newPaho5(t, s, "wprop-sub", nil)
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "wprop/#", QoS: 1})
+
+	c, _ := dialV5(t, s, "wprop-dev", func(cp *codec.Connect) {
+		cp.WillFlag = true
+		cp.Will = codec.Will{QoS: 1, Topic: []byte("wprop/gone"), Payload: []byte("bye"),
+			Properties: codec.Properties{PayloadFormat: 1, MessageExpiry: 3, ContentType: []byte("text/plain"),
+				ResponseTopic: []byte("wprop/reply"), CorrelationData: []byte{9},
+				User: []codec.UserProperty{{Key: []byte("k"), Value: []byte("v")}}}}
+	})
+	time.Sleep(2 * time.Second) // longer than the expiry left if it counted from CONNECT
+	c.kill()
+
+	m := sub.next(t)
+	require.Equal(t, "bye", string(m.Payload))
+	require.NotNil(t, m.Properties)
+	require.Equal(t, "text/plain", m.Properties.ContentType)
+	require.Equal(t, "wprop/reply", m.Properties.ResponseTopic)
+	require.Equal(t, []byte{9}, m.Properties.CorrelationData)
+	require.Equal(t, paho.UserProperties{{Key: "k", Value: "v"}}, m.Properties.User)
+	require.NotNil(t, m.Properties.PayloadFormat)
+	require.NotNil(t, m.Properties.MessageExpiry)
+	require.Equal(t, uint32(3), *m.Properties.MessageExpiry, "expiry counts from publication")
 }

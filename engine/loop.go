@@ -67,6 +67,7 @@ type loop struct {
 	sizeScratch []byte        // scratch for sizing a 5.0 PUBLISH header
 	hdr5        v5HeaderCache // the last 5.0 PUBLISH header encoded
 	arena       []byte        // 5.0 headers of the current batch; reset once it is written
+	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
 	stats       loopStats
 }
 
@@ -197,8 +198,9 @@ const idleTrim = 2 * time.Second
 // (plus up to one sweep interval).
 const heldBackstop = 3 * time.Second
 
-// sweep closes clients whose keepalive or CONNECT deadline passed, and
-// drops the write buffers of idle ones.
+// sweep closes clients whose keepalive or CONNECT deadline passed, drops
+// the write buffers of idle ones, and ends the offline sessions (and
+// publishes the delayed wills) whose time has come.
 func (l *loop) sweep() {
 	now := l.mono
 	connectTimeout := int64(l.srv.opts.ConnectTimeout)
@@ -211,9 +213,10 @@ func (l *loop) sweep() {
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
 			c.close(reasonTimeout)
 		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive*3/2):
-			// [MQTT-3.1.2-24] 1.5 times the keep alive without a packet.
+			// [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]) 1.5 times the keep
+			// alive without a packet; a 5.0 client is told (0x8D).
 			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())
-			c.close(reasonTimeout)
+			c.serverDisconnect(codec.KeepAliveTimeout, reasonTimeout)
 		case now-c.lastSeen > int64(idleTrim) && c.out != nil && len(c.out.segs) == 0 && !c.inDirty:
 			c.out = nil
 		}
@@ -226,4 +229,6 @@ func (l *loop) sweep() {
 			c.releaseHeld()
 		}
 	}
+	l.expireSessions()
+	l.trimMatch()
 }

@@ -60,6 +60,17 @@ type Options struct {
 	// CONNECT naming an Authentication Method gets CONNACK 0x8C. An
 	// enhanced authentication exchange must end within ConnectTimeout.
 	Authenticator Authenticator
+	// MaxSessionExpiry caps how long any session outlives its connection
+	// (5.0 Session Expiry Interval; 3.1.1 Clean Session = 0 sessions, which
+	// otherwise never expire), rounded up to whole seconds; 0 means no cap.
+	// A 5.0 client that asked for more is told the value in CONNACK.
+	MaxSessionExpiry time.Duration
+	// MaxKeepAlive caps the keep alive: a client asking for 0 or more gets
+	// this value, rounded down to whole seconds, at least 1 s; 0 accepts
+	// the client's keep alive. A 5.0 client is told (CONNACK's Server Keep
+	// Alive) and pings accordingly; a 3.x client cannot be told, so one
+	// that pings less often is disconnected.
+	MaxKeepAlive time.Duration
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
 }

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"time"
 	"unicode/utf8"
 
 	"github.com/loopmq/loopmq/codec"
@@ -154,24 +153,6 @@ func (c *client) onAck(a *codec.Ack) {
 			s.pump()
 		}
 	}
-}
-
-// sendWill publishes the client's will, once, unless the client sent
-// DISCONNECT [MQTT-3.1.2-8] [MQTT-3.1.2-10].
-func (c *client) sendWill() {
-	w := c.will
-	if w == nil {
-		return
-	}
-	c.will = nil
-	if c.disconnect {
-		w.release()
-		return
-	}
-	if c.willExpiry > 0 {
-		w.expiry = c.loop.mono + int64(c.willExpiry)*int64(time.Second)
-	}
-	c.loop.route(w)
 }
 
 // route delivers m to every matching subscription and updates the retained

@@ -90,6 +90,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.noticeShutdown(ctx) // 5.0 clients get DISCONNECT 0x8B first (lifecycle.go)
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
@@ -185,10 +186,11 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		sess.client = nil
 		sess.online.Store(false)
 		sess.redistributeShared(l)
-		if sess.clean {
+		if sess.clean.Load() {
 			sess.end()
 		} else {
 			sess.setPressure(l)
+			sess.wentOffline(l, c) // expiry.go: a delayed will moves into the session
 		}
 	}
 	c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused

@@ -31,14 +31,27 @@ type session struct {
 	// owner that it has not taken yet (flow.go).
 	inTransit atomic.Int32
 
+	// clean is true while the session ends with its connection (3.x
+	// Clean Session = 1, 5.0 Session Expiry Interval 0). Written by the
+	// owner; attach reads it on any loop, under the registry lock.
+	clean atomic.Bool
+
 	client      *client             // current connection, nil while offline
-	clean       bool                // ends with the connection (Clean Session / Clean Start and no expiry)
 	ended       bool                // removed from the registry; deliveries to it are dropped
 	holding     bool                // moving to a new owner loop: see sessionMove
 	subs        map[string]struct{} // its filters, to leave the index when it ends; allocated by the first SUBSCRIBE
 	q           *sessionQueues      // allocated by the first QoS 1/2 message
 	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
 	move        *sessionMove        // while holding
+
+	// Lifecycle (expiry.go): the Session Expiry Interval in force
+	// (seconds, expiryNever for none), the place in the owner's expiry
+	// heap plus one (0: not in it), when the session ends while offline
+	// (loop clock), and a will waiting for its Will Delay Interval.
+	expiry   uint32
+	expIdx   int32
+	expireAt int64
+	will     *will
 }
 
 // sessionQueues are a session's outgoing QoS 1/2 state: the in-flight

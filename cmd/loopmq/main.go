@@ -26,6 +26,10 @@ func main() {
 	flag.IntVar(&opts.MaxQueued, "max-queued", 1000, "messages queued per session")
 	flag.IntVar(&opts.MaxQueuedBytes, "max-queued-bytes", 16<<20, "payload bytes queued per session")
 	flag.IntVar(&opts.MaxPacketSize, "max-packet-size", 1<<20, "largest packet accepted from a client, bytes")
+	flag.DurationVar(&opts.MaxSessionExpiry, "max-session-expiry", 0,
+		"longest a session outlives its connection, 5.0 and 3.1.1 alike (0: as the client asks; 3.1.1 persistent sessions never expire)")
+	flag.DurationVar(&opts.MaxKeepAlive, "max-keepalive", 0,
+		"largest keep alive granted; clients asking for 0 or more get this (5.0: Server Keep Alive) (0: as the client asks)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
