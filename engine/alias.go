@@ -24,10 +24,14 @@ func (c *client) resolveTopicAlias(topic []byte, alias uint16) ([]byte, error) {
 		return nil, &codec.Error{Code: codec.TopicAliasInvalid, Packet: codec.PUBLISH,
 			Reason: "topic alias 0 or above the server's Topic Alias Maximum [MQTT-3.3.2-8/9]"}
 	}
-	if c.aliasIn == nil {
-		c.aliasIn = make([][]byte, max)
+	if c.aliases == nil {
+		c.aliases = &topicAliases{}
 	}
-	slot := &c.aliasIn[alias-1]
+	a := c.aliases
+	if a.in == nil {
+		a.in = make([][]byte, max)
+	}
+	slot := &a.in[alias-1]
 	if len(topic) > 0 {
 		*slot = append((*slot)[:0], topic...) // reuses the alias's previous storage
 		return *slot, nil
@@ -37,6 +41,22 @@ func (c *client) resolveTopicAlias(topic []byte, alias uint16) ([]byte, error) {
 			Reason: "topic alias not defined on this connection (MQTT 5.0 section 3.3.4)"}
 	}
 	return *slot, nil
+}
+
+// topicAliases are a connection's aliases both ways.
+type topicAliases struct {
+	// in: the topics the client's aliases stand for, alias-1 → topic, each
+	// in storage of its own that a redefinition reuses.
+	in  [][]byte
+	out *aliasesOut // nil when the client accepts no aliases
+}
+
+// aliasesOut returns the broker's aliases towards c, nil for none.
+func (c *client) aliasesOut() *aliasesOut {
+	if c.aliases == nil {
+		return nil
+	}
+	return c.aliases.out
 }
 
 // aliasesOut are the topic aliases the broker uses towards one 5.0 client,

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -42,48 +41,45 @@ type seg struct {
 // connection: created in OnOpen, touched only by that loop's callbacks and
 // runnables, dropped in OnClose.
 type client struct {
-	conn  gnet.Conn
-	loop  *loop
-	slot  int // index in loop.clients
-	state int
-
-	version    codec.Version
-	clientID   string
-	cleanStart bool
-	assignedID bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
-	disconnect bool // DISCONNECT received: no will [MQTT-3.1.2-10]
-	inDirty    bool
-	gone       bool // gnet closed the connection: nothing more is written
-	flushing   bool // inside flush (gnet may re-enter through OnClose)
-	keepAlive  time.Duration
-	opened     int64 // loop clock (loop.mono) when accepted
-	lastSeen   int64 // loop clock of the last inbound bytes
-
-	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
-	// Interval in force (seconds), and whether the broker changed the
-	// client's interval or keep alive, which a 5.0 CONNACK then says.
-	expiry       uint32
-	expiryCapped bool
-	kaByServer   bool
-
-	sess *session
-	will *will      // nil without a will (will.go)
-	held *heldAcks  // acknowledgements withheld for back-pressure (flow.go); nil until first needed
-	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
-
-	// 5.0 per-connection limits and state, from CONNECT.
-	sendQuota     uint16      // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)
-	maxPacketOut  uint32      // the client's Maximum Packet Size; 0 for no limit
-	aliasIn       [][]byte    // inbound topic aliases, allocated by the first one (alias.go)
-	aliasOut      *aliasesOut // outbound topic aliases, when the client allows some
-	noProblemInfo bool        // Request Problem Information = 0: no reason strings outside CONNACK/DISCONNECT/PUBLISH
-
+	conn     gnet.Conn
+	loop     *loop
+	clientID string
+	sess     *session
+	will     *will         // nil without a will (will.go)
+	held     *heldAcks     // acknowledgements withheld for back-pressure (flow.go); nil until first needed
+	auth     *authState    // enhanced authentication (auth.go); nil unless CONNECT named a method
+	aliases  *topicAliases // 5.0 topic aliases (alias.go); nil until the client or the broker uses one
 	// out is the write batch, flushed with one writev at the end of each
 	// event. It is allocated by the first write, and the sweep drops it
 	// when the client has been idle a while, so an idle connection holds
 	// none.
 	out *writeBatch
+
+	lastSeen int64 // loop clock of the last inbound bytes
+	opened   int32 // loop clock when accepted, in seconds (the connect timeout is checked by the 1 s sweep)
+	slot     int32 // index in loop.clients
+	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
+	// Interval in force (seconds) and the keep alive (seconds), and
+	// whether the broker changed the client's interval or keep alive,
+	// which a 5.0 CONNACK then says.
+	expiry       uint32
+	maxPacketOut uint32 // the client's 5.0 Maximum Packet Size; 0 for no limit
+	keepAlive    uint16
+	sendQuota    uint16 // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)
+	state        uint8
+	version      codec.Version
+	expiryCapped bool
+	kaByServer   bool
+	cleanStart   bool
+	assignedID   bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
+	disconnect   bool // DISCONNECT received: no will [MQTT-3.1.2-10]
+	inDirty      bool
+	gone         bool // gnet closed the connection: nothing more is written
+	flushing     bool // inside flush (gnet may re-enter through OnClose)
 }
+
+// The fields above are ordered by size so that a client fits the 128-byte
+// size class: every open connection has one (TestClientFitsSizeClass).
 
 // writeBatch holds the frames a client is sent in one event.
 type writeBatch struct {
@@ -350,8 +346,8 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 		}
 		var alias uint16
 		known := false
-		if c.aliasOut != nil {
-			alias, known = c.aliasOut.alias(m.topic)
+		if a := c.aliasesOut(); a != nil {
+			alias, known = a.alias(m.topic)
 		}
 		hdr, pidOff := l.v5Header(out, dup, alias, known, remaining)
 		if out.qos == 0 {
@@ -379,7 +375,7 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 func (c *client) v5Size(out outMsg, remaining uint32) int {
 	m := out.msg
 	h := c.loop.forwardHeader(out, false, remaining)
-	if c.aliasOut != nil {
+	if c.aliasesOut() != nil {
 		h.TopicAlias = 1
 	}
 	return len(h.AppendTo(c.loop.sizeScratch[:0])) + len(m.payload)

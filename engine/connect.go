@@ -36,8 +36,10 @@ func (c *client) onConnect(p *codec.Connect) {
 }
 
 // setLimits takes the client's 5.0 limits from CONNECT: its Receive
-// Maximum, Maximum Packet Size, Topic Alias Maximum and Request Problem
-// Information [MQTT 5.0 section 3.1.2.11].
+// Maximum, Maximum Packet Size and Topic Alias Maximum [MQTT 5.0 section
+// 3.1.2.11]. Request Problem Information needs nothing: the broker sends
+// Reason Strings only in DISCONNECT, where they are always allowed
+// [MQTT-3.1.2-29].
 func (c *client) setLimits(p *codec.Connect) {
 	o := &c.loop.srv.opts
 	c.sendQuota = uint16(o.MaxInflight)
@@ -50,9 +52,8 @@ func (c *client) setLimits(p *codec.Connect) {
 	}
 	c.maxPacketOut = pr.MaximumPacketSize
 	if n := min(int(pr.TopicAliasMaximum), o.MaxTopicAliasOut); n > 0 {
-		c.aliasOut = newAliasesOut(n)
+		c.aliases = &topicAliases{out: newAliasesOut(n)}
 	}
-	c.noProblemInfo = pr.Has(codec.PropRequestProblemInfo) && pr.RequestProblemInfo == 0
 }
 
 // connackLimits adds the server's limits and capabilities to a 5.0

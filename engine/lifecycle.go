@@ -55,7 +55,7 @@ func (c *client) negotiate(p *codec.Connect) {
 		ka = limit
 		c.kaByServer = p.Version == codec.V5
 	}
-	c.keepAlive = time.Duration(ka) * time.Second
+	c.keepAlive = ka
 
 	var want uint32
 	switch {
@@ -82,7 +82,7 @@ func (c *client) connackTerms(props *codec.Properties) {
 		props.Present.Add(codec.PropSessionExpiry)
 	}
 	if c.kaByServer {
-		props.ServerKeepAlive = uint16(c.keepAlive / time.Second)
+		props.ServerKeepAlive = c.keepAlive
 		props.Present.Add(codec.PropServerKeepAlive)
 	}
 }

@@ -82,17 +82,18 @@ func (l *loop) setNow() {
 
 // addClient and removeClient keep loop.clients dense.
 func (l *loop) addClient(c *client) {
-	c.slot = len(l.clients)
+	c.slot = int32(len(l.clients))
 	l.clients = append(l.clients, c)
 }
 
 func (l *loop) removeClient(c *client) {
 	last := len(l.clients) - 1
-	if c.slot > last || l.clients[c.slot] != c {
+	i := int(c.slot)
+	if i > last || l.clients[i] != c {
 		return
 	}
-	l.clients[c.slot] = l.clients[last]
-	l.clients[c.slot].slot = c.slot
+	l.clients[i] = l.clients[last]
+	l.clients[i].slot = c.slot
 	l.clients[last] = nil
 	l.clients = l.clients[:last]
 }
@@ -208,11 +209,11 @@ func (l *loop) sweep() {
 	// Writev), so walk a copy of the current list.
 	for _, c := range append([]*client(nil), l.clients...) {
 		switch {
-		case (c.state == stateNew || c.state == stateAuth) && now-c.opened > connectTimeout:
+		case (c.state == stateNew || c.state == stateAuth) && now-int64(c.opened)*int64(time.Second) > connectTimeout:
 			// An authentication exchange must end within the same time.
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
 			c.close(reasonTimeout)
-		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive*3/2):
+		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive)*int64(time.Second)*3/2:
 			// [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]) 1.5 times the keep
 			// alive without a packet; a 5.0 client is told (0x8D).
 			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())

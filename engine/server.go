@@ -151,7 +151,7 @@ func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
 func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopFor(conn.EventLoop())
 	l.setNow()
-	c := &client{conn: conn, loop: l, opened: l.mono, lastSeen: l.mono}
+	c := &client{conn: conn, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
 	conn.SetContext(c)
 	l.addClient(c)
 	l.stats.connsOpened.Add(1)
