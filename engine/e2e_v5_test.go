@@ -3,10 +3,13 @@ package engine
 import (
 	"context"
 	"net"
+	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/autopaho"
 	paho "github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -624,4 +627,76 @@ func TestE2EV5WillProperties(t *testing.T) {
 	require.NotNil(t, m.Properties.PayloadFormat)
 	require.NotNil(t, m.Properties.MessageExpiry)
 	require.Equal(t, uint32(3), *m.Properties.MessageExpiry, "expiry counts from publication")
+}
+
+// TestE2EV5AutopahoResumesSessionAfterNetworkCut: autopaho (paho.golang's
+// reconnecting client) with a Session Expiry Interval loses its network
+// connection; a QoS 1 message published meanwhile waits in its session and
+// arrives after autopaho reconnects with Clean Start = 0 and the broker
+// answers Session Present = 1 [MQTT-3.1.2-23] [MQTT-3.2.2-3].
+func TestE2EV5AutopahoResumesSessionAfterNetworkCut(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	u, err := url.Parse("mqtt://" + s.Addr().String())
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var conn net.Conn
+	ups := make(chan bool, 4) // Session Present of each connection
+	msgs := make(chan string, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
+		ServerUrls: []*url.URL{u}, KeepAlive: 30, CleanStartOnInitialConnection: true,
+		SessionExpiryInterval: 60, ConnectRetryDelay: 100 * time.Millisecond, ConnectTimeout: e2eWait,
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", u.Host)
+			mu.Lock()
+			conn = c
+			mu.Unlock()
+			return c, err
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			ups <- ca.SessionPresent
+			if !ca.SessionPresent {
+				go func() {
+					_, _ = cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "auto/#", QoS: 1}}})
+					msgs <- "subscribed"
+				}()
+			}
+		},
+		ClientConfig: paho.ClientConfig{ClientID: "autopaho-dev",
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				msgs <- string(pr.Packet.Payload)
+				return true, nil
+			}}},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cm.Disconnect(context.Background()) })
+	require.False(t, <-ups, "first connection: new session")
+	require.Equal(t, "subscribed", <-msgs)
+
+	pub := newPaho5(t, s, "autopaho-pub", nil)
+	pub.publish(t, &paho.Publish{Topic: "auto/a", QoS: 1, Payload: []byte("before")})
+	require.Equal(t, "before", <-msgs)
+
+	mu.Lock()
+	_ = conn.Close() // the network goes away; the broker keeps the session
+	mu.Unlock()
+	require.Eventually(t, func() bool { return s.Stats().ConnectionsClosed >= 1 }, e2eWait, 10*time.Millisecond)
+	pub.publish(t, &paho.Publish{Topic: "auto/a", QoS: 1, Payload: []byte("during")})
+
+	select {
+	case present := <-ups:
+		require.True(t, present, "reconnection: the session was kept")
+	case <-time.After(e2eWait):
+		t.Fatal("autopaho did not reconnect")
+	}
+	select {
+	case m := <-msgs:
+		require.Equal(t, "during", m)
+	case <-time.After(e2eWait):
+		t.Fatal("the message queued during the outage was not delivered")
+	}
 }
