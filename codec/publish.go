@@ -170,9 +170,18 @@ func AppendForwarded(dst, raw []byte) []byte {
 			_, k := decodeVarint(raw[off+1:])
 			n += max(k, 1)
 		case propKindString, propKindBinary:
+			if off+3 > len(raw) {
+				return dst
+			}
 			n += 2 + (int(raw[off+1])<<8 | int(raw[off+2]))
 		case propKindPair:
+			if off+3 > len(raw) {
+				return dst
+			}
 			k := 2 + (int(raw[off+1])<<8 | int(raw[off+2]))
+			if off+3+k > len(raw) {
+				return dst
+			}
 			n += k + 2 + (int(raw[off+1+k])<<8 | int(raw[off+2+k]))
 		default:
 			return dst // not a PUBLISH property: raw was not from Decode
