@@ -351,13 +351,21 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 		}
 		hdr, pidOff := l.v5Header(out, dup, alias, known, remaining)
 		if out.qos == 0 {
-			s = seg{shared: hdr, payload: m.payload, msg: m} // same bytes for the next such recipient
+			if pidOff < 0 {
+				s = seg{shared: hdr, msg: m} // the whole frame, shared with the next such recipient
+			} else {
+				s = seg{shared: hdr, payload: m.payload, msg: m} // same header for the next such recipient
+			}
 			break
 		}
 		s = seg{start: len(b.wbuf), payload: m.payload, msg: m}
 		b.wbuf = append(b.wbuf, hdr...)
 		b.wbuf[len(b.wbuf)-len(hdr)+pidOff] = byte(id >> 8)
 		b.wbuf[len(b.wbuf)-len(hdr)+pidOff+1] = byte(id)
+		if len(m.payload) <= inlinePayload {
+			b.wbuf = append(b.wbuf, m.payload...) // one iovec instead of two
+			s.payload = nil
+		}
 		s.end = len(b.wbuf)
 	}
 	if out.qos > 0 {
@@ -403,6 +411,11 @@ func (l *loop) forwardHeader(out outMsg, dup bool, remaining uint32) codec.Forwa
 	return h
 }
 
+// inlinePayload is the largest payload copied next to its per-recipient
+// header rather than written from the message as an iovec of its own: for
+// small messages one iovec less costs the kernel more than the copy.
+const inlinePayload = 256
+
 // v5HeaderKey is what a 5.0 PUBLISH header depends on besides the packet
 // identifier.
 type v5HeaderKey struct {
@@ -428,8 +441,9 @@ type v5HeaderCache struct {
 
 // v5Header returns the 5.0 PUBLISH header (fixed header to properties,
 // packet identifier 1) for out towards a client with the given topic alias
-// state, and the offset of its packet identifier (QoS 1/2). The bytes stay
-// valid until the end of the current batch.
+// state, and the offset of its packet identifier (QoS 1/2). For a QoS 0
+// message of at most inlinePayload bytes it returns the whole frame and
+// offset -1. The bytes stay valid until the end of the current batch.
 func (l *loop) v5Header(out outMsg, dup bool, alias uint16, known bool, remaining uint32) ([]byte, int) {
 	m := out.msg
 	key := v5HeaderKey{msg: m, qos: out.qos, retain: out.retain, dup: dup, known: known, alias: alias, remaining: remaining}
@@ -444,6 +458,18 @@ func (l *loop) v5Header(out outMsg, dup bool, alias uint16, known bool, remainin
 	}
 	start := len(l.arena)
 	l.arena = h.AppendTo(l.arena)
+	if out.qos == 0 && len(m.payload) <= inlinePayload {
+		// A small QoS 0 message: the whole frame in the arena, one iovec
+		// per recipient as for 3.x's frame0.
+		l.arena = append(l.arena, m.payload...)
+		frame := l.arena[start:len(l.arena):len(l.arena)]
+		if out.subID != 0 {
+			hc.hdr = nil
+		} else {
+			*hc = v5HeaderCache{key: key, hdr: frame, pidOff: -1}
+		}
+		return frame, -1
+	}
 	hdr := l.arena[start:len(l.arena):len(l.arena)]
 	hl := 2 // fixed header: type byte and a remaining length of 1 to 4 bytes
 	for hdr[hl-1]&0x80 != 0 {
