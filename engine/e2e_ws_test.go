@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/httphead"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// startWS starts a server with ws:// and wss:// listeners.
+func startWS(t testing.TB, pki *testPKI, opts Options) *Server {
+	t.Helper()
+	opts.WSListen = "127.0.0.1:0"
+	opts.WSSListen = "127.0.0.1:0"
+	opts.TLSConfig = pki.serverConfig(t, tls.NoClientCert)
+	return startServer(t, opts)
+}
+
+func TestWebSocketPaho(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	msgs, ch := collect(10)
+	sub := newPahoAt(t, "ws://"+s.WSAddr().String()+"/mqtt", nil, nil)
+	wait(t, sub.Subscribe("ws/#", 1, msgs))
+	wss := newPahoAt(t, "wss://"+s.WSSAddr().String()+"/mqtt", pki.clientConfig(), nil)
+	wait(t, wss.Subscribe("ws/#", 1, msgs))
+	tcp := newPaho(t, s, nil)
+
+	wait(t, tcp.Publish("ws/a", 1, false, "from TCP"))
+	for range 2 {
+		require.Equal(t, "from TCP", recv(t, ch, "TCP → ws and wss").payload)
+	}
+	big := strings.Repeat("y", 200<<10) // several WebSocket frames towards the clients
+	wait(t, wss.Publish("ws/b", 1, false, big))
+	for range 2 {
+		m := recv(t, ch, "wss → ws and wss, 200 KiB")
+		require.Equal(t, big, m.payload)
+	}
+}
+
+// wsClient is a hand-driven MQTT-over-WebSocket client (gobwas/ws, client
+// side): a test decides how packets are cut into frames.
+type wsClient struct {
+	t       testing.TB
+	conn    net.Conn
+	r       io.Reader
+	hs      ws.Handshake
+	deflate bool
+	rbuf    []byte
+}
+
+func dialWS(t testing.TB, url string, tc *tls.Config, offerDeflate bool) *wsClient {
+	t.Helper()
+	d := ws.Dialer{Protocols: []string{"mqtt"}, TLSConfig: tc, Timeout: e2eWait}
+	if offerDeflate {
+		d.Extensions = []httphead.Option{wsflate.DefaultParameters.Option()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	conn, br, hs, err := d.Dial(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	c := &wsClient{t: t, conn: conn, r: conn, hs: hs}
+	if br != nil {
+		c.r = io.MultiReader(br, conn)
+	}
+	for _, e := range hs.Extensions {
+		if string(e.Name) == wsflate.ExtensionName {
+			c.deflate = true
+		}
+	}
+	return c
+}
+
+// sendFrame sends p as one binary frame (one message), compressed when
+// deflate was negotiated.
+func (c *wsClient) sendFrame(p []byte) {
+	c.t.Helper()
+	f := ws.NewBinaryFrame(p)
+	if c.deflate {
+		var err error
+		f, err = wsflate.CompressFrame(f)
+		require.NoError(c.t, err)
+	}
+	require.NoError(c.t, ws.WriteFrame(c.conn, ws.MaskFrame(f)))
+}
+
+// sendFragmented sends p as one binary message cut into n-byte frames.
+func (c *wsClient) sendFragmented(p []byte, n int) {
+	c.t.Helper()
+	op := ws.OpBinary
+	for len(p) > 0 {
+		k := min(n, len(p))
+		f := ws.NewFrame(op, k == len(p), p[:k])
+		require.NoError(c.t, ws.WriteFrame(c.conn, ws.MaskFrame(f)))
+		p, op = p[k:], ws.OpContinuation
+	}
+}
+
+// next returns the next MQTT packet, reading frames as needed; it counts
+// frames that came compressed.
+func (c *wsClient) next(compressed *int) codec.Packet {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(e2eWait)))
+	for {
+		_, n, err := codec.Split(c.rbuf, 0)
+		require.NoError(c.t, err)
+		if n > 0 {
+			p, err := codec.Decode(append([]byte(nil), c.rbuf[:n]...), codec.V311)
+			require.NoError(c.t, err)
+			c.rbuf = c.rbuf[n:]
+			return p
+		}
+		f, err := ws.ReadFrame(c.r)
+		require.NoError(c.t, err)
+		require.Equal(c.t, ws.OpBinary, f.Header.OpCode, "MQTT comes in binary frames")
+		if set, _ := wsflate.IsCompressed(f.Header); set {
+			*compressed++
+			f, err = wsflate.DecompressFrame(f)
+			require.NoError(c.t, err)
+		}
+		c.rbuf = append(c.rbuf, f.Payload...)
+	}
+}
+
+// TestWebSocketFraming: MQTT packets cut across frames (separate
+// messages and one fragmented message) and several packets in one frame
+// [MQTT-6.0.0-2]; plain and with permessage-deflate.
+func TestWebSocketFraming(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	f := func(url string, tc *tls.Config, deflate bool) {
+		t.Helper()
+		c := dialWS(t, url, tc, deflate)
+		require.Equal(t, "mqtt", c.hs.Protocol, "subprotocol mqtt [MQTT-6.0.0-3]")
+		require.Equal(t, deflate, c.deflate, "permessage-deflate negotiated when offered")
+		compressed := 0
+		connect := connectPacket("ws-frames-"+url[:3], true, 30).AppendTo(nil, codec.V311)
+		c.sendFrame(connect[:3]) // CONNECT cut in the fixed header
+		c.sendFrame(connect[3:9])
+		c.sendFrame(connect[9:])
+		ca, ok := c.next(&compressed).(*codec.Connack)
+		require.True(t, ok)
+		require.Equal(t, codec.Success, ca.ReasonCode)
+
+		// SUBSCRIBE, PINGREQ and a PUBLISH to itself in one frame.
+		var b []byte
+		b = (&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("frames/t")}}}).AppendTo(b, codec.V311)
+		b = (&codec.Pingreq{}).AppendTo(b, codec.V311)
+		b = (&codec.Publish{Topic: []byte("frames/t"), Payload: []byte("one frame")}).AppendTo(b, codec.V311)
+		c.sendFrame(b)
+		_, ok = c.next(&compressed).(*codec.Suback)
+		require.True(t, ok, "SUBACK")
+		_, ok = c.next(&compressed).(*codec.Pingresp)
+		require.True(t, ok, "PINGRESP")
+		p, ok := c.next(&compressed).(*codec.Publish)
+		require.True(t, ok, "PUBLISH")
+		require.Equal(t, "one frame", string(p.Payload))
+
+		if !deflate { // RFC 7692 forbids compressing a fragmented message's continuation frames: tested plain
+			big := (&codec.Publish{Topic: []byte("frames/t"), Payload: []byte(strings.Repeat("z", 5000))}).AppendTo(nil, codec.V311)
+			c.sendFragmented(big, 700)
+			p, ok = c.next(&compressed).(*codec.Publish)
+			require.True(t, ok, "PUBLISH sent fragmented")
+			require.Len(t, p.Payload, 5000)
+		}
+		if deflate {
+			require.Positive(t, compressed, "the broker compresses what it sends")
+		} else {
+			require.Zero(t, compressed)
+		}
+	}
+	f("ws://"+s.WSAddr().String()+"/mqtt", nil, false)
+	f("ws://"+s.WSAddr().String()+"/mqtt", nil, true)
+	f("wss://"+s.WSSAddr().String()+"/mqtt", pki.clientConfig(), false)
+	f("wss://"+s.WSSAddr().String()+"/mqtt", pki.clientConfig(), true)
+}
+
+// TestWebSocketTextFrameCloses: [MQTT-6.0.0-1] a data frame that is not
+// binary closes the connection.
+func TestWebSocketTextFrameCloses(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	c := dialWS(t, "ws://"+s.WSAddr().String()+"/", nil, false)
+	connect := connectPacket("ws-text", true, 30).AppendTo(nil, codec.V311)
+	require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewTextFrame(connect))))
+	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(e2eWait)))
+	f, err := ws.ReadFrame(bufio.NewReader(c.r))
+	require.NoError(t, err)
+	require.Equal(t, ws.OpClose, f.Header.OpCode)
+	code, _ := ws.ParseCloseFrameData(f.Payload)
+	require.Equal(t, ws.StatusUnsupportedData, code)
+}
+
+// TestWebSocketPingAndClose: the broker answers WebSocket Ping with Pong
+// and Close with Close.
+func TestWebSocketPingAndClose(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	c := dialWS(t, "ws://"+s.WSAddr().String()+"/", nil, false)
+	require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewPingFrame([]byte("hi")))))
+	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(e2eWait)))
+	f, err := ws.ReadFrame(c.r)
+	require.NoError(t, err)
+	require.Equal(t, ws.OpPong, f.Header.OpCode)
+	require.Equal(t, "hi", string(f.Payload))
+	require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))))
+	f, err = ws.ReadFrame(c.r)
+	require.NoError(t, err)
+	require.Equal(t, ws.OpClose, f.Header.OpCode)
+}
