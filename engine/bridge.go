@@ -196,7 +196,15 @@ func (b *bridge) serve(ln net.Listener, kind string, handshake func(net.Conn) (o
 				return
 			}
 			_ = nc.SetDeadline(time.Time{})
-			b.proxy(oc, peer, kind)
+			// The handshake grew this goroutine's stack (TLS key exchange
+			// and signatures use deep, wide frames); fresh goroutines
+			// start small, so the proxy does not keep that stack for the
+			// connection's life.
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.proxy(oc, peer, kind)
+			}()
 		}()
 	}
 }
