@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,9 @@ type bridge struct {
 // newBridge creates the bridge's private directory; the engine listens
 // in it once started.
 func newBridge(s *Server) (*bridge, error) {
+	if runtime.GOOS != "linux" {
+		return nil, errors.New("TLS and WebSocket listeners need Linux (abstract unix sockets, SO_PEERCRED)")
+	}
 	dir, err := os.MkdirTemp("", "loopmq-")
 	if err != nil {
 		return nil, fmt.Errorf("bridge socket directory: %w", err)
@@ -136,8 +140,7 @@ func (b *bridge) take(conn gnet.Conn) *peerInfo {
 	if p == nil {
 		return nil
 	}
-	cred, err := unix.GetsockoptUcred(conn.Fd(), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil || int(cred.Pid) != b.pid {
+	if pid, err := peerPID(conn.Fd()); err != nil || pid != b.pid {
 		return nil
 	}
 	return p

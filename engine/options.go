@@ -88,15 +88,15 @@ type Options struct {
 	// TLSConfig is the server configuration of the TLS and WSS listeners.
 	// Client certificates are asked for and verified as its ClientAuth and
 	// ClientCAs say; set GetCertificate to change the certificate without
-	// a restart (package tlsfiles does it for files). The broker clones
-	// it and sets nothing but NextProtos-independent defaults (TLS 1.2 at
-	// least, when MinVersion is 0).
+	// a restart (package tlsfiles does it for files). The broker uses a
+	// clone, with MinVersion TLS 1.2 when it is 0.
 	TLSConfig *tls.Config
 	// TLSIdentity makes a verified client certificate the client's user
 	// name, as Mosquitto's use_identity_as_username (IdentityCommonName)
 	// or use_subject_as_username (IdentitySubject); the User Name and
 	// Password of CONNECT are then ignored, and a TLS client without a
-	// certificate is refused (CONNACK Not authorized). IdentityNone
+	// verified certificate is refused (CONNACK Bad User Name or
+	// Password: 3.1.1 code 4, 5.0 0x86). IdentityNone
 	// (default) leaves CONNECT's credentials alone. Applies to the TLS and
 	// WSS listeners; the Authenticator still decides.
 	TLSIdentity Identity
