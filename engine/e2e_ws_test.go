@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -219,4 +221,124 @@ func TestWebSocketPingAndClose(t *testing.T) {
 	f, err = ws.ReadFrame(c.r)
 	require.NoError(t, err)
 	require.Equal(t, ws.OpClose, f.Header.OpCode)
+}
+
+// TestWebSocketDeflateFragmented: a compressed message cut into a first
+// frame (RSV1 set) and a continuation frame [RFC 7692 section 6.1].
+func TestWebSocketDeflateFragmented(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	c := dialWS(t, "ws://"+s.WSAddr().String()+"/mqtt", nil, true)
+	require.True(t, c.deflate)
+	compressed := 0
+	c.sendFrame(connectPacket("ws-deflate-frag", true, 30).AppendTo(nil, codec.V311))
+	_, ok := c.next(&compressed).(*codec.Connack)
+	require.True(t, ok)
+	var b []byte
+	b = (&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("frag/t")}}}).AppendTo(b, codec.V311)
+	b = (&codec.Publish{Topic: []byte("frag/t"), Payload: []byte(strings.Repeat("compress me ", 400))}).AppendTo(b, codec.V311)
+	f, err := wsflate.CompressFrame(ws.NewBinaryFrame(b))
+	require.NoError(t, err)
+	half := len(f.Payload) / 2
+	first := ws.NewFrame(ws.OpBinary, false, f.Payload[:half])
+	first.Header.Rsv = ws.Rsv(true, false, false)
+	require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(first)))
+	require.NoError(t, ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewFrame(ws.OpContinuation, true, f.Payload[half:]))))
+	_, ok = c.next(&compressed).(*codec.Suback)
+	require.True(t, ok, "SUBACK")
+	p, ok := c.next(&compressed).(*codec.Publish)
+	require.True(t, ok, "PUBLISH")
+	require.Equal(t, strings.Repeat("compress me ", 400), string(p.Payload))
+}
+
+// TestHandshakeTimeout: a client that opens a TLS or WebSocket connection
+// and says nothing is closed after Options.HandshakeTimeout.
+func TestHandshakeTimeout(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{TLSListen: "127.0.0.1:0", HandshakeTimeout: 200 * time.Millisecond})
+	for _, a := range []net.Addr{s.TLSAddr(), s.WSAddr(), s.WSSAddr()} {
+		conn, err := net.Dial("tcp", a.String())
+		require.NoError(t, err)
+		start := time.Now()
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(e2eWait)))
+		_, err = io.ReadAll(conn)
+		require.NoError(t, err, "closed by the broker, not by the read deadline")
+		require.Less(t, time.Since(start), 2*time.Second)
+		_ = conn.Close()
+	}
+}
+
+// wsStream is a client WebSocket connection used as a byte stream (each
+// Write one masked binary frame), for MQTT clients that take a net.Conn.
+type wsStream struct {
+	net.Conn
+	rd    *wsutil.Reader
+	inMsg bool
+}
+
+func (c *wsStream) Read(p []byte) (int, error) {
+	for {
+		if !c.inMsg {
+			h, err := c.rd.NextFrame()
+			if err != nil {
+				return 0, err
+			}
+			if h.OpCode.IsControl() {
+				if err := c.rd.Discard(); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			c.inMsg = true
+		}
+		n, err := c.rd.Read(p)
+		if err == io.EOF {
+			c.inMsg = false
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsStream) Write(p []byte) (int, error) {
+	if err := ws.WriteFrame(c.Conn, ws.MaskFrame(ws.NewBinaryFrame(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// TestWebSocketPaho5: an MQTT 5.0 client (paho.golang) over wss.
+func TestWebSocketPaho5(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{})
+	c := dialWS(t, "wss://"+s.WSSAddr().String()+"/mqtt", pki.clientConfig(), false)
+	msgs := make(chan *paho5.Publish, 1)
+	pc := paho5.NewClient(paho5.ClientConfig{
+		Conn: &wsStream{Conn: c.conn, rd: wsutil.NewClientSideReader(c.r)},
+		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){
+			func(pr paho5.PublishReceived) (bool, error) { msgs <- pr.Packet; return true, nil },
+		},
+		OnClientError: func(error) {}, PacketTimeout: e2eWait,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	ca, err := pc.Connect(ctx, &paho5.Connect{ClientID: "p5-wss", CleanStart: true, KeepAlive: 30})
+	require.NoError(t, err)
+	require.Equal(t, byte(0), ca.ReasonCode)
+	_, err = pc.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{{Topic: "p5/ws", QoS: 1}}})
+	require.NoError(t, err)
+	_, err = pc.Publish(ctx, &paho5.Publish{Topic: "p5/ws", QoS: 1, Payload: []byte("5.0 over wss"),
+		Properties: &paho5.PublishProperties{User: paho5.UserProperties{{Key: "k", Value: "v"}}}})
+	require.NoError(t, err)
+	select {
+	case m := <-msgs:
+		require.Equal(t, "5.0 over wss", string(m.Payload))
+		require.Equal(t, "v", m.Properties.User.Get("k"))
+	case <-time.After(e2eWait):
+		t.Fatal("no message")
+	}
+	_ = pc.Disconnect(&paho5.Disconnect{})
 }
