@@ -263,17 +263,50 @@ func (b *bridge) proxy(oc outerConn, peer *peerInfo, kind string) {
 		copyOut(oc, sock)
 	}()
 	defer shut()
-	// Inbound: the client's MQTT bytes into the socket. The buffer is
-	// the connection's own: Read blocks while the client is idle.
-	buf := make([]byte, inboundBuf)
-	// The engine reads what it was sent before it sees the close.
-	_, _ = io.CopyBuffer(sockWriter{sock}, oc, buf)
+	// Inbound: the client's MQTT bytes into the socket. The engine reads
+	// what it was sent before it sees the close.
+	copyIn(sock, oc)
 }
 
-// inboundBuf is the client → engine copy buffer, per connection. MQTT
-// inbound traffic is mostly small packets; a large PUBLISH takes a few
-// reads (TLS hands out at most one 16 KiB record per read anyway).
-const inboundBuf = 4 << 10
+// copyIn copies the client's bytes to sock until either fails. Read
+// blocks while the client is idle, holding its buffer: a small one of
+// the connection's own, switched for a pooled large one while reads fill
+// it (a burst, a large PUBLISH) and given back at the first small read,
+// so an idle connection holds inboundSmall bytes.
+func copyIn(sock *net.UnixConn, oc outerConn) {
+	small := make([]byte, inboundSmall)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			outPool.Put(big)
+		}
+	}()
+	for {
+		n, err := oc.Read(buf)
+		if n > 0 {
+			if _, werr := sock.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+		switch {
+		case big == nil && n == len(buf):
+			big = outPool.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < inboundSmall:
+			outPool.Put(big)
+			big, buf = nil, small
+		}
+	}
+}
+
+// inboundSmall is the client → engine copy buffer an idle connection
+// holds. MQTT inbound traffic is mostly small packets (PINGREQ, acks,
+// small PUBLISHes); a fuller read switches to an outboundBuf from the pool.
+const inboundSmall = 512
 
 // outboundBuf is the engine → client chunk: one TLS write or one
 // WebSocket frame, after chunkHeadroom bytes kept free for the frame
@@ -336,12 +369,6 @@ func copyOut(oc outerConn, sock *net.UnixConn) {
 		}
 	}
 }
-
-// sockWriter hides sock's ReadFrom from io.CopyBuffer, which would
-// otherwise allocate its own buffer through the generic fallback.
-type sockWriter struct{ sock *net.UnixConn }
-
-func (w sockWriter) Write(p []byte) (int, error) { return w.sock.Write(p) }
 
 // stopListeners closes the bridged listeners and the connections still in
 // their handshake, so that no new client reaches the engine. Connections
