@@ -226,8 +226,8 @@ type outerConn interface {
 }
 
 // proxy connects a bridged client to the engine and copies bytes both
-// ways until either side closes. It runs on the connection's handshake
-// goroutine (the inbound copy) and starts one more (the outbound copy).
+// ways until either side closes. Its goroutine does the inbound copy and
+// starts one more for the outbound copy.
 func (b *bridge) proxy(oc outerConn, peer *peerInfo, kind string) {
 	name := b.name + "-" + strconv.FormatUint(b.seq.Add(1), 10)
 	b.mu.Lock()

@@ -209,3 +209,36 @@ func TestBridgeSocketRefusesStrangers(t *testing.T) {
 	pkts := c.expectClosed(e2eWait)
 	require.Empty(t, pkts, "no CONNACK for a stranger")
 }
+
+// TestTLSKeepAliveAndTakeover: the engine's own rules apply to bridged
+// clients: a TLS client that stays silent past 1.5 × its keep alive is
+// closed (its TLS connection too), and a TLS connection takes over the
+// session of a TCP one with the same client id.
+func TestTLSKeepAliveAndTakeover(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startTLS(t, pki.serverConfig(t, tls.NoClientCert), Options{})
+	dialTLS := func() *rawClient {
+		tc, err := tls.Dial("tcp", s.TLSAddr().String(), pki.clientConfig())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = tc.Close() })
+		return &rawClient{t: t, conn: tc, ver: codec.V311, tmp: make([]byte, 4096)}
+	}
+
+	silent := dialTLS()
+	silent.mustConnect(connectPacket("tls-ka", true, 1))
+	start := time.Now()
+	silent.expectClosed(5 * time.Second)
+	require.Less(t, time.Since(start), 4*time.Second)
+
+	tcp := dialRaw(t, s)
+	tcp.mustConnect(connectPacket("tls-takeover", false, 30))
+	tcp.subscribe(1, "takeover/t", 1)
+	overTLS := dialTLS()
+	ca := overTLS.mustConnect(connectPacket("tls-takeover", false, 30))
+	require.True(t, ca.SessionPresent, "the TLS connection resumes the TCP one's session")
+	tcp.expectClosed(e2eWait)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("tls-takeover-pub", true, 30))
+	pub.publish("takeover/t", "to the new connection", 0, false, 0)
+	require.Equal(t, "to the new connection", string(overTLS.expectPublish().Payload))
+}

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -341,4 +343,40 @@ func TestWebSocketPaho5(t *testing.T) {
 		t.Fatal("no message")
 	}
 	_ = pc.Disconnect(&paho5.Disconnect{})
+}
+
+// TestBridgedClientsConcurrently: many TLS, ws and wss clients connect at
+// once (the bridge's records and the loops' OnOpen race), and each gets a
+// message published over TCP.
+func TestBridgedClientsConcurrently(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startWS(t, pki, Options{TLSListen: "127.0.0.1:0"})
+	urls := []string{"tls://" + s.TLSAddr().String(), "ws://" + s.WSAddr().String() + "/mqtt", "wss://" + s.WSSAddr().String() + "/mqtt"}
+	const perURL = 10
+	msgs, ch := collect(3 * perURL)
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*perURL)
+	for _, u := range urls {
+		for range perURL {
+			wg.Go(func() {
+				c, err := connectPahoAt(t, u, pki.clientConfig(), nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if tok := c.Subscribe("all", 0, msgs); !tok.WaitTimeout(e2eWait) || tok.Error() != nil {
+					errs <- fmt.Errorf("subscribe over %s: %v", u, tok.Error())
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	wait(t, newPaho(t, s, nil).Publish("all", 0, false, "everyone"))
+	for range 3 * perURL {
+		require.Equal(t, "everyone", recv(t, ch, "a bridged subscriber").payload)
+	}
 }
