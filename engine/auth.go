@@ -132,6 +132,11 @@ type authState struct {
 // of which the CONNECT is handled (authenticated). Runs on c's loop.
 func (c *client) authenticate(h codec.FixedHeader, p *codec.Connect, body []byte) bool {
 	c.version = p.Version // a refusal's CONNACK speaks the client's protocol level
+	// A TLS client's certificate may be its user name (bridge.go).
+	if !c.certIdentity(p) {
+		c.refuse(codec.BadUserNameOrPassword, "no verified client certificate to take the user name from")
+		return false
+	}
 	a := c.loop.srv.opts.Authenticator
 	enhanced := p.Version == codec.V5 && p.Properties.Has(codec.PropAuthMethod)
 	if !enhanced {
@@ -300,6 +305,7 @@ func (c *client) authenticated(final []byte) {
 		c.protocolError(fmt.Errorf("decode CONNECT again after authentication: got %v", pkt.Type()))
 		return
 	}
+	c.certIdentity(p) // as authenticate did to the first decoding
 	c.state = stateNew
 	c.onConnect(p)
 }

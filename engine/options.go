@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"runtime"
 	"time"
@@ -73,7 +74,46 @@ type Options struct {
 	MaxKeepAlive time.Duration
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
+
+	// TLSListen is the address of the MQTT-over-TLS listener (usually
+	// ":8883"); empty for none. It needs TLSConfig.
+	TLSListen string
+	// WSListen is the address of the MQTT-over-WebSocket listener (ws://,
+	// usually ":8080"); empty for none.
+	WSListen string
+	// WSSListen is the address of the MQTT-over-WebSocket-over-TLS
+	// listener (wss://, usually ":8081"); empty for none. It needs
+	// TLSConfig.
+	WSSListen string
+	// TLSConfig is the server configuration of the TLS and WSS listeners.
+	// Client certificates are asked for and verified as its ClientAuth and
+	// ClientCAs say; set GetCertificate to change the certificate without
+	// a restart (package tlsfiles does it for files). The broker uses a
+	// clone, with MinVersion TLS 1.2 when it is 0.
+	TLSConfig *tls.Config
+	// TLSIdentity makes a verified client certificate the client's user
+	// name, as Mosquitto's use_identity_as_username (IdentityCommonName)
+	// or use_subject_as_username (IdentitySubject); the User Name and
+	// Password of CONNECT are then ignored, and a TLS client without a
+	// verified certificate is refused (CONNACK Bad User Name or
+	// Password: 3.1.1 code 4, 5.0 0x86). IdentityNone
+	// (default) leaves CONNECT's credentials alone. Applies to the TLS and
+	// WSS listeners; the Authenticator still decides.
+	TLSIdentity Identity
+	// HandshakeTimeout bounds a TLS handshake and a WebSocket upgrade,
+	// default ConnectTimeout.
+	HandshakeTimeout time.Duration
 }
+
+// Identity says which part of a client certificate becomes the user name.
+type Identity int
+
+// Client certificate identities (Options.TLSIdentity).
+const (
+	IdentityNone       Identity = iota // CONNECT's User Name and Password, as sent
+	IdentityCommonName                 // the subject's Common Name (Mosquitto's use_identity_as_username)
+	IdentitySubject                    // the whole subject, RFC 2253 (Mosquitto's use_subject_as_username)
+)
 
 func (o *Options) setDefaults() {
 	if o.Listen == "" {
@@ -120,5 +160,8 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = o.ConnectTimeout
 	}
 }

@@ -36,6 +36,7 @@ type Server struct {
 	transitHigh int32
 	eng         gnet.Engine
 	addr        net.Addr
+	bridge      *bridge // TLS and WebSocket listeners (bridge.go); nil without any
 	booted      chan struct{}
 	done        chan error
 	stopped     atomic.Bool
@@ -60,8 +61,17 @@ func (s *Server) Start() error {
 	if !strings.Contains(addr, "://") {
 		addr = "tcp://" + addr
 	}
+	addrs := []string{addr}
+	if s.opts.bridged() {
+		b, err := newBridge(s)
+		if err != nil {
+			return err
+		}
+		s.bridge = b
+		addrs = append(addrs, "unix://"+b.sock)
+	}
 	go func() {
-		err := gnet.Run(s, addr,
+		err := gnet.Rotate(s, addrs,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.opts.Loops),
 			gnet.WithReusePort(false),
@@ -75,10 +85,19 @@ func (s *Server) Start() error {
 	select {
 	case <-s.booted:
 		s.log.Info("loopmq listening", "addr", s.addr.String(), "loops", s.opts.Loops)
-		return nil
 	case err := <-s.done:
+		s.bridge.removeDir()
 		return fmt.Errorf("start listener %s: %w", s.opts.Listen, err)
 	}
+	if s.bridge != nil {
+		if err := s.bridge.startListeners(); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Stop(ctx)
+			return err
+		}
+	}
+	return nil
 }
 
 // Addr returns the listener's address (useful with port 0).
@@ -90,12 +109,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.noticeShutdown(ctx) // 5.0 clients get DISCONNECT 0x8B first (lifecycle.go)
+	s.bridge.stopListeners() // no new TLS/WebSocket clients (bridge.go)
+	s.noticeShutdown(ctx)    // 5.0 clients get DISCONNECT 0x8B first (lifecycle.go)
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
 	select {
 	case err := <-s.done:
+		// Bridged clients got what the engine sent before it closed
+		// their sockets; wait for the proxies to pass it on.
+		s.bridge.wait(ctx.Done())
+		s.bridge.removeDir()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return fmt.Errorf("stop: %w", err)
 		}
@@ -108,7 +132,15 @@ func (s *Server) Stop(ctx context.Context) error {
 // OnBoot records the engine and the listener's real address.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
-	if fd, err := eng.Dup(); err == nil {
+	fd, err := eng.Dup()
+	if err != nil && s.bridge != nil { // two listeners: TCP and the bridge's
+		addr := s.opts.Listen
+		if _, a, ok := strings.Cut(addr, "://"); ok {
+			addr = a
+		}
+		fd, err = eng.DupListener("tcp", addr)
+	}
+	if err == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {
 			s.addr = sockaddrToTCP(sa)
 		}
@@ -149,9 +181,19 @@ func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
 
 // OnOpen creates the client for a new connection on its loop.
 func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
+	gc := conn
+	if s.bridge != nil {
+		if _, tcp := conn.RemoteAddr().(*net.TCPAddr); !tcp {
+			p := s.bridge.take(conn)
+			if p == nil {
+				return nil, gnet.Close // not one of this Server's proxies
+			}
+			gc = &bridgedConn{Conn: conn, peer: p} // a TLS or WebSocket client (bridge.go)
+		}
+	}
 	l := s.loopFor(conn.EventLoop())
 	l.setNow()
-	c := &client{conn: conn, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
+	c := &client{conn: gc, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
 	conn.SetContext(c)
 	l.addClient(c)
 	l.stats.connsOpened.Add(1)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loopmq/loopmq/engine"
+	"github.com/loopmq/loopmq/tlsfiles"
 )
 
 func main() {
@@ -32,6 +33,19 @@ func main() {
 		"largest keep alive granted; clients asking for 0 or more get this (5.0: Server Keep Alive) (0: as the client asks)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	var tf tlsFlags
+	flag.StringVar(&opts.TLSListen, "tls-listen", "", "address of the MQTT-over-TLS listener, e.g. :8883 (needs -tls-cert and -tls-key)")
+	flag.StringVar(&opts.WSListen, "ws-listen", "", "address of the MQTT-over-WebSocket listener, e.g. :8080")
+	flag.StringVar(&opts.WSSListen, "wss-listen", "", "address of the MQTT-over-WebSocket-over-TLS listener, e.g. :8081 (needs -tls-cert and -tls-key)")
+	flag.StringVar(&tf.cert, "tls-cert", "", "PEM certificate (chain) of the TLS and WSS listeners; reloaded on SIGHUP and when it changes")
+	flag.StringVar(&tf.key, "tls-key", "", "PEM private key of -tls-cert")
+	flag.StringVar(&tf.ca, "tls-ca", "", "PEM CA certificates that client certificates are verified against")
+	flag.StringVar(&tf.clientCert, "tls-client-cert", "none", "client certificates: none, optional or required (verified against -tls-ca)")
+	flag.BoolVar(&tf.identity, "tls-identity-as-username", false,
+		"a verified client certificate's Common Name is the user name, CONNECT's user name and password are ignored, clients without one are refused (Mosquitto's use_identity_as_username)")
+	flag.BoolVar(&tf.subject, "tls-subject-as-username", false,
+		"as -tls-identity-as-username with the certificate's whole subject (RFC 2253) (Mosquitto's use_subject_as_username)")
+	flag.DurationVar(&tf.poll, "tls-reload-interval", 5*time.Second, "how often the certificate and key files are checked for changes (0: only on SIGHUP)")
 	flag.Parse()
 
 	var level slog.Level
@@ -57,18 +71,84 @@ func main() {
 		}()
 	}
 
+	reloader, err := tf.apply(&opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loopmq: %v\n", err)
+		os.Exit(2)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if reloader != nil && tf.poll > 0 {
+		go reloader.Watch(watchCtx, tf.poll)
+	}
+
 	srv := engine.New(opts)
 	if err := srv.Start(); err != nil {
 		opts.Logger.Error("cannot start", "error", err)
 		os.Exit(1)
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	got := <-sig
+	for got == syscall.SIGHUP {
+		if reloader == nil {
+			opts.Logger.Info("SIGHUP: no TLS certificate to reload")
+		} else if err := reloader.Reload(); err != nil {
+			opts.Logger.Warn("SIGHUP: keeping the previous TLS certificate", "error", err)
+		} else {
+			opts.Logger.Info("SIGHUP: TLS certificate reloaded")
+		}
+		got = <-sig
+	}
 	opts.Logger.Info("stopping", "signal", got.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Stop(ctx); err != nil {
 		opts.Logger.Error("stop", "error", err)
 	}
+}
+
+// tlsFlags are the TLS command-line settings.
+type tlsFlags struct {
+	cert, key, ca, clientCert string
+	identity, subject         bool
+	poll                      time.Duration
+}
+
+// apply sets opts' TLS configuration from the flags; it returns the
+// certificate reloader, nil when no certificate was given.
+func (tf *tlsFlags) apply(opts *engine.Options) (*tlsfiles.Reloader, error) {
+	needTLS := opts.TLSListen != "" || opts.WSSListen != ""
+	if tf.cert == "" && tf.key == "" {
+		if needTLS {
+			return nil, fmt.Errorf("-tls-listen and -wss-listen need -tls-cert and -tls-key")
+		}
+		return nil, nil
+	}
+	if tf.cert == "" || tf.key == "" {
+		return nil, fmt.Errorf("-tls-cert and -tls-key go together")
+	}
+	auth, err := tlsfiles.ClientAuth(tf.clientCert)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-client-cert: %w", err)
+	}
+	r, err := tlsfiles.NewReloader(tf.cert, tf.key, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if opts.TLSConfig, err = tlsfiles.ServerConfig(r, tf.ca, auth); err != nil {
+		return nil, err
+	}
+	switch {
+	case tf.identity && tf.subject:
+		return nil, fmt.Errorf("-tls-identity-as-username and -tls-subject-as-username exclude each other")
+	case tf.identity:
+		opts.TLSIdentity = engine.IdentityCommonName
+	case tf.subject:
+		opts.TLSIdentity = engine.IdentitySubject
+	}
+	if opts.TLSIdentity != engine.IdentityNone && opts.TLSConfig.ClientCAs == nil {
+		return nil, fmt.Errorf("certificate identities need client certificates: -tls-client-cert optional or required, and -tls-ca")
+	}
+	return r, nil
 }
