@@ -7,7 +7,8 @@ import (
 
 // FuzzParseACL: Parse never panics and returns either an error or a whole
 // file; Allowed on that file never panics and agrees with a plain
-// substitute-then-match reference for Read.
+// substitute-then-match reference for Read; and a filter Subscribe allows
+// only leads to topics Read allows (checked on one instance of it).
 func FuzzParseACL(f *testing.F) {
 	f.Add("user alice\ntopic read a/#\npattern write c/%c/#\n", "alice", "c1", "a/b")
 	f.Add("topic deny $SYS/#\ntopic #\n", "", "x", "$SYS/x")
@@ -25,6 +26,12 @@ func FuzzParseACL(f *testing.F) {
 				got := file.Allowed(user, anon, id, topic, acc)
 				if acc == Read && got != referenceRead(file, user, anon, id, topic) {
 					t.Fatalf("Read %q anon=%v id=%q %q: got %v, reference disagrees", user, anon, id, topic, got)
+				}
+				if acc == Subscribe && got {
+					inst := instance(topic)
+					if !file.Allowed(user, anon, id, inst, Read) {
+						t.Fatalf("Subscribe %q allowed but its topic %q is not readable (user %q anon=%v id %q)", topic, inst, user, anon, id)
+					}
 				}
 			}
 		}
@@ -84,4 +91,20 @@ func referenceRead(f *File, user string, anon bool, id, topic string) bool {
 		}
 	}
 	return false
+}
+
+// instance returns a topic that filter f matches: '+' levels become "x",
+// a trailing '#' is dropped (or "x" when it is the whole filter).
+func instance(f string) string {
+	if f == "#" {
+		return "x"
+	}
+	f = strings.TrimSuffix(f, "/#")
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if l == "+" {
+			levels[i] = "x"
+		}
+	}
+	return strings.Join(levels, "/")
 }
