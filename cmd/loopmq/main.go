@@ -1,4 +1,5 @@
-// Command loopmq runs the loopmq MQTT broker.
+// Command loopmq runs the loopmq MQTT broker; "loopmq passwd ..." manages
+// Mosquitto password files instead (passwd.go).
 package main
 
 import (
@@ -17,6 +18,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(runPasswd(os.Args[2:], stdPasswdIO()))
+	}
 	var (
 		opts     engine.Options
 		logLevel string
