@@ -70,6 +70,9 @@ type client struct {
 	will *will      // nil without a will (will.go)
 	held *heldAcks  // acknowledgements withheld for back-pressure (flow.go); nil until first needed
 	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
+	// ident is who authentication says the client is (authz.go), its
+	// client id aside; nil for an anonymous client, until bound.
+	ident *Identity
 
 	// 5.0 per-connection limits and state, from CONNECT.
 	sendQuota     uint16      // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)

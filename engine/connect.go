@@ -27,6 +27,9 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.clientID = id
+	if !c.mayWill(p) { // authz.go: refused when the will's topic is not writable
+		return
+	}
 	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
 	c.setLimits(p) // Receive Maximum, Maximum Packet Size, topic aliases
 	c.will = srv.newWill(p, id)
@@ -239,6 +242,7 @@ func (c *client) bind(s *session, present bool) {
 	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
+	s.bindIdentity(c) // authz.go
 	var props codec.Properties
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)

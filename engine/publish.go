@@ -46,6 +46,9 @@ func (c *client) onPublish(p *codec.Publish) {
 			code = codec.PayloadFormatInvalid
 		}
 	}
+	if code == codec.Success && !c.mayPublish(p) { // authz.go: Write; answered there
+		return
+	}
 	if code != codec.Success {
 		t := codec.PUBACK
 		if p.QoS == 2 {
@@ -225,7 +228,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
-	if s.ended {
+	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
 		out.msg.release()
 		return
 	}
