@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	pahov5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -466,6 +467,9 @@ func TestAuthzCachesDecisionsAndSetAuthorizerDropsThem(t *testing.T) {
 	wait(t, sub.Subscribe("#", 0, h))
 	pub := newPaho(t, s, pahoUser("bob"))
 	wait(t, pub.Publish("bob/x", 1, false, "warm-up")) // bob may write but not read bob/x
+	// SUBSCRIBE, the publisher's Write and the subscriber's Read (on the
+	// subscriber's loop, maybe after the PUBACK).
+	require.Eventually(t, func() bool { return rt.calls.Load() == 3 }, e2eWait, time.Millisecond)
 	before := rt.calls.Load()
 	for range 20 {
 		wait(t, pub.Publish("bob/x", 1, false, "x"))
