@@ -17,7 +17,8 @@ import (
 //     store is touched;
 //   - Write, for the will's topic at CONNECT (denied: CONNACK 0x87, 3.x
 //     return code 0x05, and the connection is closed before its session
-//     is looked up, so the will can never be published);
+//     is looked up), and again when the will is published (denied: it is
+//     dropped; the Authorizer may have been replaced meanwhile);
 //   - Subscribe, for every filter of a SUBSCRIBE, without the
 //     "$share/{ShareName}/" prefix of a shared subscription (denied: that
 //     filter's SUBACK code is 0x80, 5.0 0x87; the others are granted);
@@ -279,16 +280,45 @@ func (c *client) subscribeDenied() codec.ReasonCode {
 	return codec.ReasonCode(codec.SubackFailureV3)
 }
 
-// mayWill reports whether c may have the will of CONNECT p (no will: yes).
-// When it may not publish to the will's topic, the CONNECT is refused
-// with 0x87 Not authorized (3.x: return code 0x05), before the session is
-// looked up, so a refused client takes no session over. Runs on c's loop.
-func (c *client) mayWill(p *codec.Connect) bool {
-	cf := c.loop.srv.authz.Load()
-	if !p.WillFlag || cf.a == nil || cf.a.Authorize(c.identity(), string(p.Will.Topic), Write) {
+// mayWill reports whether c may have the will it sent in CONNECT (no
+// will: yes), and records whose will it is. When c may not publish to the
+// will's topic, the will is dropped and the CONNECT refused with 0x87 Not
+// authorized (3.x: return code 0x05), before the session is looked up, so
+// a refused client takes no session over. Runs on c's loop.
+func (c *client) mayWill() bool {
+	w := c.will
+	if w == nil {
 		return true
 	}
-	c.refuse(codec.NotAuthorized, "not authorized to publish to the will topic "+string(p.Will.Topic))
+	w.ident = c.ident
+	cf := c.loop.srv.authz.Load()
+	if cf.a == nil || cf.a.Authorize(c.identity(), string(w.msg.topic), Write) {
+		return true
+	}
+	why := "not authorized to publish to the will topic " + string(w.msg.topic)
+	c.will = nil
+	w.release()
+	c.refuse(codec.NotAuthorized, why)
+	return false
+}
+
+// mayPublishWill checks the Write access of will w (its message m) again
+// when it is published, on the loop that publishes it: the Authorizer
+// may have been replaced since CONNECT. Not cached: wills are rare.
+func (l *loop) mayPublishWill(w *will, m *message) bool {
+	cf := l.srv.authz.Load()
+	if cf.a == nil {
+		return true
+	}
+	id := Identity{Anonymous: true}
+	if w.ident != nil {
+		id = *w.ident
+	}
+	id.ClientID = m.from
+	if cf.a.Authorize(id, string(m.topic), Write) {
+		return true
+	}
+	l.srv.log.Info("will not published: not authorized", "client", m.from, "topic", string(m.topic))
 	return false
 }
 

@@ -27,12 +27,12 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.clientID = id
-	if !c.mayWill(p) { // authz.go: refused when the will's topic is not writable
+	c.will = srv.newWill(p, id)
+	if !c.mayWill() { // authz.go: refused when the will's topic is not writable
 		return
 	}
 	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
 	c.setLimits(p) // Receive Maximum, Maximum Packet Size, topic aliases
-	c.will = srv.newWill(p, id)
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)

@@ -357,6 +357,44 @@ func TestAuthzWillDeniedRefusesConnect(t *testing.T) {
 	require.Equal(t, "gone", string(m.Payload))
 }
 
+// TestAuthzWillCheckedAgainWhenPublished checks that a will accepted at
+// CONNECT is not published once the Authorizer in force (replaced with
+// SetAuthorizer meanwhile) no longer lets its client write the topic,
+// neither at once nor after its Will Delay Interval.
+func TestAuthzWillCheckedAgainWhenPublished(t *testing.T) {
+	s, _ := authzServer(t, Options{})
+	watcher := dialRaw(t, s)
+	watcher.mustConnect(userConnect("watcher", "alice"))
+	require.Equal(t, byte(0), watcher.subscribe(1, "#", 0))
+	now := dialRaw(t, s)
+	now.mustConnect(withWill(userConnect("now", "bob"), "bob/now", "w", 0, false))
+	p := withWill5(userConnect5("later", "bob"), "bob/later", "w", 0, 1)
+	p.Properties.SessionExpiry = 60
+	later := dialRaw(t, s)
+	later.mustConnect(p)
+
+	var asked sync.Map
+	s.SetAuthorizer(AuthorizerFunc(func(id Identity, topic string, acc Access) bool {
+		if acc == Write {
+			asked.Store(topic, id)
+			return false
+		}
+		return true
+	}))
+	now.kill()
+	later.kill()
+	require.Eventually(t, func() bool { // the delayed will is due within its second and a sweep
+		_, ok := asked.Load("bob/later")
+		return ok
+	}, e2eWait, 10*time.Millisecond)
+	watcher.expectNothing(e2eSilent)
+	for _, topic := range []string{"bob/now", "bob/later"} {
+		id, ok := asked.Load(topic)
+		require.True(t, ok, "%s was checked", topic)
+		require.Equal(t, "bob", id.(Identity).Username)
+	}
+}
+
 // TestAuthzAnonymousRefusedWhenNotAllowed checks AllowAnonymous false: a
 // CONNECT without a User Name is refused with 0x05 (3.1.1, also through
 // paho.mqtt.golang) or 0x87 (5.0), one with a User Name is admitted.
