@@ -366,6 +366,9 @@ func (c *client) exchangeSucceeded(ex AuthExchange) {
 		ie.Identify(&id)
 	}
 	c.setIdentity(id)
+	if c.will != nil {
+		c.will.ident = c.ident // re-authenticated: the will speaks for the new identity
+	}
 	if c.sess != nil && c.state == stateConnected {
 		c.sess.bindIdentity(c)
 	}

@@ -71,7 +71,7 @@ type client struct {
 	held *heldAcks  // acknowledgements withheld for back-pressure (flow.go); nil until first needed
 	auth *authState // enhanced authentication (auth.go); nil unless CONNECT named a method
 	// ident is who authentication says the client is (authz.go), its
-	// client id aside; nil for an anonymous client, until bound.
+	// client id aside; nil for an anonymous client.
 	ident *Identity
 
 	// 5.0 per-connection limits and state, from CONNECT.
