@@ -20,6 +20,14 @@ import (
 var externalBroker = flag.String("bench.broker", "",
 	"host:port of an external MQTT broker to drive instead of the in-process one")
 
+var withAuthorizer = flag.Bool("bench.authz", false,
+	"give the in-process broker an Authorizer that allows everything, to measure the cost of the checks")
+
+// allowAll is the Authorizer of -bench.authz.
+type allowAll struct{}
+
+func (allowAll) Authorize(engine.Identity, string, engine.Access) bool { return true }
+
 // stallTimeout fails a run during which no delivery arrived for this long.
 const stallTimeout = 10 * time.Second
 
@@ -130,8 +138,12 @@ func newFixture(sc scenario, qos byte, ver codec.Version) (_ *fixture, err error
 	}()
 	addr := *externalBroker
 	if addr == "" {
-		fx.srv = engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: brokerLoops,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		opts := engine.Options{Listen: "127.0.0.1:0", Loops: brokerLoops,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if *withAuthorizer {
+			opts.Authorizer = allowAll{}
+		}
+		fx.srv = engine.New(opts)
 		if err := fx.srv.Start(); err != nil {
 			return nil, fmt.Errorf("start broker: %w", err)
 		}

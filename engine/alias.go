@@ -24,10 +24,7 @@ func (c *client) resolveTopicAlias(topic []byte, alias uint16) ([]byte, error) {
 		return nil, &codec.Error{Code: codec.TopicAliasInvalid, Packet: codec.PUBLISH,
 			Reason: "topic alias 0 or above the server's Topic Alias Maximum [MQTT-3.3.2-8/9]"}
 	}
-	if c.aliases == nil {
-		c.aliases = &topicAliases{}
-	}
-	a := c.aliases
+	a := &c.extras().aliases
 	if a.in == nil {
 		a.in = make([][]byte, max)
 	}
@@ -53,10 +50,10 @@ type topicAliases struct {
 
 // aliasesOut returns the broker's aliases towards c, nil for none.
 func (c *client) aliasesOut() *aliasesOut {
-	if c.aliases == nil {
+	if c.extra == nil {
 		return nil
 	}
-	return c.aliases.out
+	return c.extra.aliases.out
 }
 
 // aliasesOut are the topic aliases the broker uses towards one 5.0 client,

@@ -140,10 +140,7 @@ func (c *client) authenticate(h codec.FixedHeader, p *codec.Connect, body []byte
 	a := c.loop.srv.opts.Authenticator
 	enhanced := p.Version == codec.V5 && p.Properties.Has(codec.PropAuthMethod)
 	if !enhanced {
-		if a == nil {
-			return true
-		}
-		code := a.Authenticate(c.connectInfo(p))
+		code := c.authenticatePlain(a, p) // AllowAnonymous, then a; keeps the identity (authz.go)
 		if code == codec.Success {
 			return true
 		}
@@ -250,6 +247,7 @@ func (c *client) authStep(data []byte) {
 		c.writeAuth(codec.ContinueAuthentication, reply)
 		return
 	case codec.Success:
+		c.exchangeSucceeded(a.ex) // the identity for authorization (authz.go)
 		a.ex = nil
 		if c.state == stateAuth {
 			c.authenticated(reply)

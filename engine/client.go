@@ -45,10 +45,12 @@ type client struct {
 	loop     *loop
 	clientID string
 	sess     *session
-	will     *will         // nil without a will (will.go)
-	held     *heldAcks     // acknowledgements withheld for back-pressure (flow.go); nil until first needed
-	auth     *authState    // enhanced authentication (auth.go); nil unless CONNECT named a method
-	aliases  *topicAliases // 5.0 topic aliases (alias.go); nil until the client or the broker uses one
+	will     *will        // nil without a will (will.go)
+	auth     *authState   // enhanced authentication (auth.go); nil unless CONNECT named a method
+	extra    *clientExtra // what few connections need; nil until first used
+	// ident is who authentication says the client is (authz.go), its
+	// client id aside; nil for an anonymous client.
+	ident *Identity
 	// out is the write batch, flushed with one writev at the end of each
 	// event. It is allocated by the first write, and the sweep drops it
 	// when the client has been idle a while, so an idle connection holds
@@ -80,6 +82,30 @@ type client struct {
 
 // The fields above are ordered by size so that a client fits the 128-byte
 // size class: every open connection has one (TestClientFitsSizeClass).
+
+// clientExtra is the state of a connection that most connections never
+// need, behind one pointer so that an idle connection does not pay for
+// it. Owned by the client's loop.
+type clientExtra struct {
+	held    *heldAcks    // acknowledgements withheld for back-pressure (flow.go)
+	aliases topicAliases // 5.0 topic aliases (alias.go)
+}
+
+// extras returns c's clientExtra, allocating it on first use.
+func (c *client) extras() *clientExtra {
+	if c.extra == nil {
+		c.extra = &clientExtra{}
+	}
+	return c.extra
+}
+
+// heldAcks returns c's withheld acknowledgements, nil for none.
+func (c *client) heldAcks() *heldAcks {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.held
+}
 
 // writeBatch holds the frames a client is sent in one event.
 type writeBatch struct {

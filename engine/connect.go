@@ -27,9 +27,12 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.clientID = id
+	c.will = srv.newWill(p, id)
+	if !c.mayWill() { // authz.go: refused when the will's topic is not writable
+		return
+	}
 	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
 	c.setLimits(p) // Receive Maximum, Maximum Packet Size, topic aliases
-	c.will = srv.newWill(p, id)
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)
@@ -52,7 +55,7 @@ func (c *client) setLimits(p *codec.Connect) {
 	}
 	c.maxPacketOut = pr.MaximumPacketSize
 	if n := min(int(pr.TopicAliasMaximum), o.MaxTopicAliasOut); n > 0 {
-		c.aliases = &topicAliases{out: newAliasesOut(n)}
+		c.extras().aliases.out = newAliasesOut(n)
 	}
 }
 
@@ -240,6 +243,7 @@ func (c *client) bind(s *session, present bool) {
 	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
+	s.bindIdentity(c) // authz.go
 	var props codec.Properties
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)

@@ -97,7 +97,7 @@ func TestMutualTLSRequired(t *testing.T) {
 func TestTLSIdentityAsUsername(t *testing.T) {
 	pki := newTestPKI(t)
 	subj := pkix.Name{CommonName: "alice", Organization: []string{"Acme"}}
-	f := func(mode Identity, want string) {
+	f := func(mode CertIdentity, want string) {
 		t.Helper()
 		auth := &recordingAuth{}
 		s := startTLS(t, pki.serverConfig(t, tls.VerifyClientCertIfGiven), Options{Authenticator: auth, TLSIdentity: mode})

@@ -53,14 +53,14 @@ const maxHeldAcks = 65535
 // the acknowledgement back when slow (a congested recipient) is set or
 // older ones are held.
 func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session) {
-	h := c.held
+	h := c.heldAcks()
 	if slow == nil && (h == nil || len(h.acks) == 0) {
 		c.writeAck(t, id, code)
 		return
 	}
 	if h == nil {
 		h = &heldAcks{}
-		c.held = h
+		c.extras().held = h
 	}
 	if len(h.acks) == 0 {
 		h.since = c.loop.mono
@@ -79,7 +79,7 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 
 // releaseHeld sends every withheld acknowledgement. Runs on c's loop.
 func (c *client) releaseHeld() {
-	h := c.held
+	h := c.heldAcks()
 	if h == nil {
 		return
 	}

@@ -224,7 +224,7 @@ func (l *loop) sweep() {
 		if c.sess != nil && c.state == stateConnected {
 			c.sess.checkStall(l)
 		}
-		if h := c.held; h != nil && h.on != nil && now-h.since > int64(heldBackstop) {
+		if h := c.heldAcks(); h != nil && h.on != nil && now-h.since > int64(heldBackstop) {
 			// A subscriber that is saturated but drains very slowly:
 			// let the publisher send another window's worth.
 			c.releaseHeld()

@@ -61,6 +61,17 @@ type Options struct {
 	// CONNECT naming an Authentication Method gets CONNACK 0x8C. An
 	// enhanced authentication exchange must end within ConnectTimeout.
 	Authenticator Authenticator
+	// AllowAnonymous decides CONNECTs without a User Name (and without an
+	// Authentication Method): nil leaves them to the Authenticator (nil:
+	// admitted), true admits them without asking it, false refuses them
+	// with CONNACK 0x87 (3.x: 0x05). A command line that wants anonymous
+	// clients refused once authentication is configured sets it.
+	AllowAnonymous *bool
+	// Authorizer decides what an authenticated client may publish,
+	// subscribe to and receive (authz.go); it is called on the event
+	// loops, must not block and must be safe for concurrent use. Nil
+	// allows everything. Server.SetAuthorizer replaces it.
+	Authorizer Authorizer
 	// MaxSessionExpiry caps how long any session outlives its connection
 	// (5.0 Session Expiry Interval; 3.1.1 Clean Session = 0 sessions, which
 	// otherwise never expire), rounded up to whole seconds; 0 means no cap.
@@ -99,20 +110,20 @@ type Options struct {
 	// Password: 3.1.1 code 4, 5.0 0x86). IdentityNone
 	// (default) leaves CONNECT's credentials alone. Applies to the TLS and
 	// WSS listeners; the Authenticator still decides.
-	TLSIdentity Identity
+	TLSIdentity CertIdentity
 	// HandshakeTimeout bounds a TLS handshake and a WebSocket upgrade,
 	// default ConnectTimeout.
 	HandshakeTimeout time.Duration
 }
 
-// Identity says which part of a client certificate becomes the user name.
-type Identity int
+// CertIdentity says which part of a client certificate becomes the user name.
+type CertIdentity int
 
 // Client certificate identities (Options.TLSIdentity).
 const (
-	IdentityNone       Identity = iota // CONNECT's User Name and Password, as sent
-	IdentityCommonName                 // the subject's Common Name (Mosquitto's use_identity_as_username)
-	IdentitySubject                    // the whole subject, RFC 2253 (Mosquitto's use_subject_as_username)
+	IdentityNone       CertIdentity = iota // CONNECT's User Name and Password, as sent
+	IdentityCommonName                     // the subject's Common Name (Mosquitto's use_identity_as_username)
+	IdentitySubject                        // the whole subject, RFC 2253 (Mosquitto's use_subject_as_username)
 )
 
 func (o *Options) setDefaults() {

@@ -46,6 +46,9 @@ func (c *client) onPublish(p *codec.Publish) {
 			code = codec.PayloadFormatInvalid
 		}
 	}
+	if code == codec.Success && !c.mayPublish(p) { // authz.go: Write; answered there
+		return
+	}
 	if code != codec.Success {
 		t := codec.PUBACK
 		if p.QoS == 2 {
@@ -97,8 +100,8 @@ func (c *client) matchCode(n int) codec.ReasonCode {
 // flows awaiting PUBREL. The server's Receive Maximum bounds it.
 func (c *client) inboundUnacked() int {
 	n := len(c.sess.inboundQoS2)
-	if c.held != nil {
-		n += len(c.held.acks)
+	if h := c.heldAcks(); h != nil {
+		n += len(h.acks)
 	}
 	return n
 }
@@ -225,7 +228,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
-	if s.ended {
+	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
 		out.msg.release()
 		return
 	}

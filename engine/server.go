@@ -25,6 +25,8 @@ type Server struct {
 	reg  *registry
 	msgs *messagePool
 	idx  *index
+	// authz is the Authorizer in force (authz.go); never nil.
+	authz atomic.Pointer[authzConf]
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -49,6 +51,7 @@ func New(opts Options) *Server {
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), done: make(chan error, 1),
 		started: time.Now()}
 	s.idx = newIndex()
+	s.authz.Store(&authzConf{a: opts.Authorizer})
 	s.transitHigh = int32(max(opts.MaxQueued/4, 1))
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)

@@ -43,6 +43,7 @@ type session struct {
 	q           *sessionQueues      // allocated by the first QoS 1/2 message
 	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
 	move        *sessionMove        // while holding
+	authz       *sessionAuthz       // identity and cached decisions (authz.go); nil: anonymous, nothing cached
 
 	// Lifecycle (expiry.go): the Session Expiry Interval in force
 	// (seconds, expiryNever for none), the place in the owner's expiry

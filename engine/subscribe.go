@@ -25,6 +25,10 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	var work []retainedWork
 	for i := range p.Subscriptions {
 		sub := &p.Subscriptions[i]
+		if !c.maySubscribe(sub.Filter) { // authz.go
+			codes[i] = c.subscribeDenied()
+			continue
+		}
 		filter := string(sub.Filter)
 		granted := min(sub.QoS, 2)
 		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,

@@ -24,8 +24,9 @@ type will struct {
 	// starts when the will is published (hasExpiry: it has one).
 	expiry    uint32
 	hasExpiry bool
-	delay     uint32 // Will Delay Interval, seconds
-	at        int64  // loop clock when a delayed will is due; set when it moves into the session
+	delay     uint32    // Will Delay Interval, seconds
+	ident     *Identity // whose will it is, client id aside (authz.go); nil: anonymous
+	at        int64     // loop clock when a delayed will is due; set when it moves into the session
 }
 
 // newWill copies the will of CONNECT p (nil when it has none). from is the
@@ -89,6 +90,10 @@ func (l *loop) publishWill(w *will) {
 	m := w.msg
 	w.msg = nil
 	if m == nil {
+		return
+	}
+	if !l.mayPublishWill(w, m) { // authz.go: Write, checked again
+		m.release()
 		return
 	}
 	m.expiry = 0
