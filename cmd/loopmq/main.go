@@ -50,6 +50,8 @@ func main() {
 	flag.BoolVar(&tf.subject, "tls-subject-as-username", false,
 		"as -tls-identity-as-username with the certificate's whole subject (RFC 2253) (Mosquitto's use_subject_as_username)")
 	flag.DurationVar(&tf.poll, "tls-reload-interval", 5*time.Second, "how often the certificate and key files are checked for changes (0: only on SIGHUP)")
+	var sf securityFlags
+	sf.register()
 	flag.Parse()
 
 	var level slog.Level
@@ -86,6 +88,12 @@ func main() {
 		go reloader.Watch(watchCtx, tf.poll)
 	}
 
+	auth, err := sf.apply(&opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loopmq: %v\n", err)
+		os.Exit(2)
+	}
+
 	srv := engine.New(opts)
 	if err := srv.Start(); err != nil {
 		opts.Logger.Error("cannot start", "error", err)
@@ -95,6 +103,11 @@ func main() {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	got := <-sig
 	for got == syscall.SIGHUP {
+		if err := sf.reload(auth, srv); err != nil {
+			opts.Logger.Warn("SIGHUP", "error", err)
+		} else if auth != nil {
+			opts.Logger.Info("SIGHUP: password and ACL files reloaded")
+		}
 		if reloader == nil {
 			opts.Logger.Info("SIGHUP: no TLS certificate to reload")
 		} else if err := reloader.Reload(); err != nil {
