@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"time"
 
 	"github.com/loopmq/loopmq/codec"
 )
@@ -75,6 +76,9 @@ func (c *client) connackLimits(props *codec.Properties) {
 // refuse answers CONNECT with a failure code and closes.
 func (c *client) refuse(code codec.ReasonCode, why string) {
 	c.loop.srv.log.Info("connection refused", "remote", c.remote(), "reason", why, "code", code)
+	if (code == codec.BadUserNameOrPassword || code == codec.NotAuthorized) && !c.gone {
+		c.loop.srv.ipl.failed(c.conn.RemoteAddr(), time.Now())
+	}
 	c.writeConnack(false, code, nil)
 	c.close(reasonProtocol)
 }

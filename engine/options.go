@@ -48,6 +48,14 @@ type Options struct {
 	// one 5.0 client (least recently used reassigned), default 64; -1
 	// disables outbound aliases.
 	MaxTopicAliasOut int
+	// MaxConnRatePerIP bounds the new connections one source address may
+	// open per second; past it they are closed at accept. 0: unlimited.
+	MaxConnRatePerIP int
+	// MaxAuthFailuresPerIP bounds the failed authentications (CONNACK Bad
+	// User Name or Password / Not Authorized) one source address may have
+	// per minute; past it its new connections are closed at accept until
+	// the minute is over. 0: unlimited.
+	MaxAuthFailuresPerIP int
 	// MaxClientIDLen bounds client identifiers, default 65535 (3.1 clients
 	// are held to their protocol's 23).
 	MaxClientIDLen int

@@ -32,7 +32,8 @@ type Server struct {
 	loops   map[gnet.EventLoop]*loop
 	loopArr atomic.Pointer[[]*loop] // by loop index, grows as loops are discovered
 
-	started time.Time // monotonic origin of the loops' clocks
+	started time.Time  // monotonic origin of the loops' clocks
+	ipl     *ipLimiter // per-address connection and failed-login limits; nil when off (iplimit.go)
 	// transitHigh is how many QoS 1/2 deliveries may be on their way to
 	// one session before its publishers are held back (flow.go).
 	transitHigh int32
@@ -53,6 +54,7 @@ func New(opts Options) *Server {
 	s.idx = newIndex()
 	s.authz.Store(&authzConf{a: opts.Authorizer})
 	s.transitHigh = int32(max(opts.MaxQueued/4, 1))
+	s.ipl = newIPLimiter(&s.opts)
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)
 	return s
@@ -195,6 +197,13 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 		}
 	}
 	l := s.loopFor(conn.EventLoop())
+	if ok, why := s.ipl.admit(gc.RemoteAddr(), time.Now()); !ok {
+		// Debug: a flood would otherwise flood the log too; the counter
+		// says how many.
+		l.stats.refusedByIP.Add(1)
+		s.log.Debug("connection refused", "remote", gc.RemoteAddr().String(), "reason", why)
+		return nil, gnet.Close
+	}
 	l.setNow()
 	c := &client{conn: gc, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
 	conn.SetContext(c)

@@ -16,6 +16,7 @@ type loopStats struct {
 	connsOpened      atomic.Uint64
 	connsClosed      atomic.Uint64
 	protocolErrors   atomic.Uint64
+	refusedByIP      atomic.Uint64 // connections closed at accept by the per-address limits
 }
 
 // Stats is a snapshot of the broker's counters.
@@ -24,6 +25,7 @@ type Stats struct {
 	DroppedSlowConsumer, DroppedQueueFull, DroppedQoS0Offline uint64
 	DroppedTooLarge                                           uint64
 	ConnectionsOpened, ConnectionsClosed, ProtocolErrors      uint64
+	RefusedByAddressLimit                                     uint64
 	Sessions                                                  int
 	Retained                                                  int
 }
@@ -41,6 +43,7 @@ func (s *Server) Stats() Stats {
 		st.ConnectionsOpened += l.stats.connsOpened.Load()
 		st.ConnectionsClosed += l.stats.connsClosed.Load()
 		st.ProtocolErrors += l.stats.protocolErrors.Load()
+		st.RefusedByAddressLimit += l.stats.refusedByIP.Load()
 	}
 	st.Sessions = s.reg.count()
 	st.Retained = s.retainedCount()

@@ -33,6 +33,9 @@ func main() {
 	flag.IntVar(&opts.MaxPacketSize, "max-packet-size", 1<<20, "largest packet accepted from a client, bytes")
 	flag.DurationVar(&opts.MaxSessionExpiry, "max-session-expiry", 0,
 		"longest a session outlives its connection, 5.0 and 3.1.1 alike (0: as the client asks; 3.1.1 persistent sessions never expire)")
+	flag.IntVar(&opts.MaxConnRatePerIP, "max-conn-rate-per-ip", 0, "new connections per second one source address may open (0: unlimited)")
+	flag.IntVar(&opts.MaxAuthFailuresPerIP, "max-auth-failures-per-ip", 0,
+		"failed authentications per minute one source address may have before its connections are refused (0: unlimited)")
 	flag.DurationVar(&opts.MaxKeepAlive, "max-keepalive", 0,
 		"largest keep alive granted; clients asking for 0 or more get this (5.0: Server Keep Alive) (0: as the client asks)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
