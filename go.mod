@@ -18,6 +18,8 @@ require github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 
 require golang.org/x/term v0.48.0
 
+require github.com/klauspost/compress v1.18.0
+
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/gorilla/websocket v1.5.3 // indirect

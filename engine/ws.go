@@ -3,7 +3,6 @@ package engine
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/klauspost/compress/flate"
 )
 
 // WebSocket listeners: MQTT over WebSocket (ws://) and over WebSocket over
@@ -31,8 +31,8 @@ import (
 // with no context takeover in either direction, so every message is
 // compressed and decompressed on its own and the (de)compressors are
 // pooled between messages instead of held per connection. Compression is
-// gobwas/ws's wsflate framing over the standard library's compress/flate
-// (level BestSpeed): no further dependency.
+// gobwas/ws's wsflate framing over github.com/klauspost/compress/flate
+// (level BestSpeed; the same API as the standard library's, faster).
 
 // wsProtocols are the WebSocket subprotocols accepted, in the client's
 // order of preference: "mqtt" [MQTT-6.0.0-3], and "mqttv3.1", which 3.1
