@@ -16,8 +16,10 @@ import (
 // the broker's Receive Maximum) stops it until the session drains.
 //
 // A session is congested (session.pressure) while its connected client is
-// saturated, not stalled: its queue is past half of MaxQueued or of
-// MaxQueuedBytes and it keeps acknowledging. The owner may run behind the
+// saturated, not stalled: its queue is past the high watermark — half of
+// MaxQueued, but no more than 8 in-flight windows (at least 256): a
+// saturated subscriber gains nothing from a deeper queue but latency and
+// memory — or past half of MaxQueuedBytes, and it keeps acknowledging. The owner may run behind the
 // publishers' loops, so QoS 1/2 deliveries still on their way to it count
 // too (session.inTransit): past a quarter of MaxQueued in transit, the
 // publisher is held as well, and its registration, which travels behind
@@ -133,11 +135,13 @@ func (s *session) setPressure(l *loop) {
 	on := false
 	if q != nil && s.client != nil && !q.stalled {
 		o := &l.srv.opts
+		high := l.srv.pressureHigh
 		if s.pressure.Load() {
-			// Hysteresis: stay congested until the queue is down to a quarter.
-			on = q.queue.len() > o.MaxQueued/4 || q.queue.bytes > o.MaxQueuedBytes/4
+			// Hysteresis: stay congested until the queue is down to half
+			// the high watermark.
+			on = q.queue.len() > high/2 || q.queue.bytes > o.MaxQueuedBytes/4
 		} else {
-			on = q.queue.len() >= o.MaxQueued/2 || q.queue.bytes >= o.MaxQueuedBytes/2
+			on = q.queue.len() >= high || q.queue.bytes >= o.MaxQueuedBytes/2
 			if on {
 				q.lastAck = l.mono // the stall clock starts now
 			}

@@ -37,12 +37,15 @@ type Server struct {
 	// transitHigh is how many QoS 1/2 deliveries may be on their way to
 	// one session before its publishers are held back (flow.go).
 	transitHigh int32
-	eng         gnet.Engine
-	addr        net.Addr
-	bridge      *bridge // TLS and WebSocket listeners (bridge.go); nil without any
-	booted      chan struct{}
-	done        chan error
-	stopped     atomic.Bool
+	// pressureHigh is the queue length past which a saturated session
+	// holds its publishers back (flow.go).
+	pressureHigh int
+	eng          gnet.Engine
+	addr         net.Addr
+	bridge       *bridge // TLS and WebSocket listeners (bridge.go); nil without any
+	booted       chan struct{}
+	done         chan error
+	stopped      atomic.Bool
 }
 
 // New returns a Server with the given options; it does not listen yet.
@@ -53,7 +56,8 @@ func New(opts Options) *Server {
 		started: time.Now()}
 	s.idx = newIndex()
 	s.authz.Store(&authzConf{a: opts.Authorizer})
-	s.transitHigh = int32(max(opts.MaxQueued/4, 1))
+	s.pressureHigh = max(min(s.opts.MaxQueued/2, max(256, 8*s.opts.MaxInflight)), 1)
+	s.transitHigh = int32(max(s.pressureHigh/2, 1))
 	s.ipl = newIPLimiter(&s.opts)
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)
