@@ -431,12 +431,11 @@ func TestE2EV5MaximumPacketSizeOutbound(t *testing.T) {
 	sub.subscribe(1, "mps", 1)
 	pub := newPaho5(t, s, "mps-pub", nil)
 	big := make([]byte, 200)
-	for i, p := range []struct {
+	for _, p := range []struct {
 		qos     byte
 		payload []byte
 	}{{0, big}, {1, big}, {0, []byte("small0")}, {1, []byte("small1")}} {
 		pub.publish(t, &paho.Publish{Topic: "mps", QoS: p.qos, Payload: p.payload})
-		_ = i
 	}
 	p := sub.expectPublish()
 	require.Equal(t, "small0", string(p.Payload))

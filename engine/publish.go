@@ -4,6 +4,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/trie"
 )
 
 // onPublish handles an inbound PUBLISH. The payload is copied once, into a
@@ -174,14 +175,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 	for i := range ds {
 		d := &ds[i]
 		s := d.Handle
-		out := outMsg{msg: m, qos: min(m.qos, d.QoS), shared: d.Share != ""}
-		for i := range d.Subs {
-			o := &d.Subs[i]
-			// [MQTT-3.3.1-9] retain is 0 on delivery to established
-			// subscriptions unless Retain As Published (5.0) is set.
-			out.retain = out.retain || (m.retain && o.RetainAsPublished)
-			out.addSubID(o.SubscriptionID)
-		}
+		out := deliveryOut(m, d)
 		if out.qos > 0 && slow == nil && s.pressure.Load() {
 			slow = s
 		}
@@ -203,6 +197,20 @@ func (l *loop) route(m *message) (slow *session, n int) {
 	}
 	m.release()
 	return slow, len(ds)
+}
+
+// deliveryOut is what m becomes for delivery d: the QoS granted, the
+// retain flag [MQTT-3.3.1-9] (0 on delivery to established subscriptions
+// unless Retain As Published), the subscription identifiers of every
+// matching subscription, and whether a shared group chose the session.
+func deliveryOut(m *message, d *trie.Delivery[*session]) outMsg {
+	out := outMsg{msg: m, qos: min(m.qos, d.QoS), shared: d.Share != ""}
+	for i := range d.Subs {
+		o := &d.Subs[i]
+		out.retain = out.retain || (m.retain && o.RetainAsPublished)
+		out.addSubID(o.SubscriptionID)
+	}
+	return out
 }
 
 // addSubID adds a matching subscription's identifier (0: none) to out.

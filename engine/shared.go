@@ -50,10 +50,8 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 		if d.Share == "" || d.Unavailable || d.Handle == s || !s.inGroup(d.Share) {
 			continue
 		}
-		next := outMsg{msg: m, qos: min(m.qos, d.QoS), retain: out.retain, shared: true}
-		for j := range d.Subs {
-			next.addSubID(d.Subs[j].SubscriptionID)
-		}
+		next := deliveryOut(m, d)
+		next.retain = out.retain // as it was first sent
 		if o := d.Handle.owner.Load(); o != l {
 			l.handOff(o, task{kind: taskDeliver, sess: d.Handle, out: next})
 		} else {

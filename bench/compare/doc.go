@@ -1,7 +1,7 @@
 // Command compare runs one loadgen matrix against loopmq and against
 // Mosquitto on this machine and writes the comparison (issue 6).
 //
-//	make bench-compare                         # full matrix, ~8 minutes
+//	make bench-compare                         # full matrix, ~12 minutes
 //	make bench-compare COMPARE_FLAGS=-quick    # reduced matrix, ~2 minutes
 //
 // # What it owns
