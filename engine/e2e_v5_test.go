@@ -316,6 +316,18 @@ func TestE2EV5TopicAliasInbound(t *testing.T) {
 	}
 }
 
+// TestE2EV5SubscriptionIdentifierFromClient: a PUBLISH from a client must
+// not carry a Subscription Identifier [MQTT-3.3.4-6]; the broker answers
+// with DISCONNECT 0x82 and closes.
+func TestE2EV5SubscriptionIdentifierFromClient(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	c, _ := dialV5(t, s, "pub-subid", nil)
+	c.send(&codec.Publish{Topic: []byte("t"), Payload: []byte("x"),
+		Properties: codec.Properties{SubscriptionIDs: []uint32{3}}})
+	expectDisconnect(t, c, codec.ProtocolError)
+}
+
 func presentSet(ids ...codec.PropID) codec.PropSet {
 	var s codec.PropSet
 	for _, id := range ids {
