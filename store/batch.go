@@ -1,0 +1,151 @@
+package store
+
+// OpKind is what one batch operation does.
+type OpKind uint8
+
+const (
+	OpPutSession     OpKind = iota + 1 // Session
+	OpDeleteSession                    // ClientID: the session, its entries and inbound ids
+	OpPutEntry                         // ClientID, Entry (replaces one with the same Seq)
+	OpDeleteEntry                      // ClientID, Seq
+	OpPutInbound                       // ClientID, PacketID
+	OpDeleteInbound                    // ClientID, PacketID
+	OpPutRetained                      // Msg (replaces the one on Msg.Topic)
+	OpDeleteRetained                   // Msg.Topic
+	OpPutMeta                          // Key, Value
+)
+
+// Op is one operation of a batch. Its byte slices are copies owned by the
+// batch, valid until the batch is Reset.
+type Op struct {
+	Kind     OpKind
+	ClientID string
+	Seq      uint64
+	PacketID uint16
+	Session  *Session
+	Entry    Entry
+	Msg      Message
+	Key      string
+	Value    []byte
+}
+
+// Batch collects changes to apply atomically with Store.Commit. The caller
+// fills it on one goroutine; everything it is given is copied, so the
+// caller's buffers may be reused as soon as a Put returns. The zero Batch is
+// ready to use; Reset makes a committed one reusable without allocating.
+type Batch struct {
+	ops    []Op
+	chunks [][]byte // arena: copies of byte slices; chunks never move
+	cur    int      // chunk being filled
+}
+
+const chunkSize = 32 << 10
+
+// Ops returns the batch's operations in the order they were added; for
+// Store implementations.
+func (b *Batch) Ops() []Op { return b.ops }
+
+// Len returns the number of operations.
+func (b *Batch) Len() int { return len(b.ops) }
+
+// Reset empties b, keeping its memory.
+func (b *Batch) Reset() {
+	clear(b.ops)
+	b.ops = b.ops[:0]
+	for i := range b.chunks {
+		b.chunks[i] = b.chunks[i][:0]
+	}
+	b.cur = 0
+}
+
+// copyBytes copies p into the arena; nil stays nil.
+func (b *Batch) copyBytes(p []byte) []byte {
+	if p == nil {
+		return nil
+	}
+	if len(p) > chunkSize/4 {
+		return append([]byte(nil), p...)
+	}
+	for {
+		if b.cur == len(b.chunks) {
+			b.chunks = append(b.chunks, make([]byte, 0, chunkSize))
+		}
+		c := b.chunks[b.cur]
+		if len(c)+len(p) <= cap(c) {
+			n := len(c)
+			c = append(c, p...)
+			b.chunks[b.cur] = c
+			return c[n:len(c):len(c)]
+		}
+		b.cur++
+	}
+}
+
+func (b *Batch) copyMessage(m *Message) Message {
+	c := *m
+	c.Topic = b.copyBytes(m.Topic)
+	c.Payload = b.copyBytes(m.Payload)
+	c.Props = b.copyBytes(m.Props)
+	return c
+}
+
+// PutSession stores s (a deep copy), replacing the session of the same
+// client id; its entries and inbound ids are kept.
+func (b *Batch) PutSession(s *Session) {
+	c := *s
+	c.Subs = append([]Subscription(nil), s.Subs...)
+	if s.Will != nil {
+		w := *s.Will
+		w.Msg = b.copyMessage(&s.Will.Msg)
+		c.Will = &w
+	}
+	b.ops = append(b.ops, Op{Kind: OpPutSession, ClientID: s.ClientID, Session: &c})
+}
+
+// DeleteSession removes clientID's session with all its entries and
+// inbound packet identifiers.
+func (b *Batch) DeleteSession(clientID string) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteSession, ClientID: clientID})
+}
+
+// PutEntry stores e for clientID, replacing the entry with the same Seq.
+func (b *Batch) PutEntry(clientID string, e *Entry) {
+	c := *e
+	if len(e.SubIDs) > 0 {
+		c.SubIDs = append([]uint32(nil), e.SubIDs...)
+	}
+	c.Msg = b.copyMessage(&e.Msg)
+	b.ops = append(b.ops, Op{Kind: OpPutEntry, ClientID: clientID, Seq: e.Seq, Entry: c})
+}
+
+// DeleteEntry removes clientID's entry seq, if any.
+func (b *Batch) DeleteEntry(clientID string, seq uint64) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteEntry, ClientID: clientID, Seq: seq})
+}
+
+// PutInbound records that clientID's QoS 2 packet id was received and
+// PUBREC is owed or sent.
+func (b *Batch) PutInbound(clientID string, packetID uint16) {
+	b.ops = append(b.ops, Op{Kind: OpPutInbound, ClientID: clientID, PacketID: packetID})
+}
+
+// DeleteInbound forgets clientID's QoS 2 packet id (PUBREL received).
+func (b *Batch) DeleteInbound(clientID string, packetID uint16) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteInbound, ClientID: clientID, PacketID: packetID})
+}
+
+// PutRetained stores m as the retained message of m.Topic.
+func (b *Batch) PutRetained(m *Message) {
+	b.ops = append(b.ops, Op{Kind: OpPutRetained, Msg: b.copyMessage(m)})
+}
+
+// DeleteRetained removes the retained message of topic.
+func (b *Batch) DeleteRetained(topic []byte) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteRetained, Msg: Message{Topic: b.copyBytes(topic)}})
+}
+
+// PutMeta stores value under key (engine bookkeeping such as the message
+// sequence floor).
+func (b *Batch) PutMeta(key string, value []byte) {
+	b.ops = append(b.ops, Op{Kind: OpPutMeta, Key: key, Value: b.copyBytes(value)})
+}

@@ -1,0 +1,262 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Memory is a Store that keeps everything in the process: for tests and for
+// comparison with the on-disk store. Commits are applied in order on one
+// goroutine of its own, like the on-disk store's, so callers see the same
+// asynchrony.
+type Memory struct {
+	mu       sync.RWMutex
+	sessions map[string]*Session
+	entries  map[string]map[uint64]*Entry
+	inbound  map[string]map[uint16]struct{}
+	retained map[string]*Message
+	meta     map[string][]byte
+
+	work   chan memCommit
+	closed chan struct{}
+	once   sync.Once
+
+	commits, records, nanos atomic.Uint64
+}
+
+type memCommit struct {
+	b     *Batch
+	done  func(error)
+	start time.Time
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	m := &Memory{
+		sessions: make(map[string]*Session),
+		entries:  make(map[string]map[uint64]*Entry),
+		inbound:  make(map[string]map[uint16]struct{}),
+		retained: make(map[string]*Message),
+		meta:     make(map[string][]byte),
+		work:     make(chan memCommit, 1024),
+		closed:   make(chan struct{}),
+	}
+	go m.run()
+	return m
+}
+
+func (m *Memory) run() {
+	defer close(m.closed)
+	for c := range m.work {
+		m.apply(c.b)
+		m.commits.Add(1)
+		m.records.Add(uint64(c.b.Len()))
+		m.nanos.Add(uint64(time.Since(c.start)))
+		c.done(nil)
+	}
+}
+
+// Commit implements Store.
+func (m *Memory) Commit(b *Batch, done func(error)) {
+	m.work <- memCommit{b: b, done: done, start: time.Now()}
+}
+
+func cloneMessage(src *Message) Message {
+	c := *src
+	c.Topic = bytes.Clone(src.Topic)
+	c.Payload = bytes.Clone(src.Payload)
+	c.Props = bytes.Clone(src.Props)
+	return c
+}
+
+func (m *Memory) apply(b *Batch) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range b.ops {
+		op := &b.ops[i]
+		switch op.Kind {
+		case OpPutSession:
+			s := *op.Session
+			s.Subs = slices.Clone(op.Session.Subs)
+			if op.Session.Will != nil {
+				w := *op.Session.Will
+				w.Msg = cloneMessage(&op.Session.Will.Msg)
+				s.Will = &w
+			}
+			m.sessions[op.ClientID] = &s
+		case OpDeleteSession:
+			delete(m.sessions, op.ClientID)
+			delete(m.entries, op.ClientID)
+			delete(m.inbound, op.ClientID)
+		case OpPutEntry:
+			es := m.entries[op.ClientID]
+			if es == nil {
+				es = make(map[uint64]*Entry)
+				m.entries[op.ClientID] = es
+			}
+			e := op.Entry
+			e.SubIDs = slices.Clone(op.Entry.SubIDs)
+			e.Msg = cloneMessage(&op.Entry.Msg)
+			es[op.Seq] = &e
+		case OpDeleteEntry:
+			if es := m.entries[op.ClientID]; es != nil {
+				delete(es, op.Seq)
+				if len(es) == 0 {
+					delete(m.entries, op.ClientID)
+				}
+			}
+		case OpPutInbound:
+			ids := m.inbound[op.ClientID]
+			if ids == nil {
+				ids = make(map[uint16]struct{})
+				m.inbound[op.ClientID] = ids
+			}
+			ids[op.PacketID] = struct{}{}
+		case OpDeleteInbound:
+			if ids := m.inbound[op.ClientID]; ids != nil {
+				delete(ids, op.PacketID)
+				if len(ids) == 0 {
+					delete(m.inbound, op.ClientID)
+				}
+			}
+		case OpPutRetained:
+			r := cloneMessage(&op.Msg)
+			m.retained[string(op.Msg.Topic)] = &r
+		case OpDeleteRetained:
+			delete(m.retained, string(op.Msg.Topic))
+		case OpPutMeta:
+			m.meta[op.Key] = bytes.Clone(op.Value)
+		}
+	}
+}
+
+// Sessions implements Store.
+func (m *Memory) Sessions(fn func(*Session) error) error {
+	m.mu.RLock()
+	ids := make([]string, 0, len(m.sessions))
+	for id := range m.sessions {
+		ids = append(ids, id)
+	}
+	m.mu.RUnlock()
+	slices.Sort(ids)
+	for _, id := range ids {
+		m.mu.RLock()
+		s, ok := m.sessions[id]
+		m.mu.RUnlock()
+		if !ok {
+			continue
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Entries implements Store.
+func (m *Memory) Entries(clientID string, from uint64, max int, fn func(*Entry) bool) error {
+	m.mu.RLock()
+	var es []*Entry
+	for seq, e := range m.entries[clientID] {
+		if seq >= from {
+			es = append(es, e)
+		}
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(es, func(a, b *Entry) int {
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	for i, e := range es {
+		if max > 0 && i >= max {
+			break
+		}
+		if !fn(e) {
+			break
+		}
+	}
+	return nil
+}
+
+// Inbound implements Store.
+func (m *Memory) Inbound(fn func(clientID string, packetID uint16) error) error {
+	type pair struct {
+		id  string
+		pid uint16
+	}
+	var all []pair
+	m.mu.RLock()
+	for id, ids := range m.inbound {
+		for pid := range ids {
+			all = append(all, pair{id, pid})
+		}
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(all, func(a, b pair) int {
+		if c := strings.Compare(a.id, b.id); c != 0 {
+			return c
+		}
+		return int(a.pid) - int(b.pid)
+	})
+	for _, p := range all {
+		if err := fn(p.id, p.pid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Retained implements Store.
+func (m *Memory) Retained(fn func(*Message) error) error {
+	m.mu.RLock()
+	topics := make([]string, 0, len(m.retained))
+	for t := range m.retained {
+		topics = append(topics, t)
+	}
+	m.mu.RUnlock()
+	slices.Sort(topics)
+	for _, t := range topics {
+		m.mu.RLock()
+		r, ok := m.retained[t]
+		m.mu.RUnlock()
+		if !ok {
+			continue
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Meta implements Store.
+func (m *Memory) Meta(key string) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return bytes.Clone(m.meta[key]), nil
+}
+
+// Stats implements Store.
+func (m *Memory) Stats() Stats {
+	return Stats{Commits: m.commits.Load(), Records: m.records.Load(), CommitNanos: m.nanos.Load()}
+}
+
+// ErrClosed is returned by operations on a closed store.
+var ErrClosed = errors.New("store: closed")
+
+// Close implements Store: it waits for committed batches to be applied.
+func (m *Memory) Close() error {
+	m.once.Do(func() { close(m.work) })
+	<-m.closed
+	return nil
+}
