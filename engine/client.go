@@ -22,8 +22,10 @@ const (
 	reasonTimeout  = "keep alive timeout"
 	reasonProtocol = "protocol error"
 	reasonTakeover = "session taken over"
-	reasonClient   = "client disconnected"
-	reasonShutdown = "server shutting down"
+	// reasonStoreFailed closes a publisher whose message the store lost.
+	reasonStoreFailed = "store write failed"
+	reasonClient      = "client disconnected"
+	reasonShutdown    = "server shutting down"
 )
 
 // seg is one frame (or frame header) in a client's write batch: either a

@@ -140,6 +140,9 @@ func (srv *Server) attach(c *client) {
 			c.bind(s, true)
 			return
 		}
+		if srv.ps != nil {
+			ol.commitStore() // s's writes so far reach the store before l's
+		}
 		s.holding = true
 		s.move = &sessionMove{}
 		s.owner.Store(l) // from here on only l touches s
@@ -195,7 +198,7 @@ func (s *session) releaseHold(l *loop) {
 // onOwner runs fn on s's owner loop: inline when that is cur, otherwise
 // posted, following the session if it moves meanwhile.
 func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
-	o := s.owner.Load()
+	o := s.ownerFrom(cur)
 	if o == cur {
 		fn(cur, s)
 		return
@@ -248,6 +251,11 @@ func (c *client) bind(s *session, present bool) {
 	c.sess = s
 	c.state = stateConnected
 	s.bindIdentity(c) // authz.go
+	if s.stored && s.clean.Load() {
+		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
+	} else {
+		c.loop.persistSession(s, c)
+	}
 	var props codec.Properties
 	if c.assignedID {
 		props.AssignedClientID = []byte(c.clientID)
@@ -326,5 +334,6 @@ func (s *session) end() {
 	}
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)
+	s.owner.Load().forgetSession(s)
 	s.endLife(s.owner.Load())
 }

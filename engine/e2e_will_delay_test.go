@@ -29,9 +29,11 @@ func TestE2E_MQTT_3_1_2_8_WillAfterItsDelay(t *testing.T) {
 	wills := willObserver(t, s, "wd/after")
 	c := dialRaw(t, s)
 	c.mustConnect(withWill5(connect5("wd-after", true, 0, 60), "wd/after", "late", 1, 1))
+	// The clock starts before the close: the broker sees it after kill,
+	// and waitClosed returns some time after that.
+	closed := time.Now()
 	c.kill()
 	waitClosed(t, s, 1)
-	closed := time.Now()
 	recvNone(t, wills, 700*time.Millisecond)
 	require.Equal(t, pahoMsg{topic: "wd/after", payload: "late", qos: 1}, recv(t, wills, "delayed will"))
 	waited := time.Since(closed)

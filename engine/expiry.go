@@ -118,6 +118,7 @@ func (s *session) wentOffline(l *loop, c *client) {
 		s.expireAt = l.mono + int64(s.expiry)*int64(time.Second)
 	}
 	s.schedule(l)
+	l.persistSession(s, nil) // when it went offline, and its delayed will
 }
 
 // schedule puts s in l's heap at its next deadline, or takes it out when

@@ -42,9 +42,16 @@ const stallAfter = 500 * time.Millisecond
 // PUBLISH packets arrived ([MQTT-4.6.0-2/3]: once one is held, every later
 // one waits behind it).
 type heldAcks struct {
-	acks  []codec.Ack
+	acks  []heldAck
 	on    *session // the congested session this client waits for; nil once woken
 	since int64    // loop clock when the first ack was held
+}
+
+// heldAck is one withheld acknowledgement. ticket is the store batch that
+// must be durable before it is sent (persist.go); 0 for none.
+type heldAck struct {
+	codec.Ack
+	ticket uint64
 }
 
 // maxHeldAcks bounds a client's withheld acknowledgements (3.1.1 clients
@@ -52,11 +59,12 @@ type heldAcks struct {
 const maxHeldAcks = 65535
 
 // ackPublish acknowledges an inbound QoS 1/2 PUBLISH with code, or holds
-// the acknowledgement back when slow (a congested recipient) is set or
-// older ones are held.
-func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session) {
+// the acknowledgement back when slow (a congested recipient) is set, when
+// ticket (a store batch that must be durable first, persist.go) is not 0,
+// or when older ones are held.
+func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session, ticket uint64) {
 	h := c.heldAcks()
-	if slow == nil && (h == nil || len(h.acks) == 0) {
+	if slow == nil && ticket == 0 && (h == nil || len(h.acks) == 0) {
 		c.writeAck(t, id, code)
 		return
 	}
@@ -67,8 +75,8 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 	if len(h.acks) == 0 {
 		h.since = c.loop.mono
 	}
-	h.acks = append(h.acks, codec.Ack{PacketType: t, PacketID: id, ReasonCode: code})
-	if len(h.acks) >= maxHeldAcks {
+	h.acks = append(h.acks, heldAck{Ack: codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}, ticket: ticket})
+	if len(h.acks) >= maxHeldAcks && ticket == 0 {
 		c.releaseHeld()
 		return
 	}
@@ -79,7 +87,9 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 	}
 }
 
-// releaseHeld sends every withheld acknowledgement. Runs on c's loop.
+// releaseHeld sends the withheld acknowledgements, in order, up to the
+// first whose store batch is not durable yet; that one and those behind it
+// are sent when it is (loop.committed). Runs on c's loop.
 func (c *client) releaseHeld() {
 	h := c.heldAcks()
 	if h == nil {
@@ -90,8 +100,17 @@ func (c *client) releaseHeld() {
 		h.acks = h.acks[:0]
 		return
 	}
-	for _, a := range h.acks {
+	durable := c.loop.st.durable
+	n := 0
+	for n < len(h.acks) && h.acks[n].ticket <= durable {
+		a := &h.acks[n]
 		c.writeAck(a.PacketType, a.PacketID, a.ReasonCode)
+		n++
+	}
+	if n < len(h.acks) {
+		h.acks = h.acks[:copy(h.acks, h.acks[n:])]
+		h.since = c.loop.mono
+		return
 	}
 	h.acks = h.acks[:0]
 	if cap(h.acks) > 1024 {
@@ -102,7 +121,7 @@ func (c *client) releaseHeld() {
 // toOwner runs fn on s's owner loop: inline when that is l, otherwise
 // handed off at the end of the current batch, following s if it moves.
 func (l *loop) toOwner(s *session, fn func(*loop, *session)) {
-	if o := s.owner.Load(); o != l {
+	if o := s.ownerFrom(l); o != l {
 		l.handOff(o, task{kind: taskFunc, fn: func(ol *loop) { ol.srv.onOwner(ol, s, fn) }})
 		return
 	}

@@ -11,6 +11,7 @@ const (
 type slot struct {
 	id    uint16
 	state byte
+	seq   uint64 // the message's store sequence once m.msg is released (slotAwaitComp)
 	m     outMsg
 }
 

@@ -68,6 +68,7 @@ type loop struct {
 	hdr5        v5HeaderCache // the last 5.0 PUBLISH header encoded
 	arena       []byte        // 5.0 headers of the current batch; reset once it is written
 	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
+	st          loopStore     // writes to the store of the current event (persist.go)
 	stats       loopStats
 }
 
@@ -172,6 +173,11 @@ func (l *loop) endBatch() {
 		return
 	}
 	l.inEndBatch = true
+	if l.srv.ps != nil {
+		// Before the hand-offs: writes they cause on other loops must
+		// reach the store after these (persist.go).
+		l.commitStore()
+	}
 	for i := 0; i < len(l.dirty); i++ {
 		l.dirty[i].flush()
 		l.dirty[i] = nil
@@ -229,6 +235,9 @@ func (l *loop) sweep() {
 			// let the publisher send another window's worth.
 			c.releaseHeld()
 		}
+	}
+	if l.srv.ps != nil {
+		l.adoptOrphans()
 	}
 	l.expireSessions()
 	l.trimMatch()

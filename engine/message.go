@@ -45,6 +45,10 @@ type message struct {
 	// too); 5.0 No Local compares it.
 	from string
 
+	// seq numbers the message in the store, 0 until its first entry is
+	// written (persist.go). Set by the routing loop before any hand-off.
+	seq uint64
+
 	pool   *messagePool
 	pinned bool // never recycled: see newMessage
 }

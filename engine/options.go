@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/loopmq/loopmq/store"
 )
 
 // Overflow policies for a full session queue.
@@ -91,6 +93,11 @@ type Options struct {
 	// Alive) and pings accordingly; a 3.x client cannot be told, so one
 	// that pings less often is disconnected.
 	MaxKeepAlive time.Duration
+	// Store keeps persistent sessions, the QoS 1/2 messages owed to them
+	// and retained messages across restarts (persist.go); Start recovers
+	// from it. nil keeps state in memory only. The caller opens it and
+	// closes it after Stop.
+	Store store.Store
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
 

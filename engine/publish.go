@@ -4,6 +4,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
 	"github.com/loopmq/loopmq/trie"
 )
 
@@ -55,7 +56,7 @@ func (c *client) onPublish(p *codec.Publish) {
 		if p.QoS == 2 {
 			t = codec.PUBREC // the flow ends here: no PUBREL follows an error [MQTT-4.3.3]
 		}
-		c.ackPublish(t, p.PacketID, code, nil)
+		c.ackPublish(t, p.PacketID, code, nil, 0)
 		return
 	}
 	switch p.QoS {
@@ -63,7 +64,7 @@ func (c *client) onPublish(p *codec.Publish) {
 		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
 	case 1:
 		slow, n := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
-		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow)
+		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
 	case 2:
 		// Exactly once, method B of MQTT 4.3.3: deliver on the first
 		// receipt, remember the packet identifier until PUBREL, and do not
@@ -81,8 +82,12 @@ func (c *client) onPublish(p *codec.Publish) {
 			}
 			s.inboundQoS2[p.PacketID] = struct{}{}
 			slow, n = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
+			if l.srv.ps != nil {
+				c.persistInbound(p.PacketID, true)
+			}
 		}
-		c.ackPublish(codec.PUBREC, p.PacketID, c.matchCode(n), slow)
+		// A re-sent PUBLISH is acknowledged behind the first one's batch.
+		c.ackPublish(codec.PUBREC, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
 	}
 }
 
@@ -118,6 +123,7 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBACK:
 		if sl := s.lookup(a.PacketID, slotAwaitAck); sl != nil {
 			s.acked(c.loop)
+			c.loop.forgetEntry(s, sl.m.msg.seq)
 			s.q.inflight.free(sl)
 			s.pump()
 		}
@@ -134,9 +140,13 @@ func (c *client) onAck(a *codec.Ack) {
 		s.acked(c.loop)
 		if a.ReasonCode.IsError() {
 			// 5.0: the client refused the message; the flow ends here.
+			c.loop.forgetEntry(s, sl.m.msg.seq)
 			s.q.inflight.free(sl)
 			s.pump()
 			return
+		}
+		if sl.seq = sl.m.msg.seq; sl.seq != 0 && c.loop.srv.durable(s) {
+			c.loop.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
 		}
 		sl.m.msg.release() // delivered: from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.m.msg = nil
@@ -145,6 +155,9 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBREL:
 		_, ok := s.inboundQoS2[a.PacketID]
 		delete(s.inboundQoS2, a.PacketID)
+		if ok && c.loop.srv.ps != nil {
+			c.persistInbound(a.PacketID, false)
+		}
 		code := codec.Success
 		if !ok && c.version == codec.V5 {
 			code = codec.PacketIdentifierNotFound
@@ -153,6 +166,7 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBCOMP:
 		if sl := s.lookup(a.PacketID, slotAwaitComp); sl != nil {
 			s.acked(c.loop)
+			c.loop.forgetEntry(s, sl.seq)
 			s.q.inflight.free(sl)
 			s.pump()
 		}
@@ -167,20 +181,29 @@ func (c *client) onAck(a *codec.Ack) {
 // whose publisher should be held back (flow.go).
 func (l *loop) route(m *message) (slow *session, n int) {
 	srv := l.srv
+	l.st.needs = false
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
+		if srv.ps != nil {
+			l.persistRetained(m)
+		}
 	}
 	ds := srv.idx.match(m.topic, m.from, &l.match)
 	for i := range ds {
 		d := &ds[i]
 		s := d.Handle
 		out := deliveryOut(m, d)
-		if out.qos > 0 && slow == nil && s.pressure.Load() {
-			slow = s
+		if out.qos > 0 {
+			if slow == nil && s.pressure.Load() {
+				slow = s
+			}
+			if srv.ps != nil && !s.clean.Load() {
+				l.persistDelivery(s, &out)
+			}
 		}
 		m.ref()
-		if o := s.owner.Load(); o != l {
+		if o := s.ownerFrom(l); o != l {
 			t := task{kind: taskDeliver, sess: s, out: out}
 			if out.qos > 0 {
 				// Count it until the owner has it, so that publishers are
@@ -232,11 +255,12 @@ func (out *outMsg) addSubID(id uint32) {
 // from a previous owner of s; while s is holding, deliveries routed here
 // directly wait until every forwarded one has arrived.
 func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
-	if o := s.owner.Load(); o != l {
+	if o := s.ownerFrom(l); o != l {
 		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
 	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
+		l.forgetEntry(s, out.msg.seq)
 		out.msg.release()
 		return
 	}
@@ -271,6 +295,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 	}
 	if c != nil && c.state == stateConnected && s.canSendNow(c) {
 		if out.msg.expired(l.mono) {
+			l.forgetEntry(s, out.msg.seq)
 			out.msg.release()
 			return
 		}
@@ -294,11 +319,13 @@ func (s *session) enqueue(out outMsg) {
 	l.stats.droppedQueueFull.Add(1)
 	s.checkStall(l)
 	if o.QueueOverflow == DropNewest || q.len() == 0 {
+		l.forgetEntry(s, out.msg.seq)
 		out.msg.release()
 		return
 	}
 	for q.len() > 0 && !q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		old := q.pop()
+		l.forgetEntry(s, old.msg.seq)
 		old.msg.release()
 	}
 }
@@ -309,7 +336,13 @@ func (s *session) enqueue(out outMsg) {
 func (s *session) send(c *client, out outMsg) {
 	q := s.queues()
 	id := q.inflight.add(out, c.loop.srv.opts.MaxInflight) // the window takes the reference
-	if !c.writePublish(out, id, false) {
+	if out.qos == 2 && out.msg.seq != 0 && c.loop.srv.durable(s) {
+		// The packet identifier is kept: after a restart the message
+		// is sent again with it, so the client can tell it had it.
+		c.loop.putEntry(s.id, &out, out.msg.seq, store.EntryAwaitRec, id)
+	}
+	if !c.writePublish(out, id, out.dup) {
+		c.loop.forgetEntry(s, out.msg.seq)
 		q.inflight.free(&q.inflight.slots[q.inflight.index(id)])
 	}
 }
@@ -330,6 +363,7 @@ func (s *session) pump() {
 		if q.queue.peek().msg.expired(now) {
 			// [MQTT-3.3.2-5] not delivered once expired.
 			out := q.queue.pop()
+			c.loop.forgetEntry(s, out.msg.seq)
 			out.msg.release()
 			continue
 		}

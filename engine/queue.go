@@ -12,6 +12,7 @@ type outMsg struct {
 	qos    byte   // delivered QoS: min(published, granted)
 	retain bool   // retain flag to send
 	shared bool   // chosen from a shared subscription group: another member may take it over
+	dup    bool   // may have been sent before: recovered from the store after a restart
 }
 
 // msgQueue is a session's FIFO of messages waiting for an in-flight slot

@@ -25,6 +25,7 @@ type Server struct {
 	reg  *registry
 	msgs *messagePool
 	idx  *index
+	ps   *persistence // nil without Options.Store (persist.go)
 	// authz is the Authorizer in force (authz.go); never nil.
 	authz atomic.Pointer[authzConf]
 
@@ -59,6 +60,9 @@ func New(opts Options) *Server {
 	s.pressureHigh = max(min(s.opts.MaxQueued/2, max(256, 8*s.opts.MaxInflight)), 1)
 	s.transitHigh = int32(max(s.pressureHigh/2, 1))
 	s.ipl = newIPLimiter(&s.opts)
+	if opts.Store != nil {
+		s.ps = &persistence{st: opts.Store}
+	}
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)
 	return s
@@ -66,6 +70,11 @@ func New(opts Options) *Server {
 
 // Start begins listening and returns once the listener is ready.
 func (s *Server) Start() error {
+	if s.ps != nil {
+		if err := s.recoverStore(); err != nil {
+			return fmt.Errorf("recover from the store: %w", err)
+		}
+	}
 	addr := s.opts.Listen
 	if !strings.Contains(addr, "://") {
 		addr = "tcp://" + addr

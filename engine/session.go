@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/loopmq/loopmq/trie"
 )
 
 // session is the broker-side state of one client identifier: its
@@ -36,14 +38,14 @@ type session struct {
 	// owner; attach reads it on any loop, under the registry lock.
 	clean atomic.Bool
 
-	client      *client             // current connection, nil while offline
-	ended       bool                // removed from the registry; deliveries to it are dropped
-	holding     bool                // moving to a new owner loop: see sessionMove
-	subs        map[string]struct{} // its filters, to leave the index when it ends; allocated by the first SUBSCRIBE
-	q           *sessionQueues      // allocated by the first QoS 1/2 message
-	inboundQoS2 map[uint16]struct{} // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
-	move        *sessionMove        // while holding
-	authz       *sessionAuthz       // identity and cached decisions (authz.go); nil: anonymous, nothing cached
+	client      *client                 // current connection, nil while offline
+	ended       bool                    // removed from the registry; deliveries to it are dropped
+	holding     bool                    // moving to a new owner loop: see sessionMove
+	subs        map[string]trie.Options // its filters and their options; allocated by the first SUBSCRIBE
+	q           *sessionQueues          // allocated by the first QoS 1/2 message
+	inboundQoS2 map[uint16]struct{}     // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
+	move        *sessionMove            // while holding
+	authz       *sessionAuthz           // identity and cached decisions (authz.go); nil: anonymous, nothing cached
 
 	// Lifecycle (expiry.go): the Session Expiry Interval in force
 	// (seconds, expiryNever for none), the place in the owner's expiry
@@ -53,6 +55,8 @@ type session struct {
 	expIdx   int32
 	expireAt int64
 	will     *will
+	// stored: the store holds a record of s (persist.go).
+	stored bool
 }
 
 // sessionQueues are a session's outgoing QoS 1/2 state: the in-flight

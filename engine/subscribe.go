@@ -35,9 +35,9 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			RetainHandling: sub.RetainHandling, SubscriptionID: subID}
 		existed := srv.idx.subscribe(filter, s, opts)
 		if s.subs == nil {
-			s.subs = make(map[string]struct{})
+			s.subs = make(map[string]trie.Options)
 		}
-		s.subs[filter] = struct{}{}
+		s.subs[filter] = opts
 		codes[i] = codec.ReasonCode(granted)
 		_, _, shared := codec.SplitShared(sub.Filter)
 		switch {
@@ -48,6 +48,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			work = append(work, retainedWork{filter: filter, qos: granted, subID: subID})
 		}
 	}
+	l.persistSession(s, c)
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.writePacket(&ack)
 	for _, w := range work {
@@ -77,6 +78,7 @@ func (c *client) onUnsubscribe(p *codec.Unsubscribe) {
 			codes[i] = codec.NoSubscriptionExisted
 		}
 	}
+	c.loop.persistSession(s, c)
 	ack := codec.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.writePacket(&ack)
 }

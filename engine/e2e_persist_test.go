@@ -1,0 +1,193 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+)
+
+// restart stops s and starts a new server on the same store, as a broker
+// restarted on its data directory.
+func restart(t *testing.T, s *Server, st store.Store) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	return startServer(t, Options{Store: st})
+}
+
+// A persistent QoS 1 subscriber that is offline while messages are
+// published gets all of them after the broker restarted, in order; the
+// store holds nothing once they are acknowledged.
+func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("sub", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "p/#", 1))
+	sub.disconnect()
+
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("pub", true, 0))
+	const n = 200
+	for i := 1; i <= n; i++ {
+		pub.publish(fmt.Sprintf("p/%d", i%3), fmt.Sprintf("m%d", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	pub.disconnect()
+
+	s = restart(t, s, st)
+	sub = dialRaw(t, s)
+	ca := sub.mustConnect(connectPacket("sub", false, 0))
+	require.True(t, ca.SessionPresent, "the session came back")
+	for i := 1; i <= n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		require.Equal(t, byte(1), p.QoS)
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
+	require.Eventually(t, func() bool {
+		n := 0
+		_ = st.Entries("sub", 0, 0, func(*store.Entry) bool { n++; return true })
+		return n == 0
+	}, e2eWait, 10*time.Millisecond, "acknowledged entries are deleted")
+
+	// The subscription itself survived too: a new message reaches it.
+	pub = dialRaw(t, s)
+	pub.mustConnect(connectPacket("pub", true, 0))
+	pub.publish("p/x", "after", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	p := sub.expectPublish()
+	require.Equal(t, "after", string(p.Payload))
+}
+
+// Retained messages survive a restart; clearing one survives too.
+func TestE2EPersistRetained(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("pub", true, 0))
+	pub.publish("r/a", "A", 1, true, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.publish("r/b", "B", 0, true, 0)
+	pub.publish("r/c", "C", 1, true, 2)
+	pub.expectAck(codec.PUBACK, 2)
+	pub.publish("r/c", "", 1, true, 3) // clears r/c
+	pub.expectAck(codec.PUBACK, 3)
+	pub.disconnect()
+
+	s = restart(t, s, st)
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("sub", true, 0))
+	sub.subscribe(1, "r/#", 1)
+	got := map[string]string{}
+	for range 2 {
+		p := sub.expectPublish()
+		require.True(t, p.Retain)
+		got[string(p.Topic)] = string(p.Payload)
+		if p.QoS > 0 {
+			sub.ack(codec.PUBACK, p.PacketID)
+		}
+	}
+	require.Equal(t, map[string]string{"r/a": "A", "r/b": "B"}, got)
+	sub.expectNothing(e2eSilent)
+}
+
+// A clean session is never written; a persistent one that ends (Clean
+// Start) leaves nothing behind.
+func TestE2EPersistCleanSessionsNotStored(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	c := dialRaw(t, s)
+	c.mustConnect(connectPacket("clean", true, 0))
+	c.subscribe(1, "a", 1)
+	c.disconnect()
+
+	p := dialRaw(t, s)
+	p.mustConnect(connectPacket("persist", false, 0))
+	p.subscribe(1, "a", 1)
+	p.disconnect()
+	countSessions := func() int {
+		n := 0
+		_ = st.Sessions(func(*store.Session) error { n++; return nil })
+		return n
+	}
+	require.Eventually(t, func() bool { return countSessions() == 1 }, e2eWait, 10*time.Millisecond)
+
+	p = dialRaw(t, s)
+	p.mustConnect(connectPacket("persist", true, 0)) // discards the old session
+	p.disconnect()
+	require.Eventually(t, func() bool { return countSessions() == 0 }, e2eWait, 10*time.Millisecond)
+}
+
+// QoS 2 exactly once across a restart: a message the subscriber received
+// (PUBREC sent) gets PUBREL after the restart, not the message again; one
+// it had not received is sent with its packet identifier and DUP.
+func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("sub2", false, 0))
+	sub.subscribe(1, "q2", 2)
+
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("pub2", false, 0))
+	pub.publish("q2", "one", 2, false, 7)
+	pub.expectAck(codec.PUBREC, 7)
+	pub.publish("q2", "two", 2, false, 8)
+	pub.expectAck(codec.PUBREC, 8)
+
+	first := sub.expectPublish()
+	require.Equal(t, "one", string(first.Payload))
+	sub.ack(codec.PUBREC, first.PacketID)
+	sub.expectAck(codec.PUBREL, first.PacketID)
+	second := sub.expectPublish()
+	require.Equal(t, "two", string(second.Payload))
+	// The broker stops with "one" awaiting PUBCOMP and "two" awaiting
+	// PUBREC, and the publisher's 7 and 8 awaiting PUBREL.
+	time.Sleep(100 * time.Millisecond) // let the PUBREC's write reach the store
+	s = restart(t, s, st)
+
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("sub2", false, 0))
+	seen := map[codec.Type]bool{}
+	for range 2 {
+		pk, err := sub.next(e2eWait)
+		require.NoError(t, err)
+		switch p := pk.(type) {
+		case *codec.Ack:
+			require.Equal(t, codec.PUBREL, p.PacketType)
+			require.Equal(t, first.PacketID, p.PacketID)
+			seen[codec.PUBREL] = true
+		case *codec.Publish:
+			require.Equal(t, "two", string(p.Payload))
+			require.Equal(t, second.PacketID, p.PacketID, "same packet identifier")
+			require.True(t, p.Dup)
+			seen[codec.PUBLISH] = true
+		default:
+			t.Fatalf("unexpected %T", pk)
+		}
+	}
+	require.Len(t, seen, 2)
+
+	// The publisher's re-sent PUBLISH 8 (DUP) is not delivered again.
+	pub = dialRaw(t, s)
+	pub.mustConnect(connectPacket("pub2", false, 0))
+	pub.send(&codec.Publish{Topic: []byte("q2"), Payload: []byte("two"), QoS: 2, PacketID: 8, Dup: true})
+	pub.expectAck(codec.PUBREC, 8)
+	pub.ack(codec.PUBREL, 8)
+	pub.expectAck(codec.PUBCOMP, 8)
+	sub.expectNothing(e2eSilent)
+}

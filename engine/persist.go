@@ -1,0 +1,312 @@
+package engine
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/loopmq/loopmq/store"
+	"github.com/loopmq/loopmq/trie"
+)
+
+// Durable state (Options.Store, issue 9).
+//
+// What is written: a persistent session (one that outlives its connection)
+// as a session record — expiry, subscriptions with their options, the will
+// of its connection, its user — rewritten when it connects, subscribes,
+// unsubscribes or goes offline, and deleted with everything it owns when
+// it ends; every QoS 1/2 delivery to a persistent session as an entry
+// (the message's own copy: topic, payload, 5.0 properties), deleted when
+// the client acknowledges it (PUBACK, PUBCOMP) or the broker drops it;
+// QoS 2 packet identifiers a persistent publisher's PUBLISH left awaiting
+// PUBREL; retained messages. QoS 0 messages and deliveries to sessions that
+// end with their connection are never written.
+//
+// Group commit: each loop collects its writes of one event in a batch
+// (loopStore.b) and commits it at the end of the event (endBatch), before
+// it hands deliveries to other loops, so that a write caused by a
+// delivery on another loop (its acknowledgement deleting the entry)
+// always reaches the store after the write that created it: the store
+// applies commits in the order they arrive. The store shares one fsync
+// among the batches of every loop that arrive while it syncs.
+//
+// The promise: the PUBACK/PUBREC of a PUBLISH whose message was written
+// (it reached a persistent session or is retained) is withheld, in order
+// with the client's other acknowledgements, until its batch is durable
+// (heldAcks with a ticket, flow.go). A publisher therefore never holds an
+// acknowledgement for a message a crash can lose.
+//
+// Ownership: a loop's loopStore is its own. session.stored is written
+// by the session's owner. message.seq is set by the routing loop before
+// the message is handed to any other loop.
+
+// loopStore is one loop's side of the store.
+type loopStore struct {
+	b       *store.Batch   // open batch; nil until the first write of an event
+	ticket  uint64         // ticket of the open batch: committed batches count from 1
+	durable uint64         // every batch up to this ticket is durable
+	waiters []*client      // clients holding acknowledgements for the open batch
+	pending []pendingBatch // committed, not durable yet, in commit order
+	free    []*store.Batch
+	entry   store.Entry // scratch for PutEntry
+	subIDs  []uint32
+	needs   bool // the current route wrote something its publisher's ack must wait for
+}
+
+// pendingBatch is a batch handed to the store and the clients waiting for it.
+type pendingBatch struct {
+	ticket  uint64
+	b       *store.Batch
+	waiters []*client
+}
+
+// persistence is the server's side of the store.
+type persistence struct {
+	st  store.Store
+	seq atomic.Uint64 // last message sequence number handed out
+	// orphans are recovered sessions no loop owns yet: the first loop to
+	// sweep adopts them (recover.go).
+	orphans atomic.Pointer[[]*session]
+	// failures counts commits the store failed.
+	failures atomic.Uint64
+}
+
+// durable reports whether s outlives its connection under a store.
+func (srv *Server) durable(s *session) bool {
+	return srv.ps != nil && !s.clean.Load()
+}
+
+// batch returns the loop's open batch, opening one.
+func (l *loop) batch() *store.Batch {
+	ls := &l.st
+	if ls.b == nil {
+		if n := len(ls.free); n > 0 {
+			ls.b = ls.free[n-1]
+			ls.free = ls.free[:n-1]
+		} else {
+			ls.b = new(store.Batch)
+		}
+		ls.ticket++
+	}
+	return ls.b
+}
+
+// commitStore hands the open batch to the store. Called by endBatch
+// before hand-offs are posted, and by the lifecycle code that must order
+// its writes before work it posts to another loop.
+func (l *loop) commitStore() {
+	ls := &l.st
+	if ls.b == nil {
+		return
+	}
+	b, t, ws := ls.b, ls.ticket, ls.waiters
+	ls.b, ls.waiters = nil, nil
+	ls.pending = append(ls.pending, pendingBatch{ticket: t, b: b, waiters: ws})
+	l.srv.ps.st.Commit(b, func(err error) {
+		l.post(task{kind: taskFunc, fn: func(l *loop) { l.committed(t, err) }})
+	})
+}
+
+// committed releases what waited for batch t (and any before it) to be
+// durable. Runs on l.
+func (l *loop) committed(t uint64, err error) {
+	ls := &l.st
+	if err != nil {
+		l.srv.ps.failures.Add(1)
+		l.srv.log.Error("store commit failed; publishers waiting for it are disconnected and will resend", "error", err)
+	}
+	for len(ls.pending) > 0 && ls.pending[0].ticket <= t {
+		p := ls.pending[0]
+		ls.pending[0] = pendingBatch{}
+		ls.pending = ls.pending[1:]
+		ls.durable = p.ticket
+		for _, c := range p.waiters {
+			if err != nil {
+				c.close(reasonStoreFailed)
+				continue
+			}
+			if h := c.heldAcks(); h != nil && h.on == nil {
+				c.releaseHeld()
+			}
+		}
+		p.b.Reset()
+		if len(ls.free) < 4 {
+			ls.free = append(ls.free, p.b)
+		}
+	}
+	if len(ls.pending) == 0 {
+		ls.pending = nil
+	}
+	l.endBatch()
+}
+
+// waitDurable makes c's acknowledgement being added wait for the open
+// batch; it returns the ticket to hold it with (0: no wait).
+func (l *loop) waitDurable(c *client) uint64 {
+	ls := &l.st
+	if !ls.needs {
+		return 0
+	}
+	ls.needs = false
+	if len(ls.waiters) == 0 || ls.waiters[len(ls.waiters)-1] != c {
+		ls.waiters = append(ls.waiters, c)
+	}
+	return ls.ticket
+}
+
+// nextSeq numbers a message for the store. Sequence numbers order a
+// session's entries; they grow for the life of the data directory.
+func (ps *persistence) nextSeq() uint64 { return ps.seq.Add(1) }
+
+// wallNanos converts the loop clock to Unix nanoseconds.
+func (srv *Server) wallNanos(mono int64) int64 {
+	return srv.started.UnixNano() + mono
+}
+
+// monoFromWall converts Unix nanoseconds to the loop clock.
+func (srv *Server) monoFromWall(wall int64) int64 {
+	return wall - srv.started.UnixNano()
+}
+
+// storeMessage fills sm from m, as views into m (the batch copies them).
+func (srv *Server) storeMessage(sm *store.Message, m *message) {
+	*sm = store.Message{Topic: m.topic, Payload: m.payload, Props: m.props, QoS: m.qos, Retain: m.retain, From: m.from}
+	if m.expiry != 0 {
+		sm.Expiry = srv.wallNanos(m.expiry)
+	}
+}
+
+// persistDelivery writes out, a QoS 1/2 delivery to persistent session s,
+// as an entry of s and marks the current route as needing the batch
+// durable before its publisher is acknowledged. Runs on the routing loop.
+func (l *loop) persistDelivery(s *session, out *outMsg) {
+	m := out.msg
+	if m.seq == 0 {
+		m.seq = l.srv.ps.nextSeq()
+	}
+	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
+	l.st.needs = true
+}
+
+// putEntry writes one entry of session id.
+func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint16) {
+	ls := &l.st
+	e := &ls.entry
+	ls.subIDs = out.appendSubIDs(ls.subIDs[:0])
+	*e = store.Entry{Seq: seq, State: state, PacketID: pid, QoS: out.qos, Retain: out.retain, Shared: out.shared, SubIDs: ls.subIDs}
+	if out.msg != nil {
+		l.srv.storeMessage(&e.Msg, out.msg)
+	}
+	l.batch().PutEntry(id, e)
+	e.Msg = store.Message{}
+}
+
+// appendSubIDs appends out's subscription identifiers to dst.
+func (out *outMsg) appendSubIDs(dst []uint32) []uint32 {
+	if out.subID != 0 {
+		dst = append(dst, out.subID)
+	}
+	if out.more != nil {
+		dst = append(dst, *out.more...)
+	}
+	return dst
+}
+
+// forgetEntry deletes s's entry for a message it no longer owes: the
+// client acknowledged it, or the broker dropped it. Runs on s's owner.
+func (l *loop) forgetEntry(s *session, seq uint64) {
+	if seq == 0 || !l.srv.durable(s) {
+		return
+	}
+	l.batch().DeleteEntry(s.id, seq)
+}
+
+// persistRetained writes m's retained state: set, or cleared by an empty
+// payload. Runs on the routing loop.
+func (l *loop) persistRetained(m *message) {
+	b := l.batch()
+	if len(m.payload) == 0 {
+		b.DeleteRetained(m.topic)
+	} else {
+		var sm store.Message
+		l.srv.storeMessage(&sm, m)
+		b.PutRetained(&sm)
+	}
+	if m.qos > 0 {
+		l.st.needs = true
+	}
+}
+
+// persistSession writes s's record. c is its current connection (nil
+// while offline). Runs on s's owner.
+func (l *loop) persistSession(s *session, c *client) {
+	if !l.srv.durable(s) {
+		return
+	}
+	rec := store.Session{ClientID: s.id, Expiry: s.expiry}
+	if c != nil {
+		rec.Version = byte(c.version)
+		if w := c.will; w != nil {
+			rec.Will = l.srv.storeWill(w)
+		}
+	} else {
+		rec.DisconnectedAt = time.Now().UnixNano()
+		if w := s.will; w != nil {
+			rec.Will = l.srv.storeWill(w)
+		}
+	}
+	if id := s.identity(); !id.Anonymous {
+		rec.Username = id.Username
+	}
+	rec.Subs = make([]store.Subscription, 0, len(s.subs))
+	for f, o := range s.subs {
+		rec.Subs = append(rec.Subs, store.Subscription{Filter: f, QoS: o.QoS, NoLocal: o.NoLocal,
+			RetainAsPublished: o.RetainAsPublished, RetainHandling: o.RetainHandling, SubID: o.SubscriptionID})
+	}
+	l.batch().PutSession(&rec)
+	s.stored = true
+}
+
+// storeWill is w as stored.
+func (srv *Server) storeWill(w *will) *store.Will {
+	if w.msg == nil {
+		return nil
+	}
+	sw := &store.Will{Delay: w.delay}
+	srv.storeMessage(&sw.Msg, w.msg)
+	sw.Msg.Expiry = 0 // a will's expiry starts when it is published
+	return sw
+}
+
+// forgetSession deletes s and everything it owns from the store, and
+// commits at once: whatever the caller posts to other loops next (a new
+// session of the same id binding elsewhere) must reach the store after
+// the delete. Runs on s's owner.
+func (l *loop) forgetSession(s *session) {
+	if l.srv.ps == nil || !s.stored {
+		return
+	}
+	s.stored = false
+	l.batch().DeleteSession(s.id)
+	l.commitStore()
+}
+
+// persistInbound records or forgets a persistent publisher's QoS 2 packet
+// identifier awaiting PUBREL. Runs on the publisher's loop.
+func (c *client) persistInbound(id uint16, add bool) {
+	l := c.loop
+	if !l.srv.durable(c.sess) {
+		return
+	}
+	if add {
+		l.batch().PutInbound(c.sess.id, id)
+		l.st.needs = true
+		return
+	}
+	l.batch().DeleteInbound(c.sess.id, id)
+}
+
+// subOptions converts a stored subscription to the index's options.
+func subOptions(s *store.Subscription) trie.Options {
+	return trie.Options{QoS: s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished,
+		RetainHandling: s.RetainHandling, SubscriptionID: s.SubID}
+}

@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+	"github.com/loopmq/loopmq/trie"
+)
+
+// Recovery: Start reads the store before it listens and rebuilds the
+// persistent sessions (with their subscriptions in the index, their queues
+// and in-flight windows, their QoS 2 packet identifiers and wills) and the
+// retained messages.
+//
+// A recovered session has no owner loop yet: gnet hands loops out only
+// with connections. The first loop that needs one (a delivery routed to
+// it, its client reconnecting, or the first sweep after start) adopts it
+// (session.ownerFrom) and schedules its expiry and will there. From then
+// on it is owned like any other session.
+
+// ownerFrom returns s's owner loop; a recovered session nobody owns yet
+// becomes l's. Runs on l.
+func (s *session) ownerFrom(l *loop) *loop {
+	if o := s.owner.Load(); o != nil {
+		return o
+	}
+	if s.owner.CompareAndSwap(nil, l) {
+		s.schedule(l) // the expiry and will deadlines set at recovery
+	}
+	return s.owner.Load()
+}
+
+// adoptOrphans gives l every recovered session no loop has adopted yet, so
+// that their deadlines run. Called by the sweep.
+func (l *loop) adoptOrphans() {
+	ps := l.srv.ps
+	if ps.orphans.Load() == nil {
+		return
+	}
+	list := ps.orphans.Swap(nil)
+	if list == nil {
+		return
+	}
+	for _, s := range *list {
+		s.ownerFrom(l)
+	}
+}
+
+// recoverStore rebuilds the broker's state from the store. Runs in Start
+// before any loop exists.
+func (srv *Server) recoverStore() error {
+	ps := srv.ps
+	st := ps.st
+	begin := time.Now()
+	now := begin.UnixNano()
+	var (
+		sessions []*session
+		byID     = make(map[string]*session)
+		entries  int
+		maxSeq   uint64
+	)
+	err := st.Sessions(func(rec *store.Session) error {
+		s := &session{id: rec.ClientID, expiry: rec.Expiry, stored: true}
+		for i := range rec.Subs {
+			sub := &rec.Subs[i]
+			o := subOptions(sub)
+			srv.idx.subscribe(sub.Filter, s, o)
+			if s.subs == nil {
+				s.subs = make(map[string]trie.Options, len(rec.Subs))
+			}
+			s.subs[sub.Filter] = o
+		}
+		if rec.Username != "" {
+			s.authz = &sessionAuthz{id: Identity{ClientID: s.id, Username: rec.Username}}
+		}
+		// A client connected when the broker stopped counts as gone now.
+		off := rec.DisconnectedAt
+		if off == 0 {
+			off = now
+		}
+		s.expireAt = noDeadline
+		if s.expiry != expiryNever {
+			s.expireAt = srv.monoFromWall(off) + int64(s.expiry)*int64(time.Second)
+		}
+		if rec.Will != nil {
+			w := &will{msg: srv.restoreMessage(&rec.Will.Msg, false), delay: rec.Will.Delay, ident: nil}
+			if rec.Username != "" {
+				w.ident = &Identity{ClientID: s.id, Username: rec.Username}
+			}
+			w.at = srv.monoFromWall(off) + int64(w.delay)*int64(time.Second)
+			s.will = w
+		}
+		srv.reg.swap(s.id, func(*session) *session { return s })
+		sessions = append(sessions, s)
+		byID[s.id] = s
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read sessions: %w", err)
+	}
+	for _, s := range sessions {
+		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
+			entries++
+			maxSeq = max(maxSeq, e.Seq)
+			srv.restoreEntry(s, e)
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("read queue of %q: %w", s.id, err)
+		}
+	}
+	err = st.Inbound(func(id string, pid uint16) error {
+		if s := byID[id]; s != nil {
+			if s.inboundQoS2 == nil {
+				s.inboundQoS2 = make(map[uint16]struct{})
+			}
+			s.inboundQoS2[pid] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read QoS 2 packet identifiers: %w", err)
+	}
+	retained := 0
+	err = st.Retained(func(sm *store.Message) error {
+		m := srv.restoreMessage(sm, true)
+		srv.setRetained(m)
+		retained++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read retained messages: %w", err)
+	}
+	// Sequence numbers must grow past every entry; the wall clock in
+	// nanoseconds grows faster than any message rate, so it also covers
+	// entries written for sessions whose record did not make it.
+	ps.seq.Store(max(maxSeq, uint64(now)))
+	if len(sessions) > 0 {
+		ps.orphans.Store(&sessions)
+	}
+	srv.log.Info("state recovered from the store", "sessions", len(sessions), "queued", entries,
+		"retained", retained, "took", time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// restoreEntry puts a stored entry back in s's in-flight window (sent
+// before: sent again with DUP, or PUBREL again) or queue.
+func (srv *Server) restoreEntry(s *session, e *store.Entry) {
+	q := s.queues()
+	if e.State != store.EntryQueued && e.PacketID != 0 {
+		if q.inflight.slots == nil {
+			q.inflight = newInflight(srv.opts.MaxInflight)
+		}
+		sl := &q.inflight.slots[q.inflight.index(e.PacketID)]
+		if sl.state == slotFree {
+			state := slotAwaitAck
+			switch e.State {
+			case store.EntryAwaitRec:
+				state = slotAwaitRec
+			case store.EntryAwaitComp:
+				state = slotAwaitComp
+			}
+			*sl = slot{id: e.PacketID, state: state, seq: e.Seq}
+			if state != slotAwaitComp {
+				sl.m = srv.restoreOut(e)
+			}
+			q.inflight.used++
+			return
+		}
+		if e.State == store.EntryAwaitComp {
+			// Its slot is taken (the window shrank): the client gets no
+			// PUBREL for it and keeps the identifier until it is reused.
+			srv.log.Warn("recovered QoS 2 release dropped: in-flight window too small", "client", s.id, "packet", e.PacketID)
+			return
+		}
+	}
+	out := srv.restoreOut(e)
+	if e.State != store.EntryQueued {
+		out.dup = true
+	}
+	// Within no bound: the store held it, so it was within them.
+	q.queue.push(out, math.MaxInt, math.MaxInt)
+}
+
+// restoreOut rebuilds a delivery from an entry.
+func (srv *Server) restoreOut(e *store.Entry) outMsg {
+	m := srv.restoreMessage(&e.Msg, false)
+	m.seq = e.Seq
+	out := outMsg{msg: m, qos: e.QoS, retain: e.Retain, shared: e.Shared, dup: e.State != store.EntryQueued}
+	for _, id := range e.SubIDs {
+		out.addSubID(id)
+	}
+	return out
+}
+
+// restoreMessage builds a message from its stored form, laid out as
+// newMessage lays a received one out, with one reference. A retained one
+// is pinned (see newMessage).
+func (srv *Server) restoreMessage(sm *store.Message, retained bool) *message {
+	pub := codec.Publish{Topic: sm.Topic, Payload: sm.Payload}
+	size := pub.Size(codec.V311) + len(sm.Props)
+	var m *message
+	if retained {
+		m = &message{pinned: true}
+		b := make([]byte, 0, size)
+		m.buf = &b
+	} else {
+		p := srv.msgs
+		m = p.msgs.Get().(*message)
+		m.buf = p.bufs.Get(size)
+	}
+	b := pub.AppendTo((*m.buf)[:0], codec.V311)
+	m.frame0 = b
+	m.payload = b[len(b)-len(sm.Payload) : len(b) : len(b)]
+	end := len(b) - len(sm.Payload)
+	m.topic = b[end-len(sm.Topic) : end : end]
+	b = append(b, sm.Props...)
+	if len(sm.Props) > 0 {
+		m.props = b[len(m.frame0):len(b):len(b)]
+	}
+	*m.buf = b
+	if sm.Expiry != 0 {
+		m.expiry = max(srv.monoFromWall(sm.Expiry), 1)
+	}
+	m.qos, m.retain, m.from = sm.QoS, sm.Retain || retained, sm.From
+	m.refs.Store(1)
+	return m
+}
