@@ -275,6 +275,10 @@ func (c *client) bind(s *session, present bool) {
 			}
 		})
 	}
+	if s.q != nil && s.q.spill != nil {
+		// Read back once the deletes made so far are durable (spill.go).
+		s.q.spill.wait = c.loop.st.ticket
+	}
 	s.pump()
 	if wasWaiting {
 		// Frames that arrived while waiting are still in gnet's inbound

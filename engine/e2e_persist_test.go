@@ -151,10 +151,10 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 
 	first := sub.expectPublish()
 	require.Equal(t, "one", string(first.Payload))
-	sub.ack(codec.PUBREC, first.PacketID)
-	sub.expectAck(codec.PUBREL, first.PacketID)
 	second := sub.expectPublish()
 	require.Equal(t, "two", string(second.Payload))
+	sub.ack(codec.PUBREC, first.PacketID)
+	sub.expectAck(codec.PUBREL, first.PacketID)
 	// The broker stops with "one" awaiting PUBCOMP and "two" awaiting
 	// PUBREC, and the publisher's 7 and 8 awaiting PUBREL.
 	time.Sleep(100 * time.Millisecond) // let the PUBREC's write reach the store
@@ -190,4 +190,168 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 	pub.ack(codec.PUBREL, 8)
 	pub.expectAck(codec.PUBCOMP, 8)
 	sub.expectNothing(e2eSilent)
+}
+
+// publishFromTwo publishes n QoS 1 messages alternately from two
+// publishers (on different loops with two loops) and waits for every
+// PUBACK. Payloads are "<publisher>-<i>".
+func publishFromTwo(t *testing.T, s *Server, topic string, n int) {
+	t.Helper()
+	a, b := dialRaw(t, s), dialRaw(t, s)
+	a.mustConnect(connectPacket("pa", true, 0))
+	b.mustConnect(connectPacket("pb", true, 0))
+	for i := 1; i <= n; i++ {
+		c, name := a, "pa"
+		if i%2 == 0 {
+			c, name = b, "pb"
+		}
+		c.publish(topic, fmt.Sprintf("%s-%d", name, i), 1, false, uint16(i))
+		c.expectAck(codec.PUBACK, uint16(i))
+	}
+	a.disconnect()
+	b.disconnect()
+}
+
+// receiveAll reads n QoS 1 messages, acknowledging each, and checks that
+// none repeats and each publisher's arrive in order.
+func receiveAll(t *testing.T, c *rawClient, n int) {
+	t.Helper()
+	seen := map[string]bool{}
+	lastOf := map[string]int{}
+	for range n {
+		p := c.expectPublish()
+		c.ack(codec.PUBACK, p.PacketID)
+		var name string
+		var i int
+		_, err := fmt.Sscanf(string(p.Payload), "p%1s-%d", &name, &i)
+		require.NoError(t, err, "payload %q", p.Payload)
+		require.False(t, seen[string(p.Payload)], "duplicate %s", p.Payload)
+		seen[string(p.Payload)] = true
+		require.Greater(t, i, lastOf[name], "order of publisher %s", name)
+		lastOf[name] = i
+	}
+	c.expectNothing(e2eSilent)
+}
+
+// An offline persistent session keeps MaxQueuedInMemory messages in
+// memory and the rest on disk; its client gets all of them, in order per
+// publisher, none twice.
+func TestE2EPersistSpilledQueue(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("spill", false, 0))
+	sub.subscribe(1, "sp", 1)
+	sub.disconnect()
+	const n = 600
+	publishFromTwo(t, s, "sp", n)
+	require.Equal(t, 10, queuedInMemory(t, s, "spill"), "the rest is on disk only")
+
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("spill", false, 0))
+	receiveAll(t, sub, n)
+}
+
+// The same across a restart: the recovered session reads its queue from
+// disk a chunk at a time.
+func TestE2EPersistSpilledQueueAcrossRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("spill", false, 0))
+	sub.subscribe(1, "sp", 1)
+	sub.disconnect()
+	const n = 600
+	publishFromTwo(t, s, "sp", n)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	s = startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
+	require.Equal(t, 10, queuedInMemory(t, s, "spill"))
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("spill", false, 0))
+	receiveAll(t, sub, n)
+}
+
+// MaxQueued bounds memory and disk together; past it new messages are
+// dropped and counted.
+func TestE2EPersistSpillBound(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10, MaxQueued: 100})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("bound", false, 0))
+	sub.subscribe(1, "b", 1)
+	sub.disconnect()
+	publishFromTwo(t, s, "b", 150)
+	require.Equal(t, uint64(50), s.Stats().DroppedQueueFull)
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("bound", false, 0))
+	receiveAll(t, sub, 100)
+}
+
+// queuedInMemory returns the length of id's in-memory queue, read on its
+// owner loop.
+func queuedInMemory(t *testing.T, s *Server, id string) int {
+	t.Helper()
+	var sess *session
+	s.reg.swap(id, func(o *session) *session { sess = o; return o })
+	require.NotNil(t, sess)
+	dialRaw(t, s).mustConnect(connectPacket("", true, 0)) // a loop exists
+	got := make(chan int, 1)
+	var l *loop
+	for _, lx := range s.loopsSnapshot() {
+		l = lx
+	}
+	require.NotNil(t, l)
+	l.post(task{kind: taskFunc, fn: func(l *loop) {
+		s.onOwner(l, sess, func(_ *loop, s *session) {
+			if s.q == nil {
+				got <- 0
+				return
+			}
+			got <- s.q.queue.len()
+		})
+	}})
+	select {
+	case n := <-got:
+		return n
+	case <-time.After(e2eWait):
+		t.Fatal("owner loop did not answer")
+		return 0
+	}
+}
+
+// fullStore reports a size past any bound.
+type fullStore struct{ *store.Memory }
+
+func (f fullStore) Stats() store.Stats {
+	st := f.Memory.Stats()
+	st.DiskBytes = 1 << 40
+	return st
+}
+
+// Past MaxStoreBytes new messages to persistent sessions are not written
+// (counted) but still delivered from memory.
+func TestE2EPersistDiskBound(t *testing.T) {
+	st := fullStore{store.NewMemory()}
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxStoreBytes: 1 << 30})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("full", false, 0))
+	sub.subscribe(1, "f", 1)
+	require.Eventually(t, func() bool { return s.ps.full.Load() }, 3*time.Second, 10*time.Millisecond, "the ticker sees the size")
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("", true, 0))
+	pub.publish("f", "x", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	p := sub.expectPublish()
+	require.Equal(t, "x", string(p.Payload))
+	require.Equal(t, uint64(1), s.Stats().NotStoredDiskFull)
+	n := 0
+	_ = st.Entries("full", 0, 0, func(*store.Entry) bool { n++; return true })
+	require.Zero(t, n)
 }

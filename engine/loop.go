@@ -229,6 +229,9 @@ func (l *loop) sweep() {
 		}
 		if c.sess != nil && c.state == stateConnected {
 			c.sess.checkStall(l)
+			if q := c.sess.q; q != nil && q.spill != nil {
+				c.sess.pump() // the watermark may have passed the spill (spill.go)
+			}
 		}
 		if h := c.heldAcks(); h != nil && h.on != nil && now-h.since > int64(heldBackstop) {
 			// A subscriber that is saturated but drains very slowly:

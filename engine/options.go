@@ -27,6 +27,10 @@ type Options struct {
 	// MaxQueued bounds the messages queued per session (waiting for an
 	// in-flight slot or for an offline client), default 1000.
 	MaxQueued int
+	// MaxQueuedInMemory bounds the messages an offline persistent session
+	// keeps in memory when there is a Store; the rest of its queue, up to
+	// MaxQueued, is on disk only (spill.go). Default 100.
+	MaxQueuedInMemory int
 	// MaxQueuedBytes bounds the payload bytes queued per session, default 16 MiB.
 	MaxQueuedBytes int
 	// QueueOverflow is DropOldest (default) or DropNewest.
@@ -98,6 +102,13 @@ type Options struct {
 	// from it. nil keeps state in memory only. The caller opens it and
 	// closes it after Stop.
 	Store store.Store
+	// MaxStoreBytes bounds the Store's size on disk; 0: no bound. Past it,
+	// new QoS 1/2 messages to persistent sessions are no longer written:
+	// they are delivered from memory only (lost on a crash; an offline
+	// queue then holds up to MaxQueued in memory), counted in
+	// Stats.NotStoredDiskFull, until the store is below the bound again.
+	// Checked once a second.
+	MaxStoreBytes uint64
 	// Logger receives the broker's logs, default slog.Default().
 	Logger *slog.Logger
 
@@ -156,6 +167,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxQueued <= 0 {
 		o.MaxQueued = 1000
+	}
+	if o.MaxQueuedInMemory <= 0 {
+		o.MaxQueuedInMemory = 100
 	}
 	if o.MaxQueuedBytes <= 0 {
 		o.MaxQueuedBytes = 16 << 20

@@ -50,11 +50,18 @@ type loopStore struct {
 	entry   store.Entry // scratch for PutEntry
 	subIDs  []uint32
 	needs   bool // the current route wrote something its publisher's ack must wait for
+	// low is the lowest message sequence number the loop's open or
+	// committed-but-not-durable batches may hold, 0 for none; any loop
+	// reads it (Server.watermark, spill.go). openLow is the open batch's.
+	low     atomic.Uint64
+	openLow uint64
+	readers []*session // spilling sessions waiting for a batch to be durable (spill.go)
 }
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
 	ticket  uint64
+	low     uint64 // openLow when it was committed
 	b       *store.Batch
 	waiters []*client
 }
@@ -68,6 +75,28 @@ type persistence struct {
 	orphans atomic.Pointer[[]*session]
 	// failures counts commits the store failed.
 	failures atomic.Uint64
+	// full is set while the store is past Options.MaxStoreBytes;
+	// notStored counts the deliveries not written because of it.
+	full      atomic.Bool
+	notStored atomic.Uint64
+}
+
+// checkDiskBound updates persistence.full from the store's size. Called
+// once a second by the ticker.
+func (srv *Server) checkDiskBound() {
+	ps := srv.ps
+	limit := srv.opts.MaxStoreBytes
+	if limit == 0 {
+		return
+	}
+	full := ps.st.Stats().DiskBytes >= limit
+	if ps.full.Swap(full) != full {
+		if full {
+			srv.log.Warn("store reached its size bound: new messages to persistent sessions are kept in memory only", "bound", limit)
+		} else {
+			srv.log.Info("store below its size bound again: messages to persistent sessions are written again", "bound", limit)
+		}
+	}
 }
 
 // durable reports whether s outlives its connection under a store.
@@ -100,7 +129,8 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
-	ls.pending = append(ls.pending, pendingBatch{ticket: t, b: b, waiters: ws})
+	ls.pending = append(ls.pending, pendingBatch{ticket: t, low: ls.openLow, b: b, waiters: ws})
+	ls.openLow = 0
 	l.srv.ps.st.Commit(b, func(err error) {
 		l.post(task{kind: taskFunc, fn: func(l *loop) { l.committed(t, err) }})
 	})
@@ -133,8 +163,24 @@ func (l *loop) committed(t uint64, err error) {
 			ls.free = append(ls.free, p.b)
 		}
 	}
+	low := ls.openLow
+	for i := range ls.pending {
+		if ls.pending[i].low != 0 {
+			low = ls.pending[i].low
+			break
+		}
+	}
+	ls.low.Store(low)
 	if len(ls.pending) == 0 {
 		ls.pending = nil
+	}
+	if rs := ls.readers; len(rs) > 0 {
+		ls.readers = nil
+		for _, s := range rs {
+			if s.owner.Load() == l && s.client != nil && s.q != nil {
+				s.pump() // reads back what it can now (spill.go)
+			}
+		}
 	}
 	l.endBatch()
 }
@@ -181,6 +227,15 @@ func (srv *Server) storeMessage(sm *store.Message, m *message) {
 func (l *loop) persistDelivery(s *session, out *outMsg) {
 	m := out.msg
 	if m.seq == 0 {
+		ls := &l.st
+		if ls.openLow == 0 {
+			// Published before the number is taken, so that the
+			// watermark never passes it while the batch is open.
+			ls.openLow = l.srv.ps.seq.Load() + 1
+			if ls.low.Load() == 0 {
+				ls.low.Store(ls.openLow)
+			}
+		}
 		m.seq = l.srv.ps.nextSeq()
 	}
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
@@ -218,6 +273,9 @@ func (l *loop) forgetEntry(s *session, seq uint64) {
 		return
 	}
 	l.batch().DeleteEntry(s.id, seq)
+	if q := s.q; q != nil && q.spill != nil {
+		q.forgotten = append(q.forgotten, seq)
+	}
 }
 
 // persistRetained writes m's retained state: set, or cleared by an empty

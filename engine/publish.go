@@ -199,7 +199,11 @@ func (l *loop) route(m *message) (slow *session, n int) {
 				slow = s
 			}
 			if srv.ps != nil && !s.clean.Load() {
-				l.persistDelivery(s, &out)
+				if srv.ps.full.Load() {
+					srv.ps.notStored.Add(1)
+				} else {
+					l.persistDelivery(s, &out)
+				}
 			}
 		}
 		m.ref()
@@ -259,6 +263,11 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
+	if q := s.q; q != nil && out.msg.seq != 0 && out.msg.seq < q.readTo {
+		// Read back from the store while it travelled here (spill.go).
+		out.msg.release()
+		return
+	}
 	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
 		l.forgetEntry(s, out.msg.seq)
 		out.msg.release()
@@ -311,8 +320,12 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 func (s *session) enqueue(out outMsg) {
 	l := s.owner.Load()
 	o := &l.srv.opts
-	q := &s.queues().queue
+	sq := s.queues()
+	q := &sq.queue
 	defer s.setPressure(l)
+	if l.srv.ps != nil && l.spillOut(s, sq, out) {
+		return
+	}
 	if q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		return
 	}
@@ -359,6 +372,9 @@ func (s *session) pump() {
 		return
 	}
 	now := c.loop.mono
+	if q.spill != nil && q.queue.len() <= c.loop.srv.opts.MaxQueuedInMemory/2 {
+		c.loop.readBack(s)
+	}
 	for q.queue.len() > 0 {
 		if q.queue.peek().msg.expired(now) {
 			// [MQTT-3.3.2-5] not delivered once expired.

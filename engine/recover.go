@@ -101,15 +101,26 @@ func (srv *Server) recoverStore() error {
 	if err != nil {
 		return fmt.Errorf("read sessions: %w", err)
 	}
+	// At most MaxQueuedInMemory entries per session come into memory; a
+	// longer queue stays on disk and is read back when its client is back
+	// (spill.go).
+	var spilled []*session
+	limit := srv.opts.MaxQueuedInMemory
 	for _, s := range sessions {
-		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
-			entries++
+		n := 0
+		err := st.Entries(s.id, 0, limit, func(e *store.Entry) bool {
+			n++
 			maxSeq = max(maxSeq, e.Seq)
 			srv.restoreEntry(s, e)
 			return true
 		})
 		if err != nil {
 			return fmt.Errorf("read queue of %q: %w", s.id, err)
+		}
+		entries += n
+		if n >= limit {
+			s.q.spill = &spillState{}
+			spilled = append(spilled, s)
 		}
 	}
 	err = st.Inbound(func(id string, pid uint16) error {
@@ -138,10 +149,14 @@ func (srv *Server) recoverStore() error {
 	// nanoseconds grows faster than any message rate, so it also covers
 	// entries written for sessions whose record did not make it.
 	ps.seq.Store(max(maxSeq, uint64(now)))
+	for _, s := range spilled {
+		s.q.spill.last = ps.seq.Load() // whatever is on disk is below it
+	}
 	if len(sessions) > 0 {
 		ps.orphans.Store(&sessions)
 	}
-	srv.log.Info("state recovered from the store", "sessions", len(sessions), "queued", entries,
+	srv.log.Info("state recovered from the store", "sessions", len(sessions), "queued in memory", entries,
+		"sessions with queues on disk", len(spilled),
 		"retained", retained, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }

@@ -268,6 +268,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 
 // OnTick asks every loop to sweep its clients for expired keep-alives.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	if s.ps != nil {
+		s.checkDiskBound()
+	}
 	for _, l := range s.loopsSnapshot() {
 		l.post(task{kind: taskFunc, fn: func(l *loop) { l.sweep() }})
 	}

@@ -71,6 +71,12 @@ type sessionQueues struct {
 	lastAck int64
 	stalled bool
 	waiters []*client
+	// Spilling to disk (spill.go): the spill in progress, the sequence
+	// number below which every entry was read back, and the entries
+	// acknowledged during the spill.
+	spill     *spillState
+	readTo    uint64
+	forgotten []uint64
 }
 
 // queues returns s's QoS 1/2 state, allocating it on first use.
@@ -93,7 +99,7 @@ func (s *session) lookup(id uint16, state byte) *slot {
 // in-flight window of s's client c: nothing queued ahead of it and a free
 // slot within the client's Receive Maximum.
 func (s *session) canSendNow(c *client) bool {
-	return s.q == nil || (s.q.queue.len() == 0 && !s.q.windowFull(c))
+	return s.q == nil || (s.q.queue.len() == 0 && s.q.spill == nil && !s.q.windowFull(c))
 }
 
 // windowFull reports whether no more QoS 1/2 messages may be sent to c:

@@ -28,6 +28,11 @@ type Stats struct {
 	RefusedByAddressLimit                                     uint64
 	Sessions                                                  int
 	Retained                                                  int
+	// Store (Options.Store): batches committed and fsyncs, commits that
+	// failed, deliveries not written because the store was past
+	// MaxStoreBytes, and its size on disk.
+	StoreCommits, StoreSyncs, StoreFailures, NotStoredDiskFull uint64
+	StoreDiskBytes                                             uint64
 }
 
 // Stats sums the counters of every loop. Safe for concurrent use.
@@ -44,6 +49,11 @@ func (s *Server) Stats() Stats {
 		st.ConnectionsClosed += l.stats.connsClosed.Load()
 		st.ProtocolErrors += l.stats.protocolErrors.Load()
 		st.RefusedByAddressLimit += l.stats.refusedByIP.Load()
+	}
+	if ps := s.ps; ps != nil {
+		ss := ps.st.Stats()
+		st.StoreCommits, st.StoreSyncs, st.StoreDiskBytes = ss.Commits, ss.Syncs, ss.DiskBytes
+		st.StoreFailures, st.NotStoredDiskFull = ps.failures.Load(), ps.notStored.Load()
 	}
 	st.Sessions = s.reg.count()
 	st.Retained = s.retainedCount()

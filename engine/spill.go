@@ -1,0 +1,163 @@
+package engine
+
+import (
+	"github.com/loopmq/loopmq/store"
+)
+
+// Offline queues that spill to disk.
+//
+// Every QoS 1/2 message owed to a persistent session is already an entry
+// in the store (persist.go), so keeping it in memory as well is only a
+// cache. An offline session keeps at most Options.MaxQueuedInMemory
+// messages in memory; the ones that arrive past that are released at once
+// and live only on disk ("spilled"), up to MaxQueued in all. When the
+// client is back and the in-memory queue has room, the session reads its
+// entries back in sequence order, a chunk at a time, until it has read
+// every spilled one; from then on its queue works in memory again.
+//
+// Reading back must neither miss an entry nor deliver one twice:
+//
+//   - Entries of other loops' batches may not be in the store yet. Every
+//     loop publishes the lowest sequence number its unfinished batches may
+//     hold (loopStore.low), so the watermark (Server.watermark) is a
+//     number below which every entry is durable. A chunk reads no entry
+//     above the watermark; the spill ends only when the watermark has
+//     passed the highest sequence number spilled.
+//   - A delivery can still be on its way to the owner loop when its entry,
+//     already durable, was read back. Everything below sessionQueues.readTo
+//     has been read, so such a late delivery is dropped on arrival.
+//   - Entries that are in memory (queued before the spill began, or in the
+//     in-flight window) and entries acknowledged since the client came back
+//     (their deletes may not be applied yet: sessionQueues.forgotten) are
+//     skipped; and the first read waits until the owner's own batches up to
+//     the reconnection are durable.
+//
+// Ownership: all of it belongs to the session's owner loop, except
+// loopStore.low, which the loop writes and any loop reads.
+
+// spillState is a session's spill: entries on disk and not in memory.
+type spillState struct {
+	last uint64 // highest sequence number spilled
+	n    int    // entries spilled and not read back (for the MaxQueued bound)
+	// wait is the owner's batch ticket that must be durable before the
+	// first read (the deletes made before the client came back); 0 none.
+	wait uint64
+}
+
+// readChunk bounds the entries one read-back takes from the store.
+const readChunk = 256
+
+// spillOut moves out to disk only, when s is a persistent session past
+// its in-memory bound, or spilling already. It reports whether it took
+// out (spilled or dropped past MaxQueued). Runs on s's owner.
+func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
+	o := &l.srv.opts
+	seq := out.msg.seq
+	if seq == 0 || !l.srv.durable(s) {
+		return false // not on disk: it stays in memory
+	}
+	if q.spill == nil {
+		if s.client != nil || q.queue.len() < o.MaxQueuedInMemory {
+			return false
+		}
+		q.spill = &spillState{}
+	}
+	sp := q.spill
+	if q.queue.len()+sp.n >= o.MaxQueued {
+		// The overflow policy on disk is always drop-newest: the oldest
+		// are not in memory to drop.
+		l.stats.droppedQueueFull.Add(1)
+		l.forgetEntry(s, seq)
+		out.msg.release()
+		return true
+	}
+	sp.last = max(sp.last, seq)
+	sp.n++
+	out.msg.release()
+	return true
+}
+
+// readBack refills s's in-memory queue from the store while it spills.
+// Runs on s's owner, l, with s's client connected.
+func (l *loop) readBack(s *session) {
+	q := s.q
+	sp := q.spill
+	if sp == nil {
+		return
+	}
+	if sp.wait != 0 {
+		if l.st.durable < sp.wait {
+			l.st.readers = append(l.st.readers, s) // again when it is
+			return
+		}
+		sp.wait = 0
+	}
+	room := l.srv.opts.MaxQueuedInMemory - q.queue.len()
+	if room <= 0 {
+		return
+	}
+	room = min(room, readChunk)
+	w := l.srv.watermark()
+	skip := make(map[uint64]struct{}, q.queue.len()+q.inflight.used+len(q.forgotten))
+	for i := 0; i < q.queue.len(); i++ {
+		skip[q.queue.items[(q.queue.head+i)%len(q.queue.items)].msg.seq] = struct{}{}
+	}
+	q.inflight.each(func(sl *slot) {
+		if sl.m.msg != nil {
+			skip[sl.m.msg.seq] = struct{}{}
+		}
+		skip[sl.seq] = struct{}{}
+	})
+	for _, seq := range q.forgotten {
+		skip[seq] = struct{}{}
+	}
+	var (
+		read, last uint64
+		full       bool
+	)
+	err := l.srv.ps.st.Entries(s.id, q.readTo, 0, func(e *store.Entry) bool {
+		if e.Seq > w {
+			return false
+		}
+		last = e.Seq
+		if _, ok := skip[e.Seq]; ok {
+			return true
+		}
+		out := l.srv.restoreOut(e)
+		out.dup = e.State != store.EntryQueued
+		q.queue.push(out, 1<<31, 1<<62) // room was checked; bytes as on disk
+		read++
+		if int(read) >= room {
+			full = true
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		l.srv.log.Error("reading a spilled queue back failed; trying again later", "client", s.id, "error", err)
+		return
+	}
+	sp.n = max(sp.n-int(read), 0)
+	if full {
+		q.readTo = last + 1
+		return
+	}
+	q.readTo = max(q.readTo, w+1)
+	if sp.last <= w {
+		// Every spilled entry was durable and has been read.
+		q.spill = nil
+		q.forgotten = nil
+	}
+}
+
+// watermark returns a sequence number below or at which every entry any
+// loop wrote is durable.
+func (srv *Server) watermark() uint64 {
+	w := srv.ps.seq.Load()
+	for _, l := range srv.loopsSnapshot() {
+		if lw := l.st.low.Load(); lw != 0 && lw-1 < w {
+			w = lw - 1
+		}
+	}
+	return w
+}
