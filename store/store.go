@@ -104,6 +104,14 @@ type Stats struct {
 	DiskBytes uint64 // bytes the store occupies on disk (0 for Memory)
 	// CommitNanos is the total time from Commit to done, over Commits.
 	CommitNanos uint64
+	// CommitWaits counts Commit calls that found the store's queue of
+	// pending batches full and waited for room; CommitWaitNanos is the
+	// total time they waited. Both stay 0 while the store keeps up.
+	CommitWaits     uint64
+	CommitWaitNanos uint64
+	// Skipped counts records that reads passed over because they could not
+	// be decoded (always 0 for Memory).
+	Skipped uint64
 }
 
 // Message is an application message as stored: everything needed to
