@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,7 +170,9 @@ func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) 
 
 // checkDirHoldsStore refuses a directory that is not empty and holds no
 // pebble store: pebble would create a new store there, next to (and
-// eventually deleting) files that may be a damaged store's.
+// eventually deleting) files that may be a damaged store's. A directory of
+// pebble's files without a manifest is a damaged store (errNoManifest);
+// one with other files is not a store at all (ErrFormat).
 func checkDirHoldsStore(dir string, readOnly bool) error {
 	names, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) && !readOnly {
@@ -188,7 +191,29 @@ func checkDirHoldsStore(dir string, readOnly bool) error {
 	if len(names) == 0 && !readOnly {
 		return nil
 	}
-	return fmt.Errorf("%w: %d files but no pebble manifest", ErrFormat, len(names))
+	for _, n := range names {
+		if !isPebbleFile(n.Name()) {
+			return fmt.Errorf("%w: %s holds %q and no store", ErrFormat, dir, n.Name())
+		}
+	}
+	return fmt.Errorf("%w: %d files", errNoManifest, len(names))
+}
+
+// errNoManifest: the directory holds pebble's files but no manifest (or
+// no marker naming it).
+var errNoManifest = errors.New("store files without a manifest")
+
+// isPebbleFile reports whether name is one pebble makes in its directory.
+func isPebbleFile(name string) bool {
+	switch {
+	case name == "LOCK", name == "CURRENT",
+		strings.HasPrefix(name, "MANIFEST-"), strings.HasPrefix(name, "OPTIONS-"),
+		strings.HasPrefix(name, "marker."), strings.HasPrefix(name, "temporary."),
+		strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".log"),
+		strings.HasSuffix(name, ".blob"), strings.HasSuffix(name, ".dbtmp"):
+		return true
+	}
+	return false
 }
 
 // checkFormat reads the store's format version, writing it into a new
