@@ -29,6 +29,10 @@ type PebbleOptions struct {
 	// QueueLen is how many committed batches may wait for the committer
 	// before Commit blocks (counted in Stats.CommitWaits); 4096 if zero.
 	QueueLen int
+
+	// fs replaces the operating system's file system in tests (nil: the
+	// real one).
+	fs vfs.FS
 }
 
 func (o *PebbleOptions) setDefaults() {
@@ -44,31 +48,25 @@ func (o *PebbleOptions) setDefaults() {
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096
 	}
+	if o.fs == nil {
+		o.fs = vfs.Default
+	}
 }
 
 // ErrFormat is returned when a directory holds a store of another format
 // (written by a newer loopmq) or something that is not a store.
 var ErrFormat = errors.New("store: not a store of this format")
 
-// Group commit bounds: the committer stops merging pending batches into one
-// pebble batch once it holds this many of them or this many bytes, so one
-// slow group cannot grow without limit while callers keep committing.
-const (
-	maxGroupCommits = 1024
-	maxGroupBytes   = 4 << 20
-)
-
 // Pebble is the on-disk Store, on github.com/cockroachdb/pebble/v2 (key
 // layout in keys.go, value encoding in codec.go).
 //
 // Commits go through a bounded queue to one committer goroutine, which
-// merges every pending batch into one pebble batch, writes it with one log
-// write (and one fsync under SyncAlways), then calls the dones in commit
-// order. Under SyncInterval a syncer goroutine fsyncs the log every
-// SyncInterval if anything was written since the last time. Reads iterate
-// pebble directly from the caller's goroutine. All methods are safe for
-// concurrent use; Close must not be called from a read's callback (it waits
-// for reads to end).
+// merges every pending batch into one pebble batch and writes it with one
+// log write; under SyncAlways a log syncer goroutine fsyncs once for every
+// group written meanwhile (pebble_commit.go). Dones are called in commit
+// order. Reads iterate pebble directly from the caller's goroutine
+// (pebble_read.go). All methods are safe for concurrent use; Close must not
+// be called from a read's callback (it waits for reads to end).
 type Pebble struct {
 	db   *pebble.DB
 	fs   *walSyncFS
@@ -82,11 +80,15 @@ type Pebble struct {
 	closing  bool
 	queue    chan pendingCommit
 	// committed is closed by the committer once queue is closed and
-	// drained; syncerStop and syncerDone stop the SyncInterval syncer.
+	// drained. synced carries applied groups to the log syncer
+	// (SyncAlways); freeGroups returns their slices. syncerStop stops the
+	// interval syncer; syncerDone is closed when either syncer ends.
 	committed  chan struct{}
+	synced     chan appliedGroup
+	freeGroups chan []pendingCommit
 	syncerStop chan struct{}
 	syncerDone chan struct{}
-	dirty      atomic.Bool // written since the syncer last synced
+	dirty      atomic.Bool // written since the interval syncer last synced
 
 	// readMu guards readClosed; readers counts reads in progress, which
 	// Close waits for before it closes db.
@@ -104,13 +106,6 @@ type Pebble struct {
 	closeErr  error
 }
 
-type pendingCommit struct {
-	b     *Batch
-	done  func(error)
-	start time.Time
-	err   error // the batch could not be encoded; it is not applied
-}
-
 // OpenPebble opens the store in dir, creating it if dir does not exist or
 // is empty. It refuses a directory that holds other files but no store
 // (ErrFormat), rather than create a store beside them.
@@ -126,10 +121,10 @@ func OpenPebble(dir string, opts PebbleOptions) (*Pebble, error) {
 // openPebble opens dir; readOnly opens it for Check: no committer, no
 // writes, and a missing store is an error.
 func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) {
-	if err := checkDirHoldsStore(dir, readOnly); err != nil {
+	if err := checkDirHoldsStore(opts.fs, dir, readOnly); err != nil {
 		return nil, err
 	}
-	fs := newWALSyncFS(vfs.Default, opts.Sync != SyncAlways)
+	fs := newWALSyncFS(opts.fs)
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref() // the DB holds its own reference
 	logger, events := pebbleLogging(opts.Logger)
@@ -157,14 +152,7 @@ func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) 
 		p.closing = true
 		return p, nil
 	}
-	p.queue = make(chan pendingCommit, opts.QueueLen)
-	p.committed = make(chan struct{})
-	go p.runCommitter()
-	if opts.Sync == SyncInterval {
-		p.syncerStop = make(chan struct{})
-		p.syncerDone = make(chan struct{})
-		go p.runSyncer()
-	}
+	p.startCommitPipeline()
 	return p, nil
 }
 
@@ -173,15 +161,15 @@ func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) 
 // eventually deleting) files that may be a damaged store's. A directory of
 // pebble's files without a manifest is a damaged store (errNoManifest);
 // one with other files is not a store at all (ErrFormat).
-func checkDirHoldsStore(dir string, readOnly bool) error {
-	names, err := os.ReadDir(dir)
+func checkDirHoldsStore(fs vfs.FS, dir string, readOnly bool) error {
+	names, err := fs.List(dir)
 	if errors.Is(err, os.ErrNotExist) && !readOnly {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	desc, err := pebble.Peek(dir, vfs.Default)
+	desc, err := pebble.Peek(dir, fs)
 	if err != nil {
 		return err
 	}
@@ -192,8 +180,8 @@ func checkDirHoldsStore(dir string, readOnly bool) error {
 		return nil
 	}
 	for _, n := range names {
-		if !isPebbleFile(n.Name()) {
-			return fmt.Errorf("%w: %s holds %q and no store", ErrFormat, dir, n.Name())
+		if !isPebbleFile(n) {
+			return fmt.Errorf("%w: %s holds %q and no store", ErrFormat, dir, n)
 		}
 	}
 	return fmt.Errorf("%w: %d files", errNoManifest, len(names))
@@ -240,171 +228,6 @@ func (p *Pebble) checkFormat(readOnly bool) error {
 	return nil
 }
 
-// Commit implements Store. It blocks only while QueueLen batches are
-// already waiting for the committer. After Close, done gets ErrClosed.
-func (p *Pebble) Commit(b *Batch, done func(error)) {
-	c := pendingCommit{b: b, done: done, start: time.Now()}
-	p.commitMu.RLock()
-	defer p.commitMu.RUnlock()
-	if p.closing {
-		go done(ErrClosed)
-		return
-	}
-	select {
-	case p.queue <- c:
-	default:
-		t := time.Now()
-		p.queue <- c
-		p.waits.Add(1)
-		p.waitNanos.Add(uint64(time.Since(t)))
-	}
-}
-
-// runCommitter is the committer goroutine: the only writer of db.
-func (p *Pebble) runCommitter() {
-	defer close(p.committed)
-	pb := p.db.NewBatch()
-	defer func() { _ = pb.Close() }()
-	group := make([]pendingCommit, 0, 64)
-	for {
-		c, ok := <-p.queue
-		if !ok {
-			return
-		}
-		group = append(group[:0], c)
-		p.encode(pb, &group[0])
-	drain:
-		for len(group) < maxGroupCommits && pb.Len() < maxGroupBytes {
-			select {
-			case c, ok := <-p.queue:
-				if !ok {
-					break drain
-				}
-				group = append(group, c)
-				p.encode(pb, &group[len(group)-1])
-			default:
-				break drain
-			}
-		}
-		var err error
-		if pb.Count() > 0 {
-			// Sync under every policy: it makes pebble hand the record to
-			// the operating system before Apply returns; walSyncFS decides
-			// whether the log's fsync happens (see walsync.go).
-			err = p.db.Apply(pb, pebble.Sync)
-			if err != nil {
-				err = fmt.Errorf("store: commit: %w", err)
-				_ = pb.Close()
-				pb = p.db.NewBatch()
-			} else {
-				p.dirty.Store(true)
-				pb.Reset()
-			}
-		}
-		for i := range group {
-			c := &group[i]
-			cerr := c.err
-			if cerr == nil {
-				cerr = err
-			}
-			if cerr == nil {
-				p.records.Add(uint64(c.b.Len()))
-			}
-			p.commits.Add(1)
-			p.commitNanos.Add(uint64(time.Since(c.start)))
-			c.done(cerr)
-			group[i] = pendingCommit{}
-		}
-	}
-}
-
-// encode adds c's operations to pb, or sets c.err and adds nothing if one
-// of them cannot be stored.
-func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
-	if err := validateBatch(c.b); err != nil {
-		c.err = err
-		return
-	}
-	var key, val, end []byte
-	for i := range c.b.ops {
-		op := &c.b.ops[i]
-		key, val = key[:0], val[:0]
-		switch op.Kind {
-		case OpPutSession:
-			key = appendSessionKey(key, op.ClientID)
-			val = appendSessionValue(val, op.Session)
-			_ = pb.Set(key, val, nil)
-		case OpDeleteSession:
-			_ = pb.Delete(appendSessionKey(key, op.ClientID), nil)
-			for _, kind := range [...]byte{kindEntry, kindInbound} {
-				key = appendClientPrefix(key[:0], kind, op.ClientID)
-				end = prefixEnd(end[:0], key)
-				_ = pb.DeleteRange(key, end, nil)
-			}
-		case OpPutEntry:
-			key = appendEntryKey(key, op.ClientID, op.Seq)
-			val = appendEntryValue(val, &op.Entry)
-			_ = pb.Set(key, val, nil)
-		case OpDeleteEntry:
-			_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
-		case OpPutInbound:
-			_ = pb.Set(appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val), nil)
-		case OpDeleteInbound:
-			_ = pb.Delete(appendInboundKey(key, op.ClientID, op.PacketID), nil)
-		case OpPutRetained:
-			key = appendRetainedKey(key, op.Msg.Topic)
-			val = appendRetainedValue(val, &op.Msg)
-			_ = pb.Set(key, val, nil)
-		case OpDeleteRetained:
-			_ = pb.Delete(appendRetainedKey(key, op.Msg.Topic), nil)
-		case OpPutMeta:
-			_ = pb.Set(appendMetaKey(key, op.Key), appendMetaValue(val, op.Value), nil)
-		}
-	}
-}
-
-// validateBatch checks what encode cannot store, before anything of the
-// batch is encoded, so that a bad batch fails alone and whole.
-func validateBatch(b *Batch) error {
-	for i := range b.ops {
-		op := &b.ops[i]
-		switch op.Kind {
-		case OpPutSession:
-			if op.Session == nil {
-				return fmt.Errorf("store: operation %d: PutSession without a session", i)
-			}
-		case OpDeleteSession, OpPutEntry, OpDeleteEntry, OpPutInbound, OpDeleteInbound:
-			if err := checkClientID(op.ClientID); err != nil {
-				return fmt.Errorf("operation %d: %w", i, err)
-			}
-		case OpPutRetained, OpDeleteRetained, OpPutMeta:
-		default:
-			return fmt.Errorf("store: operation %d: unknown kind %d", i, op.Kind)
-		}
-	}
-	return nil
-}
-
-// runSyncer fsyncs the log every SyncInterval while there are writes to
-// sync (SyncInterval only).
-func (p *Pebble) runSyncer() {
-	defer close(p.syncerDone)
-	t := time.NewTicker(p.opts.SyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.syncerStop:
-			return
-		case <-t.C:
-			if p.dirty.Swap(false) {
-				if err := p.fs.syncAll(); err != nil {
-					p.log.Error("store: periodic log sync failed", "dir", p.dir, "err", err)
-				}
-			}
-		}
-	}
-}
-
 // beginRead registers a read; it fails once Close has begun.
 func (p *Pebble) beginRead() error {
 	p.readMu.Lock()
@@ -446,18 +269,10 @@ func (p *Pebble) Close() error {
 
 func (p *Pebble) close() error {
 	p.commitMu.Lock()
-	wasClosing := p.closing // read-only stores never had a committer
-	p.closing = true
-	if !wasClosing {
-		close(p.queue)
-	}
+	readOnly := p.closing // read-only stores have no commit pipeline
 	p.commitMu.Unlock()
-	if !wasClosing {
-		<-p.committed
-	}
-	if p.syncerStop != nil {
-		close(p.syncerStop)
-		<-p.syncerDone
+	if !readOnly {
+		p.stopCommitPipeline()
 	}
 	p.readMu.Lock()
 	p.readClosed = true

@@ -18,25 +18,25 @@ const walCategory vfs.DiskWriteCategory = "pebble-wal"
 // record in pebble's own buffer (up to a 32 KiB block) until a later sync or
 // a full block, so a process crash after done would lose it, breaking the
 // promise of SyncInterval and SyncNone. Instead every commit asks pebble to
-// sync, which makes pebble write the record to the file before it returns;
-// the log files made here then decide whether that sync reaches the disk:
-// with deferred set they skip it, and the store syncs them itself every
-// SyncInterval (syncAll) and when a log file is closed.
+// sync, which makes pebble write the record to the file before it returns,
+// and the log files made here skip that sync. The store syncs them itself
+// (syncAll): under SyncAlways once for every group of commits written
+// while the previous fsync ran, under SyncInterval on a ticker; and each
+// log file is synced when pebble closes it.
 //
 // Everything else (tables, manifest, directories) passes through untouched.
 // Safe for concurrent use.
 type walSyncFS struct {
 	vfs.FS
-	deferred bool // log syncs are skipped (SyncInterval, SyncNone)
 
-	syncs atomic.Uint64 // fsyncs of log files that reached the disk
+	syncs atomic.Uint64 // fsyncs of log files
 
 	mu   sync.Mutex
 	open map[*walFile]struct{} // log files not yet closed
 }
 
-func newWALSyncFS(fs vfs.FS, deferred bool) *walSyncFS {
-	return &walSyncFS{FS: fs, deferred: deferred, open: make(map[*walFile]struct{})}
+func newWALSyncFS(fs vfs.FS) *walSyncFS {
+	return &walSyncFS{FS: fs, open: make(map[*walFile]struct{})}
 }
 
 // Create implements vfs.FS.
@@ -105,28 +105,18 @@ func (f *walFile) realSync() error {
 	return nil
 }
 
-// Sync implements vfs.File.
-func (f *walFile) Sync() error {
-	if f.fs.deferred {
-		return nil
-	}
-	return f.realSync()
-}
+// Sync implements vfs.File: it does nothing, see walSyncFS.
+func (f *walFile) Sync() error { return nil }
 
-// SyncData implements vfs.File.
-func (f *walFile) SyncData() error { return f.Sync() }
+// SyncData implements vfs.File: it does nothing, see walSyncFS.
+func (f *walFile) SyncData() error { return nil }
 
-// SyncTo implements vfs.File. Deferred, it does nothing and says the file
-// was not fully synced; otherwise it is a full sync.
-func (f *walFile) SyncTo(int64) (fullSync bool, err error) {
-	if f.fs.deferred {
-		return false, nil
-	}
-	return true, f.realSync()
-}
+// SyncTo implements vfs.File: it does nothing and says the file was not
+// fully synced, see walSyncFS.
+func (f *walFile) SyncTo(int64) (fullSync bool, err error) { return false, nil }
 
-// Close implements vfs.File. A log file is synced before it is closed even
-// when syncs are deferred: the next interval's syncAll no longer sees it.
+// Close implements vfs.File. A log file is synced before it is closed: the
+// next syncAll no longer sees it.
 func (f *walFile) Close() error {
 	err := f.realSync()
 	f.mu.Lock()
