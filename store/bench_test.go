@@ -118,3 +118,58 @@ func BenchmarkRecovery(b *testing.B) {
 		b.ReportMetric(float64(sessions*perSession)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 	})
 }
+
+// BenchmarkCommitOpenLoop: one goroutine commits single-entry batches as
+// fast as it can without waiting for done (as an event loop does), so the
+// store's queue fills whenever the disk falls behind. Reported: how long a
+// Commit call takes (call-ns mean, call-max-ns), how often it had to wait
+// for queue room (waits/commit), commits/s and entries/fsync.
+func BenchmarkCommitOpenLoop(b *testing.B) {
+	for _, policy := range []store.SyncPolicy{store.SyncAlways, store.SyncNone} {
+		b.Run(policy.String(), func(b *testing.B) {
+			p := openPebble(b, b.TempDir(), store.PebbleOptions{Sync: policy})
+			defer p.Close()
+			payload := make([]byte, restartPayload)
+			fillPayload(payload, 1, 1)
+			// Enough batches for a full queue and the groups being synced.
+			free := make(chan *store.Batch, 8192)
+			for i := 0; i < cap(free); i++ {
+				free <- new(store.Batch)
+			}
+			var pending sync.WaitGroup
+			done := func(b *store.Batch) func(error) {
+				return func(error) { free <- b; pending.Done() }
+			}
+			e := store.Entry{QoS: 1, Msg: store.Message{Topic: []byte("bench/topic"), Payload: payload, QoS: 1}}
+			before := p.Stats()
+			var callMax, callTotal time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				batch := <-free
+				batch.Reset()
+				e.Seq = uint64(i)
+				batch.PutEntry("open-loop", &e)
+				pending.Add(1)
+				t := time.Now()
+				p.Commit(batch, done(batch))
+				d := time.Since(t)
+				callTotal += d
+				callMax = max(callMax, d)
+			}
+			pending.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			st := p.Stats()
+			commits := float64(st.Commits - before.Commits)
+			b.ReportMetric(commits/elapsed.Seconds(), "commits/s")
+			b.ReportMetric(float64(callTotal)/float64(b.N), "call-ns")
+			b.ReportMetric(float64(callMax), "call-max-ns")
+			b.ReportMetric(float64(st.CommitWaits-before.CommitWaits)/commits, "waits/commit")
+			if syncs := float64(st.Syncs - before.Syncs); syncs > 0 && policy == store.SyncAlways {
+				b.ReportMetric(commits/syncs, "entries/fsync")
+			}
+		})
+	}
+}

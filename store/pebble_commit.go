@@ -51,7 +51,9 @@ type appliedGroup struct {
 }
 
 // Commit implements Store. It blocks only while QueueLen batches are
-// already waiting for the committer. After Close, done gets ErrClosed.
+// already waiting for the committer (Stats.CommitWaits). After Close, done
+// gets ErrClosed. done must not call Commit: with the queue full, the
+// goroutine calling done would wait for itself.
 func (p *Pebble) Commit(b *Batch, done func(error)) {
 	c := pendingCommit{b: b, done: done, start: time.Now()}
 	p.commitMu.RLock()

@@ -13,7 +13,13 @@
 //
 // Implementations: Memory (tests, persistence off) and Pebble (the on-disk
 // default, github.com/cockroachdb/pebble/v2). Both pass the conformance
-// suite in storetest.
+// suite in storetest. The package imports no other loopmq package.
+//
+// The on-disk store's files: keys.go (key layout), codec.go (value
+// encoding), pebble.go (open, close, stats), pebble_commit.go (the commit
+// pipeline and its goroutines), walsync.go (how the log reaches the disk
+// under each SyncPolicy), pebble_read.go (reads), recover.go
+// (OpenPebbleRecovering), check.go (Check).
 package store
 
 import "errors"
