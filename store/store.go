@@ -28,8 +28,8 @@ import "errors"
 // use by any number of goroutines.
 type Store interface {
 	// Commit applies b atomically and calls done (exactly once, on a
-	// goroutine of the store's; it must not block) when b is durable under
-	// the sync policy, or with the error that lost it. Batches committed
+	// goroutine of the store's; it must not block, nor call Commit) when b
+	// is durable under the sync policy, or with the error that lost it. Batches committed
 	// from one goroutine are applied in that order. b belongs to the store
 	// until done is called; the caller may Reset and reuse it afterwards.
 	Commit(b *Batch, done func(error))
