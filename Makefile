@@ -7,7 +7,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL
+FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue
 
 .PHONY: all build test vet fmt-check bench bench-compare fuzz clean run
 

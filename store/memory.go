@@ -22,11 +22,16 @@ type Memory struct {
 	retained map[string]*Message
 	meta     map[string][]byte
 
-	work   chan memCommit
-	closed chan struct{}
-	once   sync.Once
+	// workMu is held shared by Commit while it sends on work and
+	// exclusively by Close to close it; closing is guarded by it.
+	workMu  sync.RWMutex
+	closing bool
+	work    chan memCommit
+	closed  chan struct{}
+	once    sync.Once
 
 	commits, records, nanos atomic.Uint64
+	waits, waitNanos        atomic.Uint64
 }
 
 type memCommit struct {
@@ -61,9 +66,23 @@ func (m *Memory) run() {
 	}
 }
 
-// Commit implements Store.
+// Commit implements Store. After Close, done gets ErrClosed.
 func (m *Memory) Commit(b *Batch, done func(error)) {
-	m.work <- memCommit{b: b, done: done, start: time.Now()}
+	c := memCommit{b: b, done: done, start: time.Now()}
+	m.workMu.RLock()
+	defer m.workMu.RUnlock()
+	if m.closing {
+		go done(ErrClosed)
+		return
+	}
+	select {
+	case m.work <- c:
+	default:
+		t := time.Now()
+		m.work <- c
+		m.waits.Add(1)
+		m.waitNanos.Add(uint64(time.Since(t)))
+	}
 }
 
 func cloneMessage(src *Message) Message {
@@ -248,7 +267,13 @@ func (m *Memory) Meta(key string) ([]byte, error) {
 
 // Stats implements Store.
 func (m *Memory) Stats() Stats {
-	return Stats{Commits: m.commits.Load(), Records: m.records.Load(), CommitNanos: m.nanos.Load()}
+	return Stats{
+		Commits:         m.commits.Load(),
+		Records:         m.records.Load(),
+		CommitNanos:     m.nanos.Load(),
+		CommitWaits:     m.waits.Load(),
+		CommitWaitNanos: m.waitNanos.Load(),
+	}
 }
 
 // ErrClosed is returned by operations on a closed store.
@@ -256,7 +281,12 @@ var ErrClosed = errors.New("store: closed")
 
 // Close implements Store: it waits for committed batches to be applied.
 func (m *Memory) Close() error {
-	m.once.Do(func() { close(m.work) })
+	m.once.Do(func() {
+		m.workMu.Lock()
+		m.closing = true
+		close(m.work)
+		m.workMu.Unlock()
+	})
 	<-m.closed
 	return nil
 }

@@ -13,7 +13,13 @@
 //
 // Implementations: Memory (tests, persistence off) and Pebble (the on-disk
 // default, github.com/cockroachdb/pebble/v2). Both pass the conformance
-// suite in storetest.
+// suite in storetest. The package imports no other loopmq package.
+//
+// The on-disk store's files: keys.go (key layout), codec.go (value
+// encoding), pebble.go (open, close, stats), pebble_commit.go (the commit
+// pipeline and its goroutines), walsync.go (how the log reaches the disk
+// under each SyncPolicy), pebble_read.go (reads), recover.go
+// (OpenPebbleRecovering), check.go (Check).
 package store
 
 import "errors"
@@ -22,8 +28,8 @@ import "errors"
 // use by any number of goroutines.
 type Store interface {
 	// Commit applies b atomically and calls done (exactly once, on a
-	// goroutine of the store's; it must not block) when b is durable under
-	// the sync policy, or with the error that lost it. Batches committed
+	// goroutine of the store's; it must not block, nor call Commit) when b
+	// is durable under the sync policy, or with the error that lost it. Batches committed
 	// from one goroutine are applied in that order. b belongs to the store
 	// until done is called; the caller may Reset and reuse it afterwards.
 	Commit(b *Batch, done func(error))
@@ -104,6 +110,14 @@ type Stats struct {
 	DiskBytes uint64 // bytes the store occupies on disk (0 for Memory)
 	// CommitNanos is the total time from Commit to done, over Commits.
 	CommitNanos uint64
+	// CommitWaits counts Commit calls that found the store's queue of
+	// pending batches full and waited for room; CommitWaitNanos is the
+	// total time they waited. Both stay 0 while the store keeps up.
+	CommitWaits     uint64
+	CommitWaitNanos uint64
+	// Skipped counts records that reads passed over because they could not
+	// be decoded (always 0 for Memory).
+	Skipped uint64
 }
 
 // Message is an application message as stored: everything needed to

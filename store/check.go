@@ -1,0 +1,208 @@
+package store
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// CheckReport is what Check found in a store directory.
+type CheckReport struct {
+	Dir string
+	// Format is the store's format version (formatVersion); 0 if the
+	// store has none recorded.
+	Format byte
+	// Records of each kind that decode.
+	Sessions, Entries, Inbound, Retained, Meta int
+	// Undecodable counts the records that do not decode (reads skip them)
+	// and keys of no known kind; BadRecords lists the first
+	// maxReportedBadRecords of them.
+	Undecodable int
+	BadRecords  []BadRecord
+	// DiskBytes is the size of the files in Dir.
+	DiskBytes uint64
+}
+
+// BadRecord is one record that does not decode.
+type BadRecord struct {
+	Key  []byte
+	Kind string
+	Err  string
+}
+
+// maxReportedBadRecords bounds CheckReport.BadRecords.
+const maxReportedBadRecords = 100
+
+// Records returns the number of records that decode.
+func (r *CheckReport) Records() int {
+	return r.Sessions + r.Entries + r.Inbound + r.Retained + r.Meta
+}
+
+// OK reports whether every record decoded.
+func (r *CheckReport) OK() bool { return r.Undecodable == 0 }
+
+// String formats the report for a person, one fact a line.
+func (r *CheckReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "store %s: format %d, %d bytes on disk\n", r.Dir, r.Format, r.DiskBytes)
+	fmt.Fprintf(&b, "sessions %d, entries %d, inbound %d, retained %d, meta %d\n",
+		r.Sessions, r.Entries, r.Inbound, r.Retained, r.Meta)
+	fmt.Fprintf(&b, "undecodable %d\n", r.Undecodable)
+	for _, br := range r.BadRecords {
+		fmt.Fprintf(&b, "  %s %s: %s\n", br.Kind, printableKey(br.Key), br.Err)
+	}
+	if n := r.Undecodable - len(r.BadRecords); n > 0 {
+		fmt.Fprintf(&b, "  ... and %d more\n", n)
+	}
+	return b.String()
+}
+
+// Check opens the store in dir read-only, reads every record and reports
+// what it holds. The error is non-nil if the store cannot be opened or read
+// to the end (the report then has what was read before); undecodable
+// records are not an error but are counted and listed in the report. It
+// fails on a store that a running broker holds open (pebble's lock).
+func Check(dir string) (CheckReport, error) {
+	rep := CheckReport{Dir: dir, DiskBytes: dirBytes(dir)}
+	opts := PebbleOptions{}
+	opts.setDefaults()
+	var p *Pebble
+	err := catchPanic(func() error {
+		var err error
+		p, err = openPebble(dir, opts, true)
+		return err
+	})
+	if err != nil {
+		return rep, fmt.Errorf("store: check %s: open: %w", dir, err)
+	}
+	err = catchPanic(func() error { return p.checkRecords(&rep) })
+	if cerr := catchPanic(p.Close); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return rep, fmt.Errorf("store: check %s: %w", dir, err)
+	}
+	return rep, nil
+}
+
+// checkRecords reads every record of the store into rep's counts; it fails
+// if pebble cannot read them all.
+func (p *Pebble) checkRecords(rep *CheckReport) error {
+	if err := p.beginRead(); err != nil {
+		return err
+	}
+	defer p.readers.Done()
+	it, err := p.db.NewIter(&pebble.IterOptions{})
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	var s Session
+	var e Entry
+	var m Message
+	for valid := it.First(); valid; valid = it.Next() {
+		key := it.Key()
+		value, err := it.ValueAndErr()
+		if err != nil {
+			break // it.Error reports it
+		}
+		if err := checkRecord(rep, key, value, &s, &e, &m); err != nil {
+			rep.Undecodable++
+			if len(rep.BadRecords) < maxReportedBadRecords {
+				kind := "empty key"
+				if len(key) > 0 {
+					kind = kindName(key[0])
+				}
+				rep.BadRecords = append(rep.BadRecords, BadRecord{
+					Key: append([]byte(nil), key...), Kind: kind, Err: err.Error(),
+				})
+			}
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	return nil
+}
+
+// checkRecord decodes one record and counts it in rep; s, e and m are
+// scratch space.
+func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *Message) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: empty key", errCorrupt)
+	}
+	switch key[0] {
+	case kindFormat:
+		if string(key) != string(formatKey) {
+			return fmt.Errorf("%w: unknown key", errCorrupt)
+		}
+		f, err := decodeFormatValue(value)
+		if err != nil {
+			return err
+		}
+		rep.Format = f
+	case kindSession:
+		if err := decodeSessionValue(value, s); err != nil {
+			return err
+		}
+		rep.Sessions++
+	case kindEntry:
+		if _, _, ok := parseEntryKey(key); !ok {
+			return fmt.Errorf("%w: bad entry key", errCorrupt)
+		}
+		if err := decodeEntryValue(value, e); err != nil {
+			return err
+		}
+		rep.Entries++
+	case kindInbound:
+		if _, _, ok := parseInboundKey(key); !ok {
+			return fmt.Errorf("%w: bad inbound key", errCorrupt)
+		}
+		if err := decodeInboundValue(value); err != nil {
+			return err
+		}
+		rep.Inbound++
+	case kindRetained:
+		if err := decodeRetainedValue(value, m); err != nil {
+			return err
+		}
+		rep.Retained++
+	case kindMeta:
+		if _, err := decodeMetaValue(value); err != nil {
+			return err
+		}
+		rep.Meta++
+	default:
+		return fmt.Errorf("%w: unknown kind of key", errCorrupt)
+	}
+	return nil
+}
+
+// dirBytes sums the sizes of the regular files under dir; 0 if it cannot
+// be read.
+func dirBytes(dir string) uint64 {
+	var n uint64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			n += uint64(fi.Size())
+		}
+		return nil
+	})
+	return n
+}
+
+// catchPanic runs fn and turns a panic (pebble panics on some damage it
+// finds in the files it reads) into an error.
+func catchPanic(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pebble panicked: %v", errCorrupt, r)
+		}
+	}()
+	return fn()
+}

@@ -1,0 +1,316 @@
+package store
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The commit pipeline of the on-disk store:
+//
+//	Commit ──queue──▶ committer ──synced──▶ log syncer (SyncAlways only)
+//
+// The committer (runCommitter) takes every batch waiting in queue, merges
+// them into one pebble batch and applies it, which writes one log record to
+// the operating system (walsync.go: pebble's own log fsync is skipped).
+// Under SyncAlways it hands the group to the log syncer (runLogSyncer),
+// which fsyncs the log once for every group that arrived since its last
+// fsync and then calls their dones; meanwhile the committer applies the
+// next groups, which share the next fsync. Under SyncInterval and SyncNone
+// the committer calls the dones itself, and under SyncInterval the interval
+// syncer (runIntervalSyncer) fsyncs the log on a ticker.
+//
+// Dones are called in commit order, each exactly once, by one goroutine:
+// the log syncer under SyncAlways, else the committer.
+
+// Group commit bounds: the committer stops merging pending batches into one
+// pebble batch once it holds this many of them or this many bytes, so one
+// group cannot grow without limit while callers keep committing.
+const (
+	maxGroupCommits = 1024
+	maxGroupBytes   = 4 << 20
+)
+
+// maxGroupsAwaitingSync bounds the groups applied and waiting for the log
+// syncer's fsync; past it the committer waits, then queue fills, then
+// Commit blocks.
+const maxGroupsAwaitingSync = 64
+
+type pendingCommit struct {
+	b     *Batch
+	done  func(error)
+	start time.Time
+	err   error // the batch could not be encoded; it is not applied
+}
+
+// appliedGroup is a group the committer applied, waiting for its fsync.
+type appliedGroup struct {
+	commits []pendingCommit
+	err     error // applying it failed
+}
+
+// Commit implements Store. It blocks only while QueueLen batches are
+// already waiting for the committer (Stats.CommitWaits). After Close, done
+// gets ErrClosed. done must not call Commit: with the queue full, the
+// goroutine calling done would wait for itself.
+func (p *Pebble) Commit(b *Batch, done func(error)) {
+	c := pendingCommit{b: b, done: done, start: time.Now()}
+	p.commitMu.RLock()
+	defer p.commitMu.RUnlock()
+	if p.closing {
+		go done(ErrClosed)
+		return
+	}
+	select {
+	case p.queue <- c:
+	default:
+		t := time.Now()
+		p.queue <- c
+		p.waits.Add(1)
+		p.waitNanos.Add(uint64(time.Since(t)))
+	}
+}
+
+// startCommitPipeline starts the committer and the syncer the sync policy
+// needs.
+func (p *Pebble) startCommitPipeline() {
+	p.queue = make(chan pendingCommit, p.opts.QueueLen)
+	p.committed = make(chan struct{})
+	// Group slices circulate between the committer and the log syncer.
+	p.freeGroups = make(chan []pendingCommit, maxGroupsAwaitingSync+2)
+	switch p.opts.Sync {
+	case SyncAlways:
+		p.synced = make(chan appliedGroup, maxGroupsAwaitingSync)
+		p.syncerDone = make(chan struct{})
+		go p.runLogSyncer()
+	case SyncInterval:
+		p.syncerStop = make(chan struct{})
+		p.syncerDone = make(chan struct{})
+		go p.runIntervalSyncer()
+	}
+	go p.runCommitter()
+}
+
+// stopCommitPipeline closes queue and waits for every done.
+func (p *Pebble) stopCommitPipeline() {
+	p.commitMu.Lock()
+	p.closing = true
+	close(p.queue)
+	p.commitMu.Unlock()
+	<-p.committed // closes synced, which stops the log syncer
+	if p.syncerStop != nil {
+		close(p.syncerStop)
+	}
+	if p.syncerDone != nil {
+		<-p.syncerDone
+	}
+}
+
+func (p *Pebble) newGroup() []pendingCommit {
+	select {
+	case g := <-p.freeGroups:
+		return g[:0]
+	default:
+		return make([]pendingCommit, 0, 64)
+	}
+}
+
+// runCommitter is the committer goroutine: the only writer of db.
+func (p *Pebble) runCommitter() {
+	defer close(p.committed)
+	if p.synced != nil {
+		defer close(p.synced)
+	}
+	pb := p.db.NewBatch()
+	defer func() { _ = pb.Close() }()
+	for {
+		c, ok := <-p.queue
+		if !ok {
+			return
+		}
+		group := append(p.newGroup(), c)
+		p.encode(pb, &group[0])
+	drain:
+		for len(group) < maxGroupCommits && pb.Len() < maxGroupBytes {
+			select {
+			case c, ok := <-p.queue:
+				if !ok {
+					break drain
+				}
+				group = append(group, c)
+				p.encode(pb, &group[len(group)-1])
+			default:
+				break drain
+			}
+		}
+		var err error
+		if pb.Count() > 0 {
+			// Sync under every policy: it makes pebble write the record
+			// to the operating system before Apply returns; walSyncFS
+			// skips pebble's fsync of the log (see walsync.go).
+			err = p.db.Apply(pb, pebble.Sync)
+			if err != nil {
+				err = fmt.Errorf("store: commit: %w", err)
+				_ = pb.Close()
+				pb = p.db.NewBatch()
+			} else {
+				p.dirty.Store(true)
+				pb.Reset()
+			}
+		}
+		if p.synced != nil {
+			p.synced <- appliedGroup{commits: group, err: err}
+			continue
+		}
+		p.finish(group, err)
+	}
+}
+
+// finish calls the dones of group, whose common outcome is err, and
+// recycles it.
+func (p *Pebble) finish(group []pendingCommit, err error) {
+	for i := range group {
+		c := &group[i]
+		cerr := c.err
+		if cerr == nil {
+			cerr = err
+		}
+		if cerr == nil {
+			p.records.Add(uint64(c.b.Len()))
+		}
+		p.commits.Add(1)
+		p.commitNanos.Add(uint64(time.Since(c.start)))
+		c.done(cerr)
+		group[i] = pendingCommit{}
+	}
+	select {
+	case p.freeGroups <- group:
+	default:
+	}
+}
+
+// runLogSyncer (SyncAlways) fsyncs the log once for all the groups applied
+// since its last fsync, then calls their dones. A failed fsync fails every
+// later commit too: after one, what the log holds is unknown.
+func (p *Pebble) runLogSyncer() {
+	defer close(p.syncerDone)
+	var groups []appliedGroup
+	var broken error
+	for g := range p.synced {
+		groups = append(groups[:0], g)
+	drain:
+		for {
+			select {
+			case g, ok := <-p.synced:
+				if !ok {
+					break drain
+				}
+				groups = append(groups, g)
+			default:
+				break drain
+			}
+		}
+		if broken == nil {
+			if err := p.fs.syncAll(); err != nil {
+				broken = err
+				p.log.Error("store: log sync failed; every later commit fails", "dir", p.dir, "err", err)
+			}
+		}
+		for i := range groups {
+			err := groups[i].err
+			if err == nil {
+				err = broken
+			}
+			p.finish(groups[i].commits, err)
+			groups[i] = appliedGroup{}
+		}
+	}
+}
+
+// runIntervalSyncer (SyncInterval) fsyncs the log every SyncInterval if
+// anything was written since the last time.
+func (p *Pebble) runIntervalSyncer() {
+	defer close(p.syncerDone)
+	t := time.NewTicker(p.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.syncerStop:
+			return
+		case <-t.C:
+			if p.dirty.Swap(false) {
+				if err := p.fs.syncAll(); err != nil {
+					p.log.Error("store: periodic log sync failed", "dir", p.dir, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// encode adds c's operations to pb, or sets c.err and adds nothing if one
+// of them cannot be stored.
+func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
+	if err := validateBatch(c.b); err != nil {
+		c.err = err
+		return
+	}
+	var key, val, end []byte
+	for i := range c.b.ops {
+		op := &c.b.ops[i]
+		key, val = key[:0], val[:0]
+		switch op.Kind {
+		case OpPutSession:
+			key = appendSessionKey(key, op.ClientID)
+			val = appendSessionValue(val, op.Session)
+			_ = pb.Set(key, val, nil)
+		case OpDeleteSession:
+			_ = pb.Delete(appendSessionKey(key, op.ClientID), nil)
+			for _, kind := range [...]byte{kindEntry, kindInbound} {
+				key = appendClientPrefix(key[:0], kind, op.ClientID)
+				end = prefixEnd(end[:0], key)
+				_ = pb.DeleteRange(key, end, nil)
+			}
+		case OpPutEntry:
+			key = appendEntryKey(key, op.ClientID, op.Seq)
+			val = appendEntryValue(val, &op.Entry)
+			_ = pb.Set(key, val, nil)
+		case OpDeleteEntry:
+			_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+		case OpPutInbound:
+			_ = pb.Set(appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val), nil)
+		case OpDeleteInbound:
+			_ = pb.Delete(appendInboundKey(key, op.ClientID, op.PacketID), nil)
+		case OpPutRetained:
+			key = appendRetainedKey(key, op.Msg.Topic)
+			val = appendRetainedValue(val, &op.Msg)
+			_ = pb.Set(key, val, nil)
+		case OpDeleteRetained:
+			_ = pb.Delete(appendRetainedKey(key, op.Msg.Topic), nil)
+		case OpPutMeta:
+			_ = pb.Set(appendMetaKey(key, op.Key), appendMetaValue(val, op.Value), nil)
+		}
+	}
+}
+
+// validateBatch checks what encode cannot store, before anything of the
+// batch is encoded, so that a bad batch fails alone and whole.
+func validateBatch(b *Batch) error {
+	for i := range b.ops {
+		op := &b.ops[i]
+		switch op.Kind {
+		case OpPutSession:
+			if op.Session == nil {
+				return fmt.Errorf("store: operation %d: PutSession without a session", i)
+			}
+		case OpDeleteSession, OpPutEntry, OpDeleteEntry, OpPutInbound, OpDeleteInbound:
+			if err := checkClientID(op.ClientID); err != nil {
+				return fmt.Errorf("operation %d: %w", i, err)
+			}
+		case OpPutRetained, OpDeleteRetained, OpPutMeta:
+		default:
+			return fmt.Errorf("store: operation %d: unknown kind %d", i, op.Kind)
+		}
+	}
+	return nil
+}
