@@ -15,6 +15,7 @@ import (
 
 	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/engine"
+	"github.com/loopmq/loopmq/store"
 )
 
 var externalBroker = flag.String("bench.broker", "",
@@ -126,9 +127,23 @@ func (r result) report(b *testing.B, broker bool) {
 	}
 }
 
+// fixtureConfig are a fixture's variations from the plain benchmark.
+type fixtureConfig struct {
+	// store is the in-process broker's Options.Store; nil for none.
+	store store.Store
+	// persistent makes the subscribers' sessions persistent, so that
+	// QoS 1/2 deliveries to them are written to a store.
+	persistent bool
+}
+
 // newFixture starts a broker (unless -bench.broker names one) and connects
 // and subscribes every client of sc.
-func newFixture(sc scenario, qos byte, ver codec.Version) (_ *fixture, err error) {
+func newFixture(sc scenario, qos byte, ver codec.Version) (*fixture, error) {
+	return newFixtureWith(sc, qos, ver, fixtureConfig{})
+}
+
+// newFixtureWith is newFixture with cfg.
+func newFixtureWith(sc scenario, qos byte, ver codec.Version, cfg fixtureConfig) (_ *fixture, err error) {
 	fx := &fixture{sc: sc, qos: qos, ver: ver, pubDone: make(chan error, sc.pubs), subDone: make(chan int, sc.subs),
 		abort: make(chan struct{}), counts: make([]int, sc.pubs)}
 	defer func() {
@@ -143,6 +158,7 @@ func newFixture(sc scenario, qos byte, ver codec.Version) (_ *fixture, err error
 		if *withAuthorizer {
 			opts.Authorizer = allowAll{}
 		}
+		opts.Store = cfg.store
 		fx.srv = engine.New(opts)
 		if err := fx.srv.Start(); err != nil {
 			return nil, fmt.Errorf("start broker: %w", err)
@@ -166,7 +182,7 @@ func newFixture(sc scenario, qos byte, ver codec.Version) (_ *fixture, err error
 	prefix := fmt.Sprintf("bench-%d-%s-q%d-v%d", time.Now().UnixNano(), sc.name, qos, ver)
 	for _, slot := range order {
 		if slot < sc.subs {
-			mc, err := dialMQTT(addr, fmt.Sprintf("%s-sub%d", prefix, slot), ver)
+			mc, err := dialSession(addr, fmt.Sprintf("%s-sub%d", prefix, slot), ver, cfg.persistent)
 			if err != nil {
 				return nil, err
 			}

@@ -174,9 +174,7 @@ func (l *loop) endBatch() {
 	}
 	l.inEndBatch = true
 	if l.srv.ps != nil {
-		// Before the hand-offs: writes they cause on other loops must
-		// reach the store after these (persist.go).
-		l.commitStore()
+		l.flushStore() // group commit (persist.go)
 	}
 	for i := 0; i < len(l.dirty); i++ {
 		l.dirty[i].flush()
@@ -241,6 +239,7 @@ func (l *loop) sweep() {
 	}
 	if l.srv.ps != nil {
 		l.adoptOrphans()
+		l.flushStore() // deferred deletes whose entries became durable
 	}
 	l.expireSessions()
 	l.trimMatch()

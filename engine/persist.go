@@ -21,13 +21,23 @@ import (
 // PUBREL; retained messages. QoS 0 messages and deliveries to sessions that
 // end with their connection are never written.
 //
-// Group commit: each loop collects its writes of one event in a batch
-// (loopStore.b) and commits it at the end of the event (endBatch), before
-// it hands deliveries to other loops, so that a write caused by a
-// delivery on another loop (its acknowledgement deleting the entry)
-// always reaches the store after the write that created it: the store
-// applies commits in the order they arrive. The store shares one fsync
-// among the batches of every loop that arrive while it syncs.
+// Group commit: each loop collects its writes in a batch (loopStore.b)
+// and commits it at the end of an event (endBatch) when it has no other
+// commit outstanding; otherwise the batch keeps collecting until the
+// outstanding one is durable, and is committed then. So a loop has at
+// most one commit in flight (plus the rare forced ones below), and the
+// store shares one fsync among the batches of every loop.
+//
+// Order across loops: a loop's batches are applied in the order it
+// commits them, but another loop's may come first. The one write that
+// must follow another loop's is the delete of an entry when its client
+// acknowledges it (or the broker drops it): applied before the entry's
+// put, the entry would come back after a restart. Such a delete waits in
+// loopStore.deferred until the watermark (spill.go) says the entry is
+// durable; that is at most one fsync behind. Lifecycle writes that other
+// loops' work depends on (a session ended before a new one with its client
+// id binds elsewhere, a session moving to another loop) commit at once.
+// The store applies commits in the order they arrive.
 //
 // The promise: the PUBACK/PUBREC of a PUBLISH whose message was written
 // (it reached a persistent session or is retained) is withheld, in order
@@ -56,6 +66,16 @@ type loopStore struct {
 	low     atomic.Uint64
 	openLow uint64
 	readers []*session // spilling sessions waiting for a batch to be durable (spill.go)
+	// deferred are entry deletes waiting for the entry's own write to
+	// be durable; w is the watermark when last read.
+	deferred []entryKey
+	w        uint64
+}
+
+// entryKey names one entry.
+type entryKey struct {
+	id  string
+	seq uint64
 }
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
@@ -119,11 +139,33 @@ func (l *loop) batch() *store.Batch {
 	return ls.b
 }
 
-// commitStore hands the open batch to the store. Called by endBatch
-// before hand-offs are posted, and by the lifecycle code that must order
-// its writes before work it posts to another loop.
+// flushStore commits the open batch unless a commit is outstanding (the
+// batch is committed when that one is durable). Called by endBatch.
+func (l *loop) flushStore() {
+	ls := &l.st
+	if len(ls.pending) == 0 && (ls.b != nil || len(ls.deferred) > 0) {
+		l.commitStore()
+	}
+}
+
+// commitStore hands the open batch, with the deferred deletes that may go
+// now, to the store. Called by flushStore, and by the lifecycle code that
+// must order its writes before work it posts to another loop.
 func (l *loop) commitStore() {
 	ls := &l.st
+	if len(ls.deferred) > 0 {
+		ls.w = l.srv.watermark()
+		keep := ls.deferred[:0]
+		for _, k := range ls.deferred {
+			if k.seq <= ls.w {
+				l.batch().DeleteEntry(k.id, k.seq)
+			} else {
+				keep = append(keep, k)
+			}
+		}
+		clear(ls.deferred[len(keep):])
+		ls.deferred = keep
+	}
 	if ls.b == nil {
 		return
 	}
@@ -174,6 +216,8 @@ func (l *loop) committed(t uint64, err error) {
 	if len(ls.pending) == 0 {
 		ls.pending = nil
 	}
+	ls.w = l.srv.watermark()
+	l.flushStore() // what collected meanwhile
 	if rs := ls.readers; len(rs) > 0 {
 		ls.readers = nil
 		for _, s := range rs {
@@ -272,7 +316,11 @@ func (l *loop) forgetEntry(s *session, seq uint64) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
-	l.batch().DeleteEntry(s.id, seq)
+	if ls := &l.st; seq > ls.w {
+		ls.deferred = append(ls.deferred, entryKey{id: s.id, seq: seq})
+	} else {
+		l.batch().DeleteEntry(s.id, seq)
+	}
 	if q := s.q; q != nil && q.spill != nil {
 		q.forgotten = append(q.forgotten, seq)
 	}

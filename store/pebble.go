@@ -98,6 +98,10 @@ type Pebble struct {
 
 	skips skipLog
 
+	// keyBuf, valBuf and endBuf are the committer's scratch for encoding
+	// (encode): only the committer goroutine touches them.
+	keyBuf, valBuf, endBuf []byte
+
 	commits, records, commitNanos atomic.Uint64
 	waits, waitNanos              atomic.Uint64
 	finalDiskBytes                atomic.Uint64 // DiskBytes at Close

@@ -255,7 +255,8 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 		c.err = err
 		return
 	}
-	var key, val, end []byte
+	key, val, end := p.keyBuf, p.valBuf, p.endBuf
+	defer func() { p.keyBuf, p.valBuf, p.endBuf = key[:0], val[:0], end[:0] }()
 	for i := range c.b.ops {
 		op := &c.b.ops[i]
 		key, val = key[:0], val[:0]
