@@ -29,7 +29,8 @@ type Options struct {
 	MaxQueued int
 	// MaxQueuedInMemory bounds the messages an offline persistent session
 	// keeps in memory when there is a Store; the rest of its queue, up to
-	// MaxQueued, is on disk only (spill.go). Default 100.
+	// MaxQueued, is on disk only (spill.go), and so is all of it after a
+	// restart. Default 16.
 	MaxQueuedInMemory int
 	// MaxQueuedBytes bounds the payload bytes queued per session, default 16 MiB.
 	MaxQueuedBytes int
@@ -169,7 +170,7 @@ func (o *Options) setDefaults() {
 		o.MaxQueued = 1000
 	}
 	if o.MaxQueuedInMemory <= 0 {
-		o.MaxQueuedInMemory = 100
+		o.MaxQueuedInMemory = 16
 	}
 	if o.MaxQueuedBytes <= 0 {
 		o.MaxQueuedBytes = 16 << 20

@@ -101,15 +101,19 @@ func (srv *Server) recoverStore() error {
 	if err != nil {
 		return fmt.Errorf("read sessions: %w", err)
 	}
-	// At most MaxQueuedInMemory entries per session come into memory; a
-	// longer queue stays on disk and is read back when its client is back
-	// (spill.go).
+	// Only the entries that were in flight come into memory (they are the
+	// oldest, and go back into the window); the queue behind them stays on
+	// disk and is read back when the client is back (spill.go). Recovery
+	// thus reads a few records per session, however long the queues.
 	var spilled []*session
-	limit := srv.opts.MaxQueuedInMemory
 	for _, s := range sessions {
-		n := 0
-		err := st.Entries(s.id, 0, limit, func(e *store.Entry) bool {
-			n++
+		queued := false
+		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
+			if e.State == store.EntryQueued || e.PacketID == 0 {
+				queued = true
+				return false
+			}
+			entries++
 			maxSeq = max(maxSeq, e.Seq)
 			srv.restoreEntry(s, e)
 			return true
@@ -117,9 +121,8 @@ func (srv *Server) recoverStore() error {
 		if err != nil {
 			return fmt.Errorf("read queue of %q: %w", s.id, err)
 		}
-		entries += n
-		if n >= limit {
-			s.q.spill = &spillState{}
+		if queued {
+			s.queues().spill = &spillState{}
 			spilled = append(spilled, s)
 		}
 	}
@@ -155,8 +158,8 @@ func (srv *Server) recoverStore() error {
 	if len(sessions) > 0 {
 		ps.orphans.Store(&sessions)
 	}
-	srv.log.Info("state recovered from the store", "sessions", len(sessions), "queued in memory", entries,
-		"sessions with queues on disk", len(spilled),
+	srv.log.Info("state recovered from the store", "sessions", len(sessions), "in flight", entries,
+		"sessions with queued messages", len(spilled),
 		"retained", retained, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+)
+
+// A broker restarted on a store with 100,000 persistent sessions holding
+// 1,000,000 queued messages (written directly through the store) comes
+// back with every session, and a client that returns gets its queue. The
+// time recovery takes is logged (docs/benchmarks.md). Under the race
+// detector the sizes are a tenth.
+func TestRecoverManySessions(t *testing.T) {
+	sessions, perSession := 100_000, 10
+	if raceEnabled || testing.Short() {
+		sessions = 10_000
+	}
+	dir := t.TempDir()
+	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
+	require.NoError(t, err)
+	payload := make([]byte, 100)
+	seq := uint64(0)
+	var b store.Batch
+	commit := func() {
+		done := make(chan error, 1)
+		st.Commit(&b, func(err error) { done <- err })
+		require.NoError(t, <-done)
+		b.Reset()
+	}
+	for i := range sessions {
+		id := fmt.Sprintf("dev-%06d", i)
+		b.PutSession(&store.Session{ClientID: id, Version: 4, Expiry: expiryNever, DisconnectedAt: time.Now().UnixNano(),
+			Subs: []store.Subscription{{Filter: "devices/" + id + "/cmd", QoS: 1}}})
+		for j := range perSession {
+			seq++
+			copy(payload, fmt.Sprintf("%s-%d", id, j))
+			b.PutEntry(id, &store.Entry{Seq: seq, QoS: 1, Msg: store.Message{Topic: []byte("devices/" + id + "/cmd"), Payload: payload, QoS: 1}})
+		}
+		if b.Len() > 10_000 {
+			commit()
+		}
+	}
+	commit()
+	require.NoError(t, st.Close())
+
+	st, err = store.OpenPebble(dir, store.PebbleOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	begin := time.Now()
+	s := startServer(t, Options{Store: st})
+	took := time.Since(begin)
+	t.Logf("recovered %d sessions with %d queued messages in %v", sessions, sessions*perSession, took)
+	require.Equal(t, sessions, s.Stats().Sessions)
+
+	for _, i := range []int{0, sessions / 2, sessions - 1} {
+		id := fmt.Sprintf("dev-%06d", i)
+		c := dialRaw(t, s)
+		ca := c.mustConnect(connectPacket(id, false, 0))
+		require.True(t, ca.SessionPresent)
+		for j := range perSession {
+			p := c.expectPublish()
+			require.Equal(t, fmt.Sprintf("%s-%d", id, j), string(p.Payload[:len(id)+2]))
+			c.ack(codec.PUBACK, p.PacketID)
+		}
+		c.expectNothing(e2eSilent)
+	}
+}
