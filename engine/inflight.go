@@ -1,5 +1,7 @@
 package engine
 
+import "sync/atomic"
+
 // Outgoing QoS 1/2 state of one in-flight slot [MQTT 4.3.2, 4.3.3].
 const (
 	slotFree      byte = iota
@@ -25,6 +27,16 @@ type inflight struct {
 	slots []slot
 	next  uint16 // next identifier to assign, 1-based
 	used  int    // slots not free: compared with the client's Receive Maximum
+	// owner is the session's owner: the loop that calls these methods,
+	// whose in-flight gauge they keep (stats.go); nil in tests.
+	owner *atomic.Pointer[loop]
+}
+
+// count adds n to the owner loop's in-flight gauge.
+func (w *inflight) count(n int64) {
+	if w.owner != nil {
+		w.owner.Load().gauges.inflight += n
+	}
 }
 
 func newInflight(size int) inflight {
@@ -57,7 +69,9 @@ func (w *inflight) full() bool {
 // session that never receives QoS 1/2 never pays for its window.
 func (w *inflight) add(m outMsg, size int) uint16 {
 	if w.slots == nil {
+		owner := w.owner
 		*w = newInflight(size)
+		w.owner = owner
 	}
 	id := w.next
 	s := &w.slots[w.index(id)]
@@ -67,6 +81,7 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 	}
 	*s = slot{id: id, state: state, m: m}
 	w.used++
+	w.count(1)
 	if int(w.next) >= w.cycle() {
 		w.next = 1
 	} else {
@@ -95,6 +110,7 @@ func (w *inflight) free(s *slot) {
 	}
 	*s = slot{}
 	w.used--
+	w.count(-1)
 }
 
 // take empties s and returns its message with the slot's reference.
@@ -102,6 +118,7 @@ func (w *inflight) take(s *slot) outMsg {
 	m := s.m
 	*s = slot{}
 	w.used--
+	w.count(-1)
 	return m
 }
 

@@ -68,6 +68,7 @@ type loop struct {
 	hdr5        v5HeaderCache // the last 5.0 PUBLISH header encoded
 	arena       []byte        // 5.0 headers of the current batch; reset once it is written
 	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
+	gauges      loopGauges    // in-flight and queued counts (stats.go)
 	stats       loopStats
 }
 
@@ -121,6 +122,9 @@ func (l *loop) Run(context.Context) error {
 	l.inbox = l.spare[:0]
 	l.inboxMu.Unlock()
 	l.setNow()
+	start := l.mono
+	l.stats.inboxRuns.Add(1)
+	l.stats.tasks.Add(uint64(len(batch)))
 	for i := range batch {
 		t := &batch[i]
 		switch t.kind {
@@ -136,6 +140,7 @@ func (l *loop) Run(context.Context) error {
 	}
 	l.spare = batch[:0]
 	l.endBatch()
+	l.observeEvent(start)
 	return nil
 }
 
@@ -188,6 +193,7 @@ func (l *loop) endBatch() {
 	// referenced (a segment gnet could not write at once was copied).
 	l.arena = l.arena[:0]
 	l.hdr5 = v5HeaderCache{}
+	l.publishGauges()
 	l.inEndBatch = false
 }
 
@@ -212,6 +218,7 @@ func (l *loop) sweep() {
 		case (c.state == stateNew || c.state == stateAuth) && now-int64(c.opened)*int64(time.Second) > connectTimeout:
 			// An authentication exchange must end within the same time.
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
+			l.refused(RefusedConnectTimeout)
 			c.close(reasonTimeout)
 		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive)*int64(time.Second)*3/2:
 			// [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]) 1.5 times the keep
