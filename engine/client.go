@@ -164,9 +164,9 @@ func (c *client) onTraffic() gnet.Action {
 		frames++
 	}
 	// Counted once per event, not per frame.
-	l.stats.trafficEvents.Add(1)
-	l.stats.packetsIn.Add(uint64(frames))
-	l.stats.bytesIn.Add(uint64(off))
+	l.acc.trafficEvents++
+	l.acc.packetsIn += uint64(frames)
+	l.acc.bytesIn += uint64(off)
 	if c.state == stateClosed {
 		off = len(buf)
 	}
@@ -411,9 +411,9 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 	}
 	b.segs = append(b.segs, s)
 	b.pending += len(s.shared) + s.end - s.start + len(s.payload)
-	st := &c.loop.stats
-	st.msgsOut[out.qos].Add(1)
-	st.payloadOut[out.qos].Add(uint64(len(m.payload)))
+	acc := &c.loop.acc
+	acc.msgsOut[out.qos]++
+	acc.payloadOut[out.qos] += uint64(len(m.payload))
 	c.markDirty()
 	return true
 }
@@ -553,9 +553,9 @@ func (c *client) flush() {
 		// gnet copies what the socket does not take at once, so the
 		// payloads may be released right after.
 		c.writeIOV(iov)
-		st := &c.loop.stats
-		st.bytesOut.Add(uint64(b.pending))
-		st.packetsOut.Add(uint64(len(b.segs)))
+		acc := &c.loop.acc
+		acc.bytesOut += uint64(b.pending)
+		acc.packetsOut += uint64(len(b.segs))
 	}
 	for i := range b.segs {
 		if m := b.segs[i].msg; m != nil {

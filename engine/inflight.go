@@ -35,7 +35,7 @@ type inflight struct {
 // count adds n to the owner loop's in-flight gauge.
 func (w *inflight) count(n int64) {
 	if w.owner != nil {
-		w.owner.Load().gauges.inflight += n
+		w.owner.Load().acc.inflight += n
 	}
 }
 

@@ -68,7 +68,8 @@ type loop struct {
 	hdr5        v5HeaderCache // the last 5.0 PUBLISH header encoded
 	arena       []byte        // 5.0 headers of the current batch; reset once it is written
 	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
-	gauges      loopGauges    // in-flight and queued counts (stats.go)
+	acc         loopCounts    // counters published into stats by endBatch (stats.go)
+	accPub      loopCounts    // acc as last published
 	stats       loopStats
 }
 
@@ -123,8 +124,8 @@ func (l *loop) Run(context.Context) error {
 	l.inboxMu.Unlock()
 	l.setNow()
 	start := l.mono
-	l.stats.inboxRuns.Add(1)
-	l.stats.tasks.Add(uint64(len(batch)))
+	l.acc.inboxRuns++
+	l.acc.tasks += uint64(len(batch))
 	for i := range batch {
 		t := &batch[i]
 		switch t.kind {
@@ -193,7 +194,7 @@ func (l *loop) endBatch() {
 	// referenced (a segment gnet could not write at once was copied).
 	l.arena = l.arena[:0]
 	l.hdr5 = v5HeaderCache{}
-	l.publishGauges()
+	l.publishCounts()
 	l.inEndBatch = false
 }
 

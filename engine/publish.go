@@ -13,8 +13,8 @@ import (
 func (c *client) onPublish(p *codec.Publish) {
 	l := c.loop
 	s := c.sess
-	l.stats.msgsIn[p.QoS].Add(1) // the decoder refuses QoS 3 [MQTT-3.3.1-4]
-	l.stats.payloadIn[p.QoS].Add(uint64(len(p.Payload)))
+	l.acc.msgsIn[p.QoS]++ // the decoder refuses QoS 3 [MQTT-3.3.1-4]
+	l.acc.payloadIn[p.QoS] += uint64(len(p.Payload))
 	code := codec.Success
 	if c.version == codec.V5 {
 		if p.Properties.Has(codec.PropTopicAlias) {

@@ -32,7 +32,7 @@ type msgQueue struct {
 // count adds n to the owner loop's queued gauge.
 func (q *msgQueue) count(n int64) {
 	if q.owner != nil {
-		q.owner.Load().gauges.queued += n
+		q.owner.Load().acc.queued += n
 	}
 }
 

@@ -11,11 +11,13 @@ import (
 // a metrics scrape) load them atomically and sum over loops, so the
 // message path never contends on a shared counter.
 //
-// Counters touched per message are atomic adds on the loop's own cache
-// lines. The in-flight and queued gauges change several times per QoS 1/2
-// message, so they are plain fields of the loop (loop.gauges) that the loop
-// publishes into loopStats once per batch (endBatch): a reader sees them as
-// of the loop's last batch.
+// Counters touched per message or per flushed connection (messages,
+// bytes and packets in and out, events) and the in-flight and queued
+// gauges, which change several times per QoS 1/2 message, are plain fields
+// of the loop (loop.acc) that the loop publishes into loopStats once per
+// batch (endBatch, only the fields that changed): no atomic operation per
+// message, and a reader sees them as of the loop's last batch. Rare events
+// (connections, refusals, drops) are atomic adds where they happen.
 
 // RefuseReason says why a connection was refused before it became an MQTT
 // session (Stats.Refused).
@@ -69,15 +71,75 @@ func eventBucket(ns int64) int {
 	return min(k, EventBuckets-1)
 }
 
-// loopStats are one loop's counters. Only the owning loop writes them.
+// loopCounts are the counters a loop keeps as plain fields (loop.acc) and
+// publishes into loopStats at the end of each batch.
+type loopCounts struct {
+	msgsIn     [3]uint64 // PUBLISH packets received, by QoS
+	msgsOut    [3]uint64 // PUBLISH packets sent, by delivered QoS
+	payloadIn  [3]uint64 // their payload bytes
+	payloadOut [3]uint64
+	bytesIn    uint64 // MQTT bytes read (every packet)
+	bytesOut   uint64 // MQTT bytes written
+	packetsIn  uint64
+	packetsOut uint64
+	// Events: OnTraffic calls and inbox drains, and the tasks drained.
+	trafficEvents uint64
+	inboxRuns     uint64
+	tasks         uint64
+	// Gauges: QoS 1/2 messages in flight and queued in the sessions the
+	// loop owns, or rather the net changes the loop made (a session
+	// queues on one loop and drains on another after a takeover), so a
+	// loop's value may be negative; the sum over loops is the broker's.
+	inflight, queued int64
+}
+
+// publishCounts stores the fields of l.acc that changed since the last
+// call into l.stats. Runs on the loop, at the end of each batch.
+func (l *loop) publishCounts() {
+	a, p, s := &l.acc, &l.accPub, &l.stats
+	if *a == *p {
+		return
+	}
+	for q := range 3 {
+		store(&s.msgsIn[q], a.msgsIn[q], p.msgsIn[q])
+		store(&s.msgsOut[q], a.msgsOut[q], p.msgsOut[q])
+		store(&s.payloadIn[q], a.payloadIn[q], p.payloadIn[q])
+		store(&s.payloadOut[q], a.payloadOut[q], p.payloadOut[q])
+	}
+	store(&s.bytesIn, a.bytesIn, p.bytesIn)
+	store(&s.bytesOut, a.bytesOut, p.bytesOut)
+	store(&s.packetsIn, a.packetsIn, p.packetsIn)
+	store(&s.packetsOut, a.packetsOut, p.packetsOut)
+	store(&s.trafficEvents, a.trafficEvents, p.trafficEvents)
+	store(&s.inboxRuns, a.inboxRuns, p.inboxRuns)
+	store(&s.tasks, a.tasks, p.tasks)
+	if a.inflight != p.inflight {
+		s.inflight.Store(a.inflight)
+	}
+	if a.queued != p.queued {
+		s.queued.Store(a.queued)
+	}
+	*p = *a
+}
+
+// store sets v to val unless it was old already.
+func store(v *atomic.Uint64, val, old uint64) {
+	if val != old {
+		v.Store(val)
+	}
+}
+
+// loopStats are one loop's counters as other goroutines read them. Only
+// the owning loop writes them.
 type loopStats struct {
-	_          [64]byte         // keep counters of different loops off one cache line
-	msgsIn     [3]atomic.Uint64 // PUBLISH packets received, by QoS
-	msgsOut    [3]atomic.Uint64 // PUBLISH packets sent, by delivered QoS
-	payloadIn  [3]atomic.Uint64 // their payload bytes
+	_ [64]byte // keep counters of different loops off one cache line
+	// Published from loop.acc (see loopCounts).
+	msgsIn     [3]atomic.Uint64
+	msgsOut    [3]atomic.Uint64
+	payloadIn  [3]atomic.Uint64
 	payloadOut [3]atomic.Uint64
-	bytesIn    atomic.Uint64 // MQTT bytes read (every packet)
-	bytesOut   atomic.Uint64 // MQTT bytes written
+	bytesIn    atomic.Uint64
+	bytesOut   atomic.Uint64
 	packetsIn  atomic.Uint64
 	packetsOut atomic.Uint64
 
@@ -99,38 +161,16 @@ type loopStats struct {
 	// over loops is the broker's value.
 	connected     atomic.Int64 // connections in stateConnected
 	subscriptions atomic.Int64
-	inflight      atomic.Int64 // published from loop.gauges by endBatch
-	queued        atomic.Int64 // published from loop.gauges by endBatch
+	inflight      atomic.Int64 // published from loop.acc
+	queued        atomic.Int64 // published from loop.acc
 
-	// Events: OnTraffic calls and inbox drains, with how long each kept
-	// the loop busy.
+	// Published from loop.acc.
 	trafficEvents atomic.Uint64
 	inboxRuns     atomic.Uint64
 	tasks         atomic.Uint64
-	eventHist     [EventBuckets]atomic.Uint64
-	eventNanos    atomic.Uint64
-}
-
-// loopGauges are the loop's plain counts of QoS 1/2 messages in flight
-// and queued in the sessions it owns (or, after takeovers, net changes it
-// made); owned by the loop, copied to loopStats by endBatch.
-type loopGauges struct {
-	inflight, queued       int64
-	pubInflight, pubQueued int64 // values last published
-}
-
-// publishGauges copies the loop's gauges into its stats when they changed.
-// Runs on the loop.
-func (l *loop) publishGauges() {
-	g := &l.gauges
-	if g.inflight != g.pubInflight {
-		l.stats.inflight.Store(g.inflight)
-		g.pubInflight = g.inflight
-	}
-	if g.queued != g.pubQueued {
-		l.stats.queued.Store(g.queued)
-		g.pubQueued = g.queued
-	}
+	// How long each traffic event and inbox drain kept the loop busy.
+	eventHist  [EventBuckets]atomic.Uint64
+	eventNanos atomic.Uint64
 }
 
 // observeEvent records an event of l that started at start (loop clock).
