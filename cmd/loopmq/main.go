@@ -110,6 +110,11 @@ const drainTimeout = 10 * time.Second
 // serve runs the broker until SIGINT or SIGTERM; SIGHUP reloads the
 // password, ACL and certificate files. It returns the exit code.
 func serve(lc *loaded, stderr io.Writer) int {
+	// Signals are caught from the start: one that arrives while the
+	// broker starts is handled once it listens.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	cfg := &lc.cfg
 	log, err := newLogger(cfg.Logging, stderr)
 	if err != nil {
@@ -168,9 +173,6 @@ func serve(lc *loaded, stderr io.Writer) int {
 	}
 	sysDone := startSys(ctx, srv, cfg.SysInterval.D(), log)
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	got := <-sig
 	for got == syscall.SIGHUP {
 		b.reload(srv, log)
