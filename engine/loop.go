@@ -70,6 +70,7 @@ type loop struct {
 	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
 	acc         loopCounts    // counters published into stats by endBatch (stats.go)
 	accPub      loopCounts    // acc as last published
+	accAt       int64         // loop clock when acc was last published
 	stats       loopStats
 }
 
@@ -194,7 +195,7 @@ func (l *loop) endBatch() {
 	// referenced (a segment gnet could not write at once was copied).
 	l.arena = l.arena[:0]
 	l.hdr5 = v5HeaderCache{}
-	l.publishCounts()
+	l.maybePublishCounts()
 	l.inEndBatch = false
 }
 
@@ -240,4 +241,5 @@ func (l *loop) sweep() {
 	}
 	l.expireSessions()
 	l.trimMatch()
+	l.publishCounts() // an idle loop's last counts become visible too
 }

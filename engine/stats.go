@@ -11,13 +11,16 @@ import (
 // a metrics scrape) load them atomically and sum over loops, so the
 // message path never contends on a shared counter.
 //
-// Counters touched per message or per flushed connection (messages,
-// bytes and packets in and out, events) and the in-flight and queued
-// gauges, which change several times per QoS 1/2 message, are plain fields
-// of the loop (loop.acc) that the loop publishes into loopStats once per
-// batch (endBatch, only the fields that changed): no atomic operation per
-// message, and a reader sees them as of the loop's last batch. Rare events
-// (connections, refusals, drops) are atomic adds where they happen.
+// Counters touched per message, per flushed connection or per event
+// (messages, bytes and packets in and out, events and their durations) and
+// the in-flight and queued gauges, which change several times per QoS 1/2
+// message, are plain fields of the loop (loop.acc) that the loop copies
+// into loopStats at the end of a batch at most once per publishEvery, and
+// in its once-a-second sweep: no atomic operation per message or event (an
+// atomic store is a locked instruction on amd64, as costly as an add), and
+// a reader sees them at most publishEvery old while the loop is busy, at
+// most a second old when it is idle. Rare events (connections, refusals,
+// drops) are atomic adds where they happen, visible at once.
 
 // RefuseReason says why a connection was refused before it became an MQTT
 // session (Stats.Refused).
@@ -91,15 +94,34 @@ type loopCounts struct {
 	// queues on one loop and drains on another after a takeover), so a
 	// loop's value may be negative; the sum over loops is the broker's.
 	inflight, queued int64
+	// How long each traffic event and inbox drain kept the loop busy.
+	eventHist  [EventBuckets]uint64
+	eventNanos uint64
+}
+
+// publishEvery is how often a busy loop copies its counters for readers.
+const publishEvery = int64(time.Millisecond)
+
+// maybePublishCounts publishes the loop's counters when publishEvery has
+// passed since it last did. Runs on the loop, at the end of each batch.
+func (l *loop) maybePublishCounts() {
+	if l.mono-l.accAt >= publishEvery {
+		l.publishCounts()
+	}
 }
 
 // publishCounts stores the fields of l.acc that changed since the last
-// call into l.stats. Runs on the loop, at the end of each batch.
+// call into l.stats. Runs on the loop.
 func (l *loop) publishCounts() {
+	l.accAt = l.mono
 	a, p, s := &l.acc, &l.accPub, &l.stats
 	if *a == *p {
 		return
 	}
+	for b := range a.eventHist {
+		store(&s.eventHist[b], a.eventHist[b], p.eventHist[b])
+	}
+	store(&s.eventNanos, a.eventNanos, p.eventNanos)
 	for q := range 3 {
 		store(&s.msgsIn[q], a.msgsIn[q], p.msgsIn[q])
 		store(&s.msgsOut[q], a.msgsOut[q], p.msgsOut[q])
@@ -168,7 +190,7 @@ type loopStats struct {
 	trafficEvents atomic.Uint64
 	inboxRuns     atomic.Uint64
 	tasks         atomic.Uint64
-	// How long each traffic event and inbox drain kept the loop busy.
+	// Published from loop.acc.
 	eventHist  [EventBuckets]atomic.Uint64
 	eventNanos atomic.Uint64
 }
@@ -177,9 +199,9 @@ type loopStats struct {
 // Runs on the loop.
 func (l *loop) observeEvent(start int64) {
 	ns := int64(time.Since(l.srv.started)) - start
-	l.stats.eventHist[eventBucket(ns)].Add(1)
+	l.acc.eventHist[eventBucket(ns)]++
 	if ns > 0 {
-		l.stats.eventNanos.Add(uint64(ns))
+		l.acc.eventNanos += uint64(ns)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -57,24 +58,26 @@ func TestStatsCounts(t *testing.T) {
 		sub.expectPublish()
 	}
 
-	require.Eventually(t, func() bool {
+	// A busy loop publishes its per-message counters every millisecond,
+	// an idle one within a second (its sweep): wait for both loops'.
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		st := s.Stats()
-		return st.MessagesOut == 3 && st.Inflight == 2 && st.Queued == 1
-	}, e2eWait, time.Millisecond, "%+v", s.Stats())
-	st := s.Stats()
-	require.Equal(t, [3]uint64{1, 2, 1}, st.MessagesInByQoS)
-	require.Equal(t, uint64(4), st.MessagesIn)
-	require.Equal(t, [3]uint64{3, 5, 2}, st.PayloadBytesIn)
-	require.Equal(t, [3]uint64{1, 2, 0}, st.MessagesOutByQoS, "QoS 2 is delivered at the granted QoS 1")
-	require.Equal(t, int64(2), st.Connected)
-	require.Equal(t, int64(2), st.Connections)
-	require.Equal(t, uint64(2), st.Connects)
-	require.Equal(t, int64(2), st.Subscriptions)
-	require.Equal(t, 2, st.Sessions)
-	require.NotZero(t, st.BytesIn)
-	require.NotZero(t, st.BytesOut)
-	// In: 2 CONNECT, 2 SUBSCRIBE, 4 PUBLISH, 1 PUBREL.
-	require.Equal(t, uint64(9), st.PacketsIn)
+		assert.Equal(ct, int64(2), st.Inflight)
+		assert.Equal(ct, int64(1), st.Queued)
+		assert.Equal(ct, [3]uint64{1, 2, 1}, st.MessagesInByQoS)
+		assert.Equal(ct, uint64(4), st.MessagesIn)
+		assert.Equal(ct, [3]uint64{3, 5, 2}, st.PayloadBytesIn)
+		assert.Equal(ct, [3]uint64{1, 2, 0}, st.MessagesOutByQoS, "QoS 2 is delivered at the granted QoS 1")
+		assert.Equal(ct, int64(2), st.Connected)
+		assert.Equal(ct, int64(2), st.Connections)
+		assert.Equal(ct, uint64(2), st.Connects)
+		assert.Equal(ct, int64(2), st.Subscriptions)
+		assert.Equal(ct, 2, st.Sessions)
+		assert.NotZero(ct, st.BytesIn)
+		assert.NotZero(ct, st.BytesOut)
+		// In: 2 CONNECT, 2 SUBSCRIBE, 4 PUBLISH, 1 PUBREL.
+		assert.Equal(ct, uint64(9), st.PacketsIn)
+	}, e2eWait, 5*time.Millisecond)
 
 	sub.ack(codec.PUBACK, 1)
 	sub.expectPublish() // the queued one moves into the window
@@ -105,21 +108,23 @@ func TestStatsCounts(t *testing.T) {
 	p2.publish("s/q", "x", 1, false, 1)
 	p2.expectAck(codec.PUBACK, 1)
 	require.Eventually(t, func() bool { return s.Stats().Queued == 1 }, e2eWait, time.Millisecond)
-	st = s.Stats()
+	st := s.Stats()
 	require.Equal(t, int64(1), st.Subscriptions)
 	require.Equal(t, int64(0), st.Inflight)
 
-	loops := s.LoopStats()
-	require.NotEmpty(t, loops)
-	var traffic, events uint64
-	for _, ls := range loops {
-		traffic += ls.TrafficEvents
-		for _, n := range ls.EventBuckets {
-			events += n
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		loops := s.LoopStats()
+		assert.NotEmpty(ct, loops)
+		var traffic, events uint64
+		for _, ls := range loops {
+			traffic += ls.TrafficEvents
+			for _, n := range ls.EventBuckets {
+				events += n
+			}
 		}
-	}
-	require.NotZero(t, traffic)
-	require.GreaterOrEqual(t, events, traffic, "every traffic event is in the histogram")
+		assert.NotZero(ct, traffic)
+		assert.GreaterOrEqual(ct, events, traffic, "every traffic event is in the histogram")
+	}, e2eWait, 5*time.Millisecond)
 }
 
 func TestStatsRefused(t *testing.T) {

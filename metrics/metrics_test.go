@@ -129,11 +129,15 @@ wait:
 	require.NotZero(t, res.Messages.Sent)
 	require.Zero(t, res.Messages.Lost)
 
+	// Per-message counters reach readers within a second of the last
+	// message (engine/stats.go); the connection counts at once.
 	var mf map[string]*dto.MetricFamily
 	require.Eventually(t, func() bool {
 		mf = scrape(t, hs.URL)
-		return value(t, mf, "loopmq_clients_connected") == 0
-	}, 5*time.Second, 20*time.Millisecond, "loadgen's connections end")
+		return value(t, mf, "loopmq_clients_connected") == 0 &&
+			value(t, mf, "loopmq_messages_sent_total", "qos", "1") == float64(res.Messages.Received) &&
+			value(t, mf, "loopmq_messages_received_total", "qos", "1") == float64(res.Messages.Sent)
+	}, 5*time.Second, 20*time.Millisecond, "loadgen's connections end and the counts match")
 	require.Equal(t, float64(res.Messages.Sent), value(t, mf, "loopmq_messages_received_total", "qos", "1"))
 	require.Equal(t, float64(res.Messages.Received), value(t, mf, "loopmq_messages_sent_total", "qos", "1"))
 	require.Zero(t, value(t, mf, "loopmq_messages_received_total", "qos", "0"))
