@@ -411,9 +411,8 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 	}
 	b.segs = append(b.segs, s)
 	b.pending += len(s.shared) + s.end - s.start + len(s.payload)
-	acc := &c.loop.acc
-	acc.msgsOut[out.qos]++
-	acc.payloadOut[out.qos] += uint64(len(m.payload))
+	c.loop.stats.msgsOut[out.qos].Add(1)
+	c.loop.acc.payloadOut[out.qos] += uint64(len(m.payload))
 	c.markDirty()
 	return true
 }

@@ -13,7 +13,7 @@ import (
 func (c *client) onPublish(p *codec.Publish) {
 	l := c.loop
 	s := c.sess
-	l.acc.msgsIn[p.QoS]++ // the decoder refuses QoS 3 [MQTT-3.3.1-4]
+	l.stats.msgsIn[p.QoS].Add(1) // the decoder refuses QoS 3 [MQTT-3.3.1-4]
 	l.acc.payloadIn[p.QoS] += uint64(len(p.Payload))
 	code := codec.Success
 	if c.version == codec.V5 {
