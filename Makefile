@@ -9,7 +9,7 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue
 
-.PHONY: all build test vet fmt-check bench bench-compare fuzz clean run
+.PHONY: all build test vet fmt-check bench bench-compare fuzz clean run soak
 
 all: build
 
@@ -55,3 +55,9 @@ clean:
 ## run: build and start the broker on :1883 with built-in defaults.
 run:
 	$(GO) run ./cmd/loopmq
+
+## soak: the kill -9 crash tests (cmd/loopmq/crash_test.go) for many more
+## rounds than make test runs (SOAK_ROUNDS, default 50 per QoS).
+SOAK_ROUNDS ?= 50
+soak:
+	LOOPMQ_CRASH_ROUNDS=$(SOAK_ROUNDS) $(GO) test -count=1 -timeout 60m -run 'TestCrash' -v ./cmd/loopmq/

@@ -60,7 +60,7 @@ func startBrokerProc(b *testing.B) *brokerProc {
 	certFile, keyFile, pool := benchCert(b, dir)
 	cmd := exec.Command(bin, "-loops", strconv.Itoa(brokerLoops), "-listen", "127.0.0.1:0",
 		"-tls-listen", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0", "-wss-listen", "127.0.0.1:0",
-		"-tls-cert", certFile, "-tls-key", keyFile)
+		"-tls-cert", certFile, "-tls-key", keyFile, "-persistence=false")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -147,9 +147,11 @@ func (c *client) id() string {
 func (c *client) onTraffic() gnet.Action {
 	l := c.loop
 	l.setNow()
+	start := l.mono
 	c.lastSeen = l.mono
 	buf, _ := c.conn.Peek(-1)
 	off := 0
+	frames := 0
 	for c.state == stateNew || c.state == stateAuth || c.state == stateConnected {
 		h, n, err := codec.Split(buf[off:], c.loop.srv.opts.MaxPacketSize)
 		if err != nil {
@@ -161,7 +163,12 @@ func (c *client) onTraffic() gnet.Action {
 		}
 		c.handle(h, buf[off+h.HeaderLen:off+n])
 		off += n
+		frames++
 	}
+	// Counted once per event, not per frame.
+	l.acc.trafficEvents++
+	l.acc.packetsIn += uint64(frames)
+	l.acc.bytesIn += uint64(off)
 	if c.state == stateClosed {
 		off = len(buf)
 	}
@@ -171,6 +178,7 @@ func (c *client) onTraffic() gnet.Action {
 		_, _ = c.conn.Discard(off)
 	}
 	l.endBatch()
+	l.observeEvent(start)
 	if c.state == stateClosed {
 		return gnet.Close
 	}
@@ -247,6 +255,7 @@ func (c *client) protocolError(err error) {
 		if code == codec.UnsupportedProtocolVersion {
 			// [MQTT-3.1.2-2] answer with CONNACK 0x01 (3.1.1) or 0x84 (5.0).
 			c.version = c.loop.dec.Version // the level the client asked for
+			c.loop.refused(RefusedProtocolVersion)
 			c.writeConnack(false, code, nil)
 		}
 	} else if c.state == stateAuth {
@@ -271,6 +280,9 @@ func (c *client) protocolError(err error) {
 func (c *client) close(reason string) {
 	if c.state == stateClosed {
 		return
+	}
+	if c.state == stateConnected {
+		c.loop.stats.connected.Add(-1)
 	}
 	c.state = stateClosed
 	c.loop.srv.log.Debug("closing connection", "client", c.id(), "reason", reason)
@@ -401,7 +413,8 @@ func (c *client) writePublish(out outMsg, id uint16, dup bool) bool {
 	}
 	b.segs = append(b.segs, s)
 	b.pending += len(s.shared) + s.end - s.start + len(s.payload)
-	c.loop.stats.msgsOut.Add(1)
+	c.loop.stats.msgsOut[out.qos].Add(1)
+	c.loop.acc.payloadOut[out.qos] += uint64(len(m.payload))
 	c.markDirty()
 	return true
 }
@@ -541,6 +554,9 @@ func (c *client) flush() {
 		// gnet copies what the socket does not take at once, so the
 		// payloads may be released right after.
 		c.writeIOV(iov)
+		acc := &c.loop.acc
+		acc.bytesOut += uint64(b.pending)
+		acc.packetsOut += uint64(len(b.segs))
 	}
 	for i := range b.segs {
 		if m := b.segs[i].msg; m != nil {

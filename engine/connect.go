@@ -76,11 +76,29 @@ func (c *client) connackLimits(props *codec.Properties) {
 // refuse answers CONNECT with a failure code and closes.
 func (c *client) refuse(code codec.ReasonCode, why string) {
 	c.loop.srv.log.Info("connection refused", "remote", c.remote(), "reason", why, "code", code)
+	c.loop.refused(refuseReason(code))
 	if (code == codec.BadUserNameOrPassword || code == codec.NotAuthorized) && !c.gone {
 		c.loop.srv.ipl.failed(c.conn.RemoteAddr(), time.Now())
 	}
 	c.writeConnack(false, code, nil)
 	c.close(reasonProtocol)
+}
+
+// refuseReason classifies a CONNACK failure code for Stats.Refused.
+func refuseReason(code codec.ReasonCode) RefuseReason {
+	switch code {
+	case codec.BadUserNameOrPassword:
+		return RefusedBadCredentials
+	case codec.NotAuthorized:
+		return RefusedNotAuthorized
+	case codec.ClientIdentifierNotValid:
+		return RefusedClientID
+	case codec.UnsupportedProtocolVersion:
+		return RefusedProtocolVersion
+	case codec.BadAuthenticationMethod:
+		return RefusedAuthMethod
+	}
+	return RefusedOther
 }
 
 func newClientID() string {
@@ -250,6 +268,8 @@ func (c *client) bind(s *session, present bool) {
 	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
+	c.loop.stats.connects.Add(1)
+	c.loop.stats.connected.Add(1)
 	s.bindIdentity(c) // authz.go
 	if s.stored && s.clean.Load() {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
@@ -320,9 +340,12 @@ func (s *session) end() {
 		return
 	}
 	s.ended = true
-	srv := s.owner.Load().srv
+	l := s.owner.Load()
+	srv := l.srv
 	for filter := range s.subs {
-		srv.idx.unsubscribe(filter, s)
+		if srv.idx.unsubscribe(filter, s) {
+			l.stats.subscriptions.Add(-1)
+		}
 	}
 	s.subs = nil
 	if s.q != nil {

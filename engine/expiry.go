@@ -181,6 +181,7 @@ func (l *loop) expireSessions() {
 			// Kept for its interval [MQTT-3.1.2-23], and no longer: its
 			// subscriptions, queue and registry entry go.
 			l.srv.log.Debug("session expired", "client", s.id)
+			l.stats.sessionsExpired.Add(1)
 			s.end()
 			continue
 		}

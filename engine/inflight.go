@@ -1,5 +1,7 @@
 package engine
 
+import "sync/atomic"
+
 // Outgoing QoS 1/2 state of one in-flight slot [MQTT 4.3.2, 4.3.3].
 const (
 	slotFree      byte = iota
@@ -26,6 +28,16 @@ type inflight struct {
 	slots []slot
 	next  uint16 // next identifier to assign, 1-based
 	used  int    // slots not free: compared with the client's Receive Maximum
+	// owner is the session's owner: the loop that calls these methods,
+	// whose in-flight gauge they keep (stats.go); nil in tests.
+	owner *atomic.Pointer[loop]
+}
+
+// count adds n to the owner loop's in-flight gauge.
+func (w *inflight) count(n int64) {
+	if w.owner != nil {
+		w.owner.Load().acc.inflight += n
+	}
 }
 
 func newInflight(size int) inflight {
@@ -58,7 +70,9 @@ func (w *inflight) full() bool {
 // session that never receives QoS 1/2 never pays for its window.
 func (w *inflight) add(m outMsg, size int) uint16 {
 	if w.slots == nil {
+		owner := w.owner
 		*w = newInflight(size)
+		w.owner = owner
 	}
 	id := w.next
 	s := &w.slots[w.index(id)]
@@ -68,6 +82,7 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 	}
 	*s = slot{id: id, state: state, m: m}
 	w.used++
+	w.count(1)
 	if int(w.next) >= w.cycle() {
 		w.next = 1
 	} else {
@@ -96,6 +111,7 @@ func (w *inflight) free(s *slot) {
 	}
 	*s = slot{}
 	w.used--
+	w.count(-1)
 }
 
 // take empties s and returns its message with the slot's reference.
@@ -103,6 +119,7 @@ func (w *inflight) take(s *slot) outMsg {
 	m := s.m
 	*s = slot{}
 	w.used--
+	w.count(-1)
 	return m
 }
 

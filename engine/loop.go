@@ -69,6 +69,9 @@ type loop struct {
 	arena       []byte        // 5.0 headers of the current batch; reset once it is written
 	expiring    expiryHeap    // offline sessions with a deadline (expiry.go)
 	st          loopStore     // writes to the store of the current event (persist.go)
+	acc         loopCounts    // counters published into stats by endBatch (stats.go)
+	accPub      loopCounts    // acc as last published
+	accAt       int64         // loop clock when acc was last published
 	stats       loopStats
 }
 
@@ -122,6 +125,9 @@ func (l *loop) Run(context.Context) error {
 	l.inbox = l.spare[:0]
 	l.inboxMu.Unlock()
 	l.setNow()
+	start := l.mono
+	l.acc.inboxRuns++
+	l.acc.tasks += uint64(len(batch))
 	for i := range batch {
 		t := &batch[i]
 		switch t.kind {
@@ -137,6 +143,7 @@ func (l *loop) Run(context.Context) error {
 	}
 	l.spare = batch[:0]
 	l.endBatch()
+	l.observeEvent(start)
 	return nil
 }
 
@@ -192,6 +199,7 @@ func (l *loop) endBatch() {
 	// referenced (a segment gnet could not write at once was copied).
 	l.arena = l.arena[:0]
 	l.hdr5 = v5HeaderCache{}
+	l.maybePublishCounts()
 	l.inEndBatch = false
 }
 
@@ -216,6 +224,7 @@ func (l *loop) sweep() {
 		case (c.state == stateNew || c.state == stateAuth) && now-int64(c.opened)*int64(time.Second) > connectTimeout:
 			// An authentication exchange must end within the same time.
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
+			l.refused(RefusedConnectTimeout)
 			c.close(reasonTimeout)
 		case c.state == stateConnected && c.keepAlive > 0 && now-c.lastSeen > int64(c.keepAlive)*int64(time.Second)*3/2:
 			// [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]) 1.5 times the keep
@@ -243,4 +252,5 @@ func (l *loop) sweep() {
 	}
 	l.expireSessions()
 	l.trimMatch()
+	l.publishCounts() // an idle loop's last counts become visible too
 }

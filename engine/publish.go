@@ -14,7 +14,8 @@ import (
 func (c *client) onPublish(p *codec.Publish) {
 	l := c.loop
 	s := c.sess
-	l.stats.msgsIn.Add(1)
+	l.stats.msgsIn[p.QoS].Add(1) // the decoder refuses QoS 3 [MQTT-3.3.1-4]
+	l.acc.payloadIn[p.QoS] += uint64(len(p.Payload))
 	code := codec.Success
 	if c.version == codec.V5 {
 		if p.Properties.Has(codec.PropTopicAlias) {
@@ -305,6 +306,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 	if c != nil && c.state == stateConnected && s.canSendNow(c) {
 		if out.msg.expired(l.mono) {
 			l.forgetEntry(s, out.msg.seq)
+			l.stats.droppedExpired.Add(1)
 			out.msg.release()
 			return
 		}
@@ -380,6 +382,7 @@ func (s *session) pump() {
 			// [MQTT-3.3.2-5] not delivered once expired.
 			out := q.queue.pop()
 			c.loop.forgetEntry(s, out.msg.seq)
+			c.loop.stats.droppedExpired.Add(1)
 			out.msg.release()
 			continue
 		}

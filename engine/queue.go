@@ -1,5 +1,7 @@
 package engine
 
+import "sync/atomic"
+
 // outMsg is one message owed to a session: the shared message plus what
 // is specific to this recipient. It owns one reference to msg.
 type outMsg struct {
@@ -23,6 +25,16 @@ type msgQueue struct {
 	items      []outMsg // ring buffer
 	head, size int
 	bytes      int
+	// owner is the session's owner: the loop that calls these methods,
+	// whose queued gauge they keep (stats.go); nil in tests.
+	owner *atomic.Pointer[loop]
+}
+
+// count adds n to the owner loop's queued gauge.
+func (q *msgQueue) count(n int64) {
+	if q.owner != nil {
+		q.owner.Load().acc.queued += n
+	}
 }
 
 func (q *msgQueue) len() int { return q.size }
@@ -39,6 +51,7 @@ func (q *msgQueue) push(m outMsg, maxMsgs, maxBytes int) bool {
 	q.items[(q.head+q.size)%len(q.items)] = m
 	q.size++
 	q.bytes += len(m.msg.payload)
+	q.count(1)
 	return true
 }
 
@@ -67,6 +80,7 @@ func (q *msgQueue) pop() outMsg {
 	q.head = (q.head + 1) % len(q.items)
 	q.size--
 	q.bytes -= len(m.msg.payload)
+	q.count(-1)
 	if q.size == 0 {
 		q.head = 0
 	}

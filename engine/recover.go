@@ -158,8 +158,8 @@ func (srv *Server) recoverStore() error {
 	if len(sessions) > 0 {
 		ps.orphans.Store(&sessions)
 	}
-	srv.log.Info("state recovered from the store", "sessions", len(sessions), "in flight", entries,
-		"sessions with queued messages", len(spilled),
+	srv.log.Info("state recovered from the store", "sessions", len(sessions), "in_flight", entries,
+		"sessions_with_queue", len(spilled),
 		"retained", retained, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }

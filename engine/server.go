@@ -43,7 +43,8 @@ type Server struct {
 	pressureHigh int
 	eng          gnet.Engine
 	addr         net.Addr
-	bridge       *bridge // TLS and WebSocket listeners (bridge.go); nil without any
+	bridge       *bridge       // TLS and WebSocket listeners (bridge.go); nil without any
+	publishRR    atomic.Uint32 // spreads Publish over the loops (selfpublish.go)
 	booted       chan struct{}
 	done         chan error
 	stopped      atomic.Bool
@@ -213,7 +214,7 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	if ok, why := s.ipl.admit(gc.RemoteAddr(), time.Now()); !ok {
 		// Debug: a flood would otherwise flood the log too; the counter
 		// says how many.
-		l.stats.refusedByIP.Add(1)
+		l.refused(RefusedAddressLimit)
 		s.log.Debug("connection refused", "remote", gc.RemoteAddr().String(), "reason", why)
 		return nil, gnet.Close
 	}
@@ -243,6 +244,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	}
 	l := c.loop
 	l.setNow()
+	if c.state == stateConnected {
+		l.stats.connected.Add(-1)
+	}
 	c.state = stateClosed
 	c.gone = true
 	c.flush()

@@ -83,6 +83,8 @@ type sessionQueues struct {
 func (s *session) queues() *sessionQueues {
 	if s.q == nil {
 		s.q = &sessionQueues{}
+		s.q.queue.owner = &s.owner
+		s.q.inflight.owner = &s.owner
 	}
 	return s.q
 }

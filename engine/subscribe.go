@@ -34,6 +34,9 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling, SubscriptionID: subID}
 		existed := srv.idx.subscribe(filter, s, opts)
+		if !existed {
+			l.stats.subscriptions.Add(1)
+		}
 		if s.subs == nil {
 			s.subs = make(map[string]trie.Options)
 		}
@@ -72,7 +75,9 @@ func (c *client) onUnsubscribe(p *codec.Unsubscribe) {
 	for i, f := range p.Filters {
 		filter := string(f)
 		if _, ok := s.subs[filter]; ok {
-			srv.idx.unsubscribe(filter, s)
+			if srv.idx.unsubscribe(filter, s) {
+				c.loop.stats.subscriptions.Add(-1)
+			}
 			delete(s.subs, filter)
 		} else {
 			codes[i] = codec.NoSubscriptionExisted

@@ -66,6 +66,18 @@ func (a *Auth) Reload() error {
 	return nil
 }
 
+// Counts returns the number of users in the password file and of rules
+// in the ACL file in use (0 for an absent file), for logs.
+func (a *Auth) Counts() (users, rules int) {
+	if pw := a.pw.Load(); pw != nil {
+		users = pw.Len()
+	}
+	if ac := a.acl.Load(); ac != nil {
+		rules = ac.Len()
+	}
+	return users, rules
+}
+
 // HasPasswords reports whether a password file is configured: then
 // anonymous clients are refused unless allowed explicitly.
 func (a *Auth) HasPasswords() bool { return a.pwPath != "" }

@@ -61,7 +61,8 @@ func loopmqKind(bin string) brokerKind {
 }
 
 func loopmqArgs(port int) []string {
-	return []string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-log-level", "warn",
+	// No persistence: Mosquitto runs without it too (mosquittoConfig).
+	return []string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-log-level", "warn", "-persistence=false",
 		"-max-inflight", strconv.Itoa(maxInflight), "-max-queued", strconv.Itoa(maxQueued),
 		"-max-queued-bytes", strconv.Itoa(maxQueuedBytes)}
 }

@@ -1,174 +1,272 @@
-// Command loopmq runs the loopmq MQTT broker; "loopmq passwd ..." manages
-// Mosquitto password files instead (passwd.go).
+// Command loopmq runs the loopmq MQTT broker. Subcommands: "loopmq
+// passwd ..." manages Mosquitto password files (passwd.go), "loopmq config
+// check|print ..." checks or prints a configuration (configcmd.go),
+// "loopmq version" prints the version.
+//
+// The broker's configuration comes from a YAML file (-config, config.go)
+// or a Mosquitto config (-mosquitto-conf, mosquittoconf.go), then the
+// flags given (flags.go); broker.go turns it into engine.Options, and
+// serve (here) runs the broker until SIGINT or SIGTERM, reloading files
+// on SIGHUP.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
 	"github.com/loopmq/loopmq/engine"
-	"github.com/loopmq/loopmq/tlsfiles"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "passwd" {
-		os.Exit(runPasswd(os.Args[2:], stdPasswdIO()))
-	}
-	var (
-		opts     engine.Options
-		logLevel string
-	)
-	flag.StringVar(&opts.Listen, "listen", ":1883", "TCP address of the MQTT listener")
-	flag.IntVar(&opts.Loops, "loops", 0, "event loops (default: one per CPU)")
-	flag.IntVar(&opts.MaxInflight, "max-inflight", 32, "un-acknowledged outgoing QoS 1/2 messages per client")
-	flag.IntVar(&opts.MaxQueued, "max-queued", 1000, "messages queued per session")
-	flag.IntVar(&opts.MaxQueuedBytes, "max-queued-bytes", 16<<20, "payload bytes queued per session")
-	flag.IntVar(&opts.MaxPacketSize, "max-packet-size", 1<<20, "largest packet accepted from a client, bytes")
-	flag.DurationVar(&opts.MaxSessionExpiry, "max-session-expiry", 0,
-		"longest a session outlives its connection, 5.0 and 3.1.1 alike (0: as the client asks; 3.1.1 persistent sessions never expire)")
-	flag.IntVar(&opts.MaxConnRatePerIP, "max-conn-rate-per-ip", 0, "new connections per second one source address may open (0: unlimited)")
-	flag.IntVar(&opts.MaxAuthFailuresPerIP, "max-auth-failures-per-ip", 0,
-		"failed authentications per minute one source address may have before its connections are refused (0: unlimited)")
-	flag.DurationVar(&opts.MaxKeepAlive, "max-keepalive", 0,
-		"largest keep alive granted; clients asking for 0 or more get this (5.0: Server Keep Alive) (0: as the client asks)")
-	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	var tf tlsFlags
-	flag.StringVar(&opts.TLSListen, "tls-listen", "", "address of the MQTT-over-TLS listener, e.g. :8883 (needs -tls-cert and -tls-key)")
-	flag.StringVar(&opts.WSListen, "ws-listen", "", "address of the MQTT-over-WebSocket listener, e.g. :8080")
-	flag.StringVar(&opts.WSSListen, "wss-listen", "", "address of the MQTT-over-WebSocket-over-TLS listener, e.g. :8081 (needs -tls-cert and -tls-key)")
-	flag.StringVar(&tf.cert, "tls-cert", "", "PEM certificate (chain) of the TLS and WSS listeners; reloaded on SIGHUP and when it changes")
-	flag.StringVar(&tf.key, "tls-key", "", "PEM private key of -tls-cert")
-	flag.StringVar(&tf.ca, "tls-ca", "", "PEM CA certificates that client certificates are verified against")
-	flag.StringVar(&tf.clientCert, "tls-client-cert", "none", "client certificates: none, optional or required (verified against -tls-ca)")
-	flag.BoolVar(&tf.identity, "tls-identity-as-username", false,
-		"a verified client certificate's Common Name is the user name, CONNECT's user name and password are ignored, clients without one are refused (Mosquitto's use_identity_as_username)")
-	flag.BoolVar(&tf.subject, "tls-subject-as-username", false,
-		"as -tls-identity-as-username with the certificate's whole subject (RFC 2253) (Mosquitto's use_subject_as_username)")
-	flag.DurationVar(&tf.poll, "tls-reload-interval", 5*time.Second, "how often the certificate and key files are checked for changes (0: only on SIGHUP)")
-	var sf securityFlags
-	sf.register()
-	flag.Parse()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "loopmq: bad -log-level %q: %v\n", logLevel, err)
-		os.Exit(2)
+// run is main with its arguments and outputs; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "passwd":
+			return runPasswd(args[1:], stdPasswdIO())
+		case "version":
+			fmt.Fprintln(stdout, versionLine())
+			return 0
+		case "config":
+			return runConfig(args[1:], stdout, stderr)
+		case "store":
+			return runStore(args[1:], stdout, stderr)
+		}
 	}
-	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	lc, err := loadConfig("loopmq", args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loopmq: %v\n", err)
+		return 2
+	}
+	return serve(lc, stderr)
+}
 
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+// loaded is a configuration with what was said while loading it.
+type loaded struct {
+	cfg      Config
+	org      origins
+	warnings []string // unsupported Mosquitto options, at most one line each
+	source   string   // the file it came from, "" for flags only
+}
+
+// loadConfig parses the broker's command line: the config file named by
+// -config or -mosquitto-conf, then the flags given, then checks the result.
+func loadConfig(name string, args []string, stderr io.Writer) (*loaded, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flagCfg := defaultConfig()
+	registerSettings(fs, &flagCfg)
+	configFile := fs.String("config", "", "YAML config file (docs/configuration.md); flags given override it")
+	mosqFile := fs.String("mosquitto-conf", "", "Mosquitto config file to run with (mosquitto.conf); flags given override it")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags go before it; subcommands: passwd, config, version)", fs.Arg(0))
+	}
+	lc := &loaded{cfg: defaultConfig(), org: origins{}}
+	switch {
+	case *configFile != "" && *mosqFile != "":
+		return nil, errors.New("-config and -mosquitto-conf exclude each other (loopmq config print -mosquitto-conf FILE converts one into the other)")
+	case *configFile != "":
+		lc.source = *configFile
+		if err := loadConfigFile(*configFile, &lc.cfg, lc.org); err != nil {
+			return nil, err
+		}
+	case *mosqFile != "":
+		lc.source = *mosqFile
+		w, err := loadMosquittoConf(*mosqFile, &lc.cfg, lc.org)
 		if err != nil {
-			opts.Logger.Error("cannot create CPU profile", "error", err)
-			os.Exit(1)
+			return nil, err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			opts.Logger.Error("cannot start CPU profile", "error", err)
-			os.Exit(1)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			_ = f.Close()
-		}()
+		lc.warnings = w
 	}
+	applyFlags(fs, &flagCfg, &lc.cfg, lc.org)
+	if err := lc.cfg.validate(lc.org); err != nil {
+		return nil, err
+	}
+	return lc, nil
+}
 
-	reloader, err := tf.apply(&opts)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "loopmq: %v\n", err)
-		os.Exit(2)
-	}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	if reloader != nil && tf.poll > 0 {
-		go reloader.Watch(watchCtx, tf.poll)
-	}
+// drainTimeout bounds a graceful stop: 5.0 clients are told, outbound
+// buffers flushed and the store closed within it, or the process exits
+// anyway.
+const drainTimeout = 10 * time.Second
 
-	auth, err := sf.apply(&opts)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "loopmq: %v\n", err)
-		os.Exit(2)
-	}
-
-	srv := engine.New(opts)
-	if err := srv.Start(); err != nil {
-		opts.Logger.Error("cannot start", "error", err)
-		os.Exit(1)
-	}
-	sig := make(chan os.Signal, 1)
+// serve runs the broker until SIGINT or SIGTERM; SIGHUP reloads the
+// password, ACL and certificate files. It returns the exit code.
+func serve(lc *loaded, stderr io.Writer) int {
+	// Signals are caught from the start: one that arrives while the
+	// broker starts is handled once it listens.
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	cfg := &lc.cfg
+	log, err := newLogger(cfg.Logging, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "loopmq: %v\n", err)
+		return 2
+	}
+	if len(lc.warnings) > 0 {
+		log.Warn("Mosquitto options not supported, ignored: "+joinWarnings(lc.warnings), "file", lc.source)
+	}
+	if f := cfg.Pprof.CPUProfile; f != "" {
+		stop, err := startCPUProfile(f)
+		if err != nil {
+			log.Error("cannot start CPU profile", "error", err)
+			return 1
+		}
+		defer stop()
+	}
+	b, err := buildBroker(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 2
+	}
+	st, err := openStore(&cfg.Persistence, log)
+	if err != nil {
+		log.Error("cannot open the persistent store", "dir", cfg.Persistence.Dir, "error", err)
+		return 1
+	}
+	if st != nil {
+		b.opts.Store = st
+	}
+	banner(lc, log, st != nil)
+
+	srv := engine.New(b.opts)
+	if err := srv.Start(); err != nil {
+		log.Error("cannot start", "error", err)
+		if st != nil {
+			_ = st.Close()
+		}
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if b.tls != nil && cfg.TLS.ReloadInterval > 0 {
+		go b.tls.Watch(ctx, cfg.TLS.ReloadInterval.D())
+	}
+	var servers []*http.Server
+	if a := cfg.Metrics.Listen; a != "" {
+		hs, _, err := startMetrics(a, srv, st, log)
+		if err != nil {
+			log.Error("cannot start the metrics endpoint", "addr", a, "error", err)
+			return stopNow(srv, 1)
+		}
+		servers = append(servers, hs)
+	}
+	if a := cfg.Pprof.Listen; a != "" {
+		hs, _, err := startPprof(a, log)
+		if err != nil {
+			log.Error("cannot start the pprof endpoint", "addr", a, "error", err)
+			return stopNow(srv, 1)
+		}
+		servers = append(servers, hs)
+	}
+	sysDone := startSys(ctx, srv, cfg.SysInterval.D(), log)
+
 	got := <-sig
 	for got == syscall.SIGHUP {
-		if err := sf.reload(auth, srv); err != nil {
-			opts.Logger.Warn("SIGHUP", "error", err)
-		} else if auth != nil {
-			opts.Logger.Info("SIGHUP: password and ACL files reloaded")
-		}
-		if reloader == nil {
-			opts.Logger.Info("SIGHUP: no TLS certificate to reload")
-		} else if err := reloader.Reload(); err != nil {
-			opts.Logger.Warn("SIGHUP: keeping the previous TLS certificate", "error", err)
-		} else {
-			opts.Logger.Info("SIGHUP: TLS certificate reloaded")
-		}
+		b.reload(srv, log)
 		got = <-sig
 	}
-	opts.Logger.Info("stopping", "signal", got.String())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Stop(ctx); err != nil {
-		opts.Logger.Error("stop", "error", err)
-	}
-}
 
-// tlsFlags are the TLS command-line settings.
-type tlsFlags struct {
-	cert, key, ca, clientCert string
-	identity, subject         bool
-	poll                      time.Duration
-}
-
-// apply sets opts' TLS configuration from the flags; it returns the
-// certificate reloader, nil when no certificate was given.
-func (tf *tlsFlags) apply(opts *engine.Options) (*tlsfiles.Reloader, error) {
-	needTLS := opts.TLSListen != "" || opts.WSSListen != ""
-	if tf.cert == "" && tf.key == "" {
-		if needTLS {
-			return nil, fmt.Errorf("-tls-listen and -wss-listen need -tls-cert and -tls-key")
+	// Drain: stop accepting, tell 5.0 clients (DISCONNECT 0x8B), flush,
+	// close; a second signal gives up waiting.
+	log.Info("stopping", "signal", got.String(), "timeout", drainTimeout.String())
+	started := time.Now()
+	cancel()
+	<-sysDone
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer stopCancel()
+	go func() {
+		select {
+		case s := <-sig:
+			log.Warn("second signal: not waiting any longer", "signal", s.String())
+			stopCancel()
+		case <-stopCtx.Done():
 		}
-		return nil, nil
+	}()
+	code := 0
+	if err := srv.Stop(stopCtx); err != nil {
+		log.Error("stop", "error", err)
+		code = 1
 	}
-	if tf.cert == "" || tf.key == "" {
-		return nil, fmt.Errorf("-tls-cert and -tls-key go together")
+	for _, hs := range servers {
+		_ = hs.Close()
 	}
-	auth, err := tlsfiles.ClientAuth(tf.clientCert)
-	if err != nil {
-		return nil, fmt.Errorf("-tls-client-cert: %w", err)
+	if st != nil {
+		if err := st.Close(); err != nil {
+			log.Error("closing the persistent store", "error", err)
+			code = 1
+		}
 	}
-	r, err := tlsfiles.NewReloader(tf.cert, tf.key, opts.Logger)
+	log.Info("stopped", "took", time.Since(started).Round(time.Millisecond).String())
+	return code
+}
+
+// stopNow stops srv after a failed start and returns code.
+func stopNow(srv *engine.Server, code int) int {
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	_ = srv.Stop(ctx)
+	return code
+}
+
+// startCPUProfile profiles the whole run into file; stop writes it.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
 	if err != nil {
 		return nil, err
 	}
-	if opts.TLSConfig, err = tlsfiles.ServerConfig(r, tf.ca, auth); err != nil {
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
 		return nil, err
 	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
+// banner logs what the broker starts with: version, listeners, limits,
+// data directory and endpoints.
+func banner(lc *loaded, log *slog.Logger, storeOpen bool) {
+	cfg := &lc.cfg
+	source := lc.source
+	if source == "" {
+		source = "flags and defaults"
+	}
+	log.Info("loopmq "+buildVersion(), "config", source, "pid", os.Getpid())
+	log.Info("listeners", "mqtt", listenerSummary(&cfg.Listeners), "metrics", cfg.Metrics.Listen,
+		"pprof", cfg.Pprof.Listen, "sys_interval", cfg.SysInterval.String())
+	l := &cfg.Limits
+	log.Info("limits", "loops", l.Loops, "max_inflight", l.MaxInflight, "max_queued", l.MaxQueued,
+		"max_queued_bytes", int64(l.MaxQueuedBytes), "max_packet_size", int64(l.MaxPacketSize),
+		"max_session_expiry", l.MaxSessionExpiry.String(), "max_keepalive", l.MaxKeepAlive.String())
+	p := &cfg.Persistence
 	switch {
-	case tf.identity && tf.subject:
-		return nil, fmt.Errorf("-tls-identity-as-username and -tls-subject-as-username exclude each other")
-	case tf.identity:
-		opts.TLSIdentity = engine.IdentityCommonName
-	case tf.subject:
-		opts.TLSIdentity = engine.IdentitySubject
+	case p.Enabled && storeOpen:
+		dir, _ := filepath.Abs(p.Dir)
+		log.Info("persistence", "data_dir", dir, "sync", p.Sync, "memory_queue", p.MemoryQueue)
+	default:
+		log.Info("persistence", "enabled", false)
 	}
-	if opts.TLSIdentity != engine.IdentityNone && opts.TLSConfig.ClientCAs == nil {
-		return nil, fmt.Errorf("certificate identities need client certificates: -tls-client-cert optional or required, and -tls-ca")
-	}
-	return r, nil
 }

@@ -23,7 +23,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeTestBinary() // serve_test.go
+	os.Exit(code)
 }
 
 type passwdRun struct {

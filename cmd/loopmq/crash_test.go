@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// Crash tests: the broker runs as a real process on a data directory and
+// is killed with SIGKILL at random points while a publisher streams QoS 1
+// or QoS 2 messages to an offline persistent subscriber. After a restart
+// on the same directory, every message the publisher got an
+// acknowledgement for must reach the subscriber, and a message that
+// arrives twice must carry DUP the second time (QoS 2: exactly once).
+//
+// CI runs a few short rounds; LOOPMQ_CRASH_ROUNDS raises the count (make
+// soak).
+
+// buildLoopmqBinary builds cmd/loopmq once per test binary.
+var buildLoopmqBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "loopmq-crash-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "loopmq")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// brokerProc is a loopmq process.
+type brokerProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	log    *os.File
+	killed sync.Once // kill may be called from the test and a timer
+}
+
+// startBroker starts loopmq on dataDir at a free loopback port and waits
+// until it accepts connections.
+func startBroker(t *testing.T, dataDir string, extra ...string) *brokerProc {
+	t.Helper()
+	bin, err := buildLoopmqBinary()
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	logf, err := os.CreateTemp(t.TempDir(), "broker-*.log")
+	require.NoError(t, err)
+	// The queue bound is above the stream: what is tested is durability,
+	// not the overflow policy.
+	args := append([]string{"-listen", addr, "-data-dir", dataDir, "-loops", "2", "-max-queued", "20000"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(t, cmd.Start())
+	p := &brokerProc{cmd: cmd, addr: addr, log: logf}
+	t.Cleanup(func() { p.kill() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(logf.Name())
+			t.Fatalf("broker did not listen on %s: %v\n%s", addr, err, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *brokerProc) kill() {
+	p.killed.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		_ = p.cmd.Wait()
+	})
+}
+
+func (p *brokerProc) output() string {
+	b, _ := os.ReadFile(p.log.Name())
+	return string(b)
+}
+
+// mqttConn is a minimal MQTT 3.1.1 client on codec for these tests.
+type mqttConn struct {
+	conn net.Conn
+	rbuf []byte
+	tmp  []byte
+}
+
+func dialMQTT(addr, id string, clean bool) (*mqttConn, *codec.Connack, error) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &mqttConn{conn: nc, tmp: make([]byte, 64<<10)}
+	if err := c.send(&codec.Connect{Version: codec.V311, ClientID: []byte(id), CleanStart: clean, KeepAlive: 60}); err != nil {
+		return nil, nil, err
+	}
+	p, err := c.next(5 * time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, ok := p.(*codec.Connack)
+	if !ok || ca.ReasonCode != codec.Success {
+		return nil, nil, fmt.Errorf("CONNACK: %+v", p)
+	}
+	return c, ca, nil
+}
+
+func (c *mqttConn) send(p codec.Packet) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.conn.Write(p.AppendTo(nil, codec.V311))
+	return err
+}
+
+func (c *mqttConn) next(timeout time.Duration) (codec.Packet, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, n, err := codec.Split(c.rbuf, 0)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			frame := append([]byte(nil), c.rbuf[:n]...)
+			c.rbuf = c.rbuf[n:]
+			return codec.Decode(frame, codec.V311)
+		}
+		_ = c.conn.SetReadDeadline(deadline)
+		m, err := c.conn.Read(c.tmp)
+		c.rbuf = append(c.rbuf, c.tmp[:m]...)
+		if err != nil && m == 0 {
+			return nil, err
+		}
+	}
+}
+
+// crashRounds is how many kill -9 rounds each crash test runs.
+func crashRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("LOOPMQ_CRASH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
+}
+
+// crashPublish streams n messages of qos to topic, numbered in their
+// payload, with up to window unacknowledged, until the broker dies or all
+// are acknowledged. It returns the numbers acknowledged (QoS 2: PUBREC;
+// PUBREL and PUBCOMP follow).
+func crashPublish(addr, topic string, qos byte, n, window int) (acked map[int]bool) {
+	acked = make(map[int]bool)
+	c, _, err := dialMQTT(addr, "crash-pub", true)
+	if err != nil {
+		return acked
+	}
+	defer c.conn.Close()
+	var mu sync.Mutex
+	credit := make(chan struct{}, window)
+	for range window {
+		credit <- struct{}{}
+	}
+	idOf := func(i int) uint16 { return uint16(i%60000 + 1) }
+	numOf := make(map[uint16]int) // packet id -> message number in flight
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			p, err := c.next(10 * time.Second)
+			if err != nil {
+				return
+			}
+			a, ok := p.(*codec.Ack)
+			if !ok {
+				continue
+			}
+			switch a.PacketType {
+			case codec.PUBACK, codec.PUBREC:
+				mu.Lock()
+				if num, ok := numOf[a.PacketID]; ok {
+					acked[num] = true
+					if a.PacketType == codec.PUBACK {
+						delete(numOf, a.PacketID)
+					}
+				}
+				mu.Unlock()
+				if a.PacketType == codec.PUBREC {
+					if c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: a.PacketID}) != nil {
+						return
+					}
+					continue
+				}
+				credit <- struct{}{}
+			case codec.PUBCOMP:
+				mu.Lock()
+				delete(numOf, a.PacketID)
+				mu.Unlock()
+				credit <- struct{}{}
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		select {
+		case <-credit:
+		case <-readerDone:
+			mu.Lock()
+			defer mu.Unlock()
+			return copyAcked(acked)
+		}
+		id := idOf(i)
+		mu.Lock()
+		numOf[id] = i
+		mu.Unlock()
+		if c.send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: id, Payload: []byte(strconv.Itoa(i))}) != nil {
+			break
+		}
+	}
+	// Wait for the last acknowledgements or the broker's death.
+	select {
+	case <-readerDone:
+	case <-time.After(10 * time.Second):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return copyAcked(acked)
+}
+
+func copyAcked(m map[int]bool) map[int]bool {
+	c := make(map[int]bool, len(m))
+	for k := range m {
+		c[k] = true
+	}
+	return c
+}
+
+// crashReceive reconnects the persistent subscriber and reads until the
+// broker is silent for quiet, acknowledging everything. It returns how
+// often each number arrived and the numbers whose repeat lacked DUP.
+func crashReceive(t *testing.T, addr, id string, qos byte, quiet time.Duration) (count map[int]int, repeatNoDup []int) {
+	t.Helper()
+	c, _, err := dialMQTT(addr, id, false)
+	require.NoError(t, err)
+	defer c.conn.Close()
+	count = make(map[int]int)
+	for {
+		p, err := c.next(quiet)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return count, repeatNoDup
+		}
+		require.NoError(t, err)
+		switch p := p.(type) {
+		case *codec.Publish:
+			num, err := strconv.Atoi(string(p.Payload))
+			require.NoError(t, err)
+			count[num]++
+			if count[num] > 1 && !p.Dup {
+				repeatNoDup = append(repeatNoDup, num)
+			}
+			switch p.QoS {
+			case 1:
+				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}))
+			case 2:
+				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}))
+			}
+		case *codec.Ack:
+			if p.PacketType == codec.PUBREL {
+				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}))
+			}
+		}
+	}
+}
+
+// subscribeOffline creates the persistent subscription and disconnects.
+func subscribeOffline(t *testing.T, addr, id, filter string, qos byte) {
+	t.Helper()
+	c, _, err := dialMQTT(addr, id, false)
+	require.NoError(t, err)
+	require.NoError(t, c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}))
+	p, err := c.next(5 * time.Second)
+	require.NoError(t, err)
+	require.IsType(t, &codec.Suback{}, p)
+	require.NoError(t, c.send(&codec.Disconnect{}))
+	_ = c.conn.Close()
+}
+
+func runCrashRounds(t *testing.T, qos byte) {
+	if testing.Short() {
+		t.Skip("builds and kills a broker process")
+	}
+	const n = 10000
+	for round := range crashRounds() {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			b := startBroker(t, dir)
+			subscribeOffline(t, b.addr, "crash-sub", "crash/t", qos)
+			// Kill after a random part of the stream: between a few
+			// milliseconds and the time the whole stream takes.
+			killAfter := time.Duration(5+rand.IntN(250)) * time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				select {
+				case <-time.After(killAfter):
+					b.kill()
+				case <-ctx.Done():
+				}
+			}()
+			acked := crashPublish(b.addr, "crash/t", qos, n, 64)
+			b.kill()
+			cancel()
+
+			b2 := startBroker(t, dir)
+			count, noDup := crashReceive(t, b2.addr, "crash-sub", qos, 1500*time.Millisecond)
+			var lost []int
+			for num := range acked {
+				if count[num] == 0 {
+					lost = append(lost, num)
+				}
+			}
+			dups := 0
+			for _, k := range count {
+				if k > 1 {
+					dups += k - 1
+				}
+			}
+			t.Logf("killed after %v: %d acknowledged, %d received, %d duplicates", killAfter, len(acked), len(count), dups)
+			require.Empty(t, lost, "acknowledged messages lost; broker log:\n%s", b2.output())
+			require.Empty(t, noDup, "repeated without DUP")
+			if qos == 2 {
+				require.Zero(t, dups, "QoS 2 delivered more than once")
+			}
+		})
+	}
+}
+
+// TestCrashQoS1: no acknowledged QoS 1 message is lost to kill -9.
+func TestCrashQoS1(t *testing.T) { runCrashRounds(t, 1) }
+
+// TestCrashQoS2: acknowledged QoS 2 messages arrive exactly once after
+// kill -9.
+func TestCrashQoS2(t *testing.T) { runCrashRounds(t, 2) }
+
+// TestCrashRetained: a retained message acknowledged before kill -9 is
+// there after the restart.
+func TestCrashRetained(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a broker process")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	b := startBroker(t, dir)
+	c, _, err := dialMQTT(b.addr, "ret-pub", true)
+	require.NoError(t, err)
+	for i := range 100 {
+		require.NoError(t, c.send(&codec.Publish{Topic: []byte(fmt.Sprintf("ret/%d", i)), QoS: 1, Retain: true, PacketID: uint16(i + 1), Payload: []byte("v")}))
+	}
+	for range 100 {
+		p, err := c.next(5 * time.Second)
+		require.NoError(t, err)
+		require.IsType(t, &codec.Ack{}, p)
+	}
+	b.kill()
+	b2 := startBroker(t, dir)
+	s, _, err := dialMQTT(b2.addr, "ret-sub", true)
+	require.NoError(t, err)
+	require.NoError(t, s.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("ret/#"), QoS: 0}}}))
+	got := 0
+	for {
+		p, err := s.next(time.Second)
+		if err != nil {
+			break
+		}
+		if pub, ok := p.(*codec.Publish); ok {
+			require.True(t, pub.Retain)
+			got++
+		}
+	}
+	require.Equal(t, 100, got, "retained messages after kill -9")
+}
+
+// TestCorruptDataDirectory: a data directory whose files were overwritten
+// with random bytes does not stop the broker: it says what it could not
+// read, moves it aside and starts empty; "loopmq store check" reports the
+// damage first.
+func TestCorruptDataDirectory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a broker process")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	b := startBroker(t, dir)
+	subscribeOffline(t, b.addr, "corrupt-sub", "c/t", 1)
+	b.kill()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		junk := make([]byte, 4096)
+		for i := range junk {
+			junk[i] = byte(rand.IntN(256))
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, e.Name()), junk, 0o644))
+	}
+	bin, err := buildLoopmqBinary()
+	require.NoError(t, err)
+	out, err := exec.Command(bin, "store", "check", dir).CombinedOutput()
+	require.Error(t, err, "store check must fail on a damaged store:\n%s", out)
+	t.Logf("store check: %s", out)
+
+	b2 := startBroker(t, dir)
+	c, ca, err := dialMQTT(b2.addr, "corrupt-sub", false)
+	require.NoError(t, err)
+	require.False(t, ca.SessionPresent, "a clean start")
+	_ = c.conn.Close()
+	require.Contains(t, b2.output(), "moved aside")
+	matches, _ := filepath.Glob(dir + ".corrupt-*")
+	require.Len(t, matches, 1, "the damaged directory is kept for inspection")
+}
