@@ -87,6 +87,8 @@ var (
 	dStoreRecords   = desc("store_records_total", "Records written to the store.")
 	dStoreCommitSec = desc("store_commit_seconds_total", "Time from Commit to durable, summed over commits (divide by store_commits_total for the mean).")
 	dStoreDisk      = desc("store_disk_bytes", "Bytes the store occupies on disk.")
+	dStoreFailures  = desc("store_commit_failures_total", "Store commits that failed (their publishers were disconnected unacknowledged).")
+	dStoreNotStored = desc("store_not_stored_disk_full_total", "QoS 1/2 deliveries to persistent sessions not written because the store was past its size bound.")
 )
 
 var qosLabels = [3]string{"0", "1", "2"}
@@ -100,7 +102,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	if c.o.StoreStats != nil {
-		for _, d := range []*prometheus.Desc{dStoreCommits, dStoreSyncs, dStoreRecords, dStoreCommitSec, dStoreDisk} {
+		for _, d := range []*prometheus.Desc{dStoreCommits, dStoreSyncs, dStoreRecords, dStoreCommitSec, dStoreDisk,
+			dStoreFailures, dStoreNotStored} {
 			ch <- d
 		}
 	}
@@ -173,6 +176,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dStoreRecords, ss.Records)
 		ch <- prometheus.MustNewConstMetric(dStoreCommitSec, prometheus.CounterValue, float64(ss.CommitNanos)/1e9)
 		gauge(dStoreDisk, float64(ss.DiskBytes))
+		counter(dStoreFailures, st.StoreFailures)
+		counter(dStoreNotStored, st.NotStoredDiskFull)
 	}
 }
 
