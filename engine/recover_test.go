@@ -71,3 +71,37 @@ func TestRecoverManySessions(t *testing.T) {
 		c.expectNothing(e2eSilent)
 	}
 }
+
+// Sessions whose expiry passed while the broker was down end at the first
+// sweep after the restart, and stored messages past their expiry are not
+// delivered [MQTT-3.3.2-5].
+func TestRecoverDropsExpired(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	long := time.Now().Add(-time.Hour).UnixNano()
+	var b store.Batch
+	b.PutSession(&store.Session{ClientID: "gone", Version: 5, Expiry: 60, DisconnectedAt: long})
+	b.PutSession(&store.Session{ClientID: "kept", Version: 5, Expiry: 7200, DisconnectedAt: long})
+	b.PutEntry("kept", &store.Entry{Seq: 1, QoS: 1, Msg: store.Message{Topic: []byte("t"), Payload: []byte("stale"), QoS: 1,
+		Expiry: time.Now().Add(-time.Minute).UnixNano()}})
+	b.PutEntry("kept", &store.Entry{Seq: 2, QoS: 1, Msg: store.Message{Topic: []byte("t"), Payload: []byte("fresh"), QoS: 1,
+		Expiry: time.Now().Add(time.Hour).UnixNano()}})
+	done := make(chan error, 1)
+	st.Commit(&b, func(err error) { done <- err })
+	require.NoError(t, <-done)
+
+	s := startServer(t, Options{Store: st})
+	require.Equal(t, 2, s.Stats().Sessions)
+	dialRaw(t, s).mustConnect(connectPacket("", true, 0)) // a loop exists to sweep
+	require.Eventually(t, func() bool { return s.Stats().Sessions == 2 && !hasSession(s, "gone") }, 5*time.Second, 50*time.Millisecond,
+		"the expired session ends")
+	c := dialRaw(t, s)
+	c.ver = codec.V5
+	ca := c.mustConnect(connect5("kept", false, 0, 7200))
+	require.True(t, ca.SessionPresent)
+	p := c.expectPublish()
+	require.Equal(t, "fresh", string(p.Payload))
+	require.NotZero(t, p.Properties.MessageExpiry, "the remaining interval is sent")
+	c.ack(codec.PUBACK, p.PacketID)
+	c.expectNothing(e2eSilent)
+}
