@@ -192,6 +192,17 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 	sub.expectNothing(e2eSilent)
 }
 
+// queueOffline gives client id a persistent QoS 1 subscription to topic,
+// disconnects it, and publishes n messages to it (publishFromTwo).
+func queueOffline(t *testing.T, s *Server, id, topic string, n int) {
+	t.Helper()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket(id, false, 0))
+	sub.subscribe(1, topic, 1)
+	sub.disconnect()
+	publishFromTwo(t, s, topic, n)
+}
+
 // publishFromTwo publishes n QoS 1 messages alternately from two
 // publishers (on different loops with two loops) and waits for every
 // PUBACK. Payloads are "<publisher>-<i>".
@@ -240,15 +251,11 @@ func TestE2EPersistSpilledQueue(t *testing.T) {
 	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
 	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("spill", false, 0))
-	sub.subscribe(1, "sp", 1)
-	sub.disconnect()
 	const n = 600
-	publishFromTwo(t, s, "sp", n)
+	queueOffline(t, s, "spill", "sp", n)
 	require.Equal(t, 10, queuedInMemory(t, s, "spill"), "the rest is on disk only")
 
-	sub = dialRaw(t, s)
+	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("spill", false, 0))
 	receiveAll(t, sub, n)
 }
@@ -259,19 +266,15 @@ func TestE2EPersistSpilledQueueAcrossRestart(t *testing.T) {
 	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
 	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("spill", false, 0))
-	sub.subscribe(1, "sp", 1)
-	sub.disconnect()
 	const n = 600
-	publishFromTwo(t, s, "sp", n)
+	queueOffline(t, s, "spill", "sp", n)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, s.Stop(ctx))
 	s = startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
 	require.Equal(t, 0, queuedInMemory(t, s, "spill"), "queues stay on disk after a restart")
-	sub = dialRaw(t, s)
+	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("spill", false, 0))
 	receiveAll(t, sub, n)
 }
@@ -282,13 +285,9 @@ func TestE2EPersistSpillBound(t *testing.T) {
 	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
 	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10, MaxQueued: 100})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("bound", false, 0))
-	sub.subscribe(1, "b", 1)
-	sub.disconnect()
-	publishFromTwo(t, s, "b", 150)
+	queueOffline(t, s, "bound", "b", 150)
 	require.Equal(t, uint64(50), s.Stats().DroppedQueueFull)
-	sub = dialRaw(t, s)
+	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("bound", false, 0))
 	receiveAll(t, sub, 100)
 }

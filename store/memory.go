@@ -156,21 +156,28 @@ func (m *Memory) apply(b *Batch) {
 
 // Sessions implements Store.
 func (m *Memory) Sessions(fn func(*Session) error) error {
-	m.mu.RLock()
-	ids := make([]string, 0, len(m.sessions))
-	for id := range m.sessions {
-		ids = append(ids, id)
+	return eachSorted(&m.mu, m.sessions, fn)
+}
+
+// eachSorted calls fn for the values of recs in key order, reading each
+// under mu (read-locked) and skipping those deleted meanwhile; fn runs
+// without the lock, so it may take its time.
+func eachSorted[V any](mu *sync.RWMutex, recs map[string]*V, fn func(*V) error) error {
+	mu.RLock()
+	keys := make([]string, 0, len(recs))
+	for k := range recs {
+		keys = append(keys, k)
 	}
-	m.mu.RUnlock()
-	slices.Sort(ids)
-	for _, id := range ids {
-		m.mu.RLock()
-		s, ok := m.sessions[id]
-		m.mu.RUnlock()
+	mu.RUnlock()
+	slices.Sort(keys)
+	for _, k := range keys {
+		mu.RLock()
+		v, ok := recs[k]
+		mu.RUnlock()
 		if !ok {
 			continue
 		}
-		if err := fn(s); err != nil {
+		if err := fn(v); err != nil {
 			return err
 		}
 	}
@@ -237,25 +244,7 @@ func (m *Memory) Inbound(fn func(clientID string, packetID uint16) error) error 
 
 // Retained implements Store.
 func (m *Memory) Retained(fn func(*Message) error) error {
-	m.mu.RLock()
-	topics := make([]string, 0, len(m.retained))
-	for t := range m.retained {
-		topics = append(topics, t)
-	}
-	m.mu.RUnlock()
-	slices.Sort(topics)
-	for _, t := range topics {
-		m.mu.RLock()
-		r, ok := m.retained[t]
-		m.mu.RUnlock()
-		if !ok {
-			continue
-		}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
-	return nil
+	return eachSorted(&m.mu, m.retained, fn)
 }
 
 // Meta implements Store.
