@@ -70,6 +70,48 @@ type loopStore struct {
 	// be durable; w is the watermark when last read.
 	deferred []entryKey
 	w        uint64
+	// held are QoS 2 PUBLISH packets to send once the batch with their
+	// packet identifier is durable, in order.
+	held []heldSend
+}
+
+// heldSend is a QoS 2 PUBLISH in s's window (slot id) waiting for batch
+// ticket to be durable before it is written to c.
+type heldSend struct {
+	c      *client
+	s      *session
+	id     uint16
+	ticket uint64
+}
+
+// sendWhenDurable writes the QoS 2 PUBLISH in s's slot id to c once the
+// open batch is durable. Runs on s's owner, c's loop.
+func (l *loop) sendWhenDurable(c *client, s *session, id uint16) {
+	l.st.held = append(l.st.held, heldSend{c: c, s: s, id: id, ticket: l.st.ticket})
+}
+
+// sendHeld writes the held QoS 2 PUBLISH packets whose batches are
+// durable. A client that went away meanwhile gets them again (DUP) when
+// it resumes the session, like any unacknowledged message. Runs on l.
+func (l *loop) sendHeld() {
+	ls := &l.st
+	n := 0
+	for ; n < len(ls.held) && ls.held[n].ticket <= ls.durable; n++ {
+		h := &ls.held[n]
+		c, s := h.c, h.s
+		if c.sess != s || c.state != stateConnected || s.owner.Load() != l {
+			continue
+		}
+		if sl := s.lookup(h.id, slotAwaitRec); sl != nil && !c.writePublish(sl.m, h.id, false) {
+			l.forgetEntry(s, sl.m.msg.seq)
+			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
+		}
+	}
+	if n > 0 {
+		m := copy(ls.held, ls.held[n:])
+		clear(ls.held[m:])
+		ls.held = ls.held[:m]
+	}
 }
 
 // entryKey names one entry.
@@ -217,6 +259,7 @@ func (l *loop) committed(t uint64, err error) {
 		ls.pending = nil
 	}
 	ls.w = l.srv.watermark()
+	l.sendHeld()
 	l.flushStore() // what collected meanwhile
 	if rs := ls.readers; len(rs) > 0 {
 		ls.readers = nil

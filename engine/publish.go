@@ -352,9 +352,13 @@ func (s *session) send(c *client, out outMsg) {
 	q := s.queues()
 	id := q.inflight.add(out, c.loop.srv.opts.MaxInflight) // the window takes the reference
 	if out.qos == 2 && out.msg.seq != 0 && c.loop.srv.durable(s) {
-		// The packet identifier is kept: after a restart the message
-		// is sent again with it, so the client can tell it had it.
+		// The packet identifier is kept, and the PUBLISH goes out once
+		// that is durable: after a restart the message is sent again
+		// with the same identifier, so a client that had it knows it
+		// (exactly once across a crash).
 		c.loop.putEntry(s.id, &out, out.msg.seq, store.EntryAwaitRec, id)
+		c.loop.sendWhenDurable(c, s, id)
+		return
 	}
 	if !c.writePublish(out, id, out.dup) {
 		c.loop.forgetEntry(s, out.msg.seq)

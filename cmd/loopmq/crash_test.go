@@ -468,3 +468,93 @@ func TestStopUnderLoadKeepsAcknowledged(t *testing.T) {
 	require.Empty(t, noDup)
 	t.Logf("%d acknowledged before SIGTERM, %d received after the restart", len(acked), len(count))
 }
+
+// qos2Receiver is the receiving side of QoS 2 as a client implements it
+// (method B of MQTT 4.3.3): a PUBLISH is delivered to the application on
+// its first arrival, its packet identifier kept until PUBREL, and a
+// PUBLISH with a kept identifier is not delivered again. The state
+// survives reconnections, as a persistent session's must.
+type qos2Receiver struct {
+	mu        sync.Mutex
+	pending   map[uint16]bool
+	delivered map[int]int
+}
+
+// run reads from c until it fails, answering and recording.
+func (r *qos2Receiver) run(c *mqttConn) {
+	for {
+		p, err := c.next(30 * time.Second)
+		if err != nil {
+			return
+		}
+		switch p := p.(type) {
+		case *codec.Publish:
+			r.mu.Lock()
+			if !r.pending[p.PacketID] {
+				r.pending[p.PacketID] = true
+				if num, err := strconv.Atoi(string(p.Payload)); err == nil {
+					r.delivered[num]++
+				}
+			}
+			r.mu.Unlock()
+			if c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
+				return
+			}
+		case *codec.Ack:
+			if p.PacketType == codec.PUBREL {
+				r.mu.Lock()
+				delete(r.pending, p.PacketID)
+				r.mu.Unlock()
+				if c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// TestCrashQoS2OnlineSubscriber: the subscriber is connected and
+// acknowledging while the broker is killed; after the restart it resumes
+// its session. Every message the publisher got PUBREC for reaches the
+// application exactly once: the broker resends in-flight QoS 2 messages
+// with their packet identifiers, which the client recognises.
+func TestCrashQoS2OnlineSubscriber(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a broker process")
+	}
+	for round := range crashRounds() {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			b := startBroker(t, dir)
+			subscribeOffline(t, b.addr, "q2-online", "q2/t", 2)
+			r := &qos2Receiver{pending: map[uint16]bool{}, delivered: map[int]int{}}
+			sc, _, err := dialMQTT(b.addr, "q2-online", false)
+			require.NoError(t, err)
+			subDone := make(chan struct{})
+			go func() { r.run(sc); close(subDone) }()
+			killAfter := time.Duration(20+rand.IntN(200)) * time.Millisecond
+			go func() { time.Sleep(killAfter); b.kill() }()
+			acked := crashPublish(b.addr, "q2/t", 2, 5000, 32)
+			b.kill()
+			<-subDone
+
+			b2 := startBroker(t, dir)
+			sc, _, err = dialMQTT(b2.addr, "q2-online", false)
+			require.NoError(t, err)
+			subDone = make(chan struct{})
+			go func() { r.run(sc); close(subDone) }()
+			time.Sleep(1500 * time.Millisecond)
+			_ = sc.conn.Close()
+			<-subDone
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for num := range acked {
+				require.NotZero(t, r.delivered[num], "acknowledged message %d lost", num)
+			}
+			for num, k := range r.delivered {
+				require.Equal(t, 1, k, "message %d delivered %d times", num, k)
+			}
+			t.Logf("killed after %v: %d acknowledged, %d delivered once each", killAfter, len(acked), len(r.delivered))
+		})
+	}
+}
