@@ -285,6 +285,10 @@ func (c *client) bind(s *session, present bool) {
 	c.writeConnack(present, codec.Success, &props)
 	if s.q != nil {
 		s.q.inflight.each(func(sl *slot) {
+			if sl.hold != 0 {
+				c.loop.rehold(s, sl) // sent once its state is durable here
+				return
+			}
 			switch sl.state {
 			case slotAwaitAck, slotAwaitRec:
 				if !c.writePublish(sl.m, sl.id, true) {

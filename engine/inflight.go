@@ -14,7 +14,11 @@ type slot struct {
 	id    uint16
 	state byte
 	seq   uint64 // the message's store sequence once m.msg is released (slotAwaitComp)
-	m     outMsg
+	// hold is the owner loop's store batch that must be durable before
+	// this slot's PUBLISH (slotAwaitRec) or PUBREL (slotAwaitComp) is
+	// written; 0: none (persist.go, loop.holdForDurable).
+	hold uint64
+	m    outMsg
 }
 
 // inflight is a session's window of outgoing QoS 1/2 messages awaiting
@@ -105,6 +109,18 @@ func (w *inflight) lookup(id uint16, state byte) *slot {
 }
 
 // free empties s and releases its message.
+// at returns the slot holding packet id (in any state but free), or nil.
+func (w *inflight) at(id uint16) *slot {
+	if id == 0 || len(w.slots) == 0 {
+		return nil
+	}
+	s := &w.slots[w.index(id)]
+	if s.id != id || s.state == slotFree {
+		return nil
+	}
+	return s
+}
+
 func (w *inflight) free(s *slot) {
 	if s.m.msg != nil {
 		s.m.msg.release()

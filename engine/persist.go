@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/store"
 	"github.com/loopmq/loopmq/trie"
 )
@@ -70,39 +71,72 @@ type loopStore struct {
 	// be durable; w is the watermark when last read.
 	deferred []entryKey
 	w        uint64
-	// held are QoS 2 PUBLISH packets to send once the batch with their
-	// packet identifier is durable, in order.
+	// held are QoS 2 slots whose PUBLISH or PUBREL waits for the batch
+	// that records the slot's state to be durable, in order.
 	held []heldSend
 }
 
-// heldSend is a QoS 2 PUBLISH in s's window (slot id) waiting for batch
-// ticket to be durable before it is written to c.
+// QoS 2 towards a persistent session, exactly once across a crash: the
+// broker records a message's packet identifier before it sends the
+// PUBLISH, and its release (PUBREC received) before it sends PUBREL, and
+// sends each only once the record is durable. After a restart the client
+// then sees the PUBLISH again under the identifier it still holds (and
+// does not deliver it twice), or the PUBREL, never the PUBLISH of a
+// message it has released.
+
+// heldSend is slot id of s waiting for batch ticket to be durable.
 type heldSend struct {
-	c      *client
 	s      *session
 	id     uint16
 	ticket uint64
 }
 
-// sendWhenDurable writes the QoS 2 PUBLISH in s's slot id to c once the
-// open batch is durable. Runs on s's owner, c's loop.
-func (l *loop) sendWhenDurable(c *client, s *session, id uint16) {
-	l.st.held = append(l.st.held, heldSend{c: c, s: s, id: id, ticket: l.st.ticket})
+// holdForDurable makes the PUBLISH or PUBREL of sl (s's slot, state just
+// recorded in the open batch) wait until that batch is durable. Runs on
+// s's owner.
+func (l *loop) holdForDurable(s *session, sl *slot) {
+	l.batch() // the record is in it; make sure the ticket is its
+	sl.hold = l.st.ticket
+	l.st.held = append(l.st.held, heldSend{s: s, id: sl.id, ticket: sl.hold})
 }
 
-// sendHeld writes the held QoS 2 PUBLISH packets whose batches are
-// durable. A client that went away meanwhile gets them again (DUP) when
-// it resumes the session, like any unacknowledged message. Runs on l.
+// rehold records sl's state again in this loop's batch and holds it there:
+// a session that moved loops carries holds of its old owner's tickets,
+// which mean nothing here. Runs on s's owner.
+func (l *loop) rehold(s *session, sl *slot) {
+	if sl.state == slotAwaitRec {
+		l.putEntry(s.id, &sl.m, sl.m.msg.seq, store.EntryAwaitRec, sl.id)
+	} else {
+		l.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, sl.id)
+	}
+	l.holdForDurable(s, sl)
+}
+
+// sendHeld writes the held packets whose batches are durable to the
+// session's client. One whose client went away meanwhile is sent when the
+// session is resumed, like any unacknowledged message. Runs on l.
 func (l *loop) sendHeld() {
 	ls := &l.st
 	n := 0
 	for ; n < len(ls.held) && ls.held[n].ticket <= ls.durable; n++ {
 		h := &ls.held[n]
-		c, s := h.c, h.s
-		if c.sess != s || c.state != stateConnected || s.owner.Load() != l {
+		s := h.s
+		if s.owner.Load() != l || s.q == nil {
 			continue
 		}
-		if sl := s.lookup(h.id, slotAwaitRec); sl != nil && !c.writePublish(sl.m, h.id, false) {
+		sl := s.q.inflight.at(h.id)
+		if sl == nil || sl.hold != h.ticket {
+			continue // acknowledged, or held again by rehold
+		}
+		sl.hold = 0
+		c := s.client
+		if c == nil || c.state != stateConnected {
+			continue
+		}
+		switch {
+		case sl.state == slotAwaitComp:
+			c.writeAck(codec.PUBREL, sl.id, codec.Success)
+		case !c.writePublish(sl.m, sl.id, false):
 			l.forgetEntry(s, sl.m.msg.seq)
 			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
 		}
@@ -448,10 +482,10 @@ func (c *client) persistInbound(id uint16, add bool) {
 	}
 	if add {
 		l.batch().PutInbound(c.sess.id, id)
-		l.st.needs = true
-		return
+	} else {
+		l.batch().DeleteInbound(c.sess.id, id)
 	}
-	l.batch().DeleteInbound(c.sess.id, id)
+	l.st.needs = true
 }
 
 // subOptions converts a stored subscription to the index's options.

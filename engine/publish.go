@@ -131,6 +131,9 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBREC:
 		sl := s.lookup(a.PacketID, slotAwaitRec)
 		if sl == nil {
+			if rel := s.lookup(a.PacketID, slotAwaitComp); rel != nil && rel.hold != 0 {
+				return // its PUBREL follows once the release is durable
+			}
 			code := codec.Success
 			if c.version == codec.V5 {
 				code = codec.PacketIdentifierNotFound
@@ -146,24 +149,34 @@ func (c *client) onAck(a *codec.Ack) {
 			s.pump()
 			return
 		}
-		if sl.seq = sl.m.msg.seq; sl.seq != 0 && c.loop.srv.durable(s) {
-			c.loop.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
-		}
+		sl.seq = sl.m.msg.seq
 		sl.m.msg.release() // delivered: from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.m.msg = nil
 		sl.state = slotAwaitComp
+		sl.hold = 0
+		if sl.seq != 0 && c.loop.srv.durable(s) {
+			// PUBREL once the release is durable (persist.go).
+			c.loop.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
+			c.loop.holdForDurable(s, sl)
+			return
+		}
 		c.writeAck(codec.PUBREL, a.PacketID, codec.Success)
 	case codec.PUBREL:
 		_, ok := s.inboundQoS2[a.PacketID]
 		delete(s.inboundQoS2, a.PacketID)
-		if ok && c.loop.srv.ps != nil {
+		l := c.loop
+		l.st.needs = false
+		if ok && l.srv.ps != nil {
 			c.persistInbound(a.PacketID, false)
 		}
 		code := codec.Success
 		if !ok && c.version == codec.V5 {
 			code = codec.PacketIdentifierNotFound
 		}
-		c.writeAck(codec.PUBCOMP, a.PacketID, code)
+		// After the forgetting is durable: a publisher told PUBCOMP may
+		// reuse the identifier, which a restarted broker still holding
+		// it would take for a repeat and drop.
+		c.ackPublish(codec.PUBCOMP, a.PacketID, code, nil, l.waitDurable(c))
 	case codec.PUBCOMP:
 		if sl := s.lookup(a.PacketID, slotAwaitComp); sl != nil {
 			s.acked(c.loop)
@@ -357,7 +370,7 @@ func (s *session) send(c *client, out outMsg) {
 		// with the same identifier, so a client that had it knows it
 		// (exactly once across a crash).
 		c.loop.putEntry(s.id, &out, out.msg.seq, store.EntryAwaitRec, id)
-		c.loop.sendWhenDurable(c, s, id)
+		c.loop.holdForDurable(s, &q.inflight.slots[q.inflight.index(id)])
 		return
 	}
 	if !c.writePublish(out, id, out.dup) {
