@@ -179,9 +179,15 @@ func (p *Properties) decode(r *reader, ctx propContext) *Error {
 	pr := reader{b: r.b[:r.off+int(n)], off: r.off, t: r.t}
 	r.off += int(n)
 	for pr.len() > 0 {
-		v, ok := pr.varint()
-		if !ok || v > maxPropID || propTable[v].kind == 0 {
-			return malformed(r.t, "unknown property identifier [MQTT 5.0 section 2.2.2.2]")
+		// An identifier is a Variable Byte Integer, and every defined one
+		// is below 0x80: one byte. A first byte with the continuation bit
+		// is an unknown identifier or one not in the fewest bytes
+		// [MQTT-1.5.5-1], malformed either way; AppendForwarded relies on
+		// every identifier of a block Decode accepted being one byte.
+		v := pr.b[pr.off]
+		pr.off++
+		if v > maxPropID || propTable[v].kind == 0 {
+			return malformed(r.t, "unknown property identifier [MQTT 5.0 section 2.2.2.2] [MQTT-1.5.5-1]")
 		}
 		id := PropID(v)
 		info := propTable[id]
