@@ -176,7 +176,14 @@ func (p *Properties) decode(r *reader, ctx propContext) *Error {
 	if !ok || r.len() < int(n) {
 		return malformed(r.t, "property length exceeds the packet [MQTT 5.0 section 2.2.2.1]")
 	}
-	pr := reader{b: r.b[:r.off+int(n)], off: r.off, t: r.t}
+	// pr reads the block only. Its fields are set one by one: built as a
+	// composite literal it is copied from a stack temporary in 16-byte
+	// loads over 8-byte stores, a store-forwarding stall
+	// (BenchmarkPublishDecodeUser3: a tenth of its time).
+	var pr reader
+	pr.b = r.b[:r.off+int(n)]
+	pr.off = r.off
+	pr.t = r.t
 	r.off += int(n)
 	for pr.len() > 0 {
 		// An identifier is a Variable Byte Integer, and every defined one
@@ -186,6 +193,15 @@ func (p *Properties) decode(r *reader, ctx propContext) *Error {
 		// every identifier of a block Decode accepted being one byte.
 		v := pr.b[pr.off]
 		pr.off++
+		if v == byte(PropUser) {
+			// The property a PUBLISH most often carries, several times:
+			// allowed in every packet and repeatable, so none of the
+			// checks below apply.
+			if err := p.decodeUser(&pr); err != nil {
+				return err
+			}
+			continue
+		}
 		if v > maxPropID || propTable[v].kind == 0 {
 			return malformed(r.t, "unknown property identifier [MQTT 5.0 section 2.2.2.2] [MQTT-1.5.5-1]")
 		}
@@ -237,15 +253,7 @@ func (p *Properties) decodeValue(r *reader, id PropID, kind byte) *Error {
 	case propKindBinary:
 		s, ok = r.binary()
 	case propKindPair:
-		var k, v []byte
-		if k, err = r.str("user property name"); err != nil {
-			return err
-		}
-		if v, err = r.str("user property value"); err != nil {
-			return err
-		}
-		p.User = append(p.User, UserProperty{Key: k, Value: v})
-		return nil
+		return p.decodeUser(r)
 	}
 	if !ok {
 		return malformed(r.t, "property "+propName(id)+" is truncated")
@@ -316,6 +324,28 @@ func (p *Properties) decodeValue(r *reader, id PropID, kind byte) *Error {
 	case PropSharedSubAvailable:
 		p.SharedSubAvailable = b
 	}
+	return nil
+}
+
+// decodeUser reads a user property's name and value (its identifier
+// already read) and adds it to p.
+func (p *Properties) decodeUser(r *reader) *Error {
+	k, err := r.str("user property name")
+	if err != nil {
+		return err
+	}
+	v, err := r.str("user property value")
+	if err != nil {
+		return err
+	}
+	p.Present.Add(PropUser)
+	// Appending an empty element and filling it in place: append with a
+	// composite literal builds it on the stack first and copies it in 16-byte
+	// loads that straddle its 8-byte stores, a store-forwarding stall
+	// (BenchmarkPublishDecodeUser3: a tenth of its time).
+	p.User = append(p.User, UserProperty{})
+	u := &p.User[len(p.User)-1]
+	u.Key, u.Value = k, v
 	return nil
 }
 
