@@ -329,14 +329,36 @@ func (p *Properties) decodeValue(r *reader, id PropID, kind byte) *Error {
 
 // decodeUser reads a user property's name and value (its identifier
 // already read) and adds it to p.
+//
+// Both strings complete and ASCII, the usual case, are read here with one
+// bounds check each and one asciiNoNUL call each; anything else (non-ASCII,
+// truncated, invalid) goes through reader.str, which also builds the
+// errors. That is two calls fewer per property than reading each string
+// with str (BenchmarkPublishDecodeUser3: 67 -> 60 ns).
 func (p *Properties) decodeUser(r *reader) *Error {
-	k, err := r.str("user property name")
-	if err != nil {
-		return err
+	var k, v []byte
+	b := r.b[r.off:]
+	ok := false
+	if len(b) >= 4 {
+		kn := 2 + (int(b[0])<<8 | int(b[1])) // name and its length
+		if len(b) >= kn+2 {
+			n := kn + 2 + (int(b[kn])<<8 | int(b[kn+1])) // the whole pair
+			if len(b) >= n {
+				k, v = b[2:kn:kn], b[kn+2:n:n]
+				if ok = asciiNoNUL(k) && asciiNoNUL(v); ok {
+					r.off += n
+				}
+			}
+		}
 	}
-	v, err := r.str("user property value")
-	if err != nil {
-		return err
+	if !ok {
+		var err *Error
+		if k, err = r.str("user property name"); err != nil {
+			return err
+		}
+		if v, err = r.str("user property value"); err != nil {
+			return err
+		}
 	}
 	p.Present.Add(PropUser)
 	// Appending an empty element and filling it in place: append with a
