@@ -25,6 +25,8 @@ if [ -z "$bench" ]; then
 	go test -c -o "$bench" "$here"
 fi
 out=$(mktemp)
+pid=
+trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null || true; fi; rm -f "$out"' EXIT
 port=$((20000 + RANDOM % 20000))
 for _ in $(seq "$rounds"); do
 	for spec in "$@"; do
@@ -42,8 +44,9 @@ for _ in $(seq "$rounds"); do
 				awk -v n="$name" -v v="${v:-3.1.1}" '/^Benchmark/ {
 					for (i = 1; i <= NF; i++) { if ($i == "broker-cpu-ns/delivery") b = $(i-1); if ($i == "cpu-ns/delivery") c = $(i-1) }
 					sub("V5", "5.0", v); print n, v, b, c }' | tee -a "$out"
-			kill $pid
+			kill $pid 2>/dev/null || true
 			wait $pid 2>/dev/null || true
+			pid=
 		done
 	done
 done
@@ -70,4 +73,3 @@ END {
 			b, m, m3, lo3, hi3, m5, lo5, hi5, m5 / m3, mr
 	}
 }' "$out"
-rm -f "$out"
