@@ -88,6 +88,9 @@
 //	go test -run '^$' -bench 'QoS0V5$/pairs' -benchtime 1000000x ./bench/ \
 //	    -args -bench.broker 127.0.0.1:18830 -bench.broker-pid $pid
 //
+// bench/v5ratio.sh does that for 3.1.1 and 5.0 in alternating rounds, a
+// fresh broker per run, and prints the medians (docs/benchmarks.md, issue 7).
+//
 // The flag -bench.authz gives the in-process broker an Authorizer that
 // allows everything, so that the cost of the authorization checks (a
 // cached Read decision per delivery, a Write decision per PUBLISH) shows

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -128,6 +129,75 @@ func BenchmarkSubscribe10(b *testing.B) {
 			b.SetBytes(int64(len(raw)))
 			for i := 0; i < b.N; i++ {
 				buf = s.AppendTo(buf[:0], v)
+			}
+		})
+	}
+}
+
+// benchForwardedV5 is the 5.0 PUBLISH bench/'s publishers send (issue 7):
+// QoS 0, topic alias 1 with an empty topic, three user properties and a
+// 64-byte payload.
+func benchForwardedV5() *Publish {
+	return &Publish{Payload: make([]byte, 64), Properties: Properties{TopicAlias: 1, User: []UserProperty{
+		{Key: []byte("device-type"), Value: []byte("thermostat")},
+		{Key: []byte("firmware"), Value: []byte("4.2.1")},
+		{Key: []byte("site"), Value: []byte("plant-7")},
+	}}}
+}
+
+// BenchmarkPublishDecodeUser3 decodes benchForwardedV5: the per-message
+// decoding a 5.0 PUBLISH with user properties costs the broker.
+func BenchmarkPublishDecodeUser3(b *testing.B) {
+	raw := benchForwardedV5().AppendTo(nil, V5)
+	h, _, _ := Split(raw, 0)
+	body := raw[h.HeaderLen:]
+	var p Publish
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if err := p.Decode(h, body, V5); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAppendForwarded copies benchForwardedV5's forwarded properties
+// (all but the topic alias), as the broker does once per message: walking
+// the block (AppendForwarded) and through Publish.AppendForwarded.
+func BenchmarkAppendForwarded(b *testing.B) {
+	raw := benchForwardedV5().AppendTo(nil, V5)
+	p, err := Decode(raw, V5)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub := p.(*Publish)
+	buf := make([]byte, 0, len(pub.ReceivedProperties))
+	b.Run("walk", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = AppendForwarded(buf[:0], pub.ReceivedProperties)
+		}
+	})
+	b.Run("publish", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = pub.AppendForwarded(buf[:0])
+		}
+	})
+}
+
+// BenchmarkValidUTF8 checks strings of the lengths user properties and
+// topics have, all ASCII, and one non-ASCII.
+func BenchmarkValidUTF8(b *testing.B) {
+	for _, s := range []string{"site", "4.2.1", "plant-7", "firmware", "device-type",
+		"devices/device-000123/telemetry", strings.Repeat("abcdefgh", 32), "température/salle-1"} {
+		b.Run(fmt.Sprintf("%dB", len(s)), func(b *testing.B) {
+			in := []byte(s)
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				if !validUTF8(in) {
+					b.Fatal("invalid")
+				}
 			}
 		})
 	}

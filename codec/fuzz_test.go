@@ -603,6 +603,7 @@ func TestFuzzSeedsAreValid(t *testing.T) {
 func fuzzCheckForwarded(t *testing.T, pub *codec.Publish) {
 	t.Helper()
 	fwd := codec.AppendForwarded(nil, pub.ReceivedProperties)
+	require.Equal(t, fwd, pub.AppendForwarded(nil), "Publish.AppendForwarded")
 	frame := (&codec.Publish{Topic: []byte("t"), RawProperties: fwd, Payload: pub.Payload}).AppendTo(nil, codec.V5)
 	got, err := codec.Decode(frame, codec.V5)
 	require.NoError(t, err, "forwarded properties %x of %x", fwd, pub.ReceivedProperties)

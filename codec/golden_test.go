@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -350,6 +351,34 @@ func TestAppendForwarded(t *testing.T) {
 	want.MessageExpiry, want.TopicAlias = 0, 0
 	require.Equal(t, want.AppendPublishRaw(nil), got)
 	require.Empty(t, AppendForwarded(nil, nil))
+}
+
+// TestAppendForwardedOrders feeds AppendForwarded and
+// Publish.AppendForwarded property blocks in orders the encoder does not
+// produce (per-recipient properties first, last, next to each other,
+// alone), as other clients may send them.
+func TestAppendForwardedOrders(t *testing.T) {
+	alias := []byte{0x23, 0, 1}
+	expiry := []byte{0x02, 0, 0, 0, 30}
+	user := []byte{0x26, 0, 1, 'k', 0, 1, 'v'}
+	ctype := []byte{0x03, 0, 1, 'c'}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	f := func(name string, block, want []byte) {
+		t.Run(name, func(t *testing.T) {
+			frame := frame(0x30, str("t"), appendVarint(nil, len(block)), block, raw('p'))
+			pkt, err := Decode(frame, V5)
+			require.NoError(t, err)
+			pub := pkt.(*Publish)
+			require.Equal(t, want, AppendForwarded([]byte{}, pub.ReceivedProperties))
+			require.Equal(t, want, pub.AppendForwarded([]byte{}), "Publish.AppendForwarded")
+		})
+	}
+	f("none per recipient", cat(ctype, user, user), cat(ctype, user, user))
+	f("alias first", cat(alias, user, user), cat(user, user))
+	f("alias last", cat(user, ctype, alias), cat(user, ctype))
+	f("alias and expiry together", cat(user, alias, expiry, ctype), cat(user, ctype))
+	f("expiry between user properties", cat(user, expiry, user, alias), cat(user, user))
+	f("only per recipient", cat(expiry, alias), []byte{})
 }
 
 // TestForwardHeaderMatchesPublish checks ForwardHeader against the general

@@ -176,12 +176,34 @@ func (p *Properties) decode(r *reader, ctx propContext) *Error {
 	if !ok || r.len() < int(n) {
 		return malformed(r.t, "property length exceeds the packet [MQTT 5.0 section 2.2.2.1]")
 	}
-	pr := reader{b: r.b[:r.off+int(n)], off: r.off, t: r.t}
+	// pr reads the block only. Its fields are set one by one: built as a
+	// composite literal it is copied from a stack temporary in 16-byte
+	// loads over 8-byte stores, a store-forwarding stall
+	// (BenchmarkPublishDecodeUser3: a tenth of its time).
+	var pr reader
+	pr.b = r.b[:r.off+int(n)]
+	pr.off = r.off
+	pr.t = r.t
 	r.off += int(n)
 	for pr.len() > 0 {
-		v, ok := pr.varint()
-		if !ok || v > maxPropID || propTable[v].kind == 0 {
-			return malformed(r.t, "unknown property identifier [MQTT 5.0 section 2.2.2.2]")
+		// An identifier is a Variable Byte Integer, and every defined one
+		// is below 0x80: one byte. A first byte with the continuation bit
+		// is an unknown identifier or one not in the fewest bytes
+		// [MQTT-1.5.5-1], malformed either way; AppendForwarded relies on
+		// every identifier of a block Decode accepted being one byte.
+		v := pr.b[pr.off]
+		pr.off++
+		if v == byte(PropUser) {
+			// The property a PUBLISH most often carries, several times:
+			// allowed in every packet and repeatable, so none of the
+			// checks below apply.
+			if err := p.decodeUser(&pr); err != nil {
+				return err
+			}
+			continue
+		}
+		if v > maxPropID || propTable[v].kind == 0 {
+			return malformed(r.t, "unknown property identifier [MQTT 5.0 section 2.2.2.2] [MQTT-1.5.5-1]")
 		}
 		id := PropID(v)
 		info := propTable[id]
@@ -231,15 +253,7 @@ func (p *Properties) decodeValue(r *reader, id PropID, kind byte) *Error {
 	case propKindBinary:
 		s, ok = r.binary()
 	case propKindPair:
-		var k, v []byte
-		if k, err = r.str("user property name"); err != nil {
-			return err
-		}
-		if v, err = r.str("user property value"); err != nil {
-			return err
-		}
-		p.User = append(p.User, UserProperty{Key: k, Value: v})
-		return nil
+		return p.decodeUser(r)
 	}
 	if !ok {
 		return malformed(r.t, "property "+propName(id)+" is truncated")
@@ -310,6 +324,50 @@ func (p *Properties) decodeValue(r *reader, id PropID, kind byte) *Error {
 	case PropSharedSubAvailable:
 		p.SharedSubAvailable = b
 	}
+	return nil
+}
+
+// decodeUser reads a user property's name and value (its identifier
+// already read) and adds it to p.
+//
+// Both strings complete and ASCII, the usual case, are read here with one
+// bounds check each and one asciiNoNUL call each; anything else (non-ASCII,
+// truncated, invalid) goes through reader.str, which also builds the
+// errors. That is two calls fewer per property than reading each string
+// with str (BenchmarkPublishDecodeUser3: 67 -> 60 ns).
+func (p *Properties) decodeUser(r *reader) *Error {
+	var k, v []byte
+	b := r.b[r.off:]
+	ok := false
+	if len(b) >= 4 {
+		kn := 2 + (int(b[0])<<8 | int(b[1])) // name and its length
+		if len(b) >= kn+2 {
+			n := kn + 2 + (int(b[kn])<<8 | int(b[kn+1])) // the whole pair
+			if len(b) >= n {
+				k, v = b[2:kn:kn], b[kn+2:n:n]
+				if ok = asciiNoNUL(k) && asciiNoNUL(v); ok {
+					r.off += n
+				}
+			}
+		}
+	}
+	if !ok {
+		var err *Error
+		if k, err = r.str("user property name"); err != nil {
+			return err
+		}
+		if v, err = r.str("user property value"); err != nil {
+			return err
+		}
+	}
+	p.Present.Add(PropUser)
+	// Appending an empty element and filling it in place: append with a
+	// composite literal builds it on the stack first and copies it in 16-byte
+	// loads that straddle its 8-byte stores, a store-forwarding stall
+	// (BenchmarkPublishDecodeUser3: a tenth of its time).
+	p.User = append(p.User, UserProperty{})
+	u := &p.User[len(p.User)-1]
+	u.Key, u.Value = k, v
 	return nil
 }
 

@@ -157,7 +157,10 @@ func (p *Publish) AppendHeader(dst []byte, v Version) []byte {
 // accepted. User properties keep their order [MQTT-3.3.2-18].
 func AppendForwarded(dst, raw []byte) []byte {
 	for off := 0; off < len(raw); {
-		id := PropID(raw[off]) // every PUBLISH property identifier fits in one byte
+		id := PropID(raw[off]) // every property identifier Decode accepts is one byte
+		if int(id) >= len(propTable) {
+			return dst // not a PUBLISH property: raw was not from Decode
+		}
 		n := 1
 		switch propTable[id].kind {
 		case propKindByte:
@@ -197,6 +200,28 @@ func AppendForwarded(dst, raw []byte) []byte {
 		off += n
 	}
 	return dst
+}
+
+// AppendForwarded appends the properties of p, a 5.0 PUBLISH Decode
+// accepted, that a server forwards: the package's AppendForwarded of
+// p.ReceivedProperties, without walking the block when it holds no
+// per-recipient property, or only a Topic Alias and that first (where
+// encoders that write properties in identifier order put it before User
+// Properties). Then it is one copy (BenchmarkAppendForwarded: 20 ns
+// walking, 5 ns copying).
+func (p *Publish) AppendForwarded(dst []byte) []byte {
+	const perRecipient = 1<<PropMessageExpiry | 1<<PropTopicAlias | 1<<PropSubscriptionID
+	raw := p.ReceivedProperties
+	switch p.Properties.Present & perRecipient {
+	case 0:
+		return append(dst, raw...)
+	case 1 << PropTopicAlias:
+		// Decode accepted one Topic Alias: identifier and two bytes.
+		if len(raw) >= 3 && raw[0] == byte(PropTopicAlias) {
+			return append(dst, raw[3:]...)
+		}
+	}
+	return AppendForwarded(dst, raw)
 }
 
 // ForwardHeader is what a server varies per recipient of a 5.0 PUBLISH it

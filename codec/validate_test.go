@@ -74,6 +74,11 @@ func TestValidation(t *testing.T) {
 	f("PUBLISH missing packet id", V311, frame(0x32, str("t"), raw(1)), MalformedPacket)
 	f("MQTT-3.3.2-8 topic alias 0", V5, frame(0x30, str("t"), raw(3, 0x23, 0, 0)), TopicAliasInvalid)
 	f("property length beyond packet", V5, frame(0x30, str("t"), raw(9, 0x01)), MalformedPacket)
+	// 0x81 0x00 would be identifier 1 (payload format) in two bytes; a
+	// broker that accepted it crashed copying the block to subscribers.
+	f("MQTT-1.5.5-1 property identifier not in the fewest bytes", V5,
+		frame(0x30, str("t"), raw(3, 0x81, 0x00, 0x01), raw('x')), MalformedPacket)
+	f("property identifier above 0x7F", V5, frame(0x30, str("t"), raw(3, 0xA6, 0x01, 0x01), raw('x')), MalformedPacket)
 
 	// Packet identifiers and acks.
 	for _, first := range []byte{0x40, 0x50, 0x62, 0x70} {

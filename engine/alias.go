@@ -83,6 +83,13 @@ func newAliasesOut(max int) *aliasesOut {
 // alias returns the alias to send with topic and whether the client knows
 // it already (then the PUBLISH may carry an empty topic [MQTT-3.3.2-12]).
 func (a *aliasesOut) alias(topic []byte) (alias uint16, known bool) {
+	// The most recently used alias first: a subscriber of one topic, or
+	// the next message of a burst on one topic, costs a comparison instead
+	// of a hash and a map lookup (BenchmarkAliasesOutSame). The head needs
+	// no touch.
+	if id := a.head; id != 0 && bytes.Equal(a.topics[id-1], topic) {
+		return id, true
+	}
 	h := xxhash.Sum64(topic)
 	id, ok := a.byHash[h]
 	if ok && bytes.Equal(a.topics[id-1], topic) {

@@ -8,10 +8,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestAliasesOutMatchesNaiveLRU drives aliasesOut with random topics and
-// checks every answer against a naive LRU over a list: the same alias,
-// known exactly when the naive model still holds the topic, and what the
-// client would resolve (alias → topic) always right.
+// TestAliasesOutMatchesNaiveLRU drives aliasesOut with random topics, a
+// third of them repeating the one before, and checks every answer against
+// a naive LRU over a list: the same alias, known exactly when the naive
+// model still holds the topic, and what the client would resolve (alias →
+// topic) always right.
 func TestAliasesOutMatchesNaiveLRU(t *testing.T) {
 	for _, max := range []int{1, 2, 5, 16} {
 		a := newAliasesOut(max)
@@ -22,8 +23,13 @@ func TestAliasesOutMatchesNaiveLRU(t *testing.T) {
 		var lru []entry // most recent first
 		client := map[uint16]string{}
 		rng := rand.New(rand.NewPCG(1, uint64(max)))
+		last := ""
 		for i := 0; i < 20000; i++ {
 			topic := fmt.Sprintf("t/%d", rng.IntN(3*max))
+			if last != "" && rng.IntN(3) == 0 {
+				topic = last // runs of one topic: alias's most-recently-used shortcut
+			}
+			last = topic
 			alias, known := a.alias([]byte(topic))
 			at := -1
 			for j, e := range lru {
@@ -64,5 +70,16 @@ func BenchmarkAliasesOutChurn(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		a.alias(topics[i%len(topics)])
+	}
+}
+
+// BenchmarkAliasesOutSame is a subscriber of one topic: every message
+// carries the alias the previous one did.
+func BenchmarkAliasesOutSame(b *testing.B) {
+	a := newAliasesOut(16)
+	topic := []byte("bench/pair/7")
+	b.ReportAllocs()
+	for b.Loop() {
+		a.alias(topic)
 	}
 }

@@ -711,3 +711,22 @@ func TestE2EV5AutopahoResumesSessionAfterNetworkCut(t *testing.T) {
 		t.Fatal("the message queued during the outage was not delivered")
 	}
 }
+
+// TestE2EV5PropertyIdentifierTwoBytes: a PUBLISH whose property identifier
+// is a Variable Byte Integer in more bytes than needed (0x81 0x00 for the
+// payload format indicator) is malformed [MQTT-1.5.5-1]: DISCONNECT 0x81.
+// The broker used to accept it and then crash copying the property block
+// for a subscriber.
+func TestE2EV5PropertyIdentifierTwoBytes(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	sub := newPaho5(t, s, "pid2-sub", nil)
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "pid2", QoS: 0})
+	c, _ := dialV5(t, s, "pid2-pub", nil)
+	c.sendBytes([]byte{0x30, 10, 0, 4, 'p', 'i', 'd', '2', 3, 0x81, 0x00, 0x01})
+	expectDisconnect(t, c, codec.MalformedPacket)
+	sub.none(t, 200*time.Millisecond)
+	p := newPaho5(t, s, "pid2-pub2", nil)
+	p.publish(t, &paho.Publish{Topic: "pid2", QoS: 1, Payload: []byte("still up")})
+	require.Equal(t, "still up", string(sub.next(t).Payload))
+}

@@ -68,23 +68,23 @@ func newMessagePool() *messagePool {
 // newMessage copies topic, payload and the forwarded 5.0 properties into a
 // message with one reference owned by the caller. This is the only copy of
 // a payload the broker makes. props are the PUBLISH (or will) properties,
-// nil for none; raw, when set, is the received property block they were
-// decoded from (codec.Publish.ReceivedProperties), copied instead of
-// re-encoding props. now is the loop clock, the origin of props' Message
-// Expiry Interval.
+// nil for none; recv, when set, is the 5.0 PUBLISH they were decoded from
+// (props is &recv.Properties), whose received property block is copied
+// instead of re-encoding props. now is the loop clock, the origin of
+// props' Message Expiry Interval.
 //
 // A retained message is pinned: allocated outside the pool and never
 // recycled, because the retained index hands it to lock-free readers that
 // hold no reference (the garbage collector frees it once unreachable).
-func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, raw []byte, now int64) *message {
+func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, recv *codec.Publish, now int64) *message {
 	pub := codec.Publish{Topic: topic, Payload: payload}
 	size := pub.Size(codec.V311)
 	hasFwd := props != nil && props.Present&forwardedProps != 0
 	var fwd *codec.Properties
 	switch {
 	case !hasFwd:
-	case raw != nil:
-		size += len(raw) // at least what is forwarded
+	case recv != nil:
+		size += len(recv.ReceivedProperties) // at least what is forwarded
 	default:
 		// Per-recipient properties are left out: the expiry is kept as a
 		// deadline, aliases belong to a connection, subscription
@@ -114,7 +114,7 @@ func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, f
 	case fwd != nil:
 		b = fwd.AppendPublishRaw(b)
 	default:
-		b = codec.AppendForwarded(b, raw)
+		b = recv.AppendForwarded(b)
 	}
 	if len(b) > len(m.frame0) {
 		m.props = b[len(m.frame0):len(b):len(b)]

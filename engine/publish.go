@@ -62,9 +62,9 @@ func (c *client) onPublish(p *codec.Publish) {
 	}
 	switch p.QoS {
 	case 0:
-		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
+		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID, &p.Properties, p, l.mono))
 	case 1:
-		slow, n := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
+		slow, n := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID, &p.Properties, p, l.mono))
 		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
 	case 2:
 		// Exactly once, method B of MQTT 4.3.3: deliver on the first
@@ -82,7 +82,7 @@ func (c *client) onPublish(p *codec.Publish) {
 				s.inboundQoS2 = make(map[uint16]struct{})
 			}
 			s.inboundQoS2[p.PacketID] = struct{}{}
-			slow, n = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID, &p.Properties, p.ReceivedProperties, l.mono))
+			slow, n = l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 2, p.Retain, c.clientID, &p.Properties, p, l.mono))
 			if l.srv.ps != nil {
 				c.persistInbound(p.PacketID, true)
 			}
