@@ -143,7 +143,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	certFile, keyFile := pki.write(t, first, "server")
 	r, err := tlsfiles.NewReloader(certFile, keyFile, nil)
 	require.NoError(t, err)
-	cfg, err := tlsfiles.ServerConfig(r, "", tls.NoClientCert)
+	cfg, _, err := tlsfiles.ServerConfig(r, "", tls.NoClientCert)
 	require.NoError(t, err)
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()

@@ -178,19 +178,53 @@ func LoadCA(file string) (*x509.CertPool, error) {
 
 // ServerConfig returns a TLS server configuration that takes its
 // certificate from r and, unless auth is tls.NoClientCert, verifies
-// client certificates against the CAs in caFile.
-func ServerConfig(r *Reloader, caFile string, auth tls.ClientAuthType) (*tls.Config, error) {
-	cfg := &tls.Config{GetCertificate: r.GetCertificate, MinVersion: tls.VersionTLS12, ClientAuth: auth}
+// client certificates against the CAs in caFile, which ca (non-nil then)
+// reloads: each handshake uses the CAs last loaded.
+func ServerConfig(r *Reloader, caFile string, auth tls.ClientAuthType) (cfg *tls.Config, ca *CAReloader, err error) {
+	cfg = &tls.Config{GetCertificate: r.GetCertificate, MinVersion: tls.VersionTLS12, ClientAuth: auth}
 	if auth == tls.NoClientCert {
-		return cfg, nil
+		return cfg, nil, nil
 	}
 	if caFile == "" {
-		return nil, errors.New("client certificates need a CA file to verify them against")
+		return nil, nil, errors.New("client certificates need a CA file to verify them against")
 	}
-	pool, err := LoadCA(caFile)
-	if err != nil {
-		return nil, err
+	ca = &CAReloader{file: caFile, base: cfg}
+	if err := ca.Reload(); err != nil {
+		return nil, nil, err
 	}
-	cfg.ClientCAs = pool
-	return cfg, nil
+	cfg.ClientCAs = ca.cfg.Load().ClientCAs
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return ca.cfg.Load(), nil }
+	return cfg, ca, nil
 }
+
+// CAReloader holds the CA certificates client certificates are verified
+// against, read from a PEM file, and the server configuration built on
+// them. Reload replaces both for new handshakes; established connections
+// keep what they were verified with. Safe for concurrent use.
+type CAReloader struct {
+	file  string
+	base  *tls.Config // the configuration to clone; never changed after ServerConfig
+	cfg   atomic.Pointer[tls.Config]
+	count atomic.Int32 // certificates in the file last loaded
+}
+
+// Reload reads the CA file again; on error the previous CAs stay.
+func (c *CAReloader) Reload() error {
+	pem, err := os.ReadFile(c.file)
+	if err != nil {
+		return fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("CA file %s: no PEM certificate in it", c.file)
+	}
+	cfg := c.base.Clone()
+	cfg.GetConfigForClient = nil // this one is what the base's callback returns
+	cfg.ClientCAs = pool
+	c.cfg.Store(cfg)
+	c.count.Store(int32(len(pool.Subjects())))
+	return nil
+}
+
+// Certificates returns how many CA certificates were last loaded.
+func (c *CAReloader) Certificates() int { return int(c.count.Load()) }

@@ -91,11 +91,56 @@ func TestServerConfigNeedsCAForClientCertificates(t *testing.T) {
 	certFile, keyFile := writePair(t, dir, "srv")
 	r, err := NewReloader(certFile, keyFile, nil)
 	require.NoError(t, err)
-	_, err = ServerConfig(r, "", tls.RequireAndVerifyClientCert)
+	_, _, err = ServerConfig(r, "", tls.RequireAndVerifyClientCert)
 	require.Error(t, err)
-	cfg, err := ServerConfig(r, certFile, tls.RequireAndVerifyClientCert) // the self-signed certificate as CA
+	cfg, ca, err := ServerConfig(r, certFile, tls.RequireAndVerifyClientCert) // the self-signed certificate as CA
 	require.NoError(t, err)
 	require.NotNil(t, cfg.ClientCAs)
-	_, err = ServerConfig(r, keyFile, tls.VerifyClientCertIfGiven)
+	require.Equal(t, 1, ca.Certificates())
+	_, _, err = ServerConfig(r, keyFile, tls.VerifyClientCertIfGiven)
 	require.Error(t, err, "a CA file without a certificate")
+}
+
+// A reloaded CA file applies to the next handshakes; a bad one keeps the
+// previous CAs.
+func TestCAReload(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writePair(t, dir, "srv")
+	otherCert, _ := writePair(t, t.TempDir(), "other")
+	r, err := NewReloader(certFile, keyFile, nil)
+	require.NoError(t, err)
+	caFile := filepath.Join(dir, "ca.pem")
+	copyFile(t, certFile, caFile)
+	cfg, ca, err := ServerConfig(r, caFile, tls.RequireAndVerifyClientCert)
+	require.NoError(t, err)
+	first, err := cfg.GetConfigForClient(nil)
+	require.NoError(t, err)
+
+	both := append(readFile(t, certFile), readFile(t, otherCert)...)
+	require.NoError(t, os.WriteFile(caFile, both, 0o600))
+	require.NoError(t, ca.Reload())
+	require.Equal(t, 2, ca.Certificates())
+	second, err := cfg.GetConfigForClient(nil)
+	require.NoError(t, err)
+	require.NotSame(t, first.ClientCAs, second.ClientCAs)
+	require.Equal(t, tls.RequireAndVerifyClientCert, second.ClientAuth)
+	require.NotNil(t, second.GetCertificate)
+
+	require.NoError(t, os.WriteFile(caFile, []byte("not PEM"), 0o600))
+	require.Error(t, ca.Reload())
+	third, err := cfg.GetConfigForClient(nil)
+	require.NoError(t, err)
+	require.Same(t, second, third, "a bad file keeps the previous CAs")
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	require.NoError(t, err)
+	return b
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(to, readFile(t, from), 0o600))
 }

@@ -17,8 +17,9 @@ import (
 // parts that SIGHUP reloads.
 type broker struct {
 	opts engine.Options
-	tls  *tlsfiles.Reloader // nil without a certificate
-	auth *fileauth.Auth     // nil without password and ACL files
+	tls  *tlsfiles.Reloader   // nil without a certificate
+	ca   *tlsfiles.CAReloader // nil without client certificates
+	auth *fileauth.Auth       // nil without password and ACL files
 }
 
 // newLogger returns the logger cfg asks for, writing to w.
@@ -87,7 +88,7 @@ func (b *broker) applyTLS(t *TLSConfig) error {
 	if err != nil {
 		return err
 	}
-	if b.opts.TLSConfig, err = tlsfiles.ServerConfig(r, t.CA, auth); err != nil {
+	if b.opts.TLSConfig, b.ca, err = tlsfiles.ServerConfig(r, t.CA, auth); err != nil {
 		return err
 	}
 	switch {
@@ -152,6 +153,14 @@ func (b *broker) reload(srv *engine.Server, log *slog.Logger) {
 		} else {
 			now := certSummary(b.tls)
 			log.Info("SIGHUP: TLS certificate reloaded", "certificate", now, "changed", now != old)
+		}
+	}
+	if b.ca != nil {
+		before := b.ca.Certificates()
+		if err := b.ca.Reload(); err != nil {
+			log.Warn("SIGHUP: keeping the previous CA file", "error", err)
+		} else {
+			log.Info("SIGHUP: CA file reloaded", "certificates", b.ca.Certificates(), "certificates_before", before)
 		}
 	}
 }
