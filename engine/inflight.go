@@ -33,10 +33,12 @@ type inflight struct {
 	owner *atomic.Pointer[loop]
 }
 
-// count adds n to the owner loop's in-flight gauge.
+// count adds n to the owner loop's in-flight gauge (see msgQueue.count).
 func (w *inflight) count(n int64) {
 	if w.owner != nil {
-		w.owner.Load().acc.inflight += n
+		if l := w.owner.Load(); l != nil {
+			l.acc.inflight += n
+		}
 	}
 }
 

@@ -29,6 +29,13 @@ func (s *session) ownerFrom(l *loop) *loop {
 	}
 	if s.owner.CompareAndSwap(nil, l) {
 		s.schedule(l) // the expiry and will deadlines set at recovery
+		// Restored while no loop owned s: its gauges count here now
+		// (msgQueue.count).
+		l.stats.subscriptions.Add(int64(len(s.subs)))
+		if q := s.q; q != nil {
+			l.acc.queued += int64(q.queue.len())
+			l.acc.inflight += int64(q.inflight.used)
+		}
 	}
 	return s.owner.Load()
 }
@@ -170,7 +177,9 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 	q := s.queues()
 	if e.State != store.EntryQueued && e.PacketID != 0 {
 		if q.inflight.slots == nil {
+			owner := q.inflight.owner
 			q.inflight = newInflight(srv.opts.MaxInflight)
+			q.inflight.owner = owner
 		}
 		sl := &q.inflight.slots[q.inflight.index(e.PacketID)]
 		if sl.state == slotFree {
