@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -40,4 +41,133 @@ func TestRecoverInflightSlotTakenNoPanic(t *testing.T) {
 	c.expectNothing(e2eSilent)
 	require.Eventually(t, func() bool { st := s.Stats(); return st.Inflight == 0 && st.Queued == 0 && st.Subscriptions == 1 }, e2eWait, 10*time.Millisecond,
 		"gauges back to 0: %+v", s.Stats())
+}
+
+// storeHas waits until id's entries in st have the given states.
+func storeHas(t *testing.T, st store.Store, id string, states ...byte) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var got []byte
+		_ = st.Entries(id, 0, 0, func(e *store.Entry) bool { got = append(got, e.State); return true })
+		return string(got) == string(states)
+	}, e2eWait, 5*time.Millisecond, "states %v", states)
+}
+
+// A QoS 2 message in flight behind a QoS 1 one (whose entry stays Queued
+// while in flight) comes back after a restart as what it was: PUBREL for
+// one the client had received, the message with its packet id and DUP for
+// one it had not; never the message under a new packet id (the client
+// would deliver it twice) nor an empty PUBLISH from the released entry.
+func TestE2EPersistQoS2InflightBehindQoS1AcrossRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("mix", false, 0))
+	sub.subscribe(1, "mix/#", 2)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("mixpub", true, 0))
+	pub.publish("mix/1", "one", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.publish("mix/2", "two", 2, false, 2)
+	pub.expectAck(codec.PUBREC, 2)
+	pub.ack(codec.PUBREL, 2)
+	pub.expectAck(codec.PUBCOMP, 2)
+	pub.publish("mix/3", "three", 2, false, 3)
+	pub.expectAck(codec.PUBREC, 3)
+	pub.ack(codec.PUBREL, 3)
+	pub.expectAck(codec.PUBCOMP, 3)
+
+	one, two, three := sub.expectPublish(), sub.expectPublish(), sub.expectPublish()
+	require.Equal(t, []string{"one", "two", "three"}, []string{string(one.Payload), string(two.Payload), string(three.Payload)})
+	sub.ack(codec.PUBREC, two.PacketID) // "two" reached the client's application
+	sub.expectAck(codec.PUBREL, two.PacketID)
+	storeHas(t, st, "mix", store.EntryQueued, store.EntryAwaitComp, store.EntryAwaitRec)
+	s = restart(t, s, st)
+
+	sub = dialRaw(t, s)
+	require.True(t, sub.mustConnect(connectPacket("mix", false, 0)).SessionPresent)
+	var rel, pubs []string
+	for {
+		pk, err := sub.next(e2eSilent)
+		if err != nil {
+			break
+		}
+		switch p := pk.(type) {
+		case *codec.Ack:
+			switch {
+			case p.PacketType == codec.PUBREL && p.PacketID == two.PacketID:
+				rel = append(rel, "two")
+			case p.PacketType == codec.PUBREL && p.PacketID == three.PacketID:
+				rel = append(rel, "three")
+			default:
+				t.Fatalf("unexpected %+v", p)
+			}
+			sub.ack(codec.PUBCOMP, p.PacketID)
+		case *codec.Publish:
+			pubs = append(pubs, string(p.Payload))
+			switch string(p.Payload) {
+			case "one":
+				sub.ack(codec.PUBACK, p.PacketID)
+			case "three":
+				require.Equal(t, three.PacketID, p.PacketID, "same packet identifier")
+				require.True(t, p.Dup)
+				sub.ack(codec.PUBREC, p.PacketID)
+			default:
+				t.Fatalf("unexpected PUBLISH %q on %q", p.Payload, p.Topic)
+			}
+		}
+	}
+	require.Equal(t, []string{"two", "three"}, rel)
+	require.ElementsMatch(t, []string{"one", "three"}, pubs)
+	storeHas(t, st, "mix")
+}
+
+// After a restart, the messages that were in flight are sent again in the
+// order they were first sent [MQTT-4.6.0-1], also when their packet
+// identifiers wrapped around the window.
+func TestE2EPersistInflightResendOrderAcrossRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxInflight: 4})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("ord", false, 0))
+	sub.subscribe(1, "ord", 2)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("ordpub", true, 0))
+	for i := 1; i <= 6; i++ {
+		pub.publish("ord", string(rune('0'+i)), 2, false, uint16(i))
+		pub.expectAck(codec.PUBREC, uint16(i))
+		pub.ack(codec.PUBREL, uint16(i))
+		pub.expectAck(codec.PUBCOMP, uint16(i))
+	}
+	// Ids 1 and 2 are completed; 3 and 4 stay in slots 2 and 3, 5 and
+	// 6 wrap around to slots 0 and 1.
+	for i := 1; i <= 4; i++ {
+		require.Equal(t, uint16(i), sub.expectPublish().PacketID)
+	}
+	sub.ack(codec.PUBREC, 1)
+	sub.ack(codec.PUBREC, 2)
+	sub.expectAck(codec.PUBREL, 1)
+	sub.expectAck(codec.PUBREL, 2)
+	sub.ack(codec.PUBCOMP, 1)
+	sub.ack(codec.PUBCOMP, 2)
+	for i := 5; i <= 6; i++ {
+		require.Equal(t, uint16(i), sub.expectPublish().PacketID)
+	}
+	storeHas(t, st, "ord", store.EntryAwaitRec, store.EntryAwaitRec, store.EntryAwaitRec, store.EntryAwaitRec)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	s = startServer(t, Options{Store: st, MaxInflight: 4})
+
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("ord", false, 0))
+	var got []uint16
+	for range 4 {
+		p := sub.expectPublish()
+		require.True(t, p.Dup)
+		got = append(got, p.PacketID)
+	}
+	require.Equal(t, []uint16{3, 4, 5, 6}, got)
 }
