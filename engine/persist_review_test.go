@@ -171,3 +171,34 @@ func TestE2EPersistInflightResendOrderAcrossRestart(t *testing.T) {
 	}
 	require.Equal(t, []uint16{3, 4, 5, 6}, got)
 }
+
+// A persistent member of a shared group that disconnects hands its
+// unacknowledged message to a member whose session is not stored; its
+// own entry goes, so the message does not come back to it after a
+// restart.
+func TestE2EPersistSharedHandOverForgetsEntry(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	m1 := dialRaw(t, s)
+	m1.mustConnect(connectPacket("m1", false, 0))
+	m1.subscribe(1, "$share/g/sh", 1)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("shpub", true, 0))
+	pub.publish("sh", "x", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	require.Equal(t, "x", string(m1.expectPublish().Payload)) // not acknowledged
+	m2 := dialRaw(t, s)
+	m2.mustConnect(connectPacket("m2", true, 0))
+	m2.subscribe(1, "$share/g/sh", 1)
+	m1.kill()
+	p := m2.expectPublish()
+	require.Equal(t, "x", string(p.Payload))
+	m2.ack(codec.PUBACK, p.PacketID)
+	storeHas(t, st, "m1")
+
+	s = restart(t, s, st)
+	m1 = dialRaw(t, s)
+	require.True(t, m1.mustConnect(connectPacket("m1", false, 0)).SessionPresent)
+	m1.expectNothing(e2eSilent)
+}
