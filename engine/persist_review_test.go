@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -201,4 +202,44 @@ func TestE2EPersistSharedHandOverForgetsEntry(t *testing.T) {
 	m1 = dialRaw(t, s)
 	require.True(t, m1.mustConnect(connectPacket("m1", false, 0)).SessionPresent)
 	m1.expectNothing(e2eSilent)
+}
+
+// A persistent session resumed by another user gets none of the messages
+// queued for the first one, also those that spilled to disk; and what was
+// discarded does not come back after a restart.
+func TestE2EPersistSpilledQueueCheckedForNewIdentity(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	rt := &ruleTable{rules: authzRules}
+	opts := Options{Store: st, MaxQueuedInMemory: 2, Authorizer: rt}
+	s := startServer(t, opts)
+	p := userConnect("dev", "alice")
+	p.CleanStart = false
+	d := dialRaw(t, s)
+	d.mustConnect(p)
+	require.Equal(t, byte(1), d.subscribe(1, "private/t", 1))
+	d.disconnect()
+	pub := dialRaw(t, s)
+	pub.mustConnect(userConnect("pub", "alice"))
+	for i := 1; i <= 6; i++ {
+		pub.publish("private/t", fmt.Sprint(i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	require.Equal(t, 2, queuedInMemory(t, s, "dev"), "the rest is on disk only")
+
+	p = userConnect("dev", "bob")
+	p.CleanStart = false
+	d = dialRaw(t, s)
+	require.True(t, d.mustConnect(p).SessionPresent)
+	d.expectNothing(e2eSilent)
+	d.disconnect()
+	storeHas(t, st, "dev")
+
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	s = startServer(t, opts)
+	d = dialRaw(t, s)
+	require.True(t, d.mustConnect(p).SessionPresent)
+	d.expectNothing(e2eSilent)
 }

@@ -124,6 +124,13 @@ func (l *loop) readBack(s *session) {
 			return true
 		}
 		out := l.srv.restoreOut(e)
+		if !l.mayRead(s, out.msg) {
+			// Checked when it was queued, but the session may have been
+			// resumed by another identity since (authz.go).
+			l.forgetEntry(s, e.Seq)
+			out.msg.release()
+			return true
+		}
 		out.dup = e.State != store.EntryQueued
 		q.queue.push(out, 1<<31, 1<<62) // room was checked; bytes as on disk
 		read++
