@@ -243,3 +243,37 @@ func TestE2EPersistSpilledQueueCheckedForNewIdentity(t *testing.T) {
 	require.True(t, d.mustConnect(p).SessionPresent)
 	d.expectNothing(e2eSilent)
 }
+
+// A QoS 2 PUBLISH that a persistent publisher sends again after
+// reconnecting (its PUBREC was still held for the store) is acknowledged
+// only once the first one's message is durable: a PUBREC sent earlier
+// would let the publisher release a message a crash can still lose.
+func TestE2EPersistResentQoS2AckWaitsForStore(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("rs-sub", false, 0))
+	sub.subscribe(1, "rs", 2)
+	sub.disconnect()
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("rs-pub", false, 0))
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("rs", "x", 2, false, 7)
+	pub.expectNothing(e2eSilent) // held until the entry is durable
+	pub.kill()
+	pub = dialRaw(t, s)
+	require.True(t, pub.mustConnect(connectPacket("rs-pub", false, 0)).SessionPresent)
+	pub.send(&codec.Publish{Topic: []byte("rs"), Payload: []byte("x"), QoS: 2, PacketID: 7, Dup: true})
+	pub.expectNothing(e2eSilent)
+	require.Empty(t, entryStates(st, "rs-sub"), "nothing is durable yet")
+
+	st.setOpen(true)
+	pub.expectAck(codec.PUBREC, 7)
+	require.Len(t, entryStates(st, "rs-sub"), 1)
+	pub.ack(codec.PUBREL, 7)
+	pub.expectAck(codec.PUBCOMP, 7)
+}

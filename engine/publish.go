@@ -86,8 +86,15 @@ func (c *client) onPublish(p *codec.Publish) {
 			if l.srv.ps != nil {
 				c.persistInbound(p.PacketID, true)
 			}
+		} else if l.srv.ps != nil {
+			// Sent again, typically after a reconnection, when the first
+			// one's PUBREC was still waiting for its batch (perhaps on
+			// another loop: a takeover commits the old owner's batch
+			// before the session moves). Writing the identifier again
+			// makes this PUBREC wait for a batch committed after that
+			// one, which the store makes durable after it.
+			c.persistInbound(p.PacketID, true)
 		}
-		// A re-sent PUBLISH is acknowledged behind the first one's batch.
 		c.ackPublish(codec.PUBREC, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
 	}
 }
