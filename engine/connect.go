@@ -163,6 +163,9 @@ func (srv *Server) attach(c *client) {
 		}
 		s.holding = true
 		s.move = &sessionMove{}
+		if srv.ps != nil {
+			s.move.carried = ol.dropDeferred(s, true) // l writes them, in order with its own
+		}
 		s.owner.Store(l) // from here on only l touches s
 		c.bindFrom(ol, s, true)
 		srv.moveBarrier(ol, s, l)
@@ -246,6 +249,12 @@ func (c *client) bindFrom(cur *loop, s *session, present bool) {
 // again with DUP [MQTT-4.4.0-1], then the queue.
 func (c *client) bind(s *session, present bool) {
 	wasWaiting := c.state == stateWaiting
+	if mv := s.move; mv != nil && len(mv.carried) > 0 && !s.ended {
+		// The writes to s's entries still waiting on the previous owner
+		// wait here now, before any this loop makes (persist.go).
+		c.loop.st.deferred = append(c.loop.st.deferred, mv.carried...)
+		mv.carried = nil
+	}
 	if s.ended && c.state != stateClosed {
 		// Another connection with this id discarded the session (Clean
 		// Start) while it travelled here: attach again, which picks up
@@ -358,6 +367,12 @@ func (s *session) end() {
 			out.msg.release()
 		}
 		s.move.held = nil
+		for _, k := range s.move.carried {
+			if k.out.msg != nil {
+				k.out.msg.release()
+			}
+		}
+		s.move.carried = nil
 	}
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)

@@ -29,12 +29,18 @@ import (
 // store shares one fsync among the batches of every loop.
 //
 // Order across loops: a loop's batches are applied in the order it
-// commits them, but another loop's may come first. The one write that
-// must follow another loop's is the delete of an entry when its client
-// acknowledges it (or the broker drops it): applied before the entry's
-// put, the entry would come back after a restart. Such a delete waits in
-// loopStore.deferred until the watermark (spill.go) says the entry is
-// durable; that is at most one fsync behind. Lifecycle writes that other
+// commits them, but another loop's may come first. The writes that must
+// follow another loop's are the owner's writes to an entry routed there:
+// its delete when the client acknowledges it (or the broker drops it) and
+// the marks of a QoS 2 message's progress (EntryAwaitRec, EntryAwaitComp).
+// Applied before the entry's put, a delete would let the entry come back
+// after a restart, and a mark would be overwritten by the put (the
+// message sent again under a new packet identifier). Such a write waits
+// in loopStore.deferred until the watermark (spill.go) says the entry is
+// durable; that is at most one fsync behind. The writes to one entry stay
+// in order: while any waits, the next ones wait behind it, and when the
+// session moves to another loop its waiting writes move with it
+// (sessionMove.carried). Lifecycle writes that other
 // loops' work depends on (a session ended before a new one with its client
 // id binds elsewhere, a session moving to another loop) commit at once.
 // The store applies commits in the order they arrive.
@@ -66,17 +72,27 @@ type loopStore struct {
 	low     atomic.Uint64
 	openLow uint64
 	readers []*session // spilling sessions waiting for a batch to be durable (spill.go)
-	// deferred are entry deletes waiting for the entry's own write to
-	// be durable; w is the watermark when last read.
+	// deferred are writes to entries waiting for the entry's own put to
+	// be durable, in order; w is the watermark when last read.
 	deferred []entryKey
 	w        uint64
+	// routing is the message loop.route is routing: the puts of its
+	// entries are in the open batch, so writes to them may follow there.
+	routing *message
 }
 
-// entryKey names one entry.
+// entryKey is one write to an entry waiting in loopStore.deferred: its
+// delete, or a put of the entry in state (a QoS 2 mark).
 type entryKey struct {
-	id  string
-	seq uint64
+	id    string
+	seq   uint64
+	state byte // entryDelete, or the state to put
+	pid   uint16
+	out   outMsg // a put's message (EntryAwaitRec: one reference), QoS
 }
+
+// entryDelete marks an entryKey that deletes its entry.
+const entryDelete = 0xFF
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
@@ -158,7 +174,7 @@ func (l *loop) commitStore() {
 		keep := ls.deferred[:0]
 		for _, k := range ls.deferred {
 			if k.seq <= ls.w {
-				l.batch().DeleteEntry(k.id, k.seq)
+				l.writeEntry(&k)
 			} else {
 				keep = append(keep, k)
 			}
@@ -310,14 +326,74 @@ func (out *outMsg) appendSubIDs(dst []uint32) []uint32 {
 	return dst
 }
 
+// entryNow reports whether a write to entry seq may go into the open
+// batch now rather than wait in deferred: the entry's put is in that
+// batch already (m is the message being routed) or durable (seq at or
+// below the watermark), and no earlier write waits that must come first.
+func (l *loop) entryNow(seq uint64, m *message) bool {
+	ls := &l.st
+	return (m != nil && m == ls.routing) || (seq <= ls.w && len(ls.deferred) == 0)
+}
+
+// writeEntry adds a deferred write to the open batch, giving up its
+// reference.
+func (l *loop) writeEntry(k *entryKey) {
+	if k.state == entryDelete {
+		l.batch().DeleteEntry(k.id, k.seq)
+		return
+	}
+	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid)
+	if k.out.msg != nil {
+		k.out.msg.release()
+	}
+}
+
+// markEntry records a QoS 2 message's progress in s's entry: sent with
+// packet identifier pid (store.EntryAwaitRec; out is the message), or
+// released (store.EntryAwaitComp). Runs on s's owner.
+func (l *loop) markEntry(s *session, out *outMsg, seq uint64, state byte, pid uint16) {
+	if l.entryNow(seq, out.msg) {
+		l.putEntry(s.id, out, seq, state, pid)
+		return
+	}
+	k := entryKey{id: s.id, seq: seq, state: state, pid: pid, out: outMsg{qos: out.qos}}
+	if out.msg != nil {
+		k.out = *out
+		k.out.msg.ref()
+	}
+	l.st.deferred = append(l.st.deferred, k)
+}
+
+// dropDeferred takes s's waiting writes out of l's deferred list: the
+// puts are released when s ends (its record and entries are deleted),
+// and kept to move with s when it moves to another loop. Runs on s's
+// owner, l.
+func (l *loop) dropDeferred(s *session, keepMoving bool) (moving []entryKey) {
+	ls := &l.st
+	keep := ls.deferred[:0]
+	for _, k := range ls.deferred {
+		switch {
+		case k.id != s.id:
+			keep = append(keep, k)
+		case keepMoving:
+			moving = append(moving, k)
+		case k.out.msg != nil:
+			k.out.msg.release()
+		}
+	}
+	clear(ls.deferred[len(keep):])
+	ls.deferred = keep
+	return moving
+}
+
 // forgetEntry deletes s's entry for a message it no longer owes: the
 // client acknowledged it, or the broker dropped it. Runs on s's owner.
 func (l *loop) forgetEntry(s *session, seq uint64) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
-	if ls := &l.st; seq > ls.w {
-		ls.deferred = append(ls.deferred, entryKey{id: s.id, seq: seq})
+	if ls := &l.st; !l.entryNow(seq, nil) {
+		ls.deferred = append(ls.deferred, entryKey{id: s.id, seq: seq, state: entryDelete})
 	} else {
 		l.batch().DeleteEntry(s.id, seq)
 	}
@@ -391,6 +467,7 @@ func (l *loop) forgetSession(s *session) {
 	if l.srv.ps == nil || !s.stored {
 		return
 	}
+	l.dropDeferred(s, false)
 	s.stored = false
 	l.batch().DeleteSession(s.id)
 	l.commitStore()

@@ -277,3 +277,101 @@ func TestE2EPersistResentQoS2AckWaitsForStore(t *testing.T) {
 	pub.ack(codec.PUBREL, 7)
 	pub.expectAck(codec.PUBCOMP, 7)
 }
+
+// A QoS 2 message routed by one loop to a session owned by another: the
+// owner marks the entry sent (AwaitRec, with its packet identifier) in
+// its own batch, which can reach the store before the routing loop's
+// batch that creates the entry (that loop had a commit outstanding). The
+// mark must survive: after a restart the message is sent again with its
+// packet identifier and DUP, so the client does not deliver it twice.
+func TestE2EPersistQoS2MarkNotOverwrittenByLaterPut(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	other := dialRaw(t, s)
+	other.mustConnect(connectPacket("ow-other", false, 0))
+	other.subscribe(1, "ow/other", 1)
+	other.disconnect()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("ow-sub", false, 0))
+	sub.subscribe(1, "ow/b", 2)
+	pub := dialOnLoop(t, s, "ow-pub", true, 1-sessionOwnerLoop(s, "ow-sub"))
+	require.NotEqual(t, sessionOwnerLoop(s, "ow-sub"), sessionOwnerLoop(s, "ow-pub"))
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("ow/other", "first", 1, false, 1) // the publisher's loop has a commit outstanding
+	st.waitFor(t, 1)
+	pub.publish("ow/b", "x", 2, false, 2) // its entry waits in that loop's open batch
+	p := sub.expectPublish()
+	require.Equal(t, "x", string(p.Payload))
+	// Give the owner the time to commit a batch with the mark (before
+	// the fix it did, and that batch reached the store first).
+	require.Never(t, func() bool { return st.waiting() > 2 }, 100*time.Millisecond, time.Millisecond)
+	st.setOpen(true)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.expectAck(codec.PUBREC, 2)
+	// The mark waits for the entry's put to be durable, then for the
+	// owner's next commit (at the latest its sweep, once a second).
+	var got store.Entry
+	require.Eventually(t, func() bool {
+		_ = st.Entries("ow-sub", 0, 0, func(e *store.Entry) bool { got = *e; return false })
+		return got.State == store.EntryAwaitRec
+	}, e2eWait, 5*time.Millisecond, "the entry is marked sent")
+	require.Equal(t, p.PacketID, got.PacketID)
+	time.Sleep(100 * time.Millisecond) // nothing overwrites it
+	_ = st.Entries("ow-sub", 0, 0, func(e *store.Entry) bool { got = *e; return false })
+	require.Equal(t, store.EntryAwaitRec, got.State)
+
+	s = restart(t, s, st)
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("ow-sub", false, 0))
+	again := sub.expectPublish()
+	require.Equal(t, "x", string(again.Payload))
+	require.Equal(t, p.PacketID, again.PacketID)
+	require.True(t, again.Dup)
+}
+
+// The same when the client reconnects on the publisher's loop before the
+// mark could be written: the mark moves with the session and stays ahead
+// of the new owner's writes (release, delete), so the completed message
+// does not come back.
+func TestE2EPersistQoS2MarkMovesWithSession(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	other := dialRaw(t, s)
+	other.mustConnect(connectPacket("mv-other", false, 0))
+	other.subscribe(1, "mv/other", 1)
+	other.disconnect()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("mv-sub", false, 0))
+	sub.subscribe(1, "mv/b", 2)
+	owner := sessionOwnerLoop(s, "mv-sub")
+	pub := dialOnLoop(t, s, "mv-pub", true, 1-owner)
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("mv/other", "first", 1, false, 1)
+	st.waitFor(t, 1)
+	pub.publish("mv/b", "x", 2, false, 2)
+	p := sub.expectPublish()
+	sub.kill()
+	sub = dialOnLoop(t, s, "mv-sub", false, 1-owner) // takes the session over
+	require.Equal(t, 1-owner, sessionOwnerLoop(s, "mv-sub"))
+	again := sub.expectPublish()
+	require.Equal(t, p.PacketID, again.PacketID)
+	sub.ack(codec.PUBREC, again.PacketID)
+	sub.expectAck(codec.PUBREL, again.PacketID)
+	sub.ack(codec.PUBCOMP, again.PacketID)
+	sub.expectNothing(e2eSilent)
+
+	st.setOpen(true)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.expectAck(codec.PUBREC, 2)
+	storeHas(t, st, "mv-sub")
+	require.Never(t, func() bool { return len(entryStates(st, "mv-sub")) > 0 }, 1500*time.Millisecond, 10*time.Millisecond,
+		"the completed message's entry came back")
+}

@@ -154,7 +154,7 @@ func (c *client) onAck(a *codec.Ack) {
 			return
 		}
 		if sl.seq = sl.m.msg.seq; sl.seq != 0 && c.loop.srv.durable(s) {
-			c.loop.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
+			c.loop.markEntry(s, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
 		}
 		sl.m.msg.release() // delivered: from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.m.msg = nil
@@ -190,6 +190,8 @@ func (c *client) onAck(a *codec.Ack) {
 func (l *loop) route(m *message) (slow *session, n int) {
 	srv := l.srv
 	l.st.needs = false
+	prev := l.st.routing // a will routed from inside a delivery nests
+	l.st.routing = m
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
@@ -230,6 +232,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 		}
 		l.deliver(s, out, false)
 	}
+	l.st.routing = prev
 	m.release()
 	return slow, len(ds)
 }
@@ -361,7 +364,7 @@ func (s *session) send(c *client, out outMsg) {
 	if out.qos == 2 && out.msg.seq != 0 && c.loop.srv.durable(s) {
 		// The packet identifier is kept: after a restart the message
 		// is sent again with it, so the client can tell it had it.
-		c.loop.putEntry(s.id, &out, out.msg.seq, store.EntryAwaitRec, id)
+		c.loop.markEntry(s, &out, out.msg.seq, store.EntryAwaitRec, id)
 	}
 	if !c.writePublish(out, id, out.dup) {
 		c.loop.forgetEntry(s, out.msg.seq)

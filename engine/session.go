@@ -119,6 +119,7 @@ func (q *sessionQueues) windowFull(c *client) bool {
 type sessionMove struct {
 	held     []outMsg
 	deferred []func(*loop, *session)
+	carried  []entryKey // writes to its entries that waited on the old owner (persist.go)
 }
 
 // registry maps client identifiers to sessions. It is touched only when a
