@@ -305,8 +305,15 @@ func (c *client) bind(s *session, present bool) {
 		})
 	}
 	if s.q != nil && s.q.spill != nil {
-		// Read back once the deletes made so far are durable (spill.go).
+		// Read back once the deletes made so far are durable (spill.go);
+		// those still waiting for their entry's put are not in a batch
+		// yet, so what they delete is skipped.
 		s.q.spill.wait = c.loop.st.ticket
+		for _, k := range c.loop.st.deferred {
+			if k.id == s.id && k.state == entryDelete {
+				s.q.forgotten = append(s.q.forgotten, k.seq)
+			}
+		}
 	}
 	s.pump()
 	if wasWaiting {

@@ -375,3 +375,62 @@ func TestE2EPersistQoS2MarkMovesWithSession(t *testing.T) {
 	require.Never(t, func() bool { return len(entryStates(st, "mv-sub")) > 0 }, 1500*time.Millisecond, 10*time.Millisecond,
 		"the completed message's entry came back")
 }
+
+// A message the client acknowledged just before it went offline, while
+// its entry's put was not durable yet (the delete waits for it), is not
+// read back from disk when the client returns and its spilled queue is
+// read: the delete may still be waiting then.
+func TestE2EPersistSpillSkipsEntryAckedBeforeSpill(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 2})
+	other := dialRaw(t, s)
+	other.mustConnect(connectPacket("ak-other", false, 0))
+	other.subscribe(1, "ak/other", 1)
+	other.disconnect()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("ak-sub", false, 0))
+	sub.subscribe(1, "ak", 1)
+	owner := sessionOwnerLoop(s, "ak-sub")
+	pub := dialOnLoop(t, s, "ak-pub", true, 1-owner)
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("ak/other", "first", 1, false, 1) // the publisher's loop has a commit outstanding
+	st.waitFor(t, 1)
+	pub.publish("ak", "m1", 1, false, 2) // its entry waits in that loop's open batch
+	p := sub.expectPublish()
+	require.Equal(t, "m1", string(p.Payload))
+	sub.ack(codec.PUBACK, p.PacketID) // the delete waits for the put
+	sub.disconnect()
+	st.waitFor(t, 2) // the owner's batch: the session went offline
+	for i := 2; i <= 4; i++ {
+		pub.publish("ak", fmt.Sprintf("m%d", i), 1, false, uint16(i+1)) // m4 spills
+	}
+	time.Sleep(50 * time.Millisecond)
+	st.release(2)
+	st.waitFor(t, 1) // the publisher's loop commits the batch with m1..m4
+	sub = dialOnLoop(t, s, "ak-sub", false, owner)
+	st.waitFor(t, 2) // the owner's batch of the reconnection
+	st.release(1)    // m1..m4 are durable: the watermark passes them
+	time.Sleep(50 * time.Millisecond)
+	st.release(1) // the reconnection's batch is durable; the delete of m1 is committed now, not durable
+	time.Sleep(50 * time.Millisecond)
+	var got []string
+	for range 2 {
+		p := sub.expectPublish()
+		got = append(got, string(p.Payload))
+		sub.ack(codec.PUBACK, p.PacketID) // the queue empties: the spill is read back
+	}
+	for {
+		p, err := sub.next(e2eSilent)
+		if err != nil {
+			break
+		}
+		got = append(got, string(p.(*codec.Publish).Payload))
+		sub.ack(codec.PUBACK, p.(*codec.Publish).PacketID)
+	}
+	st.setOpen(true)
+	require.Equal(t, []string{"m2", "m3", "m4"}, got)
+}

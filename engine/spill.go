@@ -30,7 +30,9 @@ import (
 //     in-flight window) and entries acknowledged since the client came back
 //     (their deletes may not be applied yet: sessionQueues.forgotten) are
 //     skipped; and the first read waits until the owner's own batches up to
-//     the reconnection are durable.
+//     the reconnection are durable. Deletes made before that still waiting
+//     for their entry's put (loopStore.deferred) are in no batch yet: the
+//     reconnection adds them to forgotten.
 //
 // Ownership: all of it belongs to the session's owner loop, except
 // loopStore.low, which the loop writes and any loop reads.
