@@ -281,6 +281,19 @@ func (srv *Server) storeMessage(sm *store.Message, m *message) {
 	}
 }
 
+// copyMessage returns a copy of m with one reference and no sequence
+// number, for a delivery of m, numbered for other sessions' entries, that
+// has no entry of its own under that number: a retained message sent on
+// SUBSCRIBE, a shared one handed to another member. The spill
+// (spill.go) assumes that a session owes a numbered message under its
+// number and only ever receives numbers that grow: it would drop such a
+// delivery as read back already, or spill it without an entry.
+func (srv *Server) copyMessage(m *message) *message {
+	var sm store.Message
+	srv.storeMessage(&sm, m)
+	return srv.restoreMessage(&sm, false)
+}
+
 // persistDelivery writes out, a QoS 1/2 delivery to persistent session s,
 // as an entry of s and marks the current route as needing the batch
 // durable before its publisher is acknowledged. Runs on the routing loop.

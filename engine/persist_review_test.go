@@ -434,3 +434,77 @@ func TestE2EPersistSpillSkipsEntryAckedBeforeSpill(t *testing.T) {
 	st.setOpen(true)
 	require.Equal(t, []string{"m2", "m3", "m4"}, got)
 }
+
+// A persistent session whose spilled queue was read back still gets the
+// retained message when it subscribes again, although the message was
+// numbered for the store before the read (it was queued for it too).
+func TestE2EPersistRetainedOnSubscribeAfterSpill(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 2})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("rs", false, 0))
+	sub.subscribe(1, "rt", 1)
+	sub.disconnect()
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("rspub", true, 0))
+	for i := 1; i <= 4; i++ {
+		pub.publish("rt", fmt.Sprint(i), 1, i == 4, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("rs", false, 0))
+	for i := 1; i <= 4; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprint(i), string(p.Payload))
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
+
+	sub.send(&codec.Subscribe{PacketID: 2, Subscriptions: []codec.Subscription{{Filter: []byte("rt"), QoS: 1}}})
+	sub.expect(codec.SUBACK)
+	p := sub.expectPublish()
+	require.Equal(t, "4", string(p.Payload))
+	require.True(t, p.Retain)
+}
+
+// The same for a shared message handed over by a member that disconnects
+// to a persistent member whose spilled queue was read back since the
+// message was numbered: it is delivered, not dropped as read back.
+func TestE2EPersistSharedHandOverToMemberAfterSpill(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 2})
+	m2 := dialRaw(t, s)
+	m2.mustConnect(connectPacket("hm2", false, 0))
+	m2.subscribe(1, "$share/g/ht", 1)
+	m2.subscribe(2, "own", 1)
+	m2.disconnect()
+	m1 := dialRaw(t, s)
+	m1.mustConnect(connectPacket("hm1", false, 0))
+	m1.subscribe(1, "$share/g/ht", 1)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("hmpub", true, 0))
+	pub.publish("ht", "shared", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	require.Equal(t, "shared", string(m1.expectPublish().Payload)) // not acknowledged
+	for i := 1; i <= 4; i++ {
+		pub.publish("own", fmt.Sprint(i), 1, false, uint16(i+1))
+		pub.expectAck(codec.PUBACK, uint16(i+1))
+	}
+	m2 = dialRaw(t, s)
+	m2.mustConnect(connectPacket("hm2", false, 0))
+	for i := 1; i <= 4; i++ {
+		p := m2.expectPublish()
+		require.Equal(t, fmt.Sprint(i), string(p.Payload))
+		m2.ack(codec.PUBACK, p.PacketID)
+	}
+	m2.expectNothing(e2eSilent)
+
+	m1.kill()
+	p := m2.expectPublish()
+	require.Equal(t, "shared", string(p.Payload))
+	m2.ack(codec.PUBACK, p.PacketID)
+	storeHas(t, st, "hm1")
+	storeHas(t, st, "hm2")
+}
