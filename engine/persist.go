@@ -91,8 +91,13 @@ type entryKey struct {
 	out   outMsg // a put's message (EntryAwaitRec: one reference), QoS
 }
 
-// entryDelete marks an entryKey that deletes its entry.
-const entryDelete = 0xFF
+// entryDelete marks an entryKey that deletes its entry, entryDeleteTo one
+// that deletes every entry of its client up to seq (those of an ended
+// session: forgetSession).
+const (
+	entryDelete   = 0xFF
+	entryDeleteTo = 0xFE
+)
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
@@ -351,8 +356,12 @@ func (l *loop) entryNow(seq uint64, m *message) bool {
 // writeEntry adds a deferred write to the open batch, giving up its
 // reference.
 func (l *loop) writeEntry(k *entryKey) {
-	if k.state == entryDelete {
+	switch k.state {
+	case entryDelete:
 		l.batch().DeleteEntry(k.id, k.seq)
+		return
+	case entryDeleteTo:
+		l.batch().DeleteEntriesTo(k.id, k.seq)
 		return
 	}
 	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid)
@@ -475,7 +484,9 @@ func (srv *Server) storeWill(w *will) *store.Will {
 // forgetSession deletes s and everything it owns from the store, and
 // commits at once: whatever the caller posts to other loops next (a new
 // session of the same id binding elsewhere) must reach the store after
-// the delete. Runs on s's owner.
+// the delete. Its waiting writes are dropped, and the entries still on
+// their way from other loops are deleted behind them (entryDeleteTo).
+// Runs on s's owner.
 func (l *loop) forgetSession(s *session) {
 	if l.srv.ps == nil || !s.stored {
 		return
@@ -483,6 +494,12 @@ func (l *loop) forgetSession(s *session) {
 	l.dropDeferred(s, false)
 	s.stored = false
 	l.batch().DeleteSession(s.id)
+	if seq := l.srv.ps.seq.Load(); seq > l.srv.watermark() {
+		// Entries other loops wrote for s may reach the store after the
+		// delete: they go too once the watermark passes them. A session
+		// that takes s's client id later has greater sequence numbers.
+		l.st.deferred = append(l.st.deferred, entryKey{id: s.id, seq: seq, state: entryDeleteTo})
+	}
 	l.commitStore()
 }
 

@@ -508,3 +508,44 @@ func TestE2EPersistSharedHandOverToMemberAfterSpill(t *testing.T) {
 	storeHas(t, st, "hm1")
 	storeHas(t, st, "hm2")
 }
+
+// A session that ends (here: replaced by a Clean Start) while a message
+// routed to it by another loop has not reached the store leaves no entry
+// behind: a later session with the same client identifier never gets it.
+func TestE2EPersistEndedSessionLeavesNoEntry(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	other := dialRaw(t, s)
+	other.mustConnect(connectPacket("es-other", false, 0))
+	other.subscribe(1, "es/other", 1)
+	other.disconnect()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("es-sub", false, 0))
+	sub.subscribe(1, "es", 1)
+	owner := sessionOwnerLoop(s, "es-sub")
+	sub.disconnect()
+	pub := dialOnLoop(t, s, "es-pub", true, 1-owner)
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("es/other", "first", 1, false, 1) // the publisher's loop has a commit outstanding
+	st.waitFor(t, 1)
+	pub.publish("es", "old", 1, false, 2) // its entry waits in that loop's open batch
+	time.Sleep(50 * time.Millisecond)     // queued in the offline session
+	c := dialRaw(t, s)
+	require.False(t, c.mustConnect(connect5("es-sub", true, 0, 300)).SessionPresent) // a new persistent session
+	c.disconnect()
+	st.setOpen(true)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.expectAck(codec.PUBACK, 2)
+	st.settle(t)
+	time.Sleep(1500 * time.Millisecond) // every loop swept its deferred writes
+	require.Empty(t, entryStates(st, "es-sub"))
+
+	s = restart(t, s, st)
+	c = dialRaw(t, s)
+	require.True(t, c.mustConnect(connect5("es-sub", false, 0, 300)).SessionPresent)
+	c.expectNothing(e2eSilent)
+}
