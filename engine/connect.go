@@ -280,9 +280,15 @@ func (c *client) bind(s *session, present bool) {
 	c.loop.stats.connects.Add(1)
 	c.loop.stats.connected.Add(1)
 	s.bindIdentity(c) // authz.go
-	if s.stored && s.clean.Load() {
+	if s.stored && s.clean.Load() && (s.q == nil || s.q.spill == nil) {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
 	} else {
+		if s.stored && s.clean.Load() {
+			// The same with part of its queue on disk only: the store
+			// keeps it, as a session that ends with its connection,
+			// until it ends and everything is read (persist.go).
+			s.keep.Store(true)
+		}
 		c.loop.persistSession(s, c)
 	}
 	var props codec.Properties

@@ -142,7 +142,7 @@ func (srv *Server) checkDiskBound() {
 
 // durable reports whether s outlives its connection under a store.
 func (srv *Server) durable(s *session) bool {
-	return srv.ps != nil && !s.clean.Load()
+	return srv.ps != nil && s.stores()
 }
 
 // batch returns the loop's open batch, opening one.

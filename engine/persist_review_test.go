@@ -549,3 +549,36 @@ func TestE2EPersistEndedSessionLeavesNoEntry(t *testing.T) {
 	require.True(t, c.mustConnect(connect5("es-sub", false, 0, 300)).SessionPresent)
 	c.expectNothing(e2eSilent)
 }
+
+// A 5.0 client that resumes its session with a Session Expiry Interval of
+// 0 (the session ends with this connection) still gets every message the
+// session holds, also those that spilled to disk.
+func TestE2EPersistResumeWithExpiryZeroGetsSpilled(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 2})
+	c := dialRaw(t, s)
+	c.mustConnect(connect5("z0", true, 0, 300))
+	c.subscribe(1, "z0", 1)
+	c.disconnect()
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("z0pub", true, 0))
+	for i := 1; i <= 5; i++ {
+		pub.publish("z0", fmt.Sprint(i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	c = dialRaw(t, s)
+	require.True(t, c.mustConnect(connect5("z0", false, 0, 0)).SessionPresent)
+	for i := 1; i <= 5; i++ {
+		p := c.expectPublish()
+		require.Equal(t, fmt.Sprint(i), string(p.Payload))
+		c.ack(codec.PUBACK, p.PacketID)
+	}
+	c.expectNothing(e2eSilent)
+	c.disconnect()
+	require.Eventually(t, func() bool {
+		n := 0
+		_ = st.Sessions(func(*store.Session) error { n++; return nil })
+		return n == 0 && len(entryStates(st, "z0")) == 0
+	}, e2eWait, 10*time.Millisecond, "the session ended with its connection")
+}

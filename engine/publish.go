@@ -208,7 +208,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 			if slow == nil && s.pressure.Load() {
 				slow = s
 			}
-			if srv.ps != nil && !s.clean.Load() {
+			if srv.ps != nil && s.stores() {
 				if srv.ps.full.Load() {
 					srv.ps.notStored.Add(1)
 				} else {
