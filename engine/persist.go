@@ -250,6 +250,32 @@ func (l *loop) committed(t uint64, err error) {
 	l.endBatch()
 }
 
+// commitAtStop hands the store what the loops had not committed when they
+// ended: their open batches (kept while a commit was outstanding), then,
+// behind every one of them, the writes that waited for the watermark
+// (the store applies commits in order, so their entries' puts come
+// first). The caller's Store.Close makes them durable. Runs in Stop once
+// no loop runs any more.
+func (srv *Server) commitAtStop() {
+	loops := srv.loopsSnapshot()
+	commit := func(l *loop) {
+		if b := l.st.b; b != nil {
+			l.st.b = nil
+			srv.ps.st.Commit(b, func(error) {})
+		}
+	}
+	for _, l := range loops {
+		commit(l)
+	}
+	for _, l := range loops {
+		for i := range l.st.deferred {
+			l.writeEntry(&l.st.deferred[i])
+		}
+		l.st.deferred = nil
+		commit(l)
+	}
+}
+
 // waitDurable makes c's acknowledgement being added wait for the open
 // batch; it returns the ticket to hold it with (0: no wait).
 func (l *loop) waitDurable(c *client) uint64 {

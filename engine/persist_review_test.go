@@ -582,3 +582,42 @@ func TestE2EPersistResumeWithExpiryZeroGetsSpilled(t *testing.T) {
 		return n == 0 && len(entryStates(st, "z0")) == 0
 	}, e2eWait, 10*time.Millisecond, "the session ended with its connection")
 }
+
+// Stop hands the store what its loops had not committed yet: the open
+// batches (kept while a commit was outstanding) and the writes waiting
+// for the watermark. A QoS 2 message the client had received (PUBREC)
+// gets PUBREL after the restart, not the message again.
+func TestE2EPersistStopCommitsWhatWaits(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("stop-sub", false, 0))
+	sub.subscribe(1, "stop", 2)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("stop-pub", true, 0))
+	pub.publish("stop", "x", 2, false, 1)
+	pub.expectAck(codec.PUBREC, 1)
+	p := sub.expectPublish()
+	storeHas(t, st, "stop-sub", store.EntryAwaitRec)
+
+	st.setOpen(false)
+	sub.subscribe(2, "other", 1) // the owner has a commit outstanding
+	st.waitFor(t, 1)
+	sub.ack(codec.PUBREC, p.PacketID)
+	sub.expectAck(codec.PUBREL, p.PacketID) // the mark waits in the owner's open batch
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	st.setOpen(true)
+	st.settle(t)
+	storeHas(t, st, "stop-sub", store.EntryAwaitComp)
+
+	s = startServer(t, Options{Store: st})
+	sub = dialRaw(t, s)
+	sub.mustConnect(connectPacket("stop-sub", false, 0))
+	sub.expectAck(codec.PUBREL, p.PacketID)
+	sub.ack(codec.PUBCOMP, p.PacketID)
+	sub.expectNothing(e2eSilent)
+}
