@@ -115,6 +115,7 @@ func (l *loop) readBack(s *session) {
 	}
 	var (
 		read, last uint64
+		denied     int
 		full       bool
 	)
 	err := l.srv.ps.st.Entries(s.id, q.readTo, 0, func(e *store.Entry) bool {
@@ -131,6 +132,7 @@ func (l *loop) readBack(s *session) {
 			// resumed by another identity since (authz.go).
 			l.forgetEntry(s, e.Seq)
 			out.msg.release()
+			denied++
 			return true
 		}
 		out.dup = e.State != store.EntryQueued
@@ -146,7 +148,7 @@ func (l *loop) readBack(s *session) {
 		l.srv.log.Error("reading a spilled queue back failed; trying again later", "client", s.id, "error", err)
 		return
 	}
-	sp.n = max(sp.n-int(read), 0)
+	sp.n = max(sp.n-int(read)-denied, 0)
 	if full {
 		q.readTo = last + 1
 		return
