@@ -542,6 +542,7 @@ func (c *client) persistInbound(id uint16, add bool) {
 		return
 	}
 	l.batch().DeleteInbound(c.sess.id, id)
+	l.st.needs = true // PUBCOMP waits for it
 }
 
 // subOptions converts a stored subscription to the index's options.

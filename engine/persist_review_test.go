@@ -621,3 +621,34 @@ func TestE2EPersistStopCommitsWhatWaits(t *testing.T) {
 	sub.ack(codec.PUBCOMP, p.PacketID)
 	sub.expectNothing(e2eSilent)
 }
+
+// PUBCOMP to a persistent publisher waits until the forgetting of its
+// QoS 2 packet identifier is durable: sent earlier, a crash could bring the
+// identifier back while the publisher, told the flow is complete, reuses
+// it for a new message, which the broker would then take for the old one
+// sent again and not deliver.
+func TestE2EPersistPubcompWaitsForStore(t *testing.T) {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	s := startServer(t, Options{Store: st})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket("pc-sub", false, 0))
+	sub.subscribe(1, "pc", 1)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("pc-pub", false, 0))
+	pub.publish("pc", "a", 2, false, 1)
+	pub.expectAck(codec.PUBREC, 1)
+	p := sub.expectPublish()
+	sub.ack(codec.PUBACK, p.PacketID)
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.ack(codec.PUBREL, 1)
+	pub.expectNothing(e2eSilent)
+	st.setOpen(true)
+	pub.expectAck(codec.PUBCOMP, 1)
+	pub.publish("pc", "b", 2, false, 1) // the identifier is free again
+	pub.expectAck(codec.PUBREC, 1)
+	require.Equal(t, "b", string(sub.expectPublish().Payload))
+}

@@ -163,12 +163,21 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBREL:
 		_, ok := s.inboundQoS2[a.PacketID]
 		delete(s.inboundQoS2, a.PacketID)
+		var ticket uint64
 		if ok && c.loop.srv.ps != nil {
 			c.persistInbound(a.PacketID, false)
+			// Once PUBCOMP is out the client may reuse the identifier; were
+			// it still stored, a crash would make its next message look
+			// like this one sent again.
+			ticket = c.loop.waitDurable(c)
 		}
 		code := codec.Success
 		if !ok && c.version == codec.V5 {
 			code = codec.PacketIdentifierNotFound
+		}
+		if ticket != 0 {
+			c.ackPublish(codec.PUBCOMP, a.PacketID, code, nil, ticket)
+			return
 		}
 		c.writeAck(codec.PUBCOMP, a.PacketID, code)
 	case codec.PUBCOMP:
