@@ -435,14 +435,17 @@ func (s *session) recheckQueued(cf *authzConf) {
 	if q == nil {
 		return
 	}
+	l := s.owner.Load()
 	q.inflight.each(func(sl *slot) {
 		if sl.m.msg != nil && !s.authorize(cf, sl.m.msg.topic, Read) {
+			l.forgetEntry(s, sl.m.msg.seq)
 			q.inflight.free(sl)
 		}
 	})
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
 		if !s.authorize(cf, out.msg.topic, Read) {
+			l.forgetEntry(s, out.msg.seq)
 			out.msg.release()
 			continue
 		}

@@ -163,6 +163,9 @@ func (srv *Server) attach(c *client) {
 		}
 		s.holding = true
 		s.move = &sessionMove{}
+		if srv.ps != nil {
+			s.move.carried = ol.dropDeferred(s, true) // l writes them, in order with its own
+		}
 		s.owner.Store(l) // from here on only l touches s
 		c.bindFrom(ol, s, true)
 		srv.moveBarrier(ol, s, l)
@@ -246,6 +249,14 @@ func (c *client) bindFrom(cur *loop, s *session, present bool) {
 // again with DUP [MQTT-4.4.0-1], then the queue.
 func (c *client) bind(s *session, present bool) {
 	wasWaiting := c.state == stateWaiting
+	if mv := s.move; mv != nil && len(mv.carried) > 0 && !s.ended {
+		// The writes to s's entries still waiting on the previous owner
+		// wait here now, before any this loop makes (persist.go).
+		for _, k := range mv.carried {
+			c.loop.deferWrite(k)
+		}
+		mv.carried = nil
+	}
 	if s.ended && c.state != stateClosed {
 		// Another connection with this id discarded the session (Clean
 		// Start) while it travelled here: attach again, which picks up
@@ -271,9 +282,15 @@ func (c *client) bind(s *session, present bool) {
 	c.loop.stats.connects.Add(1)
 	c.loop.stats.connected.Add(1)
 	s.bindIdentity(c) // authz.go
-	if s.stored && s.clean.Load() {
+	if s.stored && s.clean.Load() && (s.q == nil || s.q.spill == nil) {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
 	} else {
+		if s.stored && s.clean.Load() {
+			// The same with part of its queue on disk only: the store
+			// keeps it, as a session that ends with its connection,
+			// until it ends and everything is read (persist.go).
+			s.keep.Store(true)
+		}
 		c.loop.persistSession(s, c)
 	}
 	var props codec.Properties
@@ -300,8 +317,15 @@ func (c *client) bind(s *session, present bool) {
 		})
 	}
 	if s.q != nil && s.q.spill != nil {
-		// Read back once the deletes made so far are durable (spill.go).
+		// Read back once the deletes made so far are durable (spill.go);
+		// those still waiting for their entry's put are not in a batch
+		// yet, so what they delete is skipped.
 		s.q.spill.wait = c.loop.st.ticket
+		for _, k := range c.loop.st.deferred {
+			if k.id == s.id && k.state == entryDelete {
+				s.q.forgotten = append(s.q.forgotten, k.seq)
+			}
+		}
 	}
 	s.pump()
 	if wasWaiting {
@@ -362,6 +386,12 @@ func (s *session) end() {
 			out.msg.release()
 		}
 		s.move.held = nil
+		for _, k := range s.move.carried {
+			if k.out.msg != nil {
+				k.out.msg.release()
+			}
+		}
+		s.move.carried = nil
 	}
 	s.inboundQoS2 = nil
 	srv.reg.remove(s.id, s)

@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"slices"
+	"sync/atomic"
+)
 
 // Outgoing QoS 1/2 state of one in-flight slot [MQTT 4.3.2, 4.3.3].
 const (
@@ -37,10 +40,12 @@ type inflight struct {
 	owner *atomic.Pointer[loop]
 }
 
-// count adds n to the owner loop's in-flight gauge.
+// count adds n to the owner loop's in-flight gauge (see msgQueue.count).
 func (w *inflight) count(n int64) {
 	if w.owner != nil {
-		w.owner.Load().acc.inflight += n
+		if l := w.owner.Load(); l != nil {
+			l.acc.inflight += n
+		}
 	}
 }
 
@@ -93,6 +98,35 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 		w.next++
 	}
 	return id
+}
+
+// resume sets next after the newest identifier in use, once recovery has
+// put the messages that were in flight back into their slots: each then
+// visits them in the order they were sent, and new identifiers follow
+// theirs. Identifiers are handed out in sequence, so the newest is the
+// one before the largest gap between those in use, around the cycle.
+func (w *inflight) resume() {
+	var ids []int
+	for i := range w.slots {
+		if w.slots[i].state != slotFree {
+			ids = append(ids, int(w.slots[i].id))
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	slices.Sort(ids)
+	c := w.cycle()
+	newest, gap := ids[len(ids)-1], ids[0]+c-ids[len(ids)-1]
+	for i := 1; i < len(ids); i++ {
+		if d := ids[i] - ids[i-1]; d > gap {
+			newest, gap = ids[i-1], d
+		}
+	}
+	w.next = 1
+	if newest < c {
+		w.next = uint16(newest + 1)
+	}
 }
 
 // lookup returns the slot holding packet identifier id in the given state,

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -30,12 +31,18 @@ import (
 // store shares one fsync among the batches of every loop.
 //
 // Order across loops: a loop's batches are applied in the order it
-// commits them, but another loop's may come first. The one write that
-// must follow another loop's is the delete of an entry when its client
-// acknowledges it (or the broker drops it): applied before the entry's
-// put, the entry would come back after a restart. Such a delete waits in
-// loopStore.deferred until the watermark (spill.go) says the entry is
-// durable; that is at most one fsync behind. Lifecycle writes that other
+// commits them, but another loop's may come first. The writes that must
+// follow another loop's are the owner's writes to an entry routed there:
+// its delete when the client acknowledges it (or the broker drops it) and
+// the marks of a QoS 2 message's progress (EntryAwaitRec, EntryAwaitComp).
+// Applied before the entry's put, a delete would let the entry come back
+// after a restart, and a mark would be overwritten by the put (the
+// message sent again under a new packet identifier). Such a write waits
+// in loopStore.deferred until the watermark (spill.go) says the entry is
+// durable; that is at most one fsync behind. The writes to one entry stay
+// in order: while any waits, the next ones wait behind it, and when the
+// session moves to another loop its waiting writes move with it
+// (sessionMove.carried). Lifecycle writes that other
 // loops' work depends on (a session ended before a new one with its client
 // id binds elsewhere, a session moving to another loop) commit at once.
 // The store applies commits in the order they arrive.
@@ -67,13 +74,30 @@ type loopStore struct {
 	low     atomic.Uint64
 	openLow uint64
 	readers []*session // spilling sessions waiting for a batch to be durable (spill.go)
-	// deferred are entry deletes waiting for the entry's own write to
-	// be durable; w is the watermark when last read.
+	// deferred are writes to entries waiting for the entry's own put to
+	// be durable, in order; w is the watermark when last read.
 	deferred []entryKey
 	w        uint64
 	// held are QoS 2 slots whose PUBLISH or PUBREL waits for the batch
-	// that records the slot's state to be durable, in order.
+	// that records the slot's state to be durable.
 	held []heldSend
+	// routing is the message loop.route is routing: the puts of its
+	// entries are in the open batch, so writes to them may follow there.
+	routing *message
+	// markDeferred says the last markEntry left its write waiting.
+	markDeferred bool
+	// deferring is set while deferred is not empty; other loops read it
+	// to wake this one when the watermark moves (committed).
+	deferring atomic.Bool
+}
+
+// deferWrite makes k wait in deferred for the watermark. Runs on l.
+func (l *loop) deferWrite(k entryKey) {
+	ls := &l.st
+	if len(ls.deferred) == 0 {
+		ls.deferring.Store(true)
+	}
+	ls.deferred = append(ls.deferred, k)
 }
 
 // QoS 2 towards a persistent session, exactly once across a crash: the
@@ -84,49 +108,61 @@ type loopStore struct {
 // does not deliver it twice), or the PUBREL, never the PUBLISH of a
 // message it has released.
 
-// heldSend is slot id of s waiting for batch ticket to be durable.
+// heldSend is slot id of s, whose PUBLISH or PUBREL waits (slot.hold).
 type heldSend struct {
-	s      *session
-	id     uint16
-	ticket uint64
+	s  *session
+	id uint16
 }
 
-// holdForDurable makes the PUBLISH or PUBREL of sl (s's slot, state just
-// recorded in the open batch) wait until that batch is durable. Runs on
-// s's owner.
+// holdDeferred is slot.hold while the slot's mark itself waits in
+// loopStore.deferred for the entry's put (markEntry): not written yet, so
+// no batch to wait for yet.
+const holdDeferred = math.MaxUint64
+
+// holdForDurable makes the PUBLISH or PUBREL of sl (s's slot, whose state
+// markEntry just recorded) wait until the batch holding that record is
+// durable: the open batch, or, when the mark waits for the entry's put,
+// the batch it goes into then (writeEntry sets it). Runs on s's owner.
 func (l *loop) holdForDurable(s *session, sl *slot) {
-	l.batch() // the record is in it; make sure the ticket is its
-	sl.hold = l.st.ticket
-	l.st.held = append(l.st.held, heldSend{s: s, id: sl.id, ticket: sl.hold})
+	if l.st.markDeferred {
+		sl.hold = holdDeferred
+	} else {
+		l.batch() // the record is in it; make sure the ticket is its
+		sl.hold = l.st.ticket
+	}
+	l.st.held = append(l.st.held, heldSend{s: s, id: sl.id})
 }
 
-// rehold records sl's state again in this loop's batch and holds it there:
-// a session that moved loops carries holds of its old owner's tickets,
+// rehold records sl's state again on this loop and holds it here: a
+// session that moved loops carries holds of its old owner's tickets,
 // which mean nothing here. Runs on s's owner.
 func (l *loop) rehold(s *session, sl *slot) {
 	if sl.state == slotAwaitRec {
-		l.putEntry(s.id, &sl.m, sl.m.msg.seq, store.EntryAwaitRec, sl.id)
+		l.markEntry(s, &sl.m, sl.m.msg.seq, store.EntryAwaitRec, sl.id)
 	} else {
-		l.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, sl.id)
+		l.markEntry(s, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, sl.id)
 	}
 	l.holdForDurable(s, sl)
 }
 
-// sendHeld writes the held packets whose batches are durable to the
+// sendHeld writes the held packets whose records are durable to the
 // session's client. One whose client went away meanwhile is sent when the
 // session is resumed, like any unacknowledged message. Runs on l.
 func (l *loop) sendHeld() {
 	ls := &l.st
-	n := 0
-	for ; n < len(ls.held) && ls.held[n].ticket <= ls.durable; n++ {
-		h := &ls.held[n]
+	keep := ls.held[:0]
+	for _, h := range ls.held {
 		s := h.s
 		if s.owner.Load() != l || s.q == nil {
 			continue
 		}
 		sl := s.q.inflight.at(h.id)
-		if sl == nil || sl.hold != h.ticket {
-			continue // acknowledged, or held again by rehold
+		if sl == nil || sl.hold == 0 {
+			continue // acknowledged, or sent
+		}
+		if sl.hold > ls.durable {
+			keep = append(keep, h)
+			continue
 		}
 		sl.hold = 0
 		c := s.client
@@ -141,18 +177,28 @@ func (l *loop) sendHeld() {
 			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
 		}
 	}
-	if n > 0 {
-		m := copy(ls.held, ls.held[n:])
-		clear(ls.held[m:])
-		ls.held = ls.held[:m]
-	}
+	clear(ls.held[len(keep):])
+	ls.held = keep
 }
 
-// entryKey names one entry.
+// entryKey is one write to an entry waiting in loopStore.deferred: its
+// delete, or a put of the entry in state (a QoS 2 mark).
 type entryKey struct {
-	id  string
-	seq uint64
+	id    string
+	seq   uint64
+	state byte // entryDelete, or the state to put
+	pid   uint16
+	out   outMsg   // a put's message (EntryAwaitRec: one reference), QoS
+	sess  *session // a mark's session, whose held slot it releases (holdForDurable)
 }
+
+// entryDelete marks an entryKey that deletes its entry, entryDeleteTo one
+// that deletes every entry of its client up to seq (those of an ended
+// session: forgetSession).
+const (
+	entryDelete   = 0xFF
+	entryDeleteTo = 0xFE
+)
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
@@ -197,7 +243,7 @@ func (srv *Server) checkDiskBound() {
 
 // durable reports whether s outlives its connection under a store.
 func (srv *Server) durable(s *session) bool {
-	return srv.ps != nil && !s.clean.Load()
+	return srv.ps != nil && s.stores()
 }
 
 // batch returns the loop's open batch, opening one.
@@ -234,13 +280,16 @@ func (l *loop) commitStore() {
 		keep := ls.deferred[:0]
 		for _, k := range ls.deferred {
 			if k.seq <= ls.w {
-				l.batch().DeleteEntry(k.id, k.seq)
+				l.writeEntry(&k)
 			} else {
 				keep = append(keep, k)
 			}
 		}
 		clear(ls.deferred[len(keep):])
 		ls.deferred = keep
+		if len(keep) == 0 {
+			ls.deferring.Store(false)
+		}
 	}
 	if ls.b == nil {
 		return
@@ -288,7 +337,15 @@ func (l *loop) committed(t uint64, err error) {
 			break
 		}
 	}
-	ls.low.Store(low)
+	if ls.low.Swap(low) != low {
+		// The watermark may have moved: loops whose writes wait for it
+		// look again now rather than at their next event or sweep.
+		for _, lx := range l.srv.loopsSnapshot() {
+			if lx != l && lx.st.deferring.Load() {
+				lx.post(task{kind: taskFunc, fn: func(lx *loop) { lx.flushStore() }})
+			}
+		}
+	}
 	if len(ls.pending) == 0 {
 		ls.pending = nil
 	}
@@ -304,6 +361,32 @@ func (l *loop) committed(t uint64, err error) {
 		}
 	}
 	l.endBatch()
+}
+
+// commitAtStop hands the store what the loops had not committed when they
+// ended: their open batches (kept while a commit was outstanding), then,
+// behind every one of them, the writes that waited for the watermark
+// (the store applies commits in order, so their entries' puts come
+// first). The caller's Store.Close makes them durable. Runs in Stop once
+// no loop runs any more.
+func (srv *Server) commitAtStop() {
+	loops := srv.loopsSnapshot()
+	commit := func(l *loop) {
+		if b := l.st.b; b != nil {
+			l.st.b = nil
+			srv.ps.st.Commit(b, func(error) {})
+		}
+	}
+	for _, l := range loops {
+		commit(l)
+	}
+	for _, l := range loops {
+		for i := range l.st.deferred {
+			l.writeEntry(&l.st.deferred[i])
+		}
+		l.st.deferred = nil
+		commit(l)
+	}
 }
 
 // waitDurable makes c's acknowledgement being added wait for the open
@@ -340,6 +423,19 @@ func (srv *Server) storeMessage(sm *store.Message, m *message) {
 	if m.expiry != 0 {
 		sm.Expiry = srv.wallNanos(m.expiry)
 	}
+}
+
+// copyMessage returns a copy of m with one reference and no sequence
+// number, for a delivery of m, numbered for other sessions' entries, that
+// has no entry of its own under that number: a retained message sent on
+// SUBSCRIBE, a shared one handed to another member. The spill
+// (spill.go) assumes that a session owes a numbered message under its
+// number and only ever receives numbers that grow: it would drop such a
+// delivery as read back already, or spill it without an entry.
+func (srv *Server) copyMessage(m *message) *message {
+	var sm store.Message
+	srv.storeMessage(&sm, m)
+	return srv.restoreMessage(&sm, false)
 }
 
 // persistDelivery writes out, a QoS 1/2 delivery to persistent session s,
@@ -387,14 +483,94 @@ func (out *outMsg) appendSubIDs(dst []uint32) []uint32 {
 	return dst
 }
 
+// entryNow reports whether a write to entry seq may go into the open
+// batch now rather than wait in deferred: the entry's put is in that
+// batch already (m is the message being routed) or durable (seq at or
+// below the watermark), and no earlier write waits that must come first.
+func (l *loop) entryNow(seq uint64, m *message) bool {
+	ls := &l.st
+	return (m != nil && m == ls.routing) || (seq <= ls.w && len(ls.deferred) == 0)
+}
+
+// writeEntry adds a deferred write to the open batch, giving up its
+// reference.
+func (l *loop) writeEntry(k *entryKey) {
+	switch k.state {
+	case entryDelete:
+		l.batch().DeleteEntry(k.id, k.seq)
+		return
+	case entryDeleteTo:
+		l.batch().DeleteEntriesTo(k.id, k.seq)
+		return
+	}
+	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid)
+	if k.out.msg != nil {
+		k.out.msg.release()
+	}
+	if s := k.sess; s != nil && s.q != nil {
+		// The mark a held PUBLISH or PUBREL waits for is in this batch
+		// now (holdForDurable).
+		want := slotAwaitRec
+		if k.state == store.EntryAwaitComp {
+			want = slotAwaitComp
+		}
+		if sl := s.q.inflight.at(k.pid); sl != nil && sl.state == want && sl.hold == holdDeferred {
+			sl.hold = l.st.ticket
+		}
+	}
+}
+
+// markEntry records a QoS 2 message's progress in s's entry: sent with
+// packet identifier pid (store.EntryAwaitRec; out is the message), or
+// released (store.EntryAwaitComp). Runs on s's owner.
+func (l *loop) markEntry(s *session, out *outMsg, seq uint64, state byte, pid uint16) {
+	l.st.markDeferred = false
+	if l.entryNow(seq, out.msg) {
+		l.putEntry(s.id, out, seq, state, pid)
+		return
+	}
+	l.st.markDeferred = true
+	k := entryKey{id: s.id, seq: seq, state: state, pid: pid, out: outMsg{qos: out.qos}, sess: s}
+	if out.msg != nil {
+		k.out = *out
+		k.out.msg.ref()
+	}
+	l.deferWrite(k)
+}
+
+// dropDeferred takes s's waiting writes out of l's deferred list: the
+// puts are released when s ends (its record and entries are deleted),
+// and kept to move with s when it moves to another loop. Runs on s's
+// owner, l.
+func (l *loop) dropDeferred(s *session, keepMoving bool) (moving []entryKey) {
+	ls := &l.st
+	keep := ls.deferred[:0]
+	for _, k := range ls.deferred {
+		switch {
+		case k.id != s.id:
+			keep = append(keep, k)
+		case keepMoving:
+			moving = append(moving, k)
+		case k.out.msg != nil:
+			k.out.msg.release()
+		}
+	}
+	clear(ls.deferred[len(keep):])
+	ls.deferred = keep
+	if len(keep) == 0 {
+		ls.deferring.Store(false)
+	}
+	return moving
+}
+
 // forgetEntry deletes s's entry for a message it no longer owes: the
 // client acknowledged it, or the broker dropped it. Runs on s's owner.
 func (l *loop) forgetEntry(s *session, seq uint64) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
-	if ls := &l.st; seq > ls.w {
-		ls.deferred = append(ls.deferred, entryKey{id: s.id, seq: seq})
+	if !l.entryNow(seq, nil) {
+		l.deferWrite(entryKey{id: s.id, seq: seq, state: entryDelete})
 	} else {
 		l.batch().DeleteEntry(s.id, seq)
 	}
@@ -463,13 +639,22 @@ func (srv *Server) storeWill(w *will) *store.Will {
 // forgetSession deletes s and everything it owns from the store, and
 // commits at once: whatever the caller posts to other loops next (a new
 // session of the same id binding elsewhere) must reach the store after
-// the delete. Runs on s's owner.
+// the delete. Its waiting writes are dropped, and the entries still on
+// their way from other loops are deleted behind them (entryDeleteTo).
+// Runs on s's owner.
 func (l *loop) forgetSession(s *session) {
 	if l.srv.ps == nil || !s.stored {
 		return
 	}
+	l.dropDeferred(s, false)
 	s.stored = false
 	l.batch().DeleteSession(s.id)
+	if seq := l.srv.ps.seq.Load(); seq > l.srv.watermark() {
+		// Entries other loops wrote for s may reach the store after the
+		// delete: they go too once the watermark passes them. A session
+		// that takes s's client id later has greater sequence numbers.
+		l.deferWrite(entryKey{id: s.id, seq: seq, state: entryDeleteTo})
+	}
 	l.commitStore()
 }
 

@@ -86,8 +86,15 @@ func (c *client) onPublish(p *codec.Publish) {
 			if l.srv.ps != nil {
 				c.persistInbound(p.PacketID, true)
 			}
+		} else if l.srv.ps != nil {
+			// Sent again, typically after a reconnection, when the first
+			// one's PUBREC was still waiting for its batch (perhaps on
+			// another loop: a takeover commits the old owner's batch
+			// before the session moves). Writing the identifier again
+			// makes this PUBREC wait for a batch committed after that
+			// one, which the store makes durable after it.
+			c.persistInbound(p.PacketID, true)
 		}
-		// A re-sent PUBLISH is acknowledged behind the first one's batch.
 		c.ackPublish(codec.PUBREC, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
 	}
 }
@@ -156,7 +163,7 @@ func (c *client) onAck(a *codec.Ack) {
 		sl.hold = 0
 		if sl.seq != 0 && c.loop.srv.durable(s) {
 			// PUBREL once the release is durable (persist.go).
-			c.loop.putEntry(s.id, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
+			c.loop.markEntry(s, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
 			c.loop.holdForDurable(s, sl)
 			return
 		}
@@ -196,6 +203,8 @@ func (c *client) onAck(a *codec.Ack) {
 func (l *loop) route(m *message) (slow *session, n int) {
 	srv := l.srv
 	l.st.needs = false
+	prev := l.st.routing // a will routed from inside a delivery nests
+	l.st.routing = m
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
@@ -212,7 +221,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 			if slow == nil && s.pressure.Load() {
 				slow = s
 			}
-			if srv.ps != nil && !s.clean.Load() {
+			if srv.ps != nil && s.stores() {
 				if srv.ps.full.Load() {
 					srv.ps.notStored.Add(1)
 				} else {
@@ -236,6 +245,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 		}
 		l.deliver(s, out, false)
 	}
+	l.st.routing = prev
 	m.release()
 	return slow, len(ds)
 }
@@ -369,7 +379,7 @@ func (s *session) send(c *client, out outMsg) {
 		// that is durable: after a restart the message is sent again
 		// with the same identifier, so a client that had it knows it
 		// (exactly once across a crash).
-		c.loop.putEntry(s.id, &out, out.msg.seq, store.EntryAwaitRec, id)
+		c.loop.markEntry(s, &out, out.msg.seq, store.EntryAwaitRec, id)
 		c.loop.holdForDurable(s, &q.inflight.slots[q.inflight.index(id)])
 		return
 	}

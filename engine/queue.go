@@ -30,10 +30,13 @@ type msgQueue struct {
 	owner *atomic.Pointer[loop]
 }
 
-// count adds n to the owner loop's queued gauge.
+// count adds n to the owner loop's queued gauge. A recovered session has
+// no owner yet: the loop that adopts it counts what it holds then.
 func (q *msgQueue) count(n int64) {
 	if q.owner != nil {
-		q.owner.Load().acc.queued += n
+		if l := q.owner.Load(); l != nil {
+			l.acc.queued += n
+		}
 	}
 }
 

@@ -29,6 +29,13 @@ func (s *session) ownerFrom(l *loop) *loop {
 	}
 	if s.owner.CompareAndSwap(nil, l) {
 		s.schedule(l) // the expiry and will deadlines set at recovery
+		// Restored while no loop owned s: its gauges count here now
+		// (msgQueue.count).
+		l.stats.subscriptions.Add(int64(len(s.subs)))
+		if q := s.q; q != nil {
+			l.acc.queued += int64(q.queue.len())
+			l.acc.inflight += int64(q.inflight.used)
+		}
 	}
 	return s.owner.Load()
 }
@@ -101,17 +108,20 @@ func (srv *Server) recoverStore() error {
 	if err != nil {
 		return fmt.Errorf("read sessions: %w", err)
 	}
-	// Only the entries that were in flight come into memory (they are the
-	// oldest, and go back into the window); the queue behind them stays on
-	// disk and is read back when the client is back (spill.go). Recovery
-	// thus reads a few records per session, however long the queues.
+	// Only the entries that were in flight come into memory (they go back
+	// into the window, with their packet identifiers); the queue stays on
+	// disk and is read back when the client is back (spill.go). Every
+	// entry is looked at: one in flight may follow a queued one (a QoS 1
+	// message in flight keeps its Queued entry, and a session sends in the
+	// order deliveries reached it, not always in Seq order), and its
+	// packet identifier must be known before any new one is handed out.
 	var spilled []*session
 	for _, s := range sessions {
 		queued := false
 		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
 			if e.State == store.EntryQueued || e.PacketID == 0 {
 				queued = true
-				return false
+				return true
 			}
 			entries++
 			maxSeq = max(maxSeq, e.Seq)
@@ -120,6 +130,9 @@ func (srv *Server) recoverStore() error {
 		})
 		if err != nil {
 			return fmt.Errorf("read queue of %q: %w", s.id, err)
+		}
+		if s.q != nil {
+			s.q.inflight.resume()
 		}
 		if queued {
 			s.queues().spill = &spillState{}
@@ -170,7 +183,9 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 	q := s.queues()
 	if e.State != store.EntryQueued && e.PacketID != 0 {
 		if q.inflight.slots == nil {
+			owner := q.inflight.owner
 			q.inflight = newInflight(srv.opts.MaxInflight)
+			q.inflight.owner = owner
 		}
 		sl := &q.inflight.slots[q.inflight.index(e.PacketID)]
 		if sl.state == slotFree {

@@ -135,6 +135,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	select {
 	case err := <-s.done:
+		if s.ps != nil {
+			s.commitAtStop() // the loops have ended (persist.go)
+		}
 		// Bridged clients got what the engine sent before it closed
 		// their sockets; wait for the proxies to pass it on.
 		s.bridge.wait(ctx.Done())

@@ -37,6 +37,11 @@ type session struct {
 	// Clean Session = 1, 5.0 Session Expiry Interval 0). Written by the
 	// owner; attach reads it on any loop, under the registry lock.
 	clean atomic.Bool
+	// keep is set when a session resumed with a Session Expiry Interval
+	// of 0 still has part of its queue on disk only (spill.go): the store
+	// keeps it, and its messages are written as a persistent session's,
+	// until it ends. Written by the owner, read by any loop.
+	keep atomic.Bool
 
 	client      *client                 // current connection, nil while offline
 	ended       bool                    // removed from the registry; deliveries to it are dropped
@@ -79,6 +84,10 @@ type sessionQueues struct {
 	forgotten []uint64
 }
 
+// stores reports whether s's state goes to the store (with one): it
+// outlives its connection, or it keeps what it had there (keep).
+func (s *session) stores() bool { return !s.clean.Load() || s.keep.Load() }
+
 // queues returns s's QoS 1/2 state, allocating it on first use.
 func (s *session) queues() *sessionQueues {
 	if s.q == nil {
@@ -119,6 +128,7 @@ func (q *sessionQueues) windowFull(c *client) bool {
 type sessionMove struct {
 	held     []outMsg
 	deferred []func(*loop, *session)
+	carried  []entryKey // writes to its entries that waited on the old owner (persist.go)
 }
 
 // registry maps client identifiers to sessions. It is touched only when a

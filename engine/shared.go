@@ -52,11 +52,18 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 		}
 		next := deliveryOut(m, d)
 		next.retain = out.retain // as it was first sent
+		seq := m.seq
+		if seq != 0 || l.srv.durable(d.Handle) {
+			// A copy, numbered anew if it is written: other loops may be
+			// reading m, and the old number is s's (persist.go).
+			next.msg = l.srv.copyMessage(m)
+			m.release()
+		}
 		if next.qos > 0 && l.srv.durable(d.Handle) {
 			// The entry moves with the message, in one batch.
 			l.persistDelivery(d.Handle, &next)
-			l.forgetEntry(s, m.seq)
 		}
+		l.forgetEntry(s, seq) // s no longer owes it, wherever it goes
 		if o := d.Handle.ownerFrom(l); o != l {
 			l.handOff(o, task{kind: taskDeliver, sess: d.Handle, out: next})
 		} else {

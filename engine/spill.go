@@ -30,7 +30,9 @@ import (
 //     in-flight window) and entries acknowledged since the client came back
 //     (their deletes may not be applied yet: sessionQueues.forgotten) are
 //     skipped; and the first read waits until the owner's own batches up to
-//     the reconnection are durable.
+//     the reconnection are durable. Deletes made before that still waiting
+//     for their entry's put (loopStore.deferred) are in no batch yet: the
+//     reconnection adds them to forgotten.
 //
 // Ownership: all of it belongs to the session's owner loop, except
 // loopStore.low, which the loop writes and any loop reads.
@@ -113,6 +115,7 @@ func (l *loop) readBack(s *session) {
 	}
 	var (
 		read, last uint64
+		denied     int
 		full       bool
 	)
 	err := l.srv.ps.st.Entries(s.id, q.readTo, 0, func(e *store.Entry) bool {
@@ -124,6 +127,14 @@ func (l *loop) readBack(s *session) {
 			return true
 		}
 		out := l.srv.restoreOut(e)
+		if !l.mayRead(s, out.msg) {
+			// Checked when it was queued, but the session may have been
+			// resumed by another identity since (authz.go).
+			l.forgetEntry(s, e.Seq)
+			out.msg.release()
+			denied++
+			return true
+		}
 		out.dup = e.State != store.EntryQueued
 		q.queue.push(out, 1<<31, 1<<62) // room was checked; bytes as on disk
 		read++
@@ -137,7 +148,7 @@ func (l *loop) readBack(s *session) {
 		l.srv.log.Error("reading a spilled queue back failed; trying again later", "client", s.id, "error", err)
 		return
 	}
-	sp.n = max(sp.n-int(read), 0)
+	sp.n = max(sp.n-int(read)-denied, 0)
 	if full {
 		q.readTo = last + 1
 		return

@@ -59,7 +59,11 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			if m.expired(l.mono) {
 				return // [MQTT-3.3.2-5]
 			}
-			m.ref() // pinned: the reference only balances deliver's release
+			if m.seq != 0 {
+				m = srv.copyMessage(m) // persist.go
+			} else {
+				m.ref() // pinned: the reference only balances deliver's release
+			}
 			// [MQTT-3.3.1-8] retained messages sent for a new subscription
 			// carry retain = 1.
 			l.deliver(s, outMsg{msg: m, qos: min(m.qos, w.qos), retain: true, subID: w.subID}, false)

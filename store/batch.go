@@ -4,15 +4,16 @@ package store
 type OpKind uint8
 
 const (
-	OpPutSession     OpKind = iota + 1 // Session
-	OpDeleteSession                    // ClientID: the session, its entries and inbound ids
-	OpPutEntry                         // ClientID, Entry (replaces one with the same Seq)
-	OpDeleteEntry                      // ClientID, Seq
-	OpPutInbound                       // ClientID, PacketID
-	OpDeleteInbound                    // ClientID, PacketID
-	OpPutRetained                      // Msg (replaces the one on Msg.Topic)
-	OpDeleteRetained                   // Msg.Topic
-	OpPutMeta                          // Key, Value
+	OpPutSession      OpKind = iota + 1 // Session
+	OpDeleteSession                     // ClientID: the session, its entries and inbound ids
+	OpPutEntry                          // ClientID, Entry (replaces one with the same Seq)
+	OpDeleteEntry                       // ClientID, Seq
+	OpPutInbound                        // ClientID, PacketID
+	OpDeleteInbound                     // ClientID, PacketID
+	OpPutRetained                       // Msg (replaces the one on Msg.Topic)
+	OpDeleteRetained                    // Msg.Topic
+	OpPutMeta                           // Key, Value
+	OpDeleteEntriesTo                   // ClientID, Seq: every entry with a Seq up to it
 )
 
 // Op is one operation of a batch. Its byte slices are copies owned by the
@@ -121,6 +122,12 @@ func (b *Batch) PutEntry(clientID string, e *Entry) {
 // DeleteEntry removes clientID's entry seq, if any.
 func (b *Batch) DeleteEntry(clientID string, seq uint64) {
 	b.ops = append(b.ops, Op{Kind: OpDeleteEntry, ClientID: clientID, Seq: seq})
+}
+
+// DeleteEntriesTo removes clientID's entries whose Seq is at most seq,
+// and nothing else of clientID's.
+func (b *Batch) DeleteEntriesTo(clientID string, seq uint64) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteEntriesTo, ClientID: clientID, Seq: seq})
 }
 
 // PutInbound records that clientID's QoS 2 packet id was received and

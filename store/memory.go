@@ -129,6 +129,17 @@ func (m *Memory) apply(b *Batch) {
 					delete(m.entries, op.ClientID)
 				}
 			}
+		case OpDeleteEntriesTo:
+			if es := m.entries[op.ClientID]; es != nil {
+				for seq := range es {
+					if seq <= op.Seq {
+						delete(es, seq)
+					}
+				}
+				if len(es) == 0 {
+					delete(m.entries, op.ClientID)
+				}
+			}
 		case OpPutInbound:
 			ids := m.inbound[op.ClientID]
 			if ids == nil {

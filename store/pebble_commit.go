@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -278,6 +279,14 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			_ = pb.Set(key, val, nil)
 		case OpDeleteEntry:
 			_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+		case OpDeleteEntriesTo:
+			key = appendEntryKey(key, op.ClientID, 0)
+			if op.Seq == math.MaxUint64 {
+				end = prefixEnd(end[:0], key[:len(key)-8]) // past the client's entries
+			} else {
+				end = appendEntryKey(end[:0], op.ClientID, op.Seq+1)
+			}
+			_ = pb.DeleteRange(key, end, nil)
 		case OpPutInbound:
 			_ = pb.Set(appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val), nil)
 		case OpDeleteInbound:
@@ -304,7 +313,7 @@ func validateBatch(b *Batch) error {
 			if op.Session == nil {
 				return fmt.Errorf("store: operation %d: PutSession without a session", i)
 			}
-		case OpDeleteSession, OpPutEntry, OpDeleteEntry, OpPutInbound, OpDeleteInbound:
+		case OpDeleteSession, OpPutEntry, OpDeleteEntry, OpDeleteEntriesTo, OpPutInbound, OpDeleteInbound:
 			if err := checkClientID(op.ClientID); err != nil {
 				return fmt.Errorf("operation %d: %w", i, err)
 			}

@@ -59,6 +59,31 @@ func testDeleteSession(t *testing.T, open opener, _ reopener) {
 	require.Equal(t, []uint64{100}, seqs(entries(t, s, "x", 0, 0)))
 }
 
+// testDeleteEntriesTo deletes a client's entries up to a sequence number,
+// and nothing of other clients' (including those whose ids extend it).
+func testDeleteEntriesTo(t *testing.T, open opener, _ reopener) {
+	s := open(t)
+	one(t, s, func(b *store.Batch) {
+		fillClient(b, "x")
+		fillClient(b, "xx")
+		e := sampleEntry(^uint64(0))
+		b.PutEntry("y", &e)
+		b.PutEntry("z", &e)
+	})
+	one(t, s, func(b *store.Batch) {
+		b.DeleteEntriesTo("x", 2)
+		b.DeleteEntriesTo("y", ^uint64(0)-1)
+		b.DeleteEntriesTo("z", ^uint64(0))
+		b.DeleteEntriesTo("never-existed", 5)
+	})
+	require.Equal(t, []uint64{3}, seqs(entries(t, s, "x", 0, 0)))
+	require.Equal(t, []uint64{1, 2, 3}, seqs(entries(t, s, "xx", 0, 0)))
+	require.Equal(t, []uint64{^uint64(0)}, seqs(entries(t, s, "y", 0, 0)))
+	require.Empty(t, entries(t, s, "z", 0, 0))
+	require.Equal(t, []string{"x", "xx"}, clientIDs(sessions(t, s)))
+	require.Equal(t, map[string][]uint16{"x": {1, 2}, "xx": {1, 2}}, inbound(t, s))
+}
+
 // testDeleteSessionPrefixes deletes clients whose ids are prefixes of
 // others', or extend others' with bytes that sort around them: each delete
 // must take exactly one client's records.

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"Meta", testMeta},
 		{"DeleteSession", testDeleteSession},
 		{"DeleteSessionPrefixClientIDs", testDeleteSessionPrefixes},
+		{"DeleteEntriesTo", testDeleteEntriesTo},
 		{"BatchAppliesInOrder", testBatchOrder},
 		{"BatchReuseAfterDone", testBatchReuse},
 		{"EmptyBatch", testEmptyBatch},
