@@ -203,6 +203,12 @@ func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
 
 // OnOpen creates the client for a new connection on its loop.
 func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
+	if s.stopped.Load() {
+		// Stop has begun: gnet still accepts until its engine stops, so
+		// a connection arriving while 5.0 clients are told 0x8B is
+		// closed at once rather than admitted and cut.
+		return nil, gnet.Close
+	}
 	gc := conn
 	if s.bridge != nil {
 		if _, tcp := conn.RemoteAddr().(*net.TCPAddr); !tcp {

@@ -77,3 +77,14 @@ func TestPahoRoundTripQoS012(t *testing.T) {
 		}
 	}
 }
+
+// Once Stop has begun, a new connection is closed at once: it is not
+// admitted while 5.0 clients are being told the server shuts down.
+func TestNoNewConnectionsWhileStopping(t *testing.T) {
+	s := startServer(t, Options{})
+	s.stopped.Store(true) // what Stop does first
+	c := dialRaw(t, s)
+	_ = c.trySend(connectPacket("late", true, 0))
+	c.expectClosed(e2eWait)
+	s.stopped.Store(false) // so that the cleanup's Stop runs
+}
