@@ -612,6 +612,11 @@ func (l *loop) persistSession(s *session, c *client) {
 		if w := s.will; w != nil {
 			rec.Will = l.srv.storeWill(w)
 		}
+		if s.q != nil {
+			// What went out before the disconnect, to resend with DUP
+			// should the broker restart before the client is back.
+			rec.SentTo = s.q.sentBound()
+		}
 	}
 	if id := s.identity(); !id.Anonymous {
 		rec.Username = id.Username

@@ -69,8 +69,20 @@ func (srv *Server) recoverStore() error {
 		entries  int
 		maxSeq   uint64
 	)
+	// sentTo is each session's bound on entries its client may have
+	// been sent (store.Session.SentTo); sentAll marks a session whose
+	// client was connected when the broker stopped: it may have been sent
+	// any of them.
+	const sentAll = math.MaxUint64
+	sentTo := make(map[*session]uint64)
 	err := st.Sessions(func(rec *store.Session) error {
 		s := &session{id: rec.ClientID, expiry: rec.Expiry, stored: true}
+		switch {
+		case rec.DisconnectedAt == 0:
+			sentTo[s] = sentAll
+		case rec.SentTo != 0:
+			sentTo[s] = rec.SentTo
+		}
 		for i := range rec.Subs {
 			sub := &rec.Subs[i]
 			o := subOptions(sub)
@@ -167,6 +179,13 @@ func (srv *Server) recoverStore() error {
 	ps.seq.Store(max(maxSeq, uint64(now)))
 	for _, s := range spilled {
 		s.q.spill.last = ps.seq.Load() // whatever is on disk is below it
+		// Entries the client may have had go out again with DUP. Those
+		// that were in flight under a packet id already do (restoreEntry);
+		// QoS 1 entries keep no packet id, so this is how their resend is
+		// marked [MQTT-3.3.1-1].
+		if to, ok := sentTo[s]; ok {
+			s.q.sentTo = min(to, ps.seq.Load())
+		}
 	}
 	if len(sessions) > 0 {
 		ps.orphans.Store(&sessions)

@@ -82,6 +82,23 @@ type sessionQueues struct {
 	spill     *spillState
 	readTo    uint64
 	forgotten []uint64
+	// sentTo bounds the entries the client may have been sent before a
+	// restart: those at or below it go out again with DUP (persist.go).
+	sentTo uint64
+}
+
+// sentBound returns the highest sequence number of an entry the client
+// may have received and not acknowledged: q.sentTo, or one in flight.
+// Runs on the session's owner.
+func (q *sessionQueues) sentBound() uint64 {
+	to := q.sentTo
+	q.inflight.each(func(sl *slot) {
+		to = max(to, sl.seq)
+		if sl.m.msg != nil {
+			to = max(to, sl.m.msg.seq)
+		}
+	})
+	return to
 }
 
 // stores reports whether s's state goes to the store (with one): it

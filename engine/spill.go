@@ -135,7 +135,9 @@ func (l *loop) readBack(s *session) {
 			denied++
 			return true
 		}
-		out.dup = e.State != store.EntryQueued
+		// Sent before (in flight under a packet id, or possibly sent
+		// before a restart): again with DUP [MQTT-3.3.1-1].
+		out.dup = e.State != store.EntryQueued || e.Seq <= q.sentTo
 		q.queue.push(out, 1<<31, 1<<62) // room was checked; bytes as on disk
 		read++
 		if int(read) >= room {

@@ -103,11 +103,18 @@ func appendSessionValue(dst []byte, s *Session) []byte {
 		dst = binary.AppendUvarint(dst, uint64(sub.SubID))
 	}
 	if s.Will == nil {
-		return append(dst, 0)
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 1)
+		dst = binary.AppendUvarint(dst, uint64(s.Will.Delay))
+		dst = appendMessage(dst, &s.Will.Msg, true)
 	}
-	dst = append(dst, 1)
-	dst = binary.AppendUvarint(dst, uint64(s.Will.Delay))
-	return appendMessage(dst, &s.Will.Msg, true)
+	// Optional trailing fields, absent from records written before them:
+	// the decoder reads them only if bytes remain.
+	if s.SentTo != 0 {
+		dst = binary.AppendUvarint(dst, s.SentTo)
+	}
+	return dst
 }
 
 // appendEntryValue encodes e without its Seq (the key holds it).
@@ -323,6 +330,10 @@ func decodeSessionValue(v []byte, s *Session) error {
 		w.Delay = d.uint32("will delay")
 		d.message(&w.Msg)
 		s.Will = w
+	}
+	s.SentTo = 0
+	if d.err == nil && len(d.b) > 0 {
+		s.SentTo = d.uvarint("session sent to")
 	}
 	return d.end()
 }

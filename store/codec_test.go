@@ -11,8 +11,9 @@ import (
 func codecSamples() (Session, Entry, Message) {
 	s := Session{
 		Version: 5, Expiry: 0xFFFFFFFF, DisconnectedAt: -7, Username: "u",
-		Subs: []Subscription{{Filter: "a/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 1, SubID: 268435455}},
-		Will: &Will{Delay: 30, Msg: Message{Topic: []byte("w"), Payload: []byte{}, QoS: 1, Retain: true, From: "c"}},
+		Subs:   []Subscription{{Filter: "a/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 1, SubID: 268435455}},
+		Will:   &Will{Delay: 30, Msg: Message{Topic: []byte("w"), Payload: []byte{}, QoS: 1, Retain: true, From: "c"}},
+		SentTo: 1<<63 + 5,
 	}
 	e := Entry{State: EntryAwaitRec, PacketID: 65535, QoS: 2, Retain: true, Shared: true, SubIDs: []uint32{1, 0xFFFFFFFF},
 		Msg: Message{Topic: []byte("t"), Payload: []byte("p"), Props: []byte{1, 1}, QoS: 2, Expiry: 1 << 62, From: "f"}}
@@ -29,6 +30,13 @@ func TestCodecRoundTrip(t *testing.T) {
 	// Decoding into a used Session clears what the record does not have.
 	require.NoError(t, decodeSessionValue(appendSessionValue(nil, &Session{}), &s2))
 	require.Equal(t, Session{}, s2)
+	// A record written before SentTo existed ends after the will.
+	old := s
+	old.SentTo = 0
+	v := appendSessionValue(nil, &old)
+	require.NoError(t, decodeSessionValue(v, &s2))
+	require.Equal(t, old, s2)
+	require.Error(t, decodeSessionValue(append(appendSessionValue(nil, &s), 0), &s2), "a byte past the last field")
 
 	var e2 Entry
 	require.NoError(t, decodeEntryValue(appendEntryValue(nil, &e), &e2))

@@ -187,4 +187,11 @@ type Session struct {
 	// Username is the authenticated user name, for authorization of
 	// deliveries after a restart.
 	Username string
+	// SentTo bounds what the client may already have received: every
+	// entry of the session whose Seq is at most SentTo may have been sent
+	// to it before it disconnected, so it is sent again with DUP after a
+	// restart [MQTT-3.3.1-1]. Meaningful when DisconnectedAt is set; 0
+	// none. (A session written while its client was connected may have
+	// been sent any of its entries.)
+	SentTo uint64
 }

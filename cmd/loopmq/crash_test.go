@@ -558,3 +558,87 @@ func TestCrashQoS2OnlineSubscriber(t *testing.T) {
 		})
 	}
 }
+
+// qos1Receiver reads QoS 1 messages and acknowledges each, counting
+// arrivals per number across reconnections and noting repeats that came
+// without DUP.
+type qos1Receiver struct {
+	mu          sync.Mutex
+	count       map[int]int
+	repeatNoDup []int
+}
+
+// run reads from c until it fails.
+func (r *qos1Receiver) run(c *mqttConn) {
+	for {
+		p, err := c.next(30 * time.Second)
+		if err != nil {
+			return
+		}
+		pub, ok := p.(*codec.Publish)
+		if !ok {
+			continue
+		}
+		if num, err := strconv.Atoi(string(pub.Payload)); err == nil {
+			r.mu.Lock()
+			r.count[num]++
+			if r.count[num] > 1 && !pub.Dup {
+				r.repeatNoDup = append(r.repeatNoDup, num)
+			}
+			r.mu.Unlock()
+		}
+		if c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: pub.PacketID}) != nil {
+			return
+		}
+	}
+}
+
+// TestCrashQoS1OnlineSubscriber: the subscriber is connected and
+// acknowledging while the broker is killed. After the restart every
+// message the publisher got PUBACK for reaches it, and a message it
+// receives a second time (sent before the crash, its acknowledgement not
+// yet durable) carries DUP [MQTT-3.3.1-1].
+func TestCrashQoS1OnlineSubscriber(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a broker process")
+	}
+	for round := range crashRounds() {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			b := startBroker(t, dir)
+			subscribeOffline(t, b.addr, "q1-online", "q1/t", 1)
+			r := &qos1Receiver{count: map[int]int{}}
+			sc, _, err := dialMQTT(b.addr, "q1-online", false)
+			require.NoError(t, err)
+			subDone := make(chan struct{})
+			go func() { r.run(sc); close(subDone) }()
+			killAfter := time.Duration(20+rand.IntN(200)) * time.Millisecond
+			go func() { time.Sleep(killAfter); b.kill() }()
+			acked := crashPublish(b.addr, "q1/t", 1, 5000, 32)
+			b.kill()
+			<-subDone
+
+			b2 := startBroker(t, dir)
+			sc, _, err = dialMQTT(b2.addr, "q1-online", false)
+			require.NoError(t, err)
+			subDone = make(chan struct{})
+			go func() { r.run(sc); close(subDone) }()
+			time.Sleep(1500 * time.Millisecond)
+			_ = sc.conn.Close()
+			<-subDone
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for num := range acked {
+				require.NotZero(t, r.count[num], "acknowledged message %d lost", num)
+			}
+			require.Empty(t, r.repeatNoDup, "repeated without DUP")
+			again := 0
+			for _, k := range r.count {
+				if k > 1 {
+					again++
+				}
+			}
+			t.Logf("killed after %v: %d acknowledged, %d received, %d of them again with DUP", killAfter, len(acked), len(r.count), again)
+		})
+	}
+}

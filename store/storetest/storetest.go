@@ -90,6 +90,7 @@ func sampleSession(id string) store.Session {
 		},
 		Will:     &store.Will{Msg: sampleMessage("will/"+id, 3), Delay: 42},
 		Username: "user of " + id,
+		SentTo:   1 << 40,
 	}
 }
 

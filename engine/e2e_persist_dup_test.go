@@ -1,0 +1,166 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+)
+
+// QoS 1 messages a persistent subscriber was sent and had not
+// acknowledged when the broker went down come again with DUP set
+// [MQTT-3.3.1-1], messages it was never sent without. QoS 1 entries keep
+// no packet identifier in the store, so the session record says how far
+// the client may have been sent its entries (store.Session.SentTo).
+
+// snapshot copies what st holds now into a new store, as a crash would
+// leave it: a broker started on the copy recovers from whatever was
+// durable at that moment, while the old one runs on.
+func snapshot(t *testing.T, st store.Store) *store.Memory {
+	t.Helper()
+	cp := store.NewMemory()
+	t.Cleanup(func() { _ = cp.Close() })
+	var b store.Batch
+	var ids []string
+	require.NoError(t, st.Sessions(func(s *store.Session) error {
+		b.PutSession(s)
+		ids = append(ids, s.ClientID)
+		return nil
+	}))
+	for _, id := range ids {
+		require.NoError(t, st.Entries(id, 0, 0, func(e *store.Entry) bool {
+			b.PutEntry(id, e)
+			return true
+		}))
+	}
+	require.NoError(t, st.Inbound(func(id string, pid uint16) error {
+		b.PutInbound(id, pid)
+		return nil
+	}))
+	require.NoError(t, st.Retained(func(m *store.Message) error {
+		b.PutRetained(m)
+		return nil
+	}))
+	done := make(chan error, 1)
+	cp.Commit(&b, func(err error) { done <- err })
+	require.NoError(t, <-done)
+	return cp
+}
+
+// sentButUnacked connects a persistent QoS 1 subscriber to topic,
+// publishes n messages and reads them without acknowledging any.
+func sentButUnacked(t *testing.T, s *Server, id, topic string, n int) *rawClient {
+	t.Helper()
+	sub := dialRaw(t, s)
+	sub.mustConnect(connectPacket(id, false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, topic, 1))
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket(id+"-pub", true, 0))
+	for i := 1; i <= n; i++ {
+		pub.publish(topic, fmt.Sprintf("m%d", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	pub.disconnect()
+	for i := 1; i <= n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		require.False(t, p.Dup, "first delivery")
+	}
+	return sub
+}
+
+// expectResent reads n messages m1..mn, each with DUP, acknowledging
+// them, then checks that a new message comes without DUP.
+func expectResent(t *testing.T, s *Server, sub *rawClient, topic string, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		require.True(t, p.Dup, "message %d was sent before the restart: DUP [MQTT-3.3.1-1]", i)
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("late-pub", true, 0))
+	pub.publish(topic, "new", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	p := sub.expectPublish()
+	require.Equal(t, "new", string(p.Payload))
+	require.False(t, p.Dup, "a first delivery has DUP 0")
+}
+
+// The broker stops (gracefully) while the subscriber holds unacknowledged
+// messages: its record says what it was sent.
+func TestE2EPersistResendAfterRestartHasDup(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	const n = 5
+	sentButUnacked(t, s, "dup1", "dup/1", n)
+
+	s = restart(t, s, st)
+	sub := dialRaw(t, s)
+	require.True(t, sub.mustConnect(connectPacket("dup1", false, 0)).SessionPresent)
+	expectResent(t, s, sub, "dup/1", n)
+}
+
+// The broker crashes while the subscriber is connected: its record was
+// written while it was online, so every recovered entry may have been
+// sent.
+func TestE2EPersistResendAfterCrashHasDup(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	const n = 5
+	sentButUnacked(t, s, "dup2", "dup/2", n)
+
+	s2 := startServer(t, Options{Store: snapshot(t, st)})
+	sub := dialRaw(t, s2)
+	require.True(t, sub.mustConnect(connectPacket("dup2", false, 0)).SessionPresent)
+	expectResent(t, s2, sub, "dup/2", n)
+}
+
+// The subscriber disconnects holding unacknowledged messages, more are
+// queued for it, then the broker crashes: the ones it was sent come with
+// DUP, the ones queued after it left without.
+func TestE2EPersistResendAfterCrashOfflineSession(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	const n = 3
+	sub := sentButUnacked(t, s, "dup3", "dup/3", n)
+	sub.disconnect()
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("dup3-pub2", true, 0))
+	for i := n + 1; i <= 2*n; i++ {
+		pub.publish("dup/3", fmt.Sprintf("m%d", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	var rec *store.Session
+	require.Eventually(t, func() bool {
+		_ = st.Sessions(func(r *store.Session) error {
+			if r.ClientID == "dup3" && r.DisconnectedAt != 0 {
+				c := *r
+				rec = &c
+			}
+			return nil
+		})
+		return rec != nil
+	}, e2eWait, 10*time.Millisecond, "the record of the offline session")
+	require.NotZero(t, rec.SentTo)
+
+	s2 := startServer(t, Options{Store: snapshot(t, st)})
+	sub = dialRaw(t, s2)
+	require.True(t, sub.mustConnect(connectPacket("dup3", false, 0)).SessionPresent)
+	for i := 1; i <= 2*n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		require.Equal(t, i <= n, p.Dup, "message %d: DUP only on those sent before", i)
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
+}
