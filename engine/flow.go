@@ -55,7 +55,10 @@ type heldAck struct {
 }
 
 // maxHeldAcks bounds a client's withheld acknowledgements (3.1.1 clients
-// have no Receive Maximum); past it they are released.
+// have no Receive Maximum): past it back-pressure holds are released. An
+// acknowledgement held for the store is never released early; a client
+// that has this many waiting has no packet identifier left [MQTT-2.3.1-2],
+// so one more PUBLISH is a protocol violation and closes the connection.
 const maxHeldAcks = 65535
 
 // ackPublish acknowledges an inbound QoS 1/2 PUBLISH with code, or holds
@@ -74,6 +77,18 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 	}
 	if len(h.acks) == 0 {
 		h.since = c.loop.mono
+	}
+	if len(h.acks) >= maxHeldAcks {
+		c.releaseHeld() // what the store made durable, and back-pressure holds before the rest
+	}
+	if len(h.acks) >= maxHeldAcks {
+		pkt := codec.PUBLISH
+		if t == codec.PUBCOMP {
+			pkt = codec.PUBREL
+		}
+		c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: pkt,
+			Reason: "65,535 QoS 1/2 packets unacknowledged and another arrived: a packet identifier was reused"})
+		return
 	}
 	h.acks = append(h.acks, heldAck{Ack: codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}, ticket: ticket})
 	if len(h.acks) >= maxHeldAcks && ticket == 0 {

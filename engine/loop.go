@@ -249,6 +249,7 @@ func (l *loop) sweep() {
 	if l.srv.ps != nil {
 		l.adoptOrphans()
 		l.flushStore() // deferred deletes whose entries became durable
+		l.checkStall(now)
 	}
 	l.expireSessions()
 	l.trimMatch()

@@ -141,6 +141,9 @@ type Options struct {
 	// HandshakeTimeout bounds a TLS handshake and a WebSocket upgrade,
 	// default ConnectTimeout.
 	HandshakeTimeout time.Duration
+
+	// storeStallAfter replaces storeStallAfter (persist.go) in tests.
+	storeStallAfter time.Duration
 }
 
 // CertIdentity says which part of a client certificate becomes the user name.

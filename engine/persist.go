@@ -89,6 +89,62 @@ type loopStore struct {
 	// deferring is set while deferred is not empty; other loops read it
 	// to wake this one when the watermark moves (committed).
 	deferring atomic.Bool
+	// stalledSince is when the oldest outstanding commit counted as
+	// stalled (loop clock), 0 while none does; warned is when the last
+	// warning about it was logged (checkStall).
+	stalledSince, warned int64
+}
+
+// storeStallAfter is how long a commit may stay outstanding before the
+// loop counts the store as stalled and says so; storeStallRepeat is how
+// often it says so again while the stall lasts.
+const (
+	storeStallAfter  = 5 * time.Second
+	storeStallRepeat = 30 * time.Second
+)
+
+// checkStall watches the loop's oldest outstanding commit. A store that
+// takes longer than storeStallAfter (a dying disk, a hung fsync) holds
+// every acknowledgement waiting for it: publishers stop at their windows
+// and the loop's open batch grows with what they sent before. Nothing is
+// released early (that would acknowledge messages a crash can lose); the
+// stall is logged with what waits, repeated every storeStallRepeat, and
+// counted in Stats.StoreStalls. Called by the sweep. Runs on l.
+func (l *loop) checkStall(now int64) {
+	ls := &l.st
+	stalled := len(ls.pending) > 0 && now-ls.pending[0].at > int64(l.srv.ps.stallAfter)
+	switch {
+	case stalled && ls.stalledSince == 0:
+		ls.stalledSince, ls.warned = ls.pending[0].at, now
+		l.srv.ps.stalls.Add(1)
+		l.logStall(now, "store commit not durable yet: acknowledgements wait for it")
+	case stalled && now-ls.warned >= int64(storeStallRepeat):
+		ls.warned = now
+		l.logStall(now, "store commit still not durable: acknowledgements wait for it")
+	case !stalled && ls.stalledSince != 0:
+		l.srv.log.Warn("store commits durable again", "stalled_for", time.Duration(now-ls.stalledSince).Round(time.Millisecond))
+		ls.stalledSince = 0
+	}
+}
+
+func (l *loop) logStall(now int64, msg string) {
+	ls := &l.st
+	waiting, acks := 0, 0
+	for _, p := range ls.pending {
+		waiting += len(p.waiters)
+	}
+	for _, c := range l.clients {
+		if h := c.heldAcks(); h != nil {
+			acks += len(h.acks)
+		}
+	}
+	open := 0
+	if ls.b != nil {
+		open = ls.b.Len()
+	}
+	l.srv.log.Warn(msg, "outstanding_for", time.Duration(now-ls.pending[0].at).Round(time.Millisecond),
+		"commits_outstanding", len(ls.pending), "publishers_waiting", waiting, "acks_held", acks,
+		"writes_in_open_batch", open, "writes_waiting_for_watermark", len(ls.deferred))
 }
 
 // deferWrite makes k wait in deferred for the watermark. Runs on l.
@@ -202,6 +258,7 @@ const (
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
+	at      int64 // loop clock when committed
 	ticket  uint64
 	low     uint64 // openLow when it was committed
 	b       *store.Batch
@@ -215,8 +272,11 @@ type persistence struct {
 	// orphans are recovered sessions no loop owns yet: the first loop to
 	// sweep adopts them (recover.go).
 	orphans atomic.Pointer[[]*session]
-	// failures counts commits the store failed.
-	failures atomic.Uint64
+	// failures counts commits the store failed; stalls, the times a
+	// loop's commit stayed outstanding past storeStallAfter.
+	failures, stalls atomic.Uint64
+	// stallAfter is storeStallAfter (shorter in tests).
+	stallAfter time.Duration
 	// full is set while the store is past Options.MaxStoreBytes;
 	// notStored counts the deliveries not written because of it.
 	full      atomic.Bool
@@ -296,7 +356,7 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
-	ls.pending = append(ls.pending, pendingBatch{ticket: t, low: ls.openLow, b: b, waiters: ws})
+	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	l.srv.ps.st.Commit(b, func(err error) {
 		l.post(task{kind: taskFunc, fn: func(l *loop) { l.committed(t, err) }})

@@ -62,7 +62,10 @@ func New(opts Options) *Server {
 	s.transitHigh = int32(max(s.pressureHigh/2, 1))
 	s.ipl = newIPLimiter(&s.opts)
 	if opts.Store != nil {
-		s.ps = &persistence{st: opts.Store}
+		s.ps = &persistence{st: opts.Store, stallAfter: storeStallAfter}
+		if opts.storeStallAfter > 0 {
+			s.ps.stallAfter = opts.storeStallAfter
+		}
 	}
 	empty := make([]*loop, 0, opts.Loops)
 	s.loopArr.Store(&empty)

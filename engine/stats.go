@@ -250,9 +250,10 @@ type Stats struct {
 	Inflight, Queued       int64 // QoS 1/2 messages in flight to clients, and queued in sessions
 	// Store (Options.Store): batches committed and fsyncs, commits that
 	// failed, deliveries not written because the store was past
-	// MaxStoreBytes, and its size on disk.
+	// MaxStoreBytes, and its size on disk. StoreStalls counts the times
+	// a loop's commit stayed outstanding for more than 5 s (each logged).
 	StoreCommits, StoreSyncs, StoreFailures, NotStoredDiskFull uint64
-	StoreDiskBytes                                             uint64
+	StoreDiskBytes, StoreStalls                                uint64
 }
 
 // Stats sums the counters of every loop. Safe for concurrent use.
@@ -292,6 +293,7 @@ func (s *Server) Stats() Stats {
 		ss := ps.st.Stats()
 		st.StoreCommits, st.StoreSyncs, st.StoreDiskBytes = ss.Commits, ss.Syncs, ss.DiskBytes
 		st.StoreFailures, st.NotStoredDiskFull = ps.failures.Load(), ps.notStored.Load()
+		st.StoreStalls = ps.stalls.Load()
 	}
 	for q := range 3 {
 		st.MessagesIn += st.MessagesInByQoS[q]

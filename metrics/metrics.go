@@ -89,6 +89,7 @@ var (
 	dStoreDisk      = desc("store_disk_bytes", "Bytes the store occupies on disk.")
 	dStoreFailures  = desc("store_commit_failures_total", "Store commits that failed (their publishers were disconnected unacknowledged).")
 	dStoreNotStored = desc("store_not_stored_disk_full_total", "QoS 1/2 deliveries to persistent sessions not written because the store was past its size bound.")
+	dStoreStalls    = desc("store_stalls_total", "Times an event loop's store commit stayed outstanding for more than 5 s (acknowledgements wait meanwhile).")
 )
 
 var qosLabels = [3]string{"0", "1", "2"}
@@ -103,7 +104,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.o.StoreStats != nil {
 		for _, d := range []*prometheus.Desc{dStoreCommits, dStoreSyncs, dStoreRecords, dStoreCommitSec, dStoreDisk,
-			dStoreFailures, dStoreNotStored} {
+			dStoreFailures, dStoreNotStored, dStoreStalls} {
 			ch <- d
 		}
 	}
@@ -178,6 +179,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dStoreDisk, float64(ss.DiskBytes))
 		counter(dStoreFailures, st.StoreFailures)
 		counter(dStoreNotStored, st.NotStoredDiskFull)
+		counter(dStoreStalls, st.StoreStalls)
 	}
 }
 
