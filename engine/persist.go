@@ -695,7 +695,7 @@ func (srv *Server) storeWill(w *will) *store.Will {
 	if w.msg == nil {
 		return nil
 	}
-	sw := &store.Will{Delay: w.delay}
+	sw := &store.Will{Delay: w.delay, MessageExpiry: w.expiry, HasExpiry: w.hasExpiry}
 	srv.storeMessage(&sw.Msg, w.msg)
 	sw.Msg.Expiry = 0 // a will's expiry starts when it is published
 	return sw

@@ -85,6 +85,9 @@ func TestStoreHeldAcksBounded(t *testing.T) {
 		buf = p.AppendTo(buf, codec.V311)
 	}
 	pub.sendBytes(buf)
+	// Slow under the race detector on a loaded machine: wait until the
+	// broker has taken them all.
+	require.Eventually(t, func() bool { return s.Stats().MessagesIn >= maxHeldAcks }, time.Minute, 10*time.Millisecond)
 	pub.expectNothing(e2eSilent)
 	pub.publish("held/r", "one too many", 1, true, 1)
 	pub.expectClosed(e2eWait)

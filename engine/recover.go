@@ -105,7 +105,8 @@ func (srv *Server) recoverStore() error {
 			s.expireAt = srv.monoFromWall(off) + int64(s.expiry)*int64(time.Second)
 		}
 		if rec.Will != nil {
-			w := &will{msg: srv.restoreMessage(&rec.Will.Msg, false), delay: rec.Will.Delay, ident: nil}
+			w := &will{msg: srv.restoreMessage(&rec.Will.Msg, false), delay: rec.Will.Delay,
+				expiry: rec.Will.MessageExpiry, hasExpiry: rec.Will.HasExpiry}
 			if rec.Username != "" {
 				w.ident = &Identity{ClientID: s.id, Username: rec.Username}
 			}

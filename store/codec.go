@@ -110,9 +110,18 @@ func appendSessionValue(dst []byte, s *Session) []byte {
 		dst = appendMessage(dst, &s.Will.Msg, true)
 	}
 	// Optional trailing fields, absent from records written before them:
-	// the decoder reads them only if bytes remain.
-	if s.SentTo != 0 {
+	// the decoder reads them, in this order, only while bytes remain, so
+	// each one is written when it or a later one is set. The will's
+	// Message Expiry Interval is stored plus one (0: none).
+	var willExpiry uint64
+	if w := s.Will; w != nil && w.HasExpiry {
+		willExpiry = uint64(w.MessageExpiry) + 1
+	}
+	if s.SentTo != 0 || willExpiry != 0 {
 		dst = binary.AppendUvarint(dst, s.SentTo)
+	}
+	if willExpiry != 0 {
+		dst = binary.AppendUvarint(dst, willExpiry)
 	}
 	return dst
 }
@@ -328,12 +337,22 @@ func decodeSessionValue(v []byte, s *Session) error {
 			w = new(Will)
 		}
 		w.Delay = d.uint32("will delay")
+		w.MessageExpiry, w.HasExpiry = 0, false
 		d.message(&w.Msg)
 		s.Will = w
 	}
 	s.SentTo = 0
 	if d.err == nil && len(d.b) > 0 {
 		s.SentTo = d.uvarint("session sent to")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		e := d.uvarint("will message expiry")
+		switch {
+		case s.Will == nil || e == 0 || e > 1<<32:
+			d.fail("will message expiry")
+		default:
+			s.Will.MessageExpiry, s.Will.HasExpiry = uint32(e-1), true
+		}
 	}
 	return d.end()
 }

@@ -11,8 +11,9 @@ import (
 func codecSamples() (Session, Entry, Message) {
 	s := Session{
 		Version: 5, Expiry: 0xFFFFFFFF, DisconnectedAt: -7, Username: "u",
-		Subs:   []Subscription{{Filter: "a/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 1, SubID: 268435455}},
-		Will:   &Will{Delay: 30, Msg: Message{Topic: []byte("w"), Payload: []byte{}, QoS: 1, Retain: true, From: "c"}},
+		Subs: []Subscription{{Filter: "a/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 1, SubID: 268435455}},
+		Will: &Will{Delay: 30, Msg: Message{Topic: []byte("w"), Payload: []byte{}, QoS: 1, Retain: true, From: "c"},
+			MessageExpiry: 0xFFFFFFFF, HasExpiry: true},
 		SentTo: 1<<63 + 5,
 	}
 	e := Entry{State: EntryAwaitRec, PacketID: 65535, QoS: 2, Retain: true, Shared: true, SubIDs: []uint32{1, 0xFFFFFFFF},
@@ -33,9 +34,17 @@ func TestCodecRoundTrip(t *testing.T) {
 	// A record written before SentTo existed ends after the will.
 	old := s
 	old.SentTo = 0
+	old.Will = &Will{Delay: s.Will.Delay, Msg: s.Will.Msg}
 	v := appendSessionValue(nil, &old)
 	require.NoError(t, decodeSessionValue(v, &s2))
 	require.Equal(t, old, s2)
+	// SentTo 0 is written when the will's expiry follows; an expiry of 0
+	// is one.
+	noSent := s
+	noSent.SentTo = 0
+	noSent.Will = &Will{Msg: s.Will.Msg, HasExpiry: true}
+	require.NoError(t, decodeSessionValue(appendSessionValue(nil, &noSent), &s2))
+	require.Equal(t, noSent, s2)
 	require.Error(t, decodeSessionValue(append(appendSessionValue(nil, &s), 0), &s2), "a byte past the last field")
 
 	var e2 Entry

@@ -170,8 +170,12 @@ type Subscription struct {
 
 // Will is a session's Last Will and Testament.
 type Will struct {
-	Msg   Message
-	Delay uint32 // Will Delay Interval, seconds
+	Msg   Message // its Expiry is 0: a will's expiry starts when it is published
+	Delay uint32  // Will Delay Interval, seconds
+	// MessageExpiry is the will's Message Expiry Interval in seconds, if
+	// HasExpiry.
+	MessageExpiry uint32
+	HasExpiry     bool
 }
 
 // Session is a persistent session.

@@ -88,7 +88,7 @@ func sampleSession(id string) store.Session {
 			{Filter: "$share/g/x/#", QoS: 1, SubID: 7},
 			{Filter: "plain"},
 		},
-		Will:     &store.Will{Msg: sampleMessage("will/"+id, 3), Delay: 42},
+		Will:     &store.Will{Msg: sampleMessage("will/"+id, 3), Delay: 42, MessageExpiry: 60, HasExpiry: true},
 		Username: "user of " + id,
 		SentTo:   1 << 40,
 	}

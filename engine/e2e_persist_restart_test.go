@@ -164,3 +164,34 @@ func TestE2EPersistResendAfterCrashOfflineSession(t *testing.T) {
 	}
 	sub.expectNothing(e2eSilent)
 }
+
+// A delayed will's Message Expiry Interval survives a restart: the will
+// is published after it with the interval, counted from its publication
+// [MQTT-3.1.3-9 will properties, MQTT-3.3.2-6].
+func TestE2EPersistWillExpiryAcrossRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	c := dialRaw(t, s)
+	p := withWill5(connect5("wexp", false, 0, 600), "wexp/w", "bye", 1, 1)
+	p.Will.Properties.MessageExpiry = 60
+	c.mustConnect(p)
+	c.kill()
+	require.Eventually(t, func() bool {
+		ok := false
+		_ = st.Sessions(func(r *store.Session) error {
+			ok = ok || (r.ClientID == "wexp" && r.DisconnectedAt != 0 && r.Will != nil)
+			return nil
+		})
+		return ok
+	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
+
+	s = restart(t, s, st)
+	obs := dialRaw(t, s)
+	obs.mustConnect(connect5("wexp-obs", true, 0, 0))
+	require.Equal(t, byte(1), obs.subscribe(1, "wexp/w", 1))
+	w := obs.expectPublish()
+	require.Equal(t, "bye", string(w.Payload))
+	require.True(t, w.Properties.Has(codec.PropMessageExpiry), "the will keeps its Message Expiry Interval")
+	require.InDelta(t, 60, int(w.Properties.MessageExpiry), 2)
+}
