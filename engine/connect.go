@@ -322,7 +322,7 @@ func (c *client) bind(s *session, present bool) {
 		// yet, so what they delete is skipped.
 		s.q.spill.wait = c.loop.st.ticket
 		for _, k := range c.loop.st.deferred {
-			if k.id == s.id && k.state == entryDelete {
+			if k.id == s.id && k.deletesOne() {
 				s.q.forgotten = append(s.q.forgotten, k.seq)
 			}
 		}

@@ -229,7 +229,7 @@ func (l *loop) sendHeld() {
 		case sl.state == slotAwaitComp:
 			c.writeAck(codec.PUBREL, sl.id, codec.Success)
 		case !c.writePublish(sl.m, sl.id, false):
-			l.forgetEntry(s, sl.m.msg.seq)
+			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos)
 			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
 		}
 	}
@@ -248,13 +248,27 @@ type entryKey struct {
 	sess  *session // a mark's session, whose held slot it releases (holdForDurable)
 }
 
-// entryDelete marks an entryKey that deletes its entry, entryDeleteTo one
-// that deletes every entry of its client up to seq (those of an ended
-// session: forgetSession).
+// entryDelete marks an entryKey that deletes its entry (entryDeleteOnce:
+// an entry put once, forgetEntry), entryDeleteTo one that deletes every
+// entry of its client up to seq (those of an ended session:
+// forgetSession).
 const (
-	entryDelete   = 0xFF
-	entryDeleteTo = 0xFE
+	entryDelete     = 0xFF
+	entryDeleteTo   = 0xFE
+	entryDeleteOnce = 0xFD
 )
+
+// deletesOne reports whether k deletes its entry.
+func (k *entryKey) deletesOne() bool { return k.state == entryDelete || k.state == entryDeleteOnce }
+
+// deleteEntry adds the delete of entry seq of client id to the open batch.
+func (l *loop) deleteEntry(id string, seq uint64, state byte) {
+	if state == entryDeleteOnce {
+		l.batch().DeleteEntryPutOnce(id, seq)
+	} else {
+		l.batch().DeleteEntry(id, seq)
+	}
+}
 
 // pendingBatch is a batch handed to the store and the clients waiting for it.
 type pendingBatch struct {
@@ -556,8 +570,8 @@ func (l *loop) entryNow(seq uint64, m *message) bool {
 // reference.
 func (l *loop) writeEntry(k *entryKey) {
 	switch k.state {
-	case entryDelete:
-		l.batch().DeleteEntry(k.id, k.seq)
+	case entryDelete, entryDeleteOnce:
+		l.deleteEntry(k.id, k.seq, k.state)
 		return
 	case entryDeleteTo:
 		l.batch().DeleteEntriesTo(k.id, k.seq)
@@ -624,15 +638,22 @@ func (l *loop) dropDeferred(s *session, keepMoving bool) (moving []entryKey) {
 }
 
 // forgetEntry deletes s's entry for a message it no longer owes: the
-// client acknowledged it, or the broker dropped it. Runs on s's owner.
-func (l *loop) forgetEntry(s *session, seq uint64) {
+// client acknowledged it, or the broker dropped it. qos is the delivery's:
+// below 2 its entry was put once and never marked (markEntry), so the
+// store may drop the put and the delete together
+// (store.Batch.DeleteEntryPutOnce). Runs on s's owner.
+func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
+	state := byte(entryDelete)
+	if qos < 2 {
+		state = entryDeleteOnce
+	}
 	if !l.entryNow(seq, nil) {
-		l.deferWrite(entryKey{id: s.id, seq: seq, state: entryDelete})
+		l.deferWrite(entryKey{id: s.id, seq: seq, state: state})
 	} else {
-		l.batch().DeleteEntry(s.id, seq)
+		l.deleteEntry(s.id, seq, state)
 	}
 	if q := s.q; q != nil && q.spill != nil {
 		q.forgotten = append(q.forgotten, seq)

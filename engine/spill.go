@@ -69,7 +69,7 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 		// The overflow policy on disk is always drop-newest: the oldest
 		// are not in memory to drop.
 		l.stats.droppedQueueFull.Add(1)
-		l.forgetEntry(s, seq)
+		l.forgetEntry(s, seq, out.qos)
 		out.msg.release()
 		return true
 	}
@@ -130,7 +130,11 @@ func (l *loop) readBack(s *session) {
 		if !l.mayRead(s, out.msg) {
 			// Checked when it was queued, but the session may have been
 			// resumed by another identity since (authz.go).
-			l.forgetEntry(s, e.Seq)
+			qos := e.QoS
+			if e.State != store.EntryQueued {
+				qos = 2 // marked: put more than once
+			}
+			l.forgetEntry(s, e.Seq, qos)
 			out.msg.release()
 			denied++
 			return true

@@ -7,7 +7,7 @@ const (
 	OpPutSession      OpKind = iota + 1 // Session
 	OpDeleteSession                     // ClientID: the session, its entries and inbound ids
 	OpPutEntry                          // ClientID, Entry (replaces one with the same Seq)
-	OpDeleteEntry                       // ClientID, Seq
+	OpDeleteEntry                       // ClientID, Seq, Once
 	OpPutInbound                        // ClientID, PacketID
 	OpDeleteInbound                     // ClientID, PacketID
 	OpPutRetained                       // Msg (replaces the one on Msg.Topic)
@@ -28,6 +28,9 @@ type Op struct {
 	Msg      Message
 	Key      string
 	Value    []byte
+	// Once marks an OpDeleteEntry whose entry was put exactly once
+	// (DeleteEntryPutOnce).
+	Once bool
 }
 
 // Batch collects changes to apply atomically with Store.Commit. The caller
@@ -122,6 +125,17 @@ func (b *Batch) PutEntry(clientID string, e *Entry) {
 // DeleteEntry removes clientID's entry seq, if any.
 func (b *Batch) DeleteEntry(clientID string, seq uint64) {
 	b.ops = append(b.ops, Op{Kind: OpDeleteEntry, ClientID: clientID, Seq: seq})
+}
+
+// DeleteEntryPutOnce removes clientID's entry seq, which was put at most
+// once (never replaced by another PutEntry of the same Seq) since the
+// client's last DeleteSession. The on-disk store can then drop the put
+// and the delete together when they meet (pebble's SingleDelete) instead
+// of keeping a tombstone until it reaches the last level. Deleting an
+// entry that was put more than once this way is undefined: it may come
+// back.
+func (b *Batch) DeleteEntryPutOnce(clientID string, seq uint64) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteEntry, ClientID: clientID, Seq: seq, Once: true})
 }
 
 // DeleteEntriesTo removes clientID's entries whose Seq is at most seq,

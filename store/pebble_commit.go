@@ -278,7 +278,13 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			val = appendEntryValue(val, &op.Entry)
 			_ = pb.Set(key, val, nil)
 		case OpDeleteEntry:
-			_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+			if op.Once {
+				// The put and this delete vanish together at the
+				// flush or compaction where they meet.
+				_ = pb.SingleDelete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+			} else {
+				_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+			}
 		case OpDeleteEntriesTo:
 			key = appendEntryKey(key, op.ClientID, 0)
 			if op.Seq == math.MaxUint64 {

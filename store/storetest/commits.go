@@ -305,3 +305,44 @@ func testDeletesDurable(t *testing.T, open opener, reopen reopener) {
 	require.Equal(t, map[string][]uint16{"b": {2}}, after.Inbound)
 	require.Len(t, after.Retained, 1)
 }
+
+// testDeletePutOnce: entries deleted with DeleteEntryPutOnce are gone, in
+// the batch of their put or a later one, across enough writes that an
+// on-disk store flushes and compacts them, and across a reopen; the
+// others stay.
+func testDeletePutOnce(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	payload := make([]byte, 1024)
+	const n = 12000 // about 12 MiB of entries: several memtables
+	for base := uint64(1); base <= n; base += 500 {
+		one(t, s, func(b *store.Batch) {
+			for seq := base; seq < base+500; seq++ {
+				e := store.Entry{Seq: seq, State: store.EntryQueued, QoS: 1,
+					Msg: store.Message{Topic: []byte("t"), Payload: payload, QoS: 1}}
+				b.PutEntry("once", &e)
+				if seq%3 == 0 {
+					b.DeleteEntryPutOnce("once", seq) // in the put's batch
+				}
+			}
+			for seq := base; seq < base+500 && base > 500; seq++ {
+				if (seq-500)%3 == 1 {
+					b.DeleteEntryPutOnce("once", seq-500) // a batch later
+				}
+			}
+		})
+	}
+	want := func() []uint64 {
+		var w []uint64
+		for seq := uint64(1); seq <= n; seq++ {
+			if seq%3 != 0 && (seq%3 != 1 || seq > n-500) {
+				w = append(w, seq)
+			}
+		}
+		return w
+	}()
+	require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
+	if reopen != nil {
+		s = reopen(t, s)
+		require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
+	}
+}

@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"CommitAfterClose", testCommitAfterClose},
 		{"DurableAcrossReopen", testDurable},
 		{"DeletesDurableAcrossReopen", testDeletesDurable},
+		{"DeleteEntryPutOnce", testDeletePutOnce},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, o, r) })
