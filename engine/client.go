@@ -54,9 +54,9 @@ type client struct {
 	// client id aside; nil for an anonymous client.
 	ident *Identity
 	// out is the write batch, flushed with one writev at the end of each
-	// event. It is allocated by the first write, and the sweep drops it
-	// when the client has been idle a while, so an idle connection holds
-	// none.
+	// event. It is taken from the loop's spare batches by the first write
+	// of an event and given back by the flush, so a connection holds one
+	// only while it has frames waiting (batches.go).
 	out *writeBatch
 
 	lastSeen int64 // loop clock of the last inbound bytes
@@ -116,10 +116,10 @@ type writeBatch struct {
 	pending int // bytes in the batch
 }
 
-// batch returns c's write batch, allocating it on first use.
+// batch returns c's write batch, taking one from the loop on first use.
 func (c *client) batch() *writeBatch {
 	if c.out == nil {
-		c.out = &writeBatch{}
+		c.out = c.loop.getBatch()
 	}
 	return c.out
 }
@@ -152,6 +152,7 @@ func (c *client) onTraffic() gnet.Action {
 	buf, _ := c.conn.Peek(-1)
 	off := 0
 	frames := 0
+	l.traffic = c
 	for c.state == stateNew || c.state == stateAuth || c.state == stateConnected {
 		h, n, err := codec.Split(buf[off:], c.loop.srv.opts.MaxPacketSize)
 		if err != nil {
@@ -165,6 +166,7 @@ func (c *client) onTraffic() gnet.Action {
 		off += n
 		frames++
 	}
+	l.traffic = nil
 	// Counted once per event, not per frame.
 	l.acc.trafficEvents++
 	l.acc.packetsIn += uint64(frames)
@@ -344,7 +346,13 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 			ca.Properties = *props
 		}
 	}
-	c.writePacket(&ca)
+	// Connack.AppendTo directly, not through writePacket: as a
+	// codec.Packet the Connack (its Properties are a few hundred bytes)
+	// would move to the heap, once per connection.
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = ca.AppendTo(b.wbuf, c.version)
+	c.addSeg(b, start)
 }
 
 // writePublish batches one PUBLISH of out with packet identifier id (0 for
@@ -536,7 +544,12 @@ func (l *loop) v5Header(out outMsg, dup bool, alias uint16, known bool, remainin
 func (c *client) flush() {
 	c.inDirty = false
 	b := c.out
-	if b == nil || len(b.segs) == 0 || c.flushing {
+	if b == nil || c.flushing {
+		return
+	}
+	if len(b.segs) == 0 {
+		c.out = nil
+		c.loop.putBatch(b)
 		return
 	}
 	c.flushing = true
@@ -575,6 +588,8 @@ func (c *client) flush() {
 	b.wbuf = b.wbuf[:0]
 	b.pending = 0
 	c.flushing = false
+	c.out = nil
+	c.loop.putBatch(b)
 }
 
 // outboundFull reports whether the client's unsent bytes reached the bound

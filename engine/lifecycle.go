@@ -99,7 +99,7 @@ func (c *client) setExpiry(secs uint32) {
 // setExpiry sets s's Session Expiry Interval. Runs on s's owner.
 func (s *session) setExpiry(secs uint32) {
 	s.expiry = secs
-	s.clean.Store(secs == 0)
+	s.setFlag(flagClean, secs == 0)
 }
 
 // onDisconnect handles the client's DISCONNECT. A 5.0 client may change

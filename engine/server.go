@@ -264,9 +264,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	if sess := c.sess; sess != nil {
 		c.sess = nil
 		sess.client = nil
-		sess.online.Store(false)
+		sess.setFlag(flagOnline, false)
 		sess.redistributeShared(l)
-		if sess.clean.Load() {
+		if sess.flag(flagClean) {
 			sess.end()
 		} else {
 			sess.setPressure(l)

@@ -14,3 +14,10 @@ import (
 func TestClientFitsSizeClass(t *testing.T) {
 	require.LessOrEqual(t, unsafe.Sizeof(client{}), uintptr(128))
 }
+
+// TestSessionFitsSizeClass: every connection has a session too, and it
+// fits the 112-byte size class (issue 6). The rare state lives behind
+// pointers (sessionQueues, sessionMove, sessionAuthz).
+func TestSessionFitsSizeClass(t *testing.T) {
+	require.LessOrEqual(t, unsafe.Sizeof(session{}), uintptr(112))
+}
