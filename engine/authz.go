@@ -363,9 +363,10 @@ func (c *client) authenticatePlain(a Authenticator, p *codec.Connect) codec.Reas
 // re-authentication (then the session's cached decisions are dropped if it
 // changed). Runs on c's loop.
 func (c *client) exchangeSucceeded(ex AuthExchange) {
-	id := Identity{ClientID: c.clientID, Anonymous: c.auth.username == nil}
-	if c.auth.username != nil {
-		id.Username = string(c.auth.username)
+	a := c.authState()
+	id := Identity{ClientID: c.clientID, Anonymous: a.username == nil}
+	if a.username != nil {
+		id.Username = string(a.username)
 	}
 	if ie, ok := ex.(IdentifyingExchange); ok {
 		ie.Identify(&id)

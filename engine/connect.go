@@ -21,13 +21,14 @@ func (c *client) onConnect(p *codec.Connect) {
 		}
 		// [MQTT-3.1.3-6] the server assigns a unique identifier.
 		id = newClientID()
-		c.assignedID = true
+		c.terms |= termAssignedID
 	}
 	if (p.Version == codec.V31 && len(id) > 23) || len(id) > srv.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid, "client identifier too long")
 		return
 	}
 	c.clientID = id
+	c.lastSeen = c.loop.mono // the keep alive runs from CONNECT
 	c.will = srv.newWill(p, id)
 	if !c.mayWill() { // authz.go: refused when the will's topic is not writable
 		return
@@ -294,7 +295,7 @@ func (c *client) bind(s *session, present bool) {
 		c.loop.persistSession(s, c)
 	}
 	var props codec.Properties
-	if c.assignedID {
+	if c.terms&termAssignedID != 0 {
 		props.AssignedClientID = []byte(c.clientID)
 	}
 	c.connackTerms(&props)

@@ -229,7 +229,7 @@ func (l *loop) sweep() {
 	clients := append(l.sweepScratch[:0], l.clients...)
 	for _, c := range clients {
 		switch {
-		case (c.state == stateNew || c.state == stateAuth) && now-int64(c.opened)*int64(time.Second) > connectTimeout:
+		case (c.state == stateNew || c.state == stateAuth) && now-c.lastSeen > connectTimeout:
 			// An authentication exchange must end within the same time.
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
 			l.refused(RefusedConnectTimeout)

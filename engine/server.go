@@ -228,7 +228,7 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	l.setNow()
-	c := &client{conn: gc, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
+	c := &client{conn: gc, loop: l, lastSeen: l.mono}
 	conn.SetContext(c)
 	l.addClient(c)
 	l.stats.connsOpened.Add(1)
