@@ -160,7 +160,7 @@ func (c *client) authenticate(h codec.FixedHeader, p *codec.Connect, body []byte
 	if p.UsernameFlag {
 		username = append([]byte{}, p.Username...)
 	}
-	c.auth = &authState{method: method, username: username, ex: ex, connectH: h, connect: bytes.Clone(body)}
+	c.extras().auth = &authState{method: method, username: username, ex: ex, connectH: h, connect: bytes.Clone(body)}
 	c.state = stateAuth
 	c.authStep(p.Properties.AuthData)
 	return false
@@ -188,7 +188,7 @@ func (c *client) remoteAddr() net.Addr {
 // onAuth handles an AUTH packet: the next step of the first exchange
 // (state stateAuth), or a re-authentication of a connected client.
 func (c *client) onAuth(p *codec.Auth) {
-	a := c.auth
+	a := c.authState()
 	if a == nil {
 		c.authProtocolError("AUTH from a client that named no Authentication Method in CONNECT [MQTT-4.12.0-7]")
 		return
@@ -239,7 +239,7 @@ func (c *client) authProtocolError(why string) {
 // authStep hands the client's data to the exchange in progress and acts on
 // its answer. Runs on c's loop.
 func (c *client) authStep(data []byte) {
-	a := c.auth
+	a := c.authState()
 	reply, code := a.ex.Step(data)
 	switch code {
 	case codec.ContinueAuthentication:
@@ -269,7 +269,7 @@ func (c *client) authStep(data []byte) {
 // writeAuth batches an AUTH packet carrying the connection's method.
 func (c *client) writeAuth(code codec.ReasonCode, data []byte) {
 	p := codec.Auth{ReasonCode: code}
-	p.Properties.AuthMethod = []byte(c.auth.method)
+	p.Properties.AuthMethod = []byte(c.authState().method)
 	p.Properties.AuthData = data
 	c.writePacket(&p)
 }
@@ -288,7 +288,7 @@ func (c *client) reauthFailed(code codec.ReasonCode, why string) {
 // authenticated handles the CONNECT kept while the first exchange ran,
 // now that it succeeded; final is the Authentication Data for the CONNACK.
 func (c *client) authenticated(final []byte) {
-	a := c.auth
+	a := c.authState()
 	a.final = bytes.Clone(final)
 	body := a.connect
 	a.connect = nil
@@ -313,7 +313,7 @@ func (c *client) authenticated(final []byte) {
 // [MQTT 5.0 sections 3.2.2.3.17, 3.2.2.3.18]. Clients that named no method
 // get none [MQTT-4.12.0-6].
 func (c *client) connackAuthProps(props *codec.Properties) *codec.Properties {
-	a := c.auth
+	a := c.authState()
 	if a == nil {
 		return props
 	}

@@ -341,8 +341,13 @@ func (c *client) authenticatePlain(a Authenticator, p *codec.Connect) codec.Reas
 	if a != nil {
 		info := c.connectInfo(p)
 		if ia, ok := a.(IdentifyingAuthenticator); ok {
-			id.ClientID = info.ClientID
-			code = ia.AuthenticateIdentity(info, &id)
+			// A copy on the heap for the hook: &id itself would move id
+			// there for every CONNECT, anonymous ones included.
+			hid := new(Identity)
+			*hid = id
+			hid.ClientID = info.ClientID
+			code = ia.AuthenticateIdentity(info, hid)
+			id = *hid
 		} else {
 			code = a.Authenticate(info)
 		}
@@ -358,9 +363,10 @@ func (c *client) authenticatePlain(a Authenticator, p *codec.Connect) codec.Reas
 // re-authentication (then the session's cached decisions are dropped if it
 // changed). Runs on c's loop.
 func (c *client) exchangeSucceeded(ex AuthExchange) {
-	id := Identity{ClientID: c.clientID, Anonymous: c.auth.username == nil}
-	if c.auth.username != nil {
-		id.Username = string(c.auth.username)
+	a := c.authState()
+	id := Identity{ClientID: c.clientID, Anonymous: a.username == nil}
+	if a.username != nil {
+		id.Username = string(a.username)
 	}
 	if ie, ok := ex.(IdentifyingExchange); ok {
 		ie.Identify(&id)
@@ -381,8 +387,10 @@ func (c *client) setIdentity(id Identity) {
 		c.ident = nil
 		return
 	}
-	id.ClientID = ""
-	c.ident = &id
+	ident := new(Identity) // not &id: that moves id to the heap before the check above
+	*ident = id
+	ident.ClientID = ""
+	c.ident = ident
 }
 
 // identity is c's identity for the Authorizer.

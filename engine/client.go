@@ -48,49 +48,64 @@ type client struct {
 	clientID string
 	sess     *session
 	will     *will        // nil without a will (will.go)
-	auth     *authState   // enhanced authentication (auth.go); nil unless CONNECT named a method
 	extra    *clientExtra // what few connections need; nil until first used
 	// ident is who authentication says the client is (authz.go), its
 	// client id aside; nil for an anonymous client.
 	ident *Identity
 	// out is the write batch, flushed with one writev at the end of each
-	// event. It is allocated by the first write, and the sweep drops it
-	// when the client has been idle a while, so an idle connection holds
-	// none.
+	// event. It is taken from the loop's spare batches by the first write
+	// of an event and given back by the flush, so a connection holds one
+	// only while it has frames waiting (batches.go).
 	out *writeBatch
 
-	lastSeen int64 // loop clock of the last inbound bytes
-	opened   int32 // loop clock when accepted, in seconds (the connect timeout is checked by the 1 s sweep)
+	// lastSeen is the loop clock of the last inbound bytes once CONNECT
+	// is accepted, and the time of the accept until then (the connect
+	// timeout runs from it, checked by the 1 s sweep).
+	lastSeen int64
 	slot     int32 // index in loop.clients
 	// Terms granted at CONNECT (lifecycle.go): the Session Expiry
-	// Interval in force (seconds) and the keep alive (seconds), and
-	// whether the broker changed the client's interval or keep alive,
-	// which a 5.0 CONNACK then says.
+	// Interval in force (seconds) and the keep alive (seconds); terms
+	// says what a 5.0 CONNACK must tell (termExpiryCapped and so on).
 	expiry       uint32
 	maxPacketOut uint32 // the client's 5.0 Maximum Packet Size; 0 for no limit
 	keepAlive    uint16
 	sendQuota    uint16 // QoS 1/2 messages in flight towards the client: min(MaxInflight, its Receive Maximum)
 	state        uint8
 	version      codec.Version
-	expiryCapped bool
-	kaByServer   bool
+	terms        uint8
 	cleanStart   bool
-	assignedID   bool // the broker assigned clientID: CONNACK tells a 5.0 client [MQTT-3.2.2-16]
 	disconnect   bool // DISCONNECT received: no will [MQTT-3.1.2-10]
 	inDirty      bool
 	gone         bool // gnet closed the connection: nothing more is written
 	flushing     bool // inside flush (gnet may re-enter through OnClose)
 }
 
-// The fields above are ordered by size so that a client fits the 128-byte
+// The fields above are ordered by size so that a client fits the 112-byte
 // size class: every open connection has one (TestClientFitsSizeClass).
+
+// The bits of client.terms: what the broker decided at CONNECT that a 5.0
+// CONNACK tells the client.
+const (
+	termExpiryCapped uint8 = 1 << iota // the Session Expiry Interval is not the one asked for
+	termKeepAlive                      // the keep alive was capped (Server Keep Alive)
+	termAssignedID                     // the broker assigned clientID [MQTT-3.2.2-16]
+)
 
 // clientExtra is the state of a connection that most connections never
 // need, behind one pointer so that an idle connection does not pay for
 // it. Owned by the client's loop.
 type clientExtra struct {
 	held    *heldAcks    // acknowledgements withheld for back-pressure (flow.go)
+	auth    *authState   // enhanced authentication (auth.go); nil unless CONNECT named a method
 	aliases topicAliases // 5.0 topic aliases (alias.go)
+}
+
+// authState returns c's enhanced authentication state, nil for none.
+func (c *client) authState() *authState {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.auth
 }
 
 // extras returns c's clientExtra, allocating it on first use.
@@ -116,10 +131,10 @@ type writeBatch struct {
 	pending int // bytes in the batch
 }
 
-// batch returns c's write batch, allocating it on first use.
+// batch returns c's write batch, taking one from the loop on first use.
 func (c *client) batch() *writeBatch {
 	if c.out == nil {
-		c.out = &writeBatch{}
+		c.out = c.loop.getBatch()
 	}
 	return c.out
 }
@@ -148,10 +163,13 @@ func (c *client) onTraffic() gnet.Action {
 	l := c.loop
 	l.setNow()
 	start := l.mono
-	c.lastSeen = l.mono
+	if c.state != stateNew && c.state != stateAuth {
+		c.lastSeen = l.mono // until CONNECT is accepted it is the accept time
+	}
 	buf, _ := c.conn.Peek(-1)
 	off := 0
 	frames := 0
+	l.traffic = c
 	for c.state == stateNew || c.state == stateAuth || c.state == stateConnected {
 		h, n, err := codec.Split(buf[off:], c.loop.srv.opts.MaxPacketSize)
 		if err != nil {
@@ -165,6 +183,7 @@ func (c *client) onTraffic() gnet.Action {
 		off += n
 		frames++
 	}
+	l.traffic = nil
 	// Counted once per event, not per frame.
 	l.acc.trafficEvents++
 	l.acc.packetsIn += uint64(frames)
@@ -344,7 +363,13 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 			ca.Properties = *props
 		}
 	}
-	c.writePacket(&ca)
+	// Connack.AppendTo directly, not through writePacket: as a
+	// codec.Packet the Connack (its Properties are a few hundred bytes)
+	// would move to the heap, once per connection.
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = ca.AppendTo(b.wbuf, c.version)
+	c.addSeg(b, start)
 }
 
 // writePublish batches one PUBLISH of out with packet identifier id (0 for
@@ -536,7 +561,12 @@ func (l *loop) v5Header(out outMsg, dup bool, alias uint16, known bool, remainin
 func (c *client) flush() {
 	c.inDirty = false
 	b := c.out
-	if b == nil || len(b.segs) == 0 || c.flushing {
+	if b == nil || c.flushing {
+		return
+	}
+	if len(b.segs) == 0 {
+		c.out = nil
+		c.loop.putBatch(b)
 		return
 	}
 	c.flushing = true
@@ -575,6 +605,8 @@ func (c *client) flush() {
 	b.wbuf = b.wbuf[:0]
 	b.pending = 0
 	c.flushing = false
+	c.out = nil
+	c.loop.putBatch(b)
 }
 
 // outboundFull reports whether the client's unsent bytes reached the bound

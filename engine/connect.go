@@ -21,13 +21,14 @@ func (c *client) onConnect(p *codec.Connect) {
 		}
 		// [MQTT-3.1.3-6] the server assigns a unique identifier.
 		id = newClientID()
-		c.assignedID = true
+		c.terms |= termAssignedID
 	}
 	if (p.Version == codec.V31 && len(id) > 23) || len(id) > srv.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid, "client identifier too long")
 		return
 	}
 	c.clientID = id
+	c.lastSeen = c.loop.mono // the keep alive runs from CONNECT
 	c.will = srv.newWill(p, id)
 	if !c.mayWill() { // authz.go: refused when the will's topic is not writable
 		return
@@ -119,7 +120,7 @@ func (srv *Server) attach(c *client) {
 		old = o
 		// [MQTT-3.1.2-4] Clean Start discards the old session; one that
 		// ends with its connection cannot be resumed either.
-		if o == nil || cleanStart || o.clean.Load() {
+		if o == nil || cleanStart || o.flag(flagClean) {
 			fresh = srv.newSession(id, c.expiry == 0, l)
 			return fresh
 		}
@@ -229,7 +230,7 @@ func (srv *Server) onOwner(cur *loop, s *session, fn func(*loop, *session)) {
 
 func (srv *Server) newSession(id string, clean bool, owner *loop) *session {
 	s := &session{id: id}
-	s.clean.Store(clean)
+	s.setFlag(flagClean, clean)
 	s.owner.Store(owner)
 	return s
 }
@@ -267,7 +268,7 @@ func (c *client) bind(s *session, present bool) {
 	if c.state == stateClosed {
 		// The connection went away while the session travelled.
 		s.setExpiry(c.expiry)
-		if s.clean.Load() {
+		if s.flag(flagClean) {
 			s.end()
 		} else {
 			s.wentOffline(c.loop, nil)
@@ -275,26 +276,26 @@ func (c *client) bind(s *session, present bool) {
 		return
 	}
 	s.client = c
-	s.online.Store(true)
+	s.setFlag(flagOnline, true)
 	s.setExpiry(c.expiry) // the latest CONNECT's interval applies
 	c.sess = s
 	c.state = stateConnected
 	c.loop.stats.connects.Add(1)
 	c.loop.stats.connected.Add(1)
 	s.bindIdentity(c) // authz.go
-	if s.stored && s.clean.Load() && (s.q == nil || s.q.spill == nil) {
+	if s.stored && s.flag(flagClean) && (s.q == nil || s.q.spill == nil) {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
 	} else {
-		if s.stored && s.clean.Load() {
+		if s.stored && s.flag(flagClean) {
 			// The same with part of its queue on disk only: the store
 			// keeps it, as a session that ends with its connection,
 			// until it ends and everything is read (persist.go).
-			s.keep.Store(true)
+			s.setFlag(flagKeep, true)
 		}
 		c.loop.persistSession(s, c)
 	}
 	var props codec.Properties
-	if c.assignedID {
+	if c.terms&termAssignedID != 0 {
 		props.AssignedClientID = []byte(c.clientID)
 	}
 	c.connackTerms(&props)
@@ -328,9 +329,13 @@ func (c *client) bind(s *session, present bool) {
 		}
 	}
 	s.pump()
-	if wasWaiting {
+	if wasWaiting && c.loop.traffic != c {
 		// Frames that arrived while waiting are still in gnet's inbound
-		// buffer; Wake makes the loop call OnTraffic for them.
+		// buffer; Wake makes the loop call OnTraffic for them. Not when
+		// the binding happens inside c's own onTraffic (a new session,
+		// or one this loop owns): that goes on with the next frame, and
+		// a Wake would cost every such connection a task and a write to
+		// the loop's eventfd.
 		_ = c.conn.Wake(nil)
 	}
 	c.loop.endBatch()
@@ -345,7 +350,7 @@ func (s *session) kick() {
 		return
 	}
 	s.client = nil
-	s.online.Store(false)
+	s.setFlag(flagOnline, false)
 	s.setPressure(c.loop)
 	c.sess = nil
 	if c.version == codec.V5 {

@@ -146,7 +146,7 @@ func (l *loop) toOwner(s *session, fn func(*loop, *session)) {
 // addWaiter registers publisher c to be woken when s's pressure ends, or
 // wakes it now if it already has. Runs on s's owner.
 func (s *session) addWaiter(l *loop, c *client) {
-	if !s.pressure.Load() || s.q == nil {
+	if !s.flag(flagPressure) || s.q == nil {
 		l.wake(c)
 		return
 	}
@@ -170,7 +170,7 @@ func (s *session) setPressure(l *loop) {
 	if q != nil && s.client != nil && !q.stalled {
 		o := &l.srv.opts
 		high := l.srv.pressureHigh
-		if s.pressure.Load() {
+		if s.flag(flagPressure) {
 			// Hysteresis: stay congested until the queue is down to half
 			// the high watermark.
 			on = q.queue.len() > high/2 || q.queue.bytes > o.MaxQueuedBytes/4
@@ -181,10 +181,10 @@ func (s *session) setPressure(l *loop) {
 			}
 		}
 	}
-	if on == s.pressure.Load() {
+	if on == s.flag(flagPressure) {
 		return
 	}
-	s.pressure.Store(on)
+	s.setFlag(flagPressure, on)
 	if !on && q != nil {
 		for i, c := range q.waiters {
 			l.wake(c)
@@ -197,7 +197,7 @@ func (s *session) setPressure(l *loop) {
 // checkStall ends s's pressure when its client stopped acknowledging: a
 // stuck subscriber must not hold its publishers back. Runs on s's owner.
 func (s *session) checkStall(l *loop) {
-	if q := s.q; q != nil && s.pressure.Load() && l.mono-q.lastAck > int64(stallAfter) {
+	if q := s.q; q != nil && s.flag(flagPressure) && l.mono-q.lastAck > int64(stallAfter) {
 		q.stalled = true
 		l.srv.log.Info("subscriber stopped acknowledging; its queue drops past its bound", "client", s.id)
 		s.setPressure(l)

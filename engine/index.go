@@ -60,7 +60,7 @@ func (x *index) match(topic []byte, publisherID string, sc *matchScratch) []trie
 
 // sessionOnline tells shared subscriptions which members can take a
 // message now. It runs on any loop, so it reads the atomic flag only.
-func sessionOnline(s *session) bool { return s.online.Load() }
+func sessionOnline(s *session) bool { return s.flag(flagOnline) }
 
 // matchRetained calls fn for every retained message matching filter.
 func (x *index) matchRetained(filter string, fn func(*message)) {

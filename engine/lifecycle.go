@@ -53,7 +53,9 @@ func (c *client) negotiate(p *codec.Connect) {
 		// A 5.0 client is told in CONNACK and must use this value
 		// [MQTT-3.2.2-21]; a 3.x client just has it enforced.
 		ka = limit
-		c.kaByServer = p.Version == codec.V5
+		if p.Version == codec.V5 {
+			c.terms |= termKeepAlive
+		}
 	}
 	c.keepAlive = ka
 
@@ -69,7 +71,9 @@ func (c *client) negotiate(p *codec.Connect) {
 	c.expiry = o.capExpiry(want)
 	// MQTT 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
 	// broker uses another one than the client asked for.
-	c.expiryCapped = p.Version == codec.V5 && c.expiry != want
+	if p.Version == codec.V5 && c.expiry != want {
+		c.terms |= termExpiryCapped
+	}
 }
 
 // connackTerms adds to a 5.0 CONNACK's properties the terms the broker
@@ -77,11 +81,11 @@ func (c *client) negotiate(p *codec.Connect) {
 // Keep Alive [MQTT-3.2.2-21]. Without them the client's values stand
 // [MQTT-3.2.2-22].
 func (c *client) connackTerms(props *codec.Properties) {
-	if c.expiryCapped {
+	if c.terms&termExpiryCapped != 0 {
 		props.SessionExpiry = c.expiry
 		props.Present.Add(codec.PropSessionExpiry)
 	}
-	if c.kaByServer {
+	if c.terms&termKeepAlive != 0 {
 		props.ServerKeepAlive = c.keepAlive
 		props.Present.Add(codec.PropServerKeepAlive)
 	}
@@ -99,7 +103,7 @@ func (c *client) setExpiry(secs uint32) {
 // setExpiry sets s's Session Expiry Interval. Runs on s's owner.
 func (s *session) setExpiry(secs uint32) {
 	s.expiry = secs
-	s.clean.Store(secs == 0)
+	s.setFlag(flagClean, secs == 0)
 }
 
 // onDisconnect handles the client's DISCONNECT. A 5.0 client may change

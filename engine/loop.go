@@ -52,15 +52,24 @@ type loop struct {
 	scheduled atomic.Bool
 
 	// Owned by the loop.
-	spare       []task
-	clients     []*client // every open connection of this loop; client.slot is its index
-	dirty       []*client // clients with frames waiting in their write batch
-	pend        [][]task  // per target loop index: deliveries to post at the end of the batch
-	pendTo      []int     // indexes of pend that are non-empty
-	mono        int64     // time at the start of the current event: nanoseconds since the server started (monotonic)
-	inEndBatch  bool
-	iovecs      []unix.Iovec // reused by writev
-	iovScratch  [][]byte     // reused by client.flush
+	spare      []task
+	clients    []*client // every open connection of this loop; client.slot is its index
+	dirty      []*client // clients with frames waiting in their write batch
+	pend       [][]task  // per target loop index: deliveries to post at the end of the batch
+	pendTo     []int     // indexes of pend that are non-empty
+	mono       int64     // time at the start of the current event: nanoseconds since the server started (monotonic)
+	inEndBatch bool
+	iovecs     []unix.Iovec // reused by writev
+	iovScratch [][]byte     // reused by client.flush
+	// Write batches (batches.go): the spare ones, how many clients hold
+	// one, and the most that held one at once since the last sweep.
+	spareBatches []*writeBatch
+	batchesOut   int
+	batchesPeak  int
+	sweepScratch []*client // the sweep's copy of clients
+	// traffic is the client whose inbound frames onTraffic is handling,
+	// nil outside onTraffic.
+	traffic     *client
 	match       matchScratch
 	dec         codec.Decoder // decodes every frame of this loop's clients
 	subIDs      []uint32      // scratch for a PUBLISH's subscription identifiers
@@ -203,25 +212,24 @@ func (l *loop) endBatch() {
 	l.inEndBatch = false
 }
 
-// idleTrim is how long a client stays silent before the sweep drops its
-// write buffers.
-const idleTrim = 2 * time.Second
-
 // heldBackstop is the longest a publisher's acknowledgements stay held
 // (plus up to one sweep interval).
 const heldBackstop = 3 * time.Second
 
-// sweep closes clients whose keepalive or CONNECT deadline passed, drops
-// the write buffers of idle ones, and ends the offline sessions (and
-// publishes the delayed wills) whose time has come.
+// sweep closes clients whose keepalive or CONNECT deadline passed, lets
+// spare write batches go, and ends the offline sessions (and publishes the
+// delayed wills) whose time has come.
 func (l *loop) sweep() {
 	now := l.mono
 	connectTimeout := int64(l.srv.opts.ConnectTimeout)
 	// Closing removes clients from l.clients (possibly from inside gnet's
-	// Writev), so walk a copy of the current list.
-	for _, c := range append([]*client(nil), l.clients...) {
+	// Writev), so walk a copy of the current list, kept from one sweep to
+	// the next: a fresh one each second was the only garbage an idle
+	// broker made.
+	clients := append(l.sweepScratch[:0], l.clients...)
+	for _, c := range clients {
 		switch {
-		case (c.state == stateNew || c.state == stateAuth) && now-int64(c.opened)*int64(time.Second) > connectTimeout:
+		case (c.state == stateNew || c.state == stateAuth) && now-c.lastSeen > connectTimeout:
 			// An authentication exchange must end within the same time.
 			l.srv.log.Info("no CONNECT or authentication in time, closing", "remote", c.remote())
 			l.refused(RefusedConnectTimeout)
@@ -231,8 +239,6 @@ func (l *loop) sweep() {
 			// alive without a packet; a 5.0 client is told (0x8D).
 			l.srv.log.Info("keep alive expired, closing", "client", c.id(), "remote", c.remote())
 			c.serverDisconnect(codec.KeepAliveTimeout, reasonTimeout)
-		case now-c.lastSeen > int64(idleTrim) && c.out != nil && len(c.out.segs) == 0 && !c.inDirty:
-			c.out = nil
 		}
 		if c.sess != nil && c.state == stateConnected {
 			c.sess.checkStall(l)
@@ -246,6 +252,12 @@ func (l *loop) sweep() {
 			c.releaseHeld()
 		}
 	}
+	clear(clients)
+	l.sweepScratch = clients[:0]
+	if cap(clients) > 2*len(l.clients)+64 {
+		l.sweepScratch = nil // most connections have gone
+	}
+	l.trimBatches()
 	if l.srv.ps != nil {
 		l.adoptOrphans()
 		l.flushStore() // deferred deletes whose entries became durable

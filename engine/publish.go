@@ -218,7 +218,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 		s := d.Handle
 		out := deliveryOut(m, d)
 		if out.qos > 0 {
-			if slow == nil && s.pressure.Load() {
+			if slow == nil && s.flag(flagPressure) {
 				slow = s
 			}
 			if srv.ps != nil && s.stores() {
@@ -422,7 +422,7 @@ func (s *session) pump() {
 		}
 		s.send(c, q.queue.pop())
 	}
-	if s.pressure.Load() {
+	if s.flag(flagPressure) {
 		s.setPressure(c.loop)
 	}
 }

@@ -231,7 +231,7 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	l.setNow()
-	c := &client{conn: gc, loop: l, opened: int32(l.mono / int64(time.Second)), lastSeen: l.mono}
+	c := &client{conn: gc, loop: l, lastSeen: l.mono}
 	conn.SetContext(c)
 	l.addClient(c)
 	l.stats.connsOpened.Add(1)
@@ -267,9 +267,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	if sess := c.sess; sess != nil {
 		c.sess = nil
 		sess.client = nil
-		sess.online.Store(false)
+		sess.setFlag(flagOnline, false)
 		sess.redistributeShared(l)
-		if sess.clean.Load() {
+		if sess.flag(flagClean) {
 			sess.end()
 		} else {
 			sess.setPressure(l)

@@ -21,31 +21,20 @@ import (
 type session struct {
 	id    string
 	owner atomic.Pointer[loop]
-	// online is true while a connection is bound; any loop may read it
-	// (shared subscriptions skip offline members), the owner writes it.
-	online atomic.Bool
-	// pressure is true while the connected client is saturated and its
-	// queue is past its high watermark: publishers routing QoS 1/2 here
-	// get their acknowledgements withheld (flow.go). Written by the owner,
-	// read by any loop.
-	pressure atomic.Bool
+	// flags holds what any loop may read (bits below); the owner writes
+	// them. One word rather than four atomic.Bool keeps a session in the
+	// 112-byte size class: every connection has one (issue 6).
+	flags atomic.Uint32
 	// inTransit counts QoS 1/2 deliveries other loops handed towards the
 	// owner that it has not taken yet (flow.go).
 	inTransit atomic.Int32
 
-	// clean is true while the session ends with its connection (3.x
-	// Clean Session = 1, 5.0 Session Expiry Interval 0). Written by the
-	// owner; attach reads it on any loop, under the registry lock.
-	clean atomic.Bool
-	// keep is set when a session resumed with a Session Expiry Interval
-	// of 0 still has part of its queue on disk only (spill.go): the store
-	// keeps it, and its messages are written as a persistent session's,
-	// until it ends. Written by the owner, read by any loop.
-	keep atomic.Bool
+	ended   bool // removed from the registry; deliveries to it are dropped
+	holding bool // moving to a new owner loop: see sessionMove
+	// stored: the store holds a record of s (persist.go).
+	stored bool
 
 	client      *client                 // current connection, nil while offline
-	ended       bool                    // removed from the registry; deliveries to it are dropped
-	holding     bool                    // moving to a new owner loop: see sessionMove
 	subs        map[string]trie.Options // its filters and their options; allocated by the first SUBSCRIBE
 	q           *sessionQueues          // allocated by the first QoS 1/2 message
 	inboundQoS2 map[uint16]struct{}     // QoS 2 packet ids received, PUBREC sent, awaiting PUBREL
@@ -60,8 +49,38 @@ type session struct {
 	expIdx   int32
 	expireAt int64
 	will     *will
-	// stored: the store holds a record of s (persist.go).
-	stored bool
+}
+
+// The bits of session.flags.
+const (
+	// flagOnline is set while a connection is bound; any loop may read
+	// it (shared subscriptions skip offline members).
+	flagOnline uint32 = 1 << iota
+	// flagPressure is set while the connected client is saturated and
+	// its queue is past its high watermark: publishers routing QoS 1/2
+	// here get their acknowledgements withheld (flow.go).
+	flagPressure
+	// flagClean is set while the session ends with its connection (3.x
+	// Clean Session = 1, 5.0 Session Expiry Interval 0); attach reads it
+	// on any loop, under the registry lock.
+	flagClean
+	// flagKeep is set when a session resumed with a Session Expiry
+	// Interval of 0 still has part of its queue on disk only (spill.go):
+	// the store keeps it, and its messages are written as a persistent
+	// session's, until it ends.
+	flagKeep
+)
+
+// flag reports whether f is set in s.flags. Any goroutine.
+func (s *session) flag(f uint32) bool { return s.flags.Load()&f != 0 }
+
+// setFlag sets or clears f in s.flags. Runs on s's owner.
+func (s *session) setFlag(f uint32, on bool) {
+	if on {
+		s.flags.Or(f)
+	} else {
+		s.flags.And(^f)
+	}
 }
 
 // sessionQueues are a session's outgoing QoS 1/2 state: the in-flight
@@ -103,7 +122,7 @@ func (q *sessionQueues) sentBound() uint64 {
 
 // stores reports whether s's state goes to the store (with one): it
 // outlives its connection, or it keeps what it had there (keep).
-func (s *session) stores() bool { return !s.clean.Load() || s.keep.Load() }
+func (s *session) stores() bool { return !s.flag(flagClean) || s.flag(flagKeep) }
 
 // queues returns s's QoS 1/2 state, allocating it on first use.
 func (s *session) queues() *sessionQueues {

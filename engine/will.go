@@ -58,7 +58,7 @@ func (w *will) release() {
 // c's loop.
 func (c *client) parkWill(s *session) {
 	w := c.will
-	if w == nil || w.delay == 0 || c.disconnect || s.clean.Load() {
+	if w == nil || w.delay == 0 || c.disconnect || s.flag(flagClean) {
 		return
 	}
 	c.will = nil
