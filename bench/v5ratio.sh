@@ -7,15 +7,16 @@
 #   e.g. go build -o /tmp/loopmq ./cmd/loopmq
 #        bench/v5ratio.sh 6 pairs10 1000000x 0 head=/tmp/loopmq
 #
-# Each round runs every named broker build with 3.1.1 and then 5.0 clients,
-# each run against a fresh `loopmq -loops 2` on a new loopback port, so
-# builds and versions see the same machine load. It prints one line per run
+# Each round runs every named broker build with 3.1.1 and 5.0 clients, each
+# run against a fresh `loopmq -loops 2` on a new free loopback port, so
+# builds and versions see the same machine load; even rounds run in reverse
+# order. It prints one line per run
 # (name, version, broker-cpu-ns/delivery, cpu-ns/delivery of the clients),
 # then per build the medians, their ranges and the median of the per-round
 # 5.0/3.1.1 ratios. Build the clients first or set BENCH to a test binary
 # (go test -c -o bench.test ./bench).
 set -euo pipefail
-[ $# -ge 5 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,17p' "$0"; exit 2; }
 rounds=$1 scenario=$2 benchtime=$3 qos=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,17 +29,45 @@ out=$(mktemp)
 pid=
 trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null || true; fi; rm -f "$out"' EXIT
 port=$((20000 + RANDOM % 20000))
-for _ in $(seq "$rounds"); do
-	for spec in "$@"; do
+# start_broker starts $broker on the next free port as $pid. A port that
+# answers already is someone else's (the machine is shared): skipped, and
+# so is one the broker failed to bind, so that no run measures another
+# process or dies with it.
+start_broker() {
+	while :; do
+		port=$((port + 1))
+		if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+			continue
+		fi
+		"$broker" -listen 127.0.0.1:$port -loops 2 -log-level warn >/dev/null 2>&1 &
+		pid=$!
+		for _ in $(seq 50); do
+			kill -0 $pid 2>/dev/null || break
+			(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+			sleep 0.1
+		done
+		sleep 0.1
+		if kill -0 $pid 2>/dev/null; then
+			return
+		fi
+		wait $pid 2>/dev/null || true
+		pid=
+	done
+}
+# Odd rounds run the builds in the order given, each 3.1.1 then 5.0; even
+# rounds the other way round (ABBA), so that load drifting during a round
+# favours no build and no version.
+builds=("$@")
+for round in $(seq "$rounds"); do
+	order=("${builds[@]}") versions=("" V5)
+	if [ $((round % 2)) -eq 0 ]; then
+		order=() versions=(V5 "")
+		for ((i = ${#builds[@]} - 1; i >= 0; i--)); do order+=("${builds[i]}"); done
+	fi
+	for spec in "${order[@]}"; do
 		name=${spec%%=*} broker=${spec#*=}
-		for v in "" V5; do
-			port=$((port + 1))
-			"$broker" -listen 127.0.0.1:$port -loops 2 -log-level warn >/dev/null &
-			pid=$!
-			for _ in $(seq 50); do
-				(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-				sleep 0.1
-			done
+		for v in "${versions[@]}"; do
+			start_broker
 			"$bench" -test.run '^$' -test.bench "^BenchmarkQoS$qos$v\$/^$scenario\$" -test.benchtime "$benchtime" \
 				-bench.broker 127.0.0.1:$port -bench.broker-pid $pid |
 				awk -v n="$name" -v v="${v:-3.1.1}" '/^Benchmark/ {

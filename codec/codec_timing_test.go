@@ -161,6 +161,51 @@ func BenchmarkPublishDecodeUser3(b *testing.B) {
 	}
 }
 
+// BenchmarkPublishDecodeUser3Memo is BenchmarkPublishDecodeUser3 through a
+// Decoder with a UserMemo and without, Split included: "same" sends the same user
+// properties every time, as the broker's benchmark clients do; "changing"
+// cycles through 16 frames whose last user property differs, so that
+// every decode misses the memo (which takes the properties of every
+// memoRelearn-th one and never sees them again in time).
+func BenchmarkPublishDecodeUser3Memo(b *testing.B) {
+	same := benchForwardedV5().AppendTo(nil, V5)
+	var changing [][]byte
+	for i := range 16 {
+		p := benchForwardedV5()
+		p.Properties.User[2].Value = []byte(fmt.Sprintf("plant-%02d", i))
+		changing = append(changing, p.AppendTo(nil, V5))
+	}
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		memo   bool
+	}{
+		{"same/memo", [][]byte{same}, true}, {"same/none", [][]byte{same}, false},
+		{"changing/memo", changing, true}, {"changing/none", changing, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			d := Decoder{Version: V5}
+			if tc.memo {
+				d.UserMemo = &UserMemo{}
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(same)))
+			i := 0
+			for b.Loop() {
+				f := tc.frames[i%len(tc.frames)]
+				i++
+				h, _, _ := Split(f, 0)
+				if _, err := d.DecodeBody(h, f[h.HeaderLen:]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if tc.name == "changing/memo" && d.UserMemo.hits != 0 {
+				b.Fatalf("%d hits", d.UserMemo.hits)
+			}
+		})
+	}
+}
+
 // BenchmarkAppendForwarded copies benchForwardedV5's forwarded properties
 // (all but the topic alias), as the broker does once per message: walking
 // the block (AppendForwarded) and through Publish.AppendForwarded.

@@ -9,6 +9,9 @@ type Decoder struct {
 	// Version is the connection's protocol level, set by the owner after
 	// CONNECT. CONNECT itself is decoded whatever Version holds.
 	Version Version
+	// UserMemo, when set, is the UserMemo of the connection whose frame is
+	// decoded next: the owner sets it (or nil) before each PUBLISH.
+	UserMemo *UserMemo
 
 	connect     Connect
 	connack     Connack
@@ -52,7 +55,7 @@ func (d *Decoder) DecodeBody(h FixedHeader, body []byte) (Packet, error) {
 		err = d.connack.Decode(h, body, v)
 		return &d.connack, err
 	case PUBLISH:
-		err = d.publish.Decode(h, body, v)
+		err = d.publish.decode(h, body, v, d.UserMemo)
 		return &d.publish, err
 	case PUBACK, PUBREC, PUBREL, PUBCOMP:
 		err = d.ack.Decode(h, body, v)

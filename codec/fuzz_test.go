@@ -64,6 +64,7 @@ func FuzzDecode(f *testing.F) {
 		// the same type before must give the same result as a fresh one.
 		used := fuzzUsedDecoder(v, h.Type)
 		up, uerr := used.Decode(frame)
+		fuzzCheckUserMemo(t, v, frame, err)
 		if err != nil {
 			ce := fuzzRequireCodecError(t, err)
 			require.Equal(t, h.Type, ce.Packet, "error %v names the wrong packet", err)
@@ -103,6 +104,23 @@ func FuzzDecode(f *testing.F) {
 		// nil; nothing else may differ.
 		require.Equal(t, xcNormalize(p), xcNormalize(up), "a used Decoder decodes differently")
 	})
+}
+
+// fuzzCheckUserMemo decodes frame with a UserMemo that holds what the
+// frame itself left in it, then what the used Decoder's PUBLISH left: the
+// result must be a fresh Decoder's (err, when that fails).
+func fuzzCheckUserMemo(t *testing.T, v codec.Version, frame []byte, err error) {
+	t.Helper()
+	for _, prime := range [][]byte{frame, fuzzUsedFrames()[v][codec.PUBLISH]} {
+		d := codec.Decoder{Version: v, UserMemo: &codec.UserMemo{}}
+		_, _ = d.Decode(prime)
+		mp, merr := d.Decode(frame)
+		require.Equal(t, err, merr, "a Decoder with a UserMemo fails differently")
+		if err == nil {
+			fp, _ := (&codec.Decoder{Version: v}).Decode(frame)
+			require.Equal(t, xcNormalize(fp), xcNormalize(mp), "a Decoder with a UserMemo decodes differently")
+		}
+	}
 }
 
 // fuzzRequireCodecError checks the package's error contract: every failure

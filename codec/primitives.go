@@ -147,6 +147,28 @@ func asciiNoNUL(s []byte) bool {
 	return acc&hi == 0
 }
 
+// nonASCIIIn tests b[s:e], at most 16 bytes ending 8 or more bytes into b,
+// for bytes outside 0x01..0x7F in place: its result is 0 exactly when
+// asciiNoNUL(b[s:e]) holds. A string of more than eight bytes is two
+// overlapping words, as in asciiNoNUL. One of at most eight is the word
+// that ends where it ends, shifted so that the string is its low bytes:
+// bytes before the string (its length prefix, typically with a 0x00) are
+// shifted out and the bytes shifted in are outside the mask; a borrow only
+// moves upwards, from a 0x00 byte of the string, which fails anyway. Small
+// enough to inline, so that a user property's name and value cost a load
+// or two and a few operations each, not a call each
+// (BenchmarkPublishDecodeUser3).
+func nonASCIIIn(b []byte, s, e int) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	if e-s <= 8 {
+		sh := uint(8-(e-s)) * 8
+		y := binary.LittleEndian.Uint64(b[e-8:e]) >> sh
+		return (y | (y - lo)) & (hi >> sh)
+	}
+	x, y := binary.LittleEndian.Uint64(b[s:s+8]), binary.LittleEndian.Uint64(b[e-8:e])
+	return (x | (x - lo) | y | (y - lo)) & hi
+}
+
 // decodeVarint decodes a variable byte integer from the start of b. It
 // returns the value and the number of bytes used; n == 0 means b ends
 // before the integer does, n < 0 that the integer is longer than four bytes.

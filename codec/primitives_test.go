@@ -54,3 +54,32 @@ func TestValidUTF8WordBoundaries(t *testing.T) {
 		f(s)
 	}
 }
+
+// TestNonASCIIInPlace checks nonASCIIIn against asciiNoNUL for strings of
+// 0 to 16 bytes at every offset that leaves at least eight bytes before
+// their end, with each special byte at every position of the string and
+// with bytes before and after it that would fail the test themselves
+// (0x00, as a length prefix usually has, and 0xFF), which must not count.
+func TestNonASCIIInPlace(t *testing.T) {
+	special := []byte{0x00, 0x01, 0x7F, 0x80, 0xFF}
+	f := func(buf []byte, s, e int) {
+		want := asciiNoNUL(buf[s:e])
+		require.Equal(t, want, nonASCIIIn(buf, s, e) == 0, "string % x in % x", buf[s:e], buf)
+	}
+	for n := 0; n <= 16; n++ {
+		for s := max(0, 8-n); s <= 10; s++ {
+			for _, around := range []byte{0x00, 0xFF, 'a'} {
+				buf := bytes.Repeat([]byte{around}, s+n+8)
+				copy(buf[s:], bytes.Repeat([]byte{'a'}, n))
+				f(buf, s, s+n)
+				for i := range n {
+					for _, c := range special {
+						b := bytes.Clone(buf)
+						b[s+i] = c
+						f(b, s, s+n)
+					}
+				}
+			}
+		}
+	}
+}

@@ -38,6 +38,11 @@ const (
 // version v. It does not allocate when p is reused and its property slices
 // have capacity.
 func (p *Publish) Decode(h FixedHeader, body []byte, v Version) error {
+	return p.decode(h, body, v, nil)
+}
+
+// decode is Decode with a UserMemo for the property block (nil for none).
+func (p *Publish) decode(h FixedHeader, body []byte, v Version, memo *UserMemo) error {
 	// Fields are reset one by one: copying the whole value (Properties is
 	// a few hundred bytes) costs a measurable share of a 64 B decode.
 	p.Properties.Reset()
@@ -74,7 +79,7 @@ func (p *Publish) Decode(h FixedHeader, body []byte, v Version) error {
 	}
 	if v == V5 {
 		start := r.off
-		if err := p.Properties.decode(&r, ctxPublish); err != nil {
+		if err := p.Properties.decodeMemo(&r, ctxPublish, memo); err != nil {
 			return err
 		}
 		if _, n := decodeVarint(body[start:]); n > 0 {

@@ -98,6 +98,9 @@ type clientExtra struct {
 	held    *heldAcks    // acknowledgements withheld for back-pressure (flow.go)
 	auth    *authState   // enhanced authentication (auth.go); nil unless CONNECT named a method
 	aliases topicAliases // 5.0 topic aliases (alias.go)
+	// userMemo holds the user properties that ended the client's last 5.0
+	// PUBLISH, so that the same ones again are not validated again.
+	userMemo codec.UserMemo
 }
 
 // authState returns c's enhanced authentication state, nil for none.
@@ -229,6 +232,12 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	// per idle connection).
 	dec := &c.loop.dec
 	dec.Version = c.version
+	dec.UserMemo = nil
+	if h.Type == codec.PUBLISH && c.version == codec.V5 {
+		// User properties a client repeats message after message are
+		// validated once per connection (codec.UserMemo).
+		dec.UserMemo = &c.extras().userMemo
+	}
 	pkt, err := dec.DecodeBody(h, body)
 	if err != nil {
 		c.protocolError(err)

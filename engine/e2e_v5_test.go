@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"strconv"
@@ -729,4 +731,134 @@ func TestE2EV5PropertyIdentifierTwoBytes(t *testing.T) {
 	p := newPaho5(t, s, "pid2-pub2", nil)
 	p.publish(t, &paho.Publish{Topic: "pid2", QoS: 1, Payload: []byte("still up")})
 	require.Equal(t, "still up", string(sub.next(t).Payload))
+}
+
+// TestE2EV5ForwardedFrames: a 5.0 publisher's burst of QoS 0 messages
+// (topic aliases, user properties that change every third message, so that
+// the publisher's user property memo both serves and misses, payloads
+// empty, small and over inlinePayload, one QoS 1 message downgraded)
+// reaches 5.0 subscribers with and without topic aliases, one whose five
+// subscriptions (two match every topic) add up to 20 bytes of
+// identifiers, and a 3.1.1 one, each alone on a topic and all together on
+// another, each on whichever loop it landed: every frame must carry
+// exactly the publisher's properties and payload, in order, whether its
+// header was encoded for it or shared with the previous recipient
+// [MQTT-3.3.2-17/18] [MQTT-4.6.0-6].
+func TestE2EV5ForwardedFrames(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	type subscriber struct {
+		name    string
+		c       *rawClient
+		subIDs  []uint32
+		aliases map[uint16]string
+	}
+	var subs []*subscriber
+	for _, name := range []string{"alias", "noalias", "ids", "v311"} {
+		sb := &subscriber{name: name, aliases: map[uint16]string{}}
+		switch name {
+		case "alias":
+			sb.c, _ = dialV5(t, s, "fw-"+name, func(cp *codec.Connect) { cp.Properties.TopicAliasMaximum = 3 })
+		case "v311":
+			sb.c = dialRaw(t, s)
+			sb.c.mustConnect(connectPacket("fw-"+name, true, 60))
+		default:
+			sb.c, _ = dialV5(t, s, "fw-"+name, nil)
+		}
+		if name == "ids" {
+			// Four-byte identifiers: more than the room keeps for one.
+			sb.subIDs = []uint32{100_000_000, 200_000_000, 268_435_455, 150_000_000, 250_000_000}
+			for i, f := range []string{name + "/#", "all/#", "+/+", name + "/+", "#"} {
+				sb.c.send(&codec.Subscribe{PacketID: uint16(i + 1), Properties: codec.Properties{SubscriptionIDs: sb.subIDs[i : i+1]},
+					Subscriptions: []codec.Subscription{{Filter: []byte(f)}}})
+				sb.c.expect(codec.SUBACK)
+			}
+		} else {
+			sb.c.subscribe(1, name+"/#", 0)
+			sb.c.subscribe(2, "all/#", 0)
+		}
+		subs = append(subs, sb)
+	}
+	pub, _ := dialV5(t, s, "fw-pub", nil)
+
+	type msg struct {
+		topic   string
+		payload []byte
+		user    []codec.UserProperty
+	}
+	topics := []string{"alias/t", "noalias/t", "ids/t", "v311/t", "all/t"}
+	var sent []msg
+	var burst []byte
+	defined := map[string]bool{}
+	for i := range 120 {
+		m := msg{topic: topics[i%len(topics)], payload: []byte(fmt.Sprintf("message %d", i)),
+			user: []codec.UserProperty{{Key: []byte("site"), Value: []byte("plant-7")},
+				{Key: []byte("batch"), Value: []byte(strconv.Itoa(i / 3))}}}
+		switch {
+		case i%7 == 3:
+			m.payload = bytes.Repeat([]byte{byte(i)}, inlinePayload+40)
+		case i%11 == 5:
+			m.payload = nil
+		}
+		p := codec.Publish{Topic: []byte(m.topic), Payload: m.payload,
+			Properties: codec.Properties{TopicAlias: uint16(1 + i%len(topics)), User: m.user}}
+		if defined[m.topic] {
+			p.Topic = nil
+		}
+		defined[m.topic] = true
+		if i == 60 {
+			p.QoS, p.PacketID = 1, 1 // delivered at QoS 0
+		}
+		burst = p.AppendTo(burst, codec.V5)
+		sent = append(sent, m)
+	}
+	pub.sendBytes(burst) // one write: routed in few events, headers batched
+	pub.expectAck(codec.PUBACK, 1)
+
+	for _, sb := range subs {
+		for _, m := range sent {
+			if m.topic != sb.name+"/t" && m.topic != "all/t" && sb.name != "ids" { // +/+ has them all
+				continue
+			}
+			p := sb.c.expectPublish()
+			topic := string(p.Topic)
+			if sb.name == "v311" {
+				require.Equal(t, m.topic, topic, "%s", sb.name)
+				require.Equal(t, m.payload, nilIfEmpty(p.Payload), "%s: %s", sb.name, m.topic)
+				continue
+			}
+			if a := p.Properties.TopicAlias; a != 0 {
+				require.Equal(t, "alias", sb.name, "an alias to a client that allows none")
+				if topic == "" {
+					topic = sb.aliases[a]
+				} else {
+					sb.aliases[a] = topic
+				}
+			}
+			require.Equal(t, m.topic, topic, "%s", sb.name)
+			require.Equal(t, m.payload, nilIfEmpty(p.Payload), "%s: %s", sb.name, m.topic)
+			require.Equal(t, m.user, p.Properties.User, "%s: %s", sb.name, m.topic)
+			require.Zero(t, p.QoS)
+			if sb.name == "ids" {
+				want := []uint32{sb.subIDs[2], sb.subIDs[4]}
+				switch m.topic {
+				case "ids/t":
+					want = append(want, sb.subIDs[0], sb.subIDs[3])
+				case "all/t":
+					want = append(want, sb.subIDs[1])
+				}
+				require.ElementsMatch(t, want, p.Properties.SubscriptionIDs, "%s", m.topic)
+			} else {
+				require.Empty(t, p.Properties.SubscriptionIDs)
+			}
+		}
+		sb.c.expectNothing(e2eSilent)
+	}
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
