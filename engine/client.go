@@ -233,10 +233,10 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 	dec := &c.loop.dec
 	dec.Version = c.version
 	dec.UserMemo = nil
-	if h.Type == codec.PUBLISH && c.version == codec.V5 {
+	if h.Type == codec.PUBLISH && c.extra != nil {
 		// User properties a client repeats message after message are
 		// validated once per connection (codec.UserMemo).
-		dec.UserMemo = &c.extras().userMemo
+		dec.UserMemo = &c.extra.userMemo
 	}
 	pkt, err := dec.DecodeBody(h, body)
 	if err != nil {
@@ -249,6 +249,11 @@ func (c *client) handle(h codec.FixedHeader, body []byte) {
 			c.onConnect(p)
 		}
 	case *codec.Publish:
+		if c.extra == nil && len(p.Properties.User) > 0 {
+			// A memo from the next PUBLISH on: a client that sends no
+			// user properties allocates none (clientExtra).
+			c.extras()
+		}
 		c.onPublish(p)
 	case *codec.Ack:
 		c.onAck(p)
