@@ -269,6 +269,11 @@ func (r *Result) WriteTable(out io.Writer) error {
 			if b.RSSPerConnBytes != 0 {
 				fmt.Fprintf(w, "  = %.0f B per connection (%d)", b.RSSPerConnBytes, b.Connections)
 			}
+			fmt.Fprintf(w, "\n\tcontext switches in window %d voluntary (wake-ups), %d involuntary",
+				b.VoluntaryCtxSwitches, b.InvoluntaryCtxSwitches)
+			if b.Delivered > 0 {
+				fmt.Fprintf(w, "  = %.2f + %.2f per delivered message", b.VoluntaryPerMsg, b.InvoluntaryPerMsg)
+			}
 			fmt.Fprintln(w)
 		}
 	}

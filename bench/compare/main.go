@@ -269,8 +269,8 @@ func oneLine(r *record) string {
 	if r.Rate > 0 {
 		rate = fmtInt(r.Rate) + "/s"
 	}
-	s := fmt.Sprintf("%s %-9s rate %-7s delivered %9s/s  %6.2f µs/msg  p99 %9s  loss %s  other %2.0f%%",
-		r.Case, r.Broker, rate, fmtInt(r.ReceivedPerSec), r.CPUPerMsgUs, fmtUs(float64(r.P99Us)), fmtLoss(r.LossPct), r.OtherCPUPct)
+	s := fmt.Sprintf("%s %-9s rate %-7s delivered %9s/s  %6.2f µs/msg  %5.2f wake-ups/msg  p99 %9s  loss %s  other %2.0f%%",
+		r.Case, r.Broker, rate, fmtInt(r.ReceivedPerSec), r.CPUPerMsgUs, r.VoluntaryCSPerMsg, fmtUs(float64(r.P99Us)), fmtLoss(r.LossPct), r.OtherCPUPct)
 	for _, n := range r.Notes {
 		s += "\n    note: " + n
 	}

@@ -107,6 +107,11 @@ type record struct {
 	RSSEndKB       int64   `json:"rss_end_kb"`
 	RSSPerConn     float64 `json:"rss_per_conn_bytes,omitempty"`
 	Connections    int64   `json:"connections"`
+	// VoluntaryCSPerMsg and InvoluntaryCSPerMsg are the broker's context
+	// switches per delivered message in the window, over all its threads:
+	// the voluntary ones count its wake-ups.
+	VoluntaryCSPerMsg   float64 `json:"voluntary_ctx_switches_per_msg"`
+	InvoluntaryCSPerMsg float64 `json:"involuntary_ctx_switches_per_msg"`
 	// OtherCPUPct is the CPU that processes other than the broker and
 	// loadgen used while loadgen ran, in % of one core.
 	OtherCPUPct float64 `json:"other_cpu_pct"`
@@ -324,6 +329,7 @@ func fillRecord(rec *record, res *loadgen.Result, otherPct float64, brokerTotal 
 		rec.CPUWindowUs, rec.CPUPerMsgUs = b.CPUWindowUs, b.CPUPerMsgUs
 		rec.RSSBaselineKB, rec.RSSStartKB, rec.RSSEndKB = b.RSSBaselineKB, b.RSSStartKB, b.RSSEndKB
 		rec.RSSPerConn = b.RSSPerConnBytes
+		rec.VoluntaryCSPerMsg, rec.InvoluntaryCSPerMsg = b.VoluntaryPerMsg, b.InvoluntaryPerMsg
 	} else {
 		rec.Notes = append(rec.Notes, "no broker figures in loadgen's result")
 	}
