@@ -93,44 +93,42 @@ func expectResent(t *testing.T, s *Server, sub *rawClient, topic string, n int) 
 	require.False(t, p.Dup, "a first delivery has DUP 0")
 }
 
-// The broker stops (gracefully) while the subscriber holds unacknowledged
-// messages: its record says what it was sent.
-func TestE2EPersistResendAfterRestartHasDup(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
-	const n = 5
-	sentButUnacked(t, s, "dup1", "dup/1", n)
+// The broker stops, gracefully (the record written as the subscriber's
+// connection closes says what it was sent) or by a crash while the
+// subscriber is connected (its record was written while it was online,
+// so every recovered entry may have been sent), while the subscriber holds
+// unacknowledged messages.
+func TestE2EPersistResendHasDup(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next func(t *testing.T, s *Server, st store.Store) *Server
+	}{
+		{"restart", restart},
+		{"crash", func(t *testing.T, _ *Server, st store.Store) *Server {
+			return startServer(t, Options{Store: snapshot(t, st)})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := store.NewMemory()
+			t.Cleanup(func() { _ = st.Close() })
+			s := startServer(t, Options{Store: st})
+			const n = 5
+			id, topic := "dup-"+tc.name, "dup/"+tc.name
+			sentButUnacked(t, s, id, topic, n)
 
-	s = restart(t, s, st)
-	sub := dialRaw(t, s)
-	require.True(t, sub.mustConnect(connectPacket("dup1", false, 0)).SessionPresent)
-	expectResent(t, s, sub, "dup/1", n)
-}
-
-// The broker crashes while the subscriber is connected: its record was
-// written while it was online, so every recovered entry may have been
-// sent.
-func TestE2EPersistResendAfterCrashHasDup(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
-	const n = 5
-	sentButUnacked(t, s, "dup2", "dup/2", n)
-
-	s2 := startServer(t, Options{Store: snapshot(t, st)})
-	sub := dialRaw(t, s2)
-	require.True(t, sub.mustConnect(connectPacket("dup2", false, 0)).SessionPresent)
-	expectResent(t, s2, sub, "dup/2", n)
+			s = tc.next(t, s, st)
+			sub := dialRaw(t, s)
+			require.True(t, sub.mustConnect(connectPacket(id, false, 0)).SessionPresent)
+			expectResent(t, s, sub, topic, n)
+		})
+	}
 }
 
 // The subscriber disconnects holding unacknowledged messages, more are
 // queued for it, then the broker crashes: the ones it was sent come with
 // DUP, the ones queued after it left without.
 func TestE2EPersistResendAfterCrashOfflineSession(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	const n = 3
 	sub := sentButUnacked(t, s, "dup3", "dup/3", n)
 	sub.disconnect()
@@ -169,9 +167,7 @@ func TestE2EPersistResendAfterCrashOfflineSession(t *testing.T) {
 // is published after it with the interval, counted from its publication
 // [MQTT-3.1.3-9 will properties, MQTT-3.3.2-6].
 func TestE2EPersistWillExpiryAcrossRestart(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	c := dialRaw(t, s)
 	p := withWill5(connect5("wexp", false, 0, 600), "wexp/w", "bye", 1, 1)
 	p.Will.Properties.MessageExpiry = 60

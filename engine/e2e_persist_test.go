@@ -12,6 +12,15 @@ import (
 	"github.com/loopmq/loopmq/store"
 )
 
+// startWithMemoryStore starts a server on a new store.Memory, closed when
+// the test ends.
+func startWithMemoryStore(t *testing.T) (*Server, *store.Memory) {
+	t.Helper()
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	return startServer(t, Options{Store: st}), st
+}
+
 // restart stops s and starts a new server on the same store, as a broker
 // restarted on its data directory.
 func restart(t *testing.T, s *Server, st store.Store) *Server {
@@ -26,9 +35,7 @@ func restart(t *testing.T, s *Server, st store.Store) *Server {
 // published gets all of them after the broker restarted, in order; the
 // store holds nothing once they are acknowledged.
 func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 
 	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("sub", false, 0))
@@ -72,9 +79,7 @@ func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
 
 // Retained messages survive a restart; clearing one survives too.
 func TestE2EPersistRetained(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	pub := dialRaw(t, s)
 	pub.mustConnect(connectPacket("pub", true, 0))
 	pub.publish("r/a", "A", 1, true, 1)
@@ -106,9 +111,7 @@ func TestE2EPersistRetained(t *testing.T) {
 // A clean session is never written; a persistent one that ends (Clean
 // Start) leaves nothing behind.
 func TestE2EPersistCleanSessionsNotStored(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	c := dialRaw(t, s)
 	c.mustConnect(connectPacket("clean", true, 0))
 	c.subscribe(1, "a", 1)
@@ -135,9 +138,7 @@ func TestE2EPersistCleanSessionsNotStored(t *testing.T) {
 // (PUBREC sent) gets PUBREL after the restart, not the message again; one
 // it had not received is sent with its packet identifier and DUP.
 func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("sub2", false, 0))
 	sub.subscribe(1, "q2", 2)

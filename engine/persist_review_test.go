@@ -60,9 +60,7 @@ func storeHas(t *testing.T, st store.Store, id string, states ...byte) {
 // one it had not; never the message under a new packet id (the client
 // would deliver it twice) nor an empty PUBLISH from the released entry.
 func TestE2EPersistQoS2InflightBehindQoS1AcrossRestart(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	sub := dialRaw(t, s)
 	sub.mustConnect(connectPacket("mix", false, 0))
 	sub.subscribe(1, "mix/#", 2)
@@ -178,9 +176,7 @@ func TestE2EPersistInflightResendOrderAcrossRestart(t *testing.T) {
 // own entry goes, so the message does not come back to it after a
 // restart.
 func TestE2EPersistSharedHandOverForgetsEntry(t *testing.T) {
-	st := store.NewMemory()
-	t.Cleanup(func() { _ = st.Close() })
-	s := startServer(t, Options{Store: st})
+	s, st := startWithMemoryStore(t)
 	m1 := dialRaw(t, s)
 	m1.mustConnect(connectPacket("m1", false, 0))
 	m1.subscribe(1, "$share/g/sh", 1)

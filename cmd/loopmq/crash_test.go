@@ -513,6 +513,38 @@ func (r *qos2Receiver) run(c *mqttConn) {
 	}
 }
 
+// crashOnline runs one online-subscriber crash round: the persistent
+// subscriber id (on filter topic at qos) is connected, r reading for it,
+// while a publisher streams 5,000 messages and the broker is killed at a
+// random point; the broker restarts on the same directory and the
+// subscriber reconnects, r reading again for 1.5 s. It returns the
+// numbers the publisher got acknowledged and when the kill came.
+func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqttConn) }) (acked map[int]bool, killAfter time.Duration) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	b := startBroker(t, dir)
+	subscribeOffline(t, b.addr, id, topic, qos)
+	read := func(addr string) (stop func()) {
+		sc, _, err := dialMQTT(addr, id, false)
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() { r.run(sc); close(done) }()
+		return func() { _ = sc.conn.Close(); <-done }
+	}
+	stop := read(b.addr)
+	killAfter = time.Duration(20+rand.IntN(200)) * time.Millisecond
+	go func() { time.Sleep(killAfter); b.kill() }()
+	acked = crashPublish(b.addr, topic, qos, 5000, 32)
+	b.kill()
+	stop()
+
+	b2 := startBroker(t, dir)
+	stop = read(b2.addr)
+	time.Sleep(1500 * time.Millisecond)
+	stop()
+	return acked, killAfter
+}
+
 // TestCrashQoS2OnlineSubscriber: the subscriber is connected and
 // acknowledging while the broker is killed; after the restart it resumes
 // its session. Every message the publisher got PUBREC for reaches the
@@ -524,28 +556,8 @@ func TestCrashQoS2OnlineSubscriber(t *testing.T) {
 	}
 	for round := range crashRounds() {
 		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			b := startBroker(t, dir)
-			subscribeOffline(t, b.addr, "q2-online", "q2/t", 2)
 			r := &qos2Receiver{pending: map[uint16]bool{}, delivered: map[int]int{}}
-			sc, _, err := dialMQTT(b.addr, "q2-online", false)
-			require.NoError(t, err)
-			subDone := make(chan struct{})
-			go func() { r.run(sc); close(subDone) }()
-			killAfter := time.Duration(20+rand.IntN(200)) * time.Millisecond
-			go func() { time.Sleep(killAfter); b.kill() }()
-			acked := crashPublish(b.addr, "q2/t", 2, 5000, 32)
-			b.kill()
-			<-subDone
-
-			b2 := startBroker(t, dir)
-			sc, _, err = dialMQTT(b2.addr, "q2-online", false)
-			require.NoError(t, err)
-			subDone = make(chan struct{})
-			go func() { r.run(sc); close(subDone) }()
-			time.Sleep(1500 * time.Millisecond)
-			_ = sc.conn.Close()
-			<-subDone
+			acked, killAfter := crashOnline(t, "q2-online", "q2/t", 2, r)
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			for num := range acked {
@@ -604,28 +616,8 @@ func TestCrashQoS1OnlineSubscriber(t *testing.T) {
 	}
 	for round := range crashRounds() {
 		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			b := startBroker(t, dir)
-			subscribeOffline(t, b.addr, "q1-online", "q1/t", 1)
 			r := &qos1Receiver{count: map[int]int{}}
-			sc, _, err := dialMQTT(b.addr, "q1-online", false)
-			require.NoError(t, err)
-			subDone := make(chan struct{})
-			go func() { r.run(sc); close(subDone) }()
-			killAfter := time.Duration(20+rand.IntN(200)) * time.Millisecond
-			go func() { time.Sleep(killAfter); b.kill() }()
-			acked := crashPublish(b.addr, "q1/t", 1, 5000, 32)
-			b.kill()
-			<-subDone
-
-			b2 := startBroker(t, dir)
-			sc, _, err = dialMQTT(b2.addr, "q1-online", false)
-			require.NoError(t, err)
-			subDone = make(chan struct{})
-			go func() { r.run(sc); close(subDone) }()
-			time.Sleep(1500 * time.Millisecond)
-			_ = sc.conn.Close()
-			<-subDone
+			acked, killAfter := crashOnline(t, "q1-online", "q1/t", 1, r)
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			for num := range acked {
