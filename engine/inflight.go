@@ -129,20 +129,15 @@ func (w *inflight) resume() {
 	}
 }
 
-// lookup returns the slot holding packet identifier id in the given state,
-// or nil.
+// lookup returns the slot holding packet identifier id in the given state
+// (never slotFree), or nil.
 func (w *inflight) lookup(id uint16, state byte) *slot {
-	if id == 0 || len(w.slots) == 0 {
-		return nil
+	if s := w.at(id); s != nil && s.state == state {
+		return s
 	}
-	s := &w.slots[w.index(id)]
-	if s.id != id || s.state != state {
-		return nil
-	}
-	return s
+	return nil
 }
 
-// free empties s and releases its message.
 // at returns the slot holding packet id (in any state but free), or nil.
 func (w *inflight) at(id uint16) *slot {
 	if id == 0 || len(w.slots) == 0 {
@@ -155,6 +150,7 @@ func (w *inflight) at(id uint16) *slot {
 	return s
 }
 
+// free empties s and releases its message.
 func (w *inflight) free(s *slot) {
 	if s.m.msg != nil {
 		s.m.msg.release()
