@@ -60,8 +60,10 @@ func BenchmarkQoS1Persist(b *testing.B) {
 					}
 				}
 				var s0 store.Stats
+				var back0 uint64
 				if st != nil {
 					s0 = st.Stats()
+					back0 = fx.srv.Stats().StoreEntriesTakenBack
 				}
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -77,6 +79,10 @@ func BenchmarkQoS1Persist(b *testing.B) {
 					b.ReportMetric(syncs/res.elapsed.Seconds(), "fsyncs/s")
 					if syncs > 0 {
 						b.ReportMetric(float64(res.deliveries)/syncs, "deliveries/fsync")
+					}
+					if res.deliveries > 0 {
+						back := fx.srv.Stats().StoreEntriesTakenBack - back0
+						b.ReportMetric(float64(back)/float64(res.deliveries), "taken-back/delivery")
 					}
 				}
 			})

@@ -28,6 +28,9 @@ func restart(t *testing.T, s *Server, st store.Store) *Server {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, s.Stop(ctx))
+	// What Stop committed is applied before the new server reads the
+	// store (a store applies commits in order), as Close would ensure.
+	commitDirect(t, st, new(store.Batch))
 	return startServer(t, Options{Store: st})
 }
 

@@ -48,6 +48,11 @@ type message struct {
 	// seq numbers the message in the store, 0 until its first entry is
 	// written (persist.go). Set by the routing loop before any hand-off.
 	seq uint64
+	// router is the loop that numbered the message and put its entries
+	// in its batch (persistDelivery); nil for a message read back from
+	// the store. Acknowledgements of its QoS 1 deliveries are handed to
+	// it (loop.forgetAcked).
+	router *loop
 
 	pool   *messagePool
 	pinned bool // never recycled: see newMessage

@@ -89,10 +89,21 @@ type loopStore struct {
 	// deferring is set while deferred is not empty; other loops read it
 	// to wake this one when the watermark moves (committed).
 	deferring atomic.Bool
+	// puts locates the PutEntry of each QoS 1 delivery in the open batch
+	// (its index in b.Ops), so that an acknowledgement arriving before the
+	// batch is committed takes the put back instead of writing a delete
+	// after it (forgetEntry); emptied when the batch is committed.
+	puts map[putRef]int32
 	// stalledSince is when the oldest outstanding commit counted as
 	// stalled (loop clock), 0 while none does; warned is when the last
 	// warning about it was logged (checkStall).
 	stalledSince, warned int64
+}
+
+// putRef names a delivery's entry: its session and message sequence.
+type putRef struct {
+	s   *session
+	seq uint64
 }
 
 // storeStallAfter is how long a commit may stay outstanding before the
@@ -370,6 +381,7 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
+	clear(ls.puts)
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	l.srv.ps.st.Commit(b, func(err error) {
@@ -452,6 +464,20 @@ func (srv *Server) commitAtStop() {
 		}
 	}
 	for _, l := range loops {
+		// Acknowledgements handed to l that it did not run: their
+		// deletes follow l's batches like any other.
+		l.inboxMu.Lock()
+		ts := append(l.inbox, l.lateForgets...)
+		l.inbox, l.lateForgets = nil, nil
+		l.inboxMu.Unlock()
+		for _, t := range ts {
+			switch t.kind {
+			case taskForget:
+				l.forgetRouted(t.sess, t.seq)
+			case taskDeliver:
+				t.out.msg.release()
+			}
+		}
 		commit(l)
 	}
 	for _, l := range loops {
@@ -528,9 +554,41 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 			}
 		}
 		m.seq = l.srv.ps.nextSeq()
+		m.router = l
 	}
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
+	if out.qos < 2 {
+		ls := &l.st
+		if ls.puts == nil {
+			ls.puts = make(map[putRef]int32)
+		}
+		ls.puts[putRef{s, m.seq}] = int32(len(ls.b.Ops()) - 1)
+	}
 	l.st.needs = true
+}
+
+// takeBackPut removes the put of s's entry seq from the open batch if it
+// is there (persistDelivery, QoS 1 only), and reports whether it did: the
+// delivery was acknowledged (or dropped) before its batch was committed,
+// so neither the entry nor its delete needs writing. What it cannot find
+// was put by another loop or has been committed, and is deleted as usual.
+// Runs on s's owner, l.
+func (l *loop) takeBackPut(s *session, seq uint64) bool {
+	ls := &l.st
+	if ls.b == nil || len(ls.puts) == 0 {
+		return false
+	}
+	r := putRef{s, seq}
+	i, ok := ls.puts[r]
+	if !ok {
+		return false
+	}
+	delete(ls.puts, r)
+	if !ls.b.CancelPutEntry(int(i), s.id, seq) {
+		return false
+	}
+	l.stats.takenBack.Add(1)
+	return true
 }
 
 // putEntry writes one entry of session id.
@@ -641,7 +699,9 @@ func (l *loop) dropDeferred(s *session, keepMoving bool) (moving []entryKey) {
 // client acknowledged it, or the broker dropped it. qos is the delivery's:
 // below 2 its entry was put once and never marked (markEntry), so the
 // store may drop the put and the delete together
-// (store.Batch.DeleteEntryPutOnce). Runs on s's owner.
+// (store.Batch.DeleteEntryPutOnce), and when that put is still in this
+// loop's open batch it is taken back and nothing is written at all
+// (takeBackPut). Runs on s's owner.
 func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
@@ -650,13 +710,51 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 	if qos < 2 {
 		state = entryDeleteOnce
 	}
-	if !l.entryNow(seq, nil) {
+	switch {
+	case qos < 2 && l.takeBackPut(s, seq):
+	case !l.entryNow(seq, nil):
 		l.deferWrite(entryKey{id: s.id, seq: seq, state: state})
-	} else {
+	default:
 		l.deleteEntry(s.id, seq, state)
 	}
 	if q := s.q; q != nil && q.spill != nil {
 		q.forgotten = append(q.forgotten, seq)
+	}
+}
+
+// forgetAcked is forgetEntry for a delivery its client acknowledged
+// (PUBACK). A QoS 1 entry whose put may not be durable yet is deleted by
+// the loop that put it, in its own batches, which the store applies in
+// order: taken back if still in its open batch, else deleted after the
+// put. So the owner waits for nothing, and most entries acknowledged
+// within a commit cycle are never written, whichever loop owns the
+// session. Runs on s's owner, l.
+func (l *loop) forgetAcked(s *session, out *outMsg) {
+	m := out.msg
+	if out.qos >= 2 || m.router == nil || m.seq == 0 || !l.srv.durable(s) {
+		l.forgetEntry(s, m.seq, out.qos)
+		return
+	}
+	switch {
+	case m.router == l:
+		l.forgetRouted(s, m.seq)
+	case l.entryNow(m.seq, nil):
+		l.deleteEntry(s.id, m.seq, entryDeleteOnce) // durable already
+	default:
+		l.handOff(m.router, task{kind: taskForget, sess: s, seq: m.seq})
+	}
+	if q := s.q; q != nil && q.spill != nil {
+		q.forgotten = append(q.forgotten, m.seq)
+	}
+}
+
+// forgetRouted deletes s's QoS 1 entry seq, which l put (message.router):
+// it takes the put back if it is still in the open batch, else adds the
+// delete to the open batch, behind the batch that holds the put. s may
+// belong to another loop: only its pointer and id are read. Runs on l.
+func (l *loop) forgetRouted(s *session, seq uint64) {
+	if !l.takeBackPut(s, seq) {
+		l.deleteEntry(s.id, seq, entryDeleteOnce)
 	}
 }
 

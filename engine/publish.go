@@ -131,7 +131,7 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBACK:
 		if sl := s.lookup(a.PacketID, slotAwaitAck); sl != nil {
 			s.acked(c.loop)
-			c.loop.forgetEntry(s, sl.m.msg.seq, sl.m.qos)
+			c.loop.forgetAcked(s, &sl.m)
 			s.q.inflight.free(sl)
 			s.pump()
 		}

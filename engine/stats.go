@@ -169,6 +169,7 @@ type loopStats struct {
 	droppedOffline0  atomic.Uint64 // QoS 0 for an offline persistent session
 	droppedTooLarge  atomic.Uint64 // larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
 	droppedExpired   atomic.Uint64 // Message Expiry Interval passed before delivery [MQTT-3.3.2-5]
+	takenBack        atomic.Uint64 // store entries acknowledged before their batch was committed (takeBackPut)
 
 	connsOpened     atomic.Uint64
 	connsClosed     atomic.Uint64
@@ -252,8 +253,11 @@ type Stats struct {
 	// failed, deliveries not written because the store was past
 	// MaxStoreBytes, and its size on disk. StoreStalls counts the times
 	// a loop's commit stayed outstanding for more than 5 s (each logged).
+	// StoreEntriesTakenBack counts QoS 1 deliveries to persistent sessions
+	// acknowledged before their entry's batch was committed, so that the
+	// entry was never written (nor deleted).
 	StoreCommits, StoreSyncs, StoreFailures, NotStoredDiskFull uint64
-	StoreDiskBytes, StoreStalls                                uint64
+	StoreDiskBytes, StoreStalls, StoreEntriesTakenBack         uint64
 }
 
 // Stats sums the counters of every loop. Safe for concurrent use.
@@ -276,6 +280,7 @@ func (s *Server) Stats() Stats {
 		st.DroppedQoS0Offline += ls.droppedOffline0.Load()
 		st.DroppedTooLarge += ls.droppedTooLarge.Load()
 		st.DroppedExpired += ls.droppedExpired.Load()
+		st.StoreEntriesTakenBack += ls.takenBack.Load()
 		st.ConnectionsOpened += ls.connsOpened.Load()
 		st.ConnectionsClosed += ls.connsClosed.Load()
 		st.Connects += ls.connects.Load()

@@ -90,6 +90,7 @@ var (
 	dStoreFailures  = desc("store_commit_failures_total", "Store commits that failed (their publishers were disconnected unacknowledged).")
 	dStoreNotStored = desc("store_not_stored_disk_full_total", "QoS 1/2 deliveries to persistent sessions not written because the store was past its size bound.")
 	dStoreStalls    = desc("store_stalls_total", "Times an event loop's store commit stayed outstanding for more than 5 s (acknowledgements wait meanwhile).")
+	dStoreTakenBack = desc("store_entries_taken_back_total", "QoS 1 deliveries to persistent sessions acknowledged before their entry was committed: the entry was never written.")
 )
 
 var qosLabels = [3]string{"0", "1", "2"}
@@ -104,7 +105,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.o.StoreStats != nil {
 		for _, d := range []*prometheus.Desc{dStoreCommits, dStoreSyncs, dStoreRecords, dStoreCommitSec, dStoreDisk,
-			dStoreFailures, dStoreNotStored, dStoreStalls} {
+			dStoreFailures, dStoreNotStored, dStoreStalls, dStoreTakenBack} {
 			ch <- d
 		}
 	}
@@ -180,6 +181,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dStoreFailures, st.StoreFailures)
 		counter(dStoreNotStored, st.NotStoredDiskFull)
 		counter(dStoreStalls, st.StoreStalls)
+		counter(dStoreTakenBack, st.StoreEntriesTakenBack)
 	}
 }
 

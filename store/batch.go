@@ -4,16 +4,19 @@ package store
 type OpKind uint8
 
 const (
-	OpPutSession      OpKind = iota + 1 // Session
-	OpDeleteSession                     // ClientID: the session, its entries and inbound ids
-	OpPutEntry                          // ClientID, Entry (replaces one with the same Seq)
-	OpDeleteEntry                       // ClientID, Seq, Once
-	OpPutInbound                        // ClientID, PacketID
-	OpDeleteInbound                     // ClientID, PacketID
-	OpPutRetained                       // Msg (replaces the one on Msg.Topic)
-	OpDeleteRetained                    // Msg.Topic
-	OpPutMeta                           // Key, Value
-	OpDeleteEntriesTo                   // ClientID, Seq: every entry with a Seq up to it
+	// OpNone is an operation taken back before the batch was committed
+	// (Batch.CancelPutEntry); stores skip it.
+	OpNone            OpKind = iota
+	OpPutSession             // Session
+	OpDeleteSession          // ClientID: the session, its entries and inbound ids
+	OpPutEntry               // ClientID, Entry (replaces one with the same Seq)
+	OpDeleteEntry            // ClientID, Seq, Once
+	OpPutInbound             // ClientID, PacketID
+	OpDeleteInbound          // ClientID, PacketID
+	OpPutRetained            // Msg (replaces the one on Msg.Topic)
+	OpDeleteRetained         // Msg.Topic
+	OpPutMeta                // Key, Value
+	OpDeleteEntriesTo        // ClientID, Seq: every entry with a Seq up to it
 )
 
 // Op is one operation of a batch. Its byte slices are copies owned by the
@@ -41,6 +44,7 @@ type Batch struct {
 	ops    []Op
 	chunks [][]byte // arena: copies of byte slices; chunks never move
 	cur    int      // chunk being filled
+	none   int      // operations taken back (OpNone)
 }
 
 const chunkSize = 32 << 10
@@ -49,8 +53,8 @@ const chunkSize = 32 << 10
 // Store implementations.
 func (b *Batch) Ops() []Op { return b.ops }
 
-// Len returns the number of operations.
-func (b *Batch) Len() int { return len(b.ops) }
+// Len returns the number of operations, not counting those taken back.
+func (b *Batch) Len() int { return len(b.ops) - b.none }
 
 // Reset empties b, keeping its memory.
 func (b *Batch) Reset() {
@@ -60,6 +64,7 @@ func (b *Batch) Reset() {
 		b.chunks[i] = b.chunks[i][:0]
 	}
 	b.cur = 0
+	b.none = 0
 }
 
 // copyBytes copies p into the arena; nil stays nil.
@@ -120,6 +125,25 @@ func (b *Batch) PutEntry(clientID string, e *Entry) {
 	}
 	c.Msg = b.copyMessage(&e.Msg)
 	b.ops = append(b.ops, Op{Kind: OpPutEntry, ClientID: clientID, Seq: e.Seq, Entry: c})
+}
+
+// CancelPutEntry takes back operation i of b if it is the PutEntry of
+// clientID's entry seq, and reports whether it was: an entry acknowledged
+// before its batch was committed never reaches the store, and needs no
+// delete either. Only for an entry put once (see DeleteEntryPutOnce):
+// taking back a put that replaces an earlier one would bring the earlier
+// one back. The operation stays in Ops as OpNone, its bytes in the arena.
+func (b *Batch) CancelPutEntry(i int, clientID string, seq uint64) bool {
+	if i < 0 || i >= len(b.ops) {
+		return false
+	}
+	op := &b.ops[i]
+	if op.Kind != OpPutEntry || op.Seq != seq || op.ClientID != clientID {
+		return false
+	}
+	*op = Op{}
+	b.none++
+	return true
 }
 
 // DeleteEntry removes clientID's entry seq, if any.

@@ -49,6 +49,7 @@ type pendingCommit struct {
 type appliedGroup struct {
 	commits []pendingCommit
 	err     error // applying it failed
+	wrote   bool  // it held records (a group of batches whose writes were all taken back holds none)
 }
 
 // Commit implements Store. It blocks only while QueueLen batches are
@@ -146,7 +147,8 @@ func (p *Pebble) runCommitter() {
 			}
 		}
 		var err error
-		if pb.Count() > 0 {
+		wrote := pb.Count() > 0
+		if wrote {
 			// Sync under every policy: it makes pebble write the record
 			// to the operating system before Apply returns; walSyncFS
 			// skips pebble's fsync of the log (see walsync.go).
@@ -161,7 +163,7 @@ func (p *Pebble) runCommitter() {
 			}
 		}
 		if p.synced != nil {
-			p.synced <- appliedGroup{commits: group, err: err}
+			p.synced <- appliedGroup{commits: group, err: err, wrote: wrote}
 			continue
 		}
 		p.finish(group, err)
@@ -212,7 +214,13 @@ func (p *Pebble) runLogSyncer() {
 				break drain
 			}
 		}
-		if broken == nil {
+		wrote := false
+		for i := range groups {
+			wrote = wrote || groups[i].wrote
+		}
+		// Groups with no records (every write of their batches taken
+		// back) need no fsync: the groups before them had theirs.
+		if broken == nil && wrote {
 			if err := p.fs.syncAll(); err != nil {
 				broken = err
 				p.log.Error("store: log sync failed; every later commit fails", "dir", p.dir, "err", err)
@@ -262,6 +270,7 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 		op := &c.b.ops[i]
 		key, val = key[:0], val[:0]
 		switch op.Kind {
+		case OpNone:
 		case OpPutSession:
 			key = appendSessionKey(key, op.ClientID)
 			val = appendSessionValue(val, op.Session)
@@ -323,7 +332,7 @@ func validateBatch(b *Batch) error {
 			if err := checkClientID(op.ClientID); err != nil {
 				return fmt.Errorf("operation %d: %w", i, err)
 			}
-		case OpPutRetained, OpDeleteRetained, OpPutMeta:
+		case OpNone, OpPutRetained, OpDeleteRetained, OpPutMeta:
 		default:
 			return fmt.Errorf("store: operation %d: unknown kind %d", i, op.Kind)
 		}

@@ -101,3 +101,22 @@ func TestPebbleClientIDLength(t *testing.T) {
 	require.NoError(t, p.Entries(tooLong, 0, 0, func(*store.Entry) bool { n++; return true }))
 	require.Equal(t, 1, n)
 }
+
+// TestPebbleNoSyncWithoutRecords: under SyncAlways a commit whose every
+// write was taken back (CancelPutEntry) costs no fsync; one with a record
+// does.
+func TestPebbleNoSyncWithoutRecords(t *testing.T) {
+	p := openPebble(t, t.TempDir(), store.PebbleOptions{Sync: store.SyncAlways})
+	defer p.Close()
+	e := store.Entry{Seq: 1, State: store.EntryQueued, QoS: 1, Msg: store.Message{Topic: []byte("t"), QoS: 1}}
+	var b store.Batch
+	b.PutEntry("c", &e)
+	require.True(t, b.CancelPutEntry(0, "c", 1))
+	before := p.Stats().Syncs
+	require.NoError(t, commit(t, p, &b))
+	require.Equal(t, before, p.Stats().Syncs, "nothing to make durable")
+	b.Reset()
+	b.PutEntry("c", &e)
+	require.NoError(t, commit(t, p, &b))
+	require.Equal(t, before+1, p.Stats().Syncs)
+}

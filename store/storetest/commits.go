@@ -346,3 +346,33 @@ func testDeletePutOnce(t *testing.T, open opener, reopen reopener) {
 		require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
 	}
 }
+
+// testCancelPutEntry: a put taken back before its batch is committed
+// (CancelPutEntry) is never stored, and the batch's other operations are;
+// CancelPutEntry takes back only the PutEntry it names.
+func testCancelPutEntry(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	var b store.Batch
+	for seq := uint64(1); seq <= 3; seq++ {
+		e := store.Entry{Seq: seq, State: store.EntryQueued, QoS: 1,
+			Msg: store.Message{Topic: []byte("t"), Payload: []byte("p"), QoS: 1}}
+		b.PutEntry("c", &e)
+	}
+	b.PutInbound("c", 9)
+	require.False(t, b.CancelPutEntry(1, "c", 1), "operation 1 is seq 2")
+	require.False(t, b.CancelPutEntry(1, "other", 2), "another client's")
+	require.False(t, b.CancelPutEntry(3, "c", 0), "not a PutEntry")
+	require.False(t, b.CancelPutEntry(4, "c", 2), "out of range")
+	require.True(t, b.CancelPutEntry(1, "c", 2))
+	require.False(t, b.CancelPutEntry(1, "c", 2), "taken back already")
+	require.Equal(t, 3, b.Len())
+	commit(t, s, &b)
+	require.Equal(t, []uint64{1, 3}, seqs(entries(t, s, "c", 0, 0)))
+	if reopen != nil {
+		s = reopen(t, s)
+		require.Equal(t, []uint64{1, 3}, seqs(entries(t, s, "c", 0, 0)))
+	}
+	require.Equal(t, map[string][]uint16{"c": {9}}, inbound(t, s))
+	b.Reset()
+	require.Equal(t, 0, b.Len())
+}

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"DurableAcrossReopen", testDurable},
 		{"DeletesDurableAcrossReopen", testDeletesDurable},
 		{"DeleteEntryPutOnce", testDeletePutOnce},
+		{"CancelPutEntry", testCancelPutEntry},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, o, r) })
