@@ -53,6 +53,10 @@ func TestE2E_MQTT_3_1_2_23_SessionEndsAfterItsExpiryInterval(t *testing.T) {
 	s := startServer(t, Options{})
 	sub := connectPaho5(t, s, paho5Connect("exp-end", true, u32(1)))
 	sub.subscribe(t, "exp/end", 1)
+	// The connection closes between these two instants: the session may
+	// end 1 s after the first at the earliest, and must end within a sweep
+	// or two of the second (more on a loaded machine).
+	closing := time.Now()
 	require.NoError(t, sub.Disconnect(&paho5.Disconnect{}))
 	waitClosed(t, s, 1)
 	closed := time.Now()
@@ -60,12 +64,13 @@ func TestE2E_MQTT_3_1_2_23_SessionEndsAfterItsExpiryInterval(t *testing.T) {
 	wait(t, pub.Publish("exp/end", 1, false, "queued"))
 
 	time.Sleep(500 * time.Millisecond)
-	require.True(t, hasSession(s, "exp-end"), "session ended before its interval")
+	if time.Since(closing) < 900*time.Millisecond {
+		require.True(t, hasSession(s, "exp-end"), "session ended before its interval")
+	}
 	require.Eventually(t, func() bool { return !hasSession(s, "exp-end") }, e2eWait, 5*time.Millisecond,
 		"session outlived its interval")
-	lived := time.Since(closed)
-	require.GreaterOrEqual(t, lived, time.Second, "session ended before its interval")
-	require.Less(t, lived, 4*time.Second, "interval 1 s, sweep every second")
+	require.GreaterOrEqual(t, time.Since(closing), time.Second, "session ended before its interval")
+	require.Less(t, time.Since(closed), 6*time.Second, "interval 1 s, sweep every second")
 
 	wait(t, pub.Publish("exp/end", 1, false, "after expiry"))
 	again := connectPaho5(t, s, paho5Connect("exp-end", false, u32(1)))
