@@ -74,13 +74,14 @@ func (c *client) aliasesOut() *aliasesOut {
 // PUBLISH with topic and alias, and cost the broker an eviction each. So
 // the broker counts, over windows of aliasWindow(max) lookups, hits and
 // evictions: a window with more than two evictions per hit closes
-// admission. While it is closed a
-// topic without an alias is sent with its topic and no alias, aliases
-// already assigned keep being used (and kept in LRU order), and no alias is
-// reassigned, so what the client knows never changes. Admission opens
-// again after closedFor lookups (4 windows at first); a window that thrashes
-// right after it opened doubles that, up to 1,024 windows, and one that does
-// not thrash resets it.
+// admission. While it is closed a topic without an alias is sent with its
+// topic and no alias, aliases already assigned keep being used (and kept
+// in LRU order), and no alias is reassigned, so what the client knows never
+// changes. Admission opens again after closedFor lookups (4 windows at
+// first); a window that thrashes right after it opened doubles that, up to
+// 1,024 windows, and one that does not thrash resets it.
+//
+// An aliasesOut belongs to its client's loop, like the rest of the client.
 type aliasesOut struct {
 	head, tail uint16
 	// closed: admission is closed until hits+misses reaches closedFor.
