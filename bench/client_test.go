@@ -13,7 +13,6 @@ import (
 
 // Harness constants shared by every scenario.
 const (
-	payloadSize = 64
 	// maxUnacked bounds a QoS 1 publisher's PUBLISHes awaiting PUBACK.
 	maxUnacked = 32
 	// readBufSize is each client's read buffer; a read takes whatever the
@@ -22,6 +21,10 @@ const (
 	// handshakeTimeout bounds CONNECT/CONNACK and SUBSCRIBE/SUBACK.
 	handshakeTimeout = 5 * time.Second
 )
+
+// payloadSize is every PUBLISH's payload size: 64 bytes unless
+// -bench.payload says otherwise.
+func payloadSize() int { return *payloadFlag }
 
 // Payload layout: the publisher's index, its sequence number, filler.
 const (
@@ -246,7 +249,7 @@ var v5UserProperties = []codec.UserProperty{
 func newPublisher(idx int, mc *mqttConn, topic string, qos byte, window, burst int) *publisher {
 	p := &publisher{idx: idx, mc: mc, qos: qos, window: window, burst: burst, nextPID: 1, ackPID: 1,
 		wake: make(chan struct{}, 1), start: make(chan int)}
-	pub := codec.Publish{QoS: qos, Topic: []byte(topic), Payload: make([]byte, payloadSize)}
+	pub := codec.Publish{QoS: qos, Topic: []byte(topic), Payload: make([]byte, payloadSize())}
 	if mc.ver == codec.V5 {
 		pub.Topic = nil
 		pub.Properties.TopicAlias = 1
@@ -255,14 +258,14 @@ func newPublisher(idx int, mc *mqttConn, topic string, qos byte, window, burst i
 	if qos > 0 {
 		pub.PacketID = 1
 	}
-	for i := payloadSeqOff + 8; i < payloadSize; i++ {
+	for i := payloadSeqOff + 8; i < payloadSize(); i++ {
 		pub.Payload[i] = byte('a' + i%26)
 	}
 	binary.BigEndian.PutUint32(pub.Payload[payloadPubOff:], uint32(idx))
 	frame := pub.AppendTo(nil, mc.ver)
 	h, _, _ := codec.Split(frame, 0)
 	p.frameLen = len(frame)
-	p.seqOff = len(frame) - payloadSize + payloadSeqOff
+	p.seqOff = len(frame) - payloadSize() + payloadSeqOff
 	p.pidOff = h.HeaderLen + 2 + len(pub.Topic)
 	p.frames = make([]byte, 0, burst*len(frame))
 	for range burst {
@@ -449,9 +452,9 @@ func (s *subscriber) deliver(h codec.FixedHeader, body []byte) error {
 	if err := decodeForCheck(d, h, body, s.mc.ver); err != nil {
 		return fmt.Errorf("subscriber %d: decode PUBLISH: %w", s.idx, err)
 	}
-	if d.QoS != s.qos || d.Dup || d.Retain || len(d.Payload) != payloadSize {
+	if d.QoS != s.qos || d.Dup || d.Retain || len(d.Payload) != payloadSize() {
 		return fmt.Errorf("subscriber %d: PUBLISH qos=%d dup=%v retain=%v payload %d B, want qos=%d, %d B",
-			s.idx, d.QoS, d.Dup, d.Retain, len(d.Payload), s.qos, payloadSize)
+			s.idx, d.QoS, d.Dup, d.Retain, len(d.Payload), s.qos, payloadSize())
 	}
 	pi := binary.BigEndian.Uint32(d.Payload[payloadPubOff:])
 	if int(pi) >= len(s.from) || s.from[pi].pub == nil {

@@ -91,6 +91,11 @@
 // bench/v5ratio.sh does that for 3.1.1 and 5.0 in alternating rounds, a
 // fresh broker per run, and prints the medians (docs/benchmarks.md, issue 7).
 //
+// The flag -bench.payload=N sets the payload size (64 bytes by default):
+// with 117 (fanin100) or 116 (pairs10) the 3.1.1 frames are the size of
+// the 5.0 ones, which separates what 5.0 costs from what its larger frames
+// cost. bench/v5ratio.sh passes BENCH_FLAGS on to the benchmark.
+//
 // The flag -bench.authz gives the in-process broker an Authorizer that
 // allows everything, so that the cost of the authorization checks (a
 // cached Read decision per delivery, a Write decision per PUBLISH) shows

@@ -26,6 +26,9 @@ var externalBroker = flag.String("bench.broker", "",
 var brokerPID = flag.Int("bench.broker-pid", 0,
 	"process id of the -bench.broker broker: report its own CPU time per delivery (broker-cpu-ns/delivery, Linux)")
 
+var payloadFlag = flag.Int("bench.payload", 64,
+	"PUBLISH payload size in bytes, at least 12 (publisher index and sequence number); e.g. 117 makes fanin100's 3.1.1 frames the size of its 5.0 ones")
+
 var withAuthorizer = flag.Bool("bench.authz", false,
 	"give the in-process broker an Authorizer that allows everything, to measure the cost of the checks")
 
@@ -153,6 +156,9 @@ func newFixture(sc scenario, qos byte, ver codec.Version) (*fixture, error) {
 
 // newFixtureWith is newFixture with cfg.
 func newFixtureWith(sc scenario, qos byte, ver codec.Version, cfg fixtureConfig) (_ *fixture, err error) {
+	if payloadSize() < payloadSeqOff+8 {
+		return nil, fmt.Errorf("-bench.payload %d: at least %d bytes", payloadSize(), payloadSeqOff+8)
+	}
 	fx := &fixture{sc: sc, qos: qos, ver: ver, pubDone: make(chan error, sc.pubs), subDone: make(chan int, sc.subs),
 		abort: make(chan struct{}), counts: make([]int, sc.pubs)}
 	defer func() {

@@ -287,7 +287,7 @@ func BenchmarkTransport(b *testing.B) {
 			}()
 			var burst []byte
 			for range 32 {
-				burst = (&codec.Publish{Topic: []byte(topic), Payload: make([]byte, payloadSize)}).AppendTo(burst, codec.V311)
+				burst = (&codec.Publish{Topic: []byte(topic), Payload: make([]byte, payloadSize())}).AppendTo(burst, codec.V311)
 			}
 			one := len(burst) / 32
 			cpu0, t0 := bp.cpu(b), time.Now()

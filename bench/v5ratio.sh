@@ -14,9 +14,10 @@
 # (name, version, broker-cpu-ns/delivery, cpu-ns/delivery of the clients),
 # then per build the medians, their ranges and the median of the per-round
 # 5.0/3.1.1 ratios. Build the clients first or set BENCH to a test binary
-# (go test -c -o bench.test ./bench).
+# (go test -c -o bench.test ./bench). BENCH_FLAGS is added to every
+# benchmark's flags (e.g. BENCH_FLAGS='-bench.payload 117').
 set -euo pipefail
-[ $# -ge 5 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,19p' "$0"; exit 2; }
 rounds=$1 scenario=$2 benchtime=$3 qos=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,7 +70,7 @@ for round in $(seq "$rounds"); do
 		for v in "${versions[@]}"; do
 			start_broker
 			"$bench" -test.run '^$' -test.bench "^BenchmarkQoS$qos$v\$/^$scenario\$" -test.benchtime "$benchtime" \
-				-bench.broker 127.0.0.1:$port -bench.broker-pid $pid |
+				-bench.broker 127.0.0.1:$port -bench.broker-pid $pid ${BENCH_FLAGS:-} |
 				awk -v n="$name" -v v="${v:-3.1.1}" '/^Benchmark/ {
 					for (i = 1; i <= NF; i++) { if ($i == "broker-cpu-ns/delivery") b = $(i-1); if ($i == "cpu-ns/delivery") c = $(i-1) }
 					sub("V5", "5.0", v); print n, v, b, c }' | tee -a "$out"

@@ -379,6 +379,83 @@ func TestE2EV5TopicAliasOutbound(t *testing.T) {
 	require.True(t, m.Properties == nil || m.Properties.TopicAlias == nil)
 }
 
+// TestE2EV5TopicAliasOutboundFewerAliasesThanTopics: a paho.golang
+// subscriber that allows 4 topic aliases hears 40 topics, first in turn
+// (least recently used reassignment would miss on every message, so the
+// broker stops reassigning and sends most topics without an alias), then
+// in runs of 4 on one topic (each reassignment is reused). Every message
+// arrives, in order, and resolves as a receiver resolves it (an alias with
+// a topic defines it, an alias alone stands for the topic last defined)
+// to the topic it was published on; no alias exceeds the client's Topic
+// Alias Maximum [MQTT-3.3.2-10], at QoS 0 and QoS 1.
+func TestE2EV5TopicAliasOutboundFewerAliasesThanTopics(t *testing.T) {
+	t.Parallel()
+	const aliasMax, topics, cycles, runs, lastRuns = 4, 40, 30, 1000, 200
+	s := startServer(t, Options{MaxQueued: 100000})
+	am := uint16(aliasMax)
+	sub := newPaho5(t, s, "tam-sub", &paho.Connect{CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{TopicAliasMaximum: &am}})
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "many/#", QoS: 1})
+
+	var sent []string
+	for i := 0; i < cycles*topics; i++ {
+		sent = append(sent, fmt.Sprintf("many/%d", i%topics))
+	}
+	for i := 0; i < runs; i++ {
+		topic := fmt.Sprintf("many/%d", (i*7)%topics)
+		for range 4 {
+			sent = append(sent, topic)
+		}
+	}
+	pub := dialRaw(t, s)
+	pub.mustConnect(connectPacket("tam-pub", true, 60))
+	var frames []byte
+	for i, topic := range sent {
+		p := &codec.Publish{QoS: byte(i % 2), Topic: []byte(topic), Payload: []byte(strconv.Itoa(i))}
+		if p.QoS > 0 {
+			p.PacketID = uint16(i%60000 + 1)
+		}
+		frames = p.AppendTo(frames, codec.V311)
+	}
+	go func() { _ = pub.conn.SetWriteDeadline(time.Now().Add(30 * time.Second)); _, _ = pub.conn.Write(frames) }()
+
+	known := map[uint16]string{}       // what the client knows: alias → topic
+	var plain, defined, aliased [3]int // in turn, in runs, in the last runs
+	for i, want := range sent {
+		m := sub.next(t)
+		require.Equal(t, strconv.Itoa(i), string(m.Payload), "message %d", i)
+		topic := m.Topic
+		phase := 0
+		switch {
+		case i >= len(sent)-4*lastRuns:
+			phase = 2
+		case i >= cycles*topics:
+			phase = 1
+		}
+		if m.Properties == nil || m.Properties.TopicAlias == nil {
+			plain[phase]++
+		} else {
+			a := *m.Properties.TopicAlias
+			require.True(t, a >= 1 && a <= aliasMax, "alias %d [MQTT-3.3.2-10]", a)
+			if topic != "" {
+				known[a] = topic
+				defined[phase]++
+			} else {
+				topic = known[a]
+				aliased[phase]++
+			}
+		}
+		require.Equal(t, want, topic, "message %d (alias %v)", i, m.Properties)
+	}
+	t.Logf("plain, defining, alias only: in turn %d, %d, %d; in runs %d, %d, %d; in the last runs %d, %d, %d",
+		plain[0], defined[0], aliased[0], plain[1], defined[1], aliased[1], plain[2], defined[2], aliased[2])
+	require.Greater(t, plain[0], cycles*topics/2, "in turn, most topics go out without an alias")
+	require.Less(t, defined[0], cycles*topics/4, "in turn, few aliases are reassigned")
+	// Admission opens again within its closed period, and then each run
+	// defines an alias and uses it three times.
+	require.Equal(t, [3]int{0, lastRuns, 3 * lastRuns}, [3]int{plain[2], defined[2], aliased[2]}, "in the last runs")
+}
+
 // TestE2EV5ReceiveMaximumOutbound: under a burst of 10,000 QoS 1
 // messages the broker never has more unacknowledged PUBLISH packets out to
 // a client than its Receive Maximum [MQTT-3.3.4-7], and delivers them all.

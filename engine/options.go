@@ -52,8 +52,9 @@ type Options struct {
 	// are bounded by the client's own maximum, capped at MaxTopicAliasOut.
 	TopicAliasMaximum int
 	// MaxTopicAliasOut caps the topic aliases the broker assigns towards
-	// one 5.0 client (least recently used reassigned), default 64; -1
-	// disables outbound aliases.
+	// one 5.0 client (least recently used reassigned, none reassigned while
+	// they thrash: see aliasesOut), default 64; -1 disables outbound
+	// aliases.
 	MaxTopicAliasOut int
 	// MaxConnRatePerIP bounds the new connections one source address may
 	// open per second; past it they are closed at accept. 0: unlimited.
