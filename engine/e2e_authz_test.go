@@ -115,12 +115,10 @@ func pahoUser(user string) func(*paho.ClientOptions) {
 // delivered to nobody.
 func TestAuthzPublishDenied311DroppedButAcked(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	sub := dialRaw(t, s)
-	sub.mustConnect(userConnect("sub", "alice"))
+	sub := connectRaw(t, s, userConnect("sub", "alice"))
 	require.Equal(t, byte(1), sub.subscribe(1, "#", 1))
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(userConnect("pub", "bob"))
+	pub := connectRaw(t, s, userConnect("pub", "bob"))
 	pub.publish("alice/x", "q0", 0, false, 0)
 	pub.publish("alice/x", "q1", 1, false, 7)
 	pub.expectAck(codec.PUBACK, 7)
@@ -159,12 +157,10 @@ func TestAuthzPublishDenied311Paho(t *testing.T) {
 // connection stays.
 func TestAuthzPublishDeniedV5Gets0x87(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	sub := dialRaw(t, s)
-	sub.mustConnect(userConnect("sub", "alice"))
+	sub := connectRaw(t, s, userConnect("sub", "alice"))
 	require.Equal(t, byte(1), sub.subscribe(1, "#", 1))
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(userConnect5("pub5", "bob"))
+	pub := connectRaw(t, s, userConnect5("pub5", "bob"))
 	pub.publish("alice/x", "q0", 0, false, 0)
 	pub.publish("alice/x", "q1", 1, false, 3)
 	a := pub.expect(codec.PUBACK).(*codec.Ack)
@@ -224,13 +220,11 @@ func TestAuthzSubscribeDeniedPerFilter(t *testing.T) {
 	}
 	// The refused filters were not subscribed: once everything is
 	// allowed, a message that only they would match reaches nobody.
-	c := dialRaw(t, s)
-	c.mustConnect(userConnect("subs-check", "bob"))
+	c := connectRaw(t, s, userConnect("subs-check", "bob"))
 	c.send(&codec.Subscribe{PacketID: 2, Subscriptions: filters[:1]})
 	require.Equal(t, []codec.ReasonCode{codec.ReasonCode(codec.SubackFailureV3)}, c.expect(codec.SUBACK).(*codec.Suback).ReasonCodes)
 	s.SetAuthorizer(nil)
-	pub := dialRaw(t, s)
-	pub.mustConnect(userConnect("pub", "bob"))
+	pub := connectRaw(t, s, userConnect("pub", "bob"))
 	pub.publish("secret/a", "x", 1, false, 1)
 	pub.expectAck(codec.PUBACK, 1)
 	c.expectNothing(e2eSilent)
@@ -287,15 +281,13 @@ func TestAuthzReadFiltersDeliveries(t *testing.T) {
 // that retained messages sent on SUBSCRIBE [MQTT-3.3.1-6] obey Read.
 func TestAuthzRetainedObeysWriteAndRead(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	alice := dialRaw(t, s)
-	alice.mustConnect(userConnect("alice", "alice"))
+	alice := connectRaw(t, s, userConnect("alice", "alice"))
 	alice.publish("public/r", "kept", 1, true, 1)
 	alice.expectAck(codec.PUBACK, 1)
 	alice.publish("private/r", "hidden", 1, true, 2)
 	alice.expectAck(codec.PUBACK, 2)
 
-	bob := dialRaw(t, s)
-	bob.mustConnect(userConnect("bob", "bob"))
+	bob := connectRaw(t, s, userConnect("bob", "bob"))
 	bob.publish("public/r", "", 1, true, 3) // would delete the retained message
 	bob.expectAck(codec.PUBACK, 3)
 	bob.publish("public/new", "stored?", 1, true, 4)
@@ -329,12 +321,10 @@ func TestAuthzRetainedObeysWriteAndRead(t *testing.T) {
 // allowed will is published.
 func TestAuthzWillDeniedRefusesConnect(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	watcher := dialRaw(t, s)
-	watcher.mustConnect(userConnect("watcher", "alice"))
+	watcher := connectRaw(t, s, userConnect("watcher", "alice"))
 	require.Equal(t, byte(0), watcher.subscribe(1, "#", 0))
 
-	old := dialRaw(t, s)
-	old.mustConnect(userConnect("dev", "bob"))
+	old := connectRaw(t, s, userConnect("dev", "bob"))
 
 	c := dialRaw(t, s)
 	ca := c.connect(withWill(userConnect("dev", "bob"), "alice/will", "w", 0, false))
@@ -349,8 +339,7 @@ func TestAuthzWillDeniedRefusesConnect(t *testing.T) {
 	old.send(&codec.Pingreq{})
 	old.expect(codec.PINGRESP)
 
-	ok := dialRaw(t, s)
-	ok.mustConnect(withWill(userConnect("dev2", "bob"), "bob/will", "gone", 0, false))
+	ok := connectRaw(t, s, withWill(userConnect("dev2", "bob"), "bob/will", "gone", 0, false))
 	ok.kill()
 	m := watcher.expectPublish()
 	require.Equal(t, "bob/will", string(m.Topic))
@@ -363,15 +352,12 @@ func TestAuthzWillDeniedRefusesConnect(t *testing.T) {
 // neither at once nor after its Will Delay Interval.
 func TestAuthzWillCheckedAgainWhenPublished(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	watcher := dialRaw(t, s)
-	watcher.mustConnect(userConnect("watcher", "alice"))
+	watcher := connectRaw(t, s, userConnect("watcher", "alice"))
 	require.Equal(t, byte(0), watcher.subscribe(1, "#", 0))
-	now := dialRaw(t, s)
-	now.mustConnect(withWill(userConnect("now", "bob"), "bob/now", "w", 0, false))
+	now := connectRaw(t, s, withWill(userConnect("now", "bob"), "bob/now", "w", 0, false))
 	p := withWill5(userConnect5("later", "bob"), "bob/later", "w", 0, 1)
 	p.Properties.SessionExpiry = 60
-	later := dialRaw(t, s)
-	later.mustConnect(p)
+	later := connectRaw(t, s, p)
 
 	var asked sync.Map
 	s.SetAuthorizer(AuthorizerFunc(func(id Identity, topic string, acc Access) bool {
@@ -417,8 +403,7 @@ func TestAuthzAnonymousRefusedWhenNotAllowed(t *testing.T) {
 	require.Error(t, tok.Error())
 	require.Equal(t, codec.ConnRefusedNotAuthorized, tok.(*paho.ConnectToken).ReturnCode())
 
-	named := dialRaw(t, s)
-	named.mustConnect(userConnect("named", "carol"))
+	connectRaw(t, s, userConnect("named", "carol"))
 }
 
 // TestAuthzAnonymousAllowedSkipsAuthenticator checks AllowAnonymous true: an
@@ -447,14 +432,11 @@ func TestAuthzAnonymousAllowedSkipsAuthenticator(t *testing.T) {
 // its cached decisions.
 func TestAuthzCacheDoesNotLeakBetweenUsers(t *testing.T) {
 	s, _ := authzServer(t, Options{})
-	a := dialRaw(t, s)
-	a.mustConnect(userConnect("a", "alice"))
+	a := connectRaw(t, s, userConnect("a", "alice"))
 	require.Equal(t, byte(0), a.subscribe(1, "private/t", 0))
-	b := dialRaw(t, s)
-	b.mustConnect(userConnect("b", "bob"))
+	b := connectRaw(t, s, userConnect("b", "bob"))
 	require.Equal(t, byte(0), b.subscribe(1, "private/t", 0))
-	pub := dialRaw(t, s)
-	pub.mustConnect(userConnect("pub", "alice"))
+	pub := connectRaw(t, s, userConnect("pub", "alice"))
 	for i := range 3 {
 		pub.publish("private/t", fmt.Sprint(i), 0, false, 0)
 		require.Equal(t, fmt.Sprint(i), string(a.expectPublish().Payload))
@@ -464,8 +446,7 @@ func TestAuthzCacheDoesNotLeakBetweenUsers(t *testing.T) {
 	// A persistent session of alice's, with a message queued for it.
 	p := userConnect("dev", "alice")
 	p.CleanStart = false
-	d := dialRaw(t, s)
-	d.mustConnect(p)
+	d := connectRaw(t, s, p)
 	require.Equal(t, byte(1), d.subscribe(1, "private/t", 1))
 	pub.publish("private/t", "cached", 1, false, 1)
 	pub.expectAck(codec.PUBACK, 1)
@@ -570,8 +551,7 @@ func TestAuthzIdentifyingAuthenticatorNamesTheClient(t *testing.T) {
 // client may do everything, anonymous ones included (today's behaviour).
 func TestAuthzDefaultAllowsEverything(t *testing.T) {
 	s := startServer(t, Options{})
-	c := dialRaw(t, s)
-	c.mustConnect(withWill(userConnect("x", ""), "secret/w", "w", 0, false))
+	c := connectRaw(t, s, withWill(userConnect("x", ""), "secret/w", "w", 0, false))
 	require.Equal(t, byte(1), c.subscribe(1, "secret/#", 1))
 	c.publish("secret/a", "x", 1, true, 2)
 	got := map[codec.Type]bool{}

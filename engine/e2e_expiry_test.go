@@ -136,8 +136,7 @@ func TestE2EMaxSessionExpiryCaps(t *testing.T) {
 		require.NoError(t, c.Disconnect(&paho5.Disconnect{}))
 	}
 
-	c3 := dialRaw(t, s)
-	c3.mustConnect(connectPacket("cap-311", false, 0))
+	c3 := connectRaw(t, s, connectPacket("cap-311", false, 0))
 	require.Equal(t, byte(1), c3.subscribe(1, "cap/311", 1))
 	v5 := connectPaho5(t, s, paho5Connect("cap-v5", true, u32(expiryNever)))
 	v5.subscribe(t, "cap/v5", 1)
@@ -180,8 +179,7 @@ func TestE2EV5DisconnectChangesSessionExpiry(t *testing.T) {
 		h, got := collect(4)
 		observer := newPaho(t, s, nil)
 		wait(t, observer.Subscribe("dx/will", 1, h))
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connect5("dx-bad", true, 0, 0), "dx/will", "protocol error", 1, false))
+		c := connectRaw(t, s, withWill(connect5("dx-bad", true, 0, 0), "dx/will", "protocol error", 1, false))
 		d := &codec.Disconnect{}
 		d.Properties.SessionExpiry = 10
 		c.send(d)
@@ -267,8 +265,7 @@ func TestE2ESessionExpiryFreesMemory(t *testing.T) {
 
 	openSessions("mem", 4)
 	require.Eventually(t, func() bool { return s.Stats().ConnectionsClosed >= 2*n }, 10*time.Second, 5*time.Millisecond)
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("mem-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("mem-pub", true, 0))
 	payload := string(make([]byte, 512))
 	for i := range 4 { // queued in every session
 		pub.publish("mem/all", payload, 1, false, uint16(i+1))

@@ -62,14 +62,12 @@ func ackingSubscriber(c *rawClient, delay time.Duration, got chan<- string) {
 // subscriber's small queue, so nothing is dropped and order is kept.
 func TestE2EBackPressureNoQoS1Loss(t *testing.T) {
 	s := startServer(t, Options{MaxQueued: 100, MaxInflight: 10})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("bp-sub", true, 60))
+	sub := connectRaw(t, s, connectPacket("bp-sub", true, 60))
 	require.EqualValues(t, 1, sub.subscribe(1, "bp/#", 1))
 	got := make(chan string, 100000)
 	go ackingSubscriber(sub, 100*time.Microsecond, got)
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("bp-pub", true, 60))
+	pub := connectRaw(t, s, connectPacket("bp-pub", true, 60))
 	const n = 3000
 	took := windowPublisher(t, pub, "bp/x", n, 20, time.Now().Add(60*time.Second))
 
@@ -91,19 +89,16 @@ func TestE2EBackPressureNoQoS1Loss(t *testing.T) {
 // subscriber of the same publisher receives everything.
 func TestE2EBackPressureStalledSubscriberDoesNotHoldPublisher(t *testing.T) {
 	s := startServer(t, Options{MaxQueued: 100, MaxInflight: 10})
-	stuck := dialRaw(t, s)
-	stuck.mustConnect(connectPacket("bp-stuck", true, 60))
+	stuck := connectRaw(t, s, connectPacket("bp-stuck", true, 60))
 	require.EqualValues(t, 1, stuck.subscribe(1, "bp/#", 1))
 	// stuck never reads again: its 10 in-flight messages stay unacknowledged.
 
-	fast := dialRaw(t, s)
-	fast.mustConnect(connectPacket("bp-fast", true, 60))
+	fast := connectRaw(t, s, connectPacket("bp-fast", true, 60))
 	require.EqualValues(t, 1, fast.subscribe(1, "bp/#", 1))
 	got := make(chan string, 100000)
 	go ackingSubscriber(fast, 0, got)
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("bp-pub", true, 60))
+	pub := connectRaw(t, s, connectPacket("bp-pub", true, 60))
 	const n = 2000
 	took := windowPublisher(t, pub, "bp/y", n, 20, time.Now().Add(20*time.Second))
 	require.Less(t, took, 8*time.Second, "publisher held back by a stalled subscriber")

@@ -477,3 +477,11 @@ func (ms *mosqSub) wait(t testing.TB) ([]mosqMsg, error) {
 		}
 	}
 }
+
+// connectRaw dials s and completes CONNECT p (CONNACK accepted).
+func connectRaw(t *testing.T, s *Server, p *codec.Connect) *rawClient {
+	t.Helper()
+	c := dialRaw(t, s)
+	c.mustConnect(p)
+	return c
+}

@@ -50,8 +50,7 @@ func TestE2ESlowSubscriberDoesNotSlowFastOne(t *testing.T) {
 	fast := newPaho(t, s, func(o *paho.ClientOptions) { o.SetMessageChannelDepth(10000) })
 	wait(t, fast.Subscribe("flood/x", 0, func(paho.Client, paho.Message) { fastGot.Add(1) }))
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("flooder", true, 0))
+	pub := connectRaw(t, s, connectPacket("flooder", true, 0))
 	frame := (&codec.Publish{Topic: []byte("flood/x"), Payload: make([]byte, size)}).AppendTo(nil, codec.V311)
 
 	runtime.GC()

@@ -55,11 +55,9 @@ func snapshot(t *testing.T, st store.Store) *store.Memory {
 // publishes n messages and reads them without acknowledging any.
 func sentButUnacked(t *testing.T, s *Server, id, topic string, n int) *rawClient {
 	t.Helper()
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket(id, false, 0))
+	sub := connectRaw(t, s, connectPacket(id, false, 0))
 	require.Equal(t, byte(1), sub.subscribe(1, topic, 1))
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket(id+"-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket(id+"-pub", true, 0))
 	for i := 1; i <= n; i++ {
 		pub.publish(topic, fmt.Sprintf("m%d", i), 1, false, uint16(i))
 		pub.expectAck(codec.PUBACK, uint16(i))
@@ -84,8 +82,7 @@ func expectResent(t *testing.T, s *Server, sub *rawClient, topic string, n int) 
 		sub.ack(codec.PUBACK, p.PacketID)
 	}
 	sub.expectNothing(e2eSilent)
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("late-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("late-pub", true, 0))
 	pub.publish(topic, "new", 1, false, 1)
 	pub.expectAck(codec.PUBACK, 1)
 	p := sub.expectPublish()
@@ -132,8 +129,7 @@ func TestE2EPersistResendAfterCrashOfflineSession(t *testing.T) {
 	const n = 3
 	sub := sentButUnacked(t, s, "dup3", "dup/3", n)
 	sub.disconnect()
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("dup3-pub2", true, 0))
+	pub := connectRaw(t, s, connectPacket("dup3-pub2", true, 0))
 	for i := n + 1; i <= 2*n; i++ {
 		pub.publish("dup/3", fmt.Sprintf("m%d", i), 1, false, uint16(i))
 		pub.expectAck(codec.PUBACK, uint16(i))
@@ -183,8 +179,7 @@ func TestE2EPersistWillExpiryAcrossRestart(t *testing.T) {
 	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
 
 	s = restart(t, s, st)
-	obs := dialRaw(t, s)
-	obs.mustConnect(connect5("wexp-obs", true, 0, 0))
+	obs := connectRaw(t, s, connect5("wexp-obs", true, 0, 0))
 	require.Equal(t, byte(1), obs.subscribe(1, "wexp/w", 1))
 	w := obs.expectPublish()
 	require.Equal(t, "bye", string(w.Payload))

@@ -40,13 +40,11 @@ func restart(t *testing.T, s *Server, st store.Store) *Server {
 func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
 	s, st := startWithMemoryStore(t)
 
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("sub", false, 0))
+	sub := connectRaw(t, s, connectPacket("sub", false, 0))
 	require.Equal(t, byte(1), sub.subscribe(1, "p/#", 1))
 	sub.disconnect()
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
 	const n = 200
 	for i := 1; i <= n; i++ {
 		pub.publish(fmt.Sprintf("p/%d", i%3), fmt.Sprintf("m%d", i), 1, false, uint16(i))
@@ -72,8 +70,7 @@ func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
 	}, e2eWait, 10*time.Millisecond, "acknowledged entries are deleted")
 
 	// The subscription itself survived too: a new message reaches it.
-	pub = dialRaw(t, s)
-	pub.mustConnect(connectPacket("pub", true, 0))
+	pub = connectRaw(t, s, connectPacket("pub", true, 0))
 	pub.publish("p/x", "after", 1, false, 1)
 	pub.expectAck(codec.PUBACK, 1)
 	p := sub.expectPublish()
@@ -83,8 +80,7 @@ func TestE2EPersistQueueSurvivesRestart(t *testing.T) {
 // Retained messages survive a restart; clearing one survives too.
 func TestE2EPersistRetained(t *testing.T) {
 	s, st := startWithMemoryStore(t)
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
 	pub.publish("r/a", "A", 1, true, 1)
 	pub.expectAck(codec.PUBACK, 1)
 	pub.publish("r/b", "B", 0, true, 0)
@@ -95,8 +91,7 @@ func TestE2EPersistRetained(t *testing.T) {
 	pub.disconnect()
 
 	s = restart(t, s, st)
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("sub", true, 0))
+	sub := connectRaw(t, s, connectPacket("sub", true, 0))
 	sub.subscribe(1, "r/#", 1)
 	got := map[string]string{}
 	for range 2 {
@@ -115,13 +110,11 @@ func TestE2EPersistRetained(t *testing.T) {
 // Start) leaves nothing behind.
 func TestE2EPersistCleanSessionsNotStored(t *testing.T) {
 	s, st := startWithMemoryStore(t)
-	c := dialRaw(t, s)
-	c.mustConnect(connectPacket("clean", true, 0))
+	c := connectRaw(t, s, connectPacket("clean", true, 0))
 	c.subscribe(1, "a", 1)
 	c.disconnect()
 
-	p := dialRaw(t, s)
-	p.mustConnect(connectPacket("persist", false, 0))
+	p := connectRaw(t, s, connectPacket("persist", false, 0))
 	p.subscribe(1, "a", 1)
 	p.disconnect()
 	countSessions := func() int {
@@ -142,12 +135,10 @@ func TestE2EPersistCleanSessionsNotStored(t *testing.T) {
 // it had not received is sent with its packet identifier and DUP.
 func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 	s, st := startWithMemoryStore(t)
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("sub2", false, 0))
+	sub := connectRaw(t, s, connectPacket("sub2", false, 0))
 	sub.subscribe(1, "q2", 2)
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("pub2", false, 0))
+	pub := connectRaw(t, s, connectPacket("pub2", false, 0))
 	pub.publish("q2", "one", 2, false, 7)
 	pub.expectAck(codec.PUBREC, 7)
 	pub.publish("q2", "two", 2, false, 8)
@@ -164,8 +155,7 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let the PUBREC's write reach the store
 	s = restart(t, s, st)
 
-	sub = dialRaw(t, s)
-	sub.mustConnect(connectPacket("sub2", false, 0))
+	sub = connectRaw(t, s, connectPacket("sub2", false, 0))
 	seen := map[codec.Type]bool{}
 	for range 2 {
 		pk, err := sub.next(e2eWait)
@@ -187,8 +177,7 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 	require.Len(t, seen, 2)
 
 	// The publisher's re-sent PUBLISH 8 (DUP) is not delivered again.
-	pub = dialRaw(t, s)
-	pub.mustConnect(connectPacket("pub2", false, 0))
+	pub = connectRaw(t, s, connectPacket("pub2", false, 0))
 	pub.send(&codec.Publish{Topic: []byte("q2"), Payload: []byte("two"), QoS: 2, PacketID: 8, Dup: true})
 	pub.expectAck(codec.PUBREC, 8)
 	pub.ack(codec.PUBREL, 8)
@@ -200,8 +189,7 @@ func TestE2EPersistQoS2AcrossRestart(t *testing.T) {
 // disconnects it, and publishes n messages to it (publishFromTwo).
 func queueOffline(t *testing.T, s *Server, id, topic string, n int) {
 	t.Helper()
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket(id, false, 0))
+	sub := connectRaw(t, s, connectPacket(id, false, 0))
 	sub.subscribe(1, topic, 1)
 	sub.disconnect()
 	publishFromTwo(t, s, topic, n)
@@ -259,8 +247,7 @@ func TestE2EPersistSpilledQueue(t *testing.T) {
 	queueOffline(t, s, "spill", "sp", n)
 	require.Equal(t, 10, queuedInMemory(t, s, "spill"), "the rest is on disk only")
 
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("spill", false, 0))
+	sub := connectRaw(t, s, connectPacket("spill", false, 0))
 	receiveAll(t, sub, n)
 }
 
@@ -278,8 +265,7 @@ func TestE2EPersistSpilledQueueAcrossRestart(t *testing.T) {
 	require.NoError(t, s.Stop(ctx))
 	s = startServer(t, Options{Store: st, MaxQueuedInMemory: 10})
 	require.Equal(t, 0, queuedInMemory(t, s, "spill"), "queues stay on disk after a restart")
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("spill", false, 0))
+	sub := connectRaw(t, s, connectPacket("spill", false, 0))
 	receiveAll(t, sub, n)
 }
 
@@ -291,8 +277,7 @@ func TestE2EPersistSpillBound(t *testing.T) {
 	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10, MaxQueued: 100})
 	queueOffline(t, s, "bound", "b", 150)
 	require.Equal(t, uint64(50), s.Stats().DroppedQueueFull)
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("bound", false, 0))
+	sub := connectRaw(t, s, connectPacket("bound", false, 0))
 	receiveAll(t, sub, 100)
 }
 
@@ -343,12 +328,10 @@ func TestE2EPersistDiskBound(t *testing.T) {
 	st := fullStore{store.NewMemory()}
 	t.Cleanup(func() { _ = st.Close() })
 	s := startServer(t, Options{Store: st, MaxStoreBytes: 1 << 30})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("full", false, 0))
+	sub := connectRaw(t, s, connectPacket("full", false, 0))
 	sub.subscribe(1, "f", 1)
 	require.Eventually(t, func() bool { return s.ps.full.Load() }, 3*time.Second, 10*time.Millisecond, "the ticker sees the size")
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("", true, 0))
+	pub := connectRaw(t, s, connectPacket("", true, 0))
 	pub.publish("f", "x", 1, false, 1)
 	pub.expectAck(codec.PUBACK, 1)
 	p := sub.expectPublish()

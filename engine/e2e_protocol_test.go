@@ -20,13 +20,11 @@ func TestE2EProtocolViolationClosesOnlyThatConnection(t *testing.T) {
 	bystander := newPaho(t, s, nil)
 	wait(t, bystander.Subscribe("by/#", 1, h))
 	pub := newPaho(t, s, nil)
-	rawBy := dialRaw(t, s)
-	rawBy.mustConnect(connectPacket("raw-bystander", true, 0))
+	rawBy := connectRaw(t, s, connectPacket("raw-bystander", true, 0))
 	require.Equal(t, byte(0), rawBy.subscribe(1, "by/#", 0))
 
 	connected := func(t *testing.T, id string) *rawClient {
-		c := dialRaw(t, s)
-		c.mustConnect(connectPacket(id, true, 0))
+		c := connectRaw(t, s, connectPacket(id, true, 0))
 		return c
 	}
 	cases := []struct {
@@ -154,8 +152,7 @@ func TestE2E_MQTT_3_1_2_2_UnsupportedProtocolLevel(t *testing.T) {
 		})
 	}
 	// The broker still accepts a good client afterwards.
-	c := dialRaw(t, s)
-	c.mustConnect(connectPacket("good", true, 0))
+	connectRaw(t, s, connectPacket("good", true, 0))
 }
 
 // TestE2E_MQTT_3_1_2_24_PacketTooLarge: a frame announcing more than

@@ -279,8 +279,7 @@ func TestE2EQoS2ExactlyOnceAcrossSubscriberReconnect(t *testing.T) {
 	require.False(t, sub.mustConnect(connectPacket(id, false, 0)).SessionPresent)
 	require.Equal(t, byte(2), sub.subscribe(1, "eo/#", 2))
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("eo-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("eo-pub", true, 0))
 	publish := func(i int) {
 		pid := uint16(1000 + i)
 		pub.publish("eo/x", fmt.Sprintf("m-%d", i), 2, false, pid)
@@ -370,8 +369,7 @@ func TestE2EQoS2ExactlyOnceSubscriberDropsMidStream(t *testing.T) {
 	const n = 300
 	s := startServer(t, Options{})
 	const id = "eo-stream"
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket(id, false, 0))
+	sub := connectRaw(t, s, connectPacket(id, false, 0))
 	require.Equal(t, byte(2), sub.subscribe(1, "eos/#", 2))
 
 	var pubLost lostConn
@@ -429,8 +427,7 @@ func TestE2EQoS2PublisherResendNotRedelivered(t *testing.T) {
 	wait(t, sub.Subscribe("eop/#", 2, h))
 
 	const id = "eo-pub-resend"
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket(id, false, 0))
+	pub := connectRaw(t, s, connectPacket(id, false, 0))
 	pub.publish("eop/x", "once", 2, false, 7)
 	pub.expectAck(codec.PUBREC, 7)
 	require.Equal(t, "once", recv(t, got, "first delivery").payload)

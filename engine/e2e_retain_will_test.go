@@ -108,16 +108,14 @@ func TestE2E_MQTT_3_1_2_8_Will(t *testing.T) {
 	wait(t, observer.Subscribe("will/#", 2, h))
 
 	t.Run("raw socket closed", func(t *testing.T) {
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connectPacket("will-raw", true, 0), "will/raw", "gone", 1, false))
+		c := connectRaw(t, s, withWill(connectPacket("will-raw", true, 0), "will/raw", "gone", 1, false))
 		c.kill()
 		require.Equal(t, pahoMsg{topic: "will/raw", payload: "gone", qos: 1}, recv(t, got, "will"))
 		recvNone(t, got, e2eSilent)
 	})
 
 	t.Run("raw socket reset", func(t *testing.T) {
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connectPacket("will-rst", true, 0), "will/rst", "reset", 0, false))
+		c := connectRaw(t, s, withWill(connectPacket("will-rst", true, 0), "will/rst", "reset", 0, false))
 		c.reset()
 		require.Equal(t, pahoMsg{topic: "will/rst", payload: "reset", qos: 0}, recv(t, got, "will"))
 	})
@@ -133,8 +131,7 @@ func TestE2E_MQTT_3_1_2_8_Will(t *testing.T) {
 	})
 
 	t.Run("closed for a protocol error", func(t *testing.T) {
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connectPacket("will-proto", true, 0), "will/proto", "malformed", 1, false))
+		c := connectRaw(t, s, withWill(connectPacket("will-proto", true, 0), "will/proto", "malformed", 1, false))
 		c.sendBytes([]byte{0x36, 0x03, 0x00, 0x01, 'x'}) // PUBLISH with QoS 3
 		c.expectClosed(e2eWait)
 		require.Equal(t, pahoMsg{topic: "will/proto", payload: "malformed", qos: 1}, recv(t, got, "will"))
@@ -147,15 +144,13 @@ func TestE2E_MQTT_3_1_2_8_Will(t *testing.T) {
 	})
 
 	t.Run("raw DISCONNECT", func(t *testing.T) {
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connectPacket("will-disc", false, 0), "will/disc", "should not", 2, true))
+		c := connectRaw(t, s, withWill(connectPacket("will-disc", false, 0), "will/disc", "should not", 2, true))
 		c.disconnect()
 		recvNone(t, got, 2*e2eSilent)
 	})
 
 	t.Run("retained will", func(t *testing.T) {
-		c := dialRaw(t, s)
-		c.mustConnect(withWill(connectPacket("will-ret", true, 0), "will/ret", "last words", 2, true))
+		c := connectRaw(t, s, withWill(connectPacket("will-ret", true, 0), "will/ret", "last words", 2, true))
 		c.kill()
 		// The established subscription gets retain = 0 [MQTT-3.3.1-9] at
 		// the will's QoS 2.
@@ -178,8 +173,7 @@ func TestE2E_MQTT_3_1_2_24_KeepAliveTimeout(t *testing.T) {
 	observer := newPaho(t, s, nil)
 	wait(t, observer.Subscribe("ka/#", 1, h))
 
-	c := dialRaw(t, s)
-	c.mustConnect(withWill(connectPacket("ka-silent", true, 1), "ka/will", "timed out", 1, false))
+	c := connectRaw(t, s, withWill(connectPacket("ka-silent", true, 1), "ka/will", "timed out", 1, false))
 	start := time.Now()
 	c.expectClosed(4 * time.Second)
 	elapsed := time.Since(start)
@@ -194,8 +188,7 @@ func TestE2E_MQTT_3_1_2_24_KeepAliveTimeout(t *testing.T) {
 func TestE2EKeepAlivePingsKeepConnection(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{})
-	c := dialRaw(t, s)
-	c.mustConnect(connectPacket("ka-pinger", true, 1))
+	c := connectRaw(t, s, connectPacket("ka-pinger", true, 1))
 	for range 6 {
 		time.Sleep(500 * time.Millisecond)
 		c.send(&codec.Pingreq{})

@@ -30,8 +30,7 @@ func (c *rawClient) reset() {
 func TestE2ESubscriberResetDuringDeliveryKeepsBrokerUp(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{})
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("rst-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("rst-pub", true, 0))
 
 	stop := make(chan struct{})
 	var sent atomic.Int64
@@ -63,8 +62,7 @@ func TestE2ESubscriberResetDuringDeliveryKeepsBrokerUp(t *testing.T) {
 	for i := range rounds {
 		var subs []*rawClient
 		for j := range 4 {
-			c := dialRaw(t, s)
-			c.mustConnect(connectPacket(fmt.Sprintf("rst-sub-%d-%d", i, j), true, 0))
+			c := connectRaw(t, s, connectPacket(fmt.Sprintf("rst-sub-%d-%d", i, j), true, 0))
 			c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("rst/#")}}})
 			subs = append(subs, c)
 		}
@@ -106,11 +104,9 @@ func TestE2ELargeBatchOfSmallFrames(t *testing.T) {
 	for _, qos := range []byte{0, 1} {
 		t.Run(fmt.Sprintf("QoS %d", qos), func(t *testing.T) {
 			topic := fmt.Sprintf("batch/q%d", qos)
-			sub := dialRaw(t, s)
-			sub.mustConnect(connectPacket(fmt.Sprintf("batch-sub-%d", qos), true, 0))
+			sub := connectRaw(t, s, connectPacket(fmt.Sprintf("batch-sub-%d", qos), true, 0))
 			require.Equal(t, qos, sub.subscribe(1, topic, qos))
-			pub := dialRaw(t, s)
-			pub.mustConnect(connectPacket(fmt.Sprintf("batch-pub-%d", qos), true, 0))
+			pub := connectRaw(t, s, connectPacket(fmt.Sprintf("batch-pub-%d", qos), true, 0))
 
 			var burst []byte
 			for i := range n {

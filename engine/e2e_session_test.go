@@ -167,8 +167,7 @@ func TestE2E_MQTT_3_1_4_2_Takeover(t *testing.T) {
 		if i%2 == 1 {
 			// Shift gnet's round robin so that the next connection lands on
 			// the other loop than it would have.
-			filler := dialRaw(t, s)
-			filler.mustConnect(connectPacket(id+"-filler", true, 0))
+			connectRaw(t, s, connectPacket(id+"-filler", true, 0))
 		}
 
 		nc := dialRaw(t, s)
@@ -215,8 +214,7 @@ func TestE2ETakeoverByCleanSession(t *testing.T) {
 	wait(t, observer.Subscribe("tkc/will", 1, wh))
 	pub := newPaho(t, s, nil)
 
-	old := dialRaw(t, s)
-	old.mustConnect(withWill(connectPacket("tkc", false, 0), "tkc/will", "bye", 1, false))
+	old := connectRaw(t, s, withWill(connectPacket("tkc", false, 0), "tkc/will", "bye", 1, false))
 	require.Equal(t, byte(1), old.subscribe(1, "tkc/data", 1))
 	wait(t, pub.Publish("tkc/data", 1, false, "unacked"))
 	old.expectPublish()
@@ -269,8 +267,7 @@ func TestE2ETakeoverWhileStreaming(t *testing.T) {
 	const n = 2000
 	s := startServer(t, Options{MaxQueued: 2 * n})
 	const id = "tk-stream"
-	c := dialRaw(t, s)
-	c.mustConnect(connectPacket(id, false, 0))
+	c := connectRaw(t, s, connectPacket(id, false, 0))
 	require.Equal(t, byte(1), c.subscribe(1, "tks/#", 1))
 
 	var pubLost lostConn
@@ -376,8 +373,7 @@ func TestE2EPipelinedConnectResumesSession(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{})
 	const id = "pipelined"
-	first := dialRaw(t, s)
-	first.mustConnect(connectPacket(id, false, 0))
+	first := connectRaw(t, s, connectPacket(id, false, 0))
 	first.disconnect()
 	require.Eventually(t, func() bool { return s.Stats().ConnectionsClosed == 1 }, e2eWait, 5*time.Millisecond)
 
@@ -445,8 +441,7 @@ func TestE2E_MQTT_3_1_4_2_TakeoverRaceWithCleanStart(t *testing.T) {
 		id := fmt.Sprintf("race-%d", i)
 		// Four connections per round keep gnet's round robin in step: A on
 		// one loop, B and D on the other.
-		a := dialRaw(t, s)
-		a.mustConnect(connectPacket(id, false, 0))
+		a := connectRaw(t, s, connectPacket(id, false, 0))
 		a.disconnect()
 		b := dialRaw(t, s)
 		dialRaw(t, s) // filler

@@ -230,15 +230,13 @@ func TestTLSKeepAliveAndTakeover(t *testing.T) {
 	silent.expectClosed(5 * time.Second)
 	require.Less(t, time.Since(start), 4*time.Second)
 
-	tcp := dialRaw(t, s)
-	tcp.mustConnect(connectPacket("tls-takeover", false, 30))
+	tcp := connectRaw(t, s, connectPacket("tls-takeover", false, 30))
 	tcp.subscribe(1, "takeover/t", 1)
 	overTLS := dialTLS()
 	ca := overTLS.mustConnect(connectPacket("tls-takeover", false, 30))
 	require.True(t, ca.SessionPresent, "the TLS connection resumes the TCP one's session")
 	tcp.expectClosed(e2eWait)
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("tls-takeover-pub", true, 30))
+	pub := connectRaw(t, s, connectPacket("tls-takeover-pub", true, 30))
 	pub.publish("takeover/t", "to the new connection", 0, false, 0)
 	require.Equal(t, "to the new connection", string(overTLS.expectPublish().Payload))
 }

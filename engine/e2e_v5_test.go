@@ -407,8 +407,7 @@ func TestE2EV5TopicAliasOutboundFewerAliasesThanTopics(t *testing.T) {
 			sent = append(sent, topic)
 		}
 	}
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("tam-pub", true, 60))
+	pub := connectRaw(t, s, connectPacket("tam-pub", true, 60))
 	var frames []byte
 	for i, topic := range sent {
 		p := &codec.Publish{QoS: byte(i % 2), Topic: []byte(topic), Payload: []byte(strconv.Itoa(i))}
@@ -466,8 +465,7 @@ func TestE2EV5ReceiveMaximumOutbound(t *testing.T) {
 	sub, _ := dialV5(t, s, "rm-sub", func(cp *codec.Connect) { cp.Properties.ReceiveMaximum = rm })
 	sub.subscribe(1, "rm", 1)
 
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("rm-pub", true, 60))
+	pub := connectRaw(t, s, connectPacket("rm-pub", true, 60))
 	var frames []byte
 	for i := 0; i < n; i++ {
 		frames = (&codec.Publish{QoS: 1, PacketID: uint16(i%65000 + 1), Topic: []byte("rm"),

@@ -27,8 +27,7 @@ func TestE2E_MQTT_3_1_2_8_WillAfterItsDelay(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{})
 	wills := willObserver(t, s, "wd/after")
-	c := dialRaw(t, s)
-	c.mustConnect(withWill5(connect5("wd-after", true, 0, 60), "wd/after", "late", 1, 1))
+	c := connectRaw(t, s, withWill5(connect5("wd-after", true, 0, 60), "wd/after", "late", 1, 1))
 	// The clock starts before the close: the broker sees it after kill,
 	// and waitClosed returns some time after that.
 	closed := time.Now()
@@ -51,15 +50,13 @@ func TestE2E_MQTT_3_1_3_9_WillCancelledByReconnect(t *testing.T) {
 	s := startServer(t, Options{})
 	wills := willObserver(t, s, "wd/cancel/#")
 
-	c := dialRaw(t, s)
-	c.mustConnect(withWill5(connect5("wd-cancel", true, 0, 60), "wd/cancel/reconnect", "should not", 1, 1))
+	c := connectRaw(t, s, withWill5(connect5("wd-cancel", true, 0, 60), "wd/cancel/reconnect", "should not", 1, 1))
 	c.kill()
 	waitClosed(t, s, 1)
 	again := dialRaw(t, s)
 	require.True(t, again.mustConnect(connect5("wd-cancel", false, 0, 60)).SessionPresent)
 
-	old := dialRaw(t, s)
-	old.mustConnect(withWill5(connect5("wd-take", true, 0, 60), "wd/cancel/takeover", "should not", 1, 1))
+	old := connectRaw(t, s, withWill5(connect5("wd-take", true, 0, 60), "wd/cancel/takeover", "should not", 1, 1))
 	nc := dialRaw(t, s)
 	require.True(t, nc.mustConnect(connect5("wd-take", false, 0, 60)).SessionPresent)
 	require.Equal(t, codec.SessionTakenOver, old.expectDisconnect(e2eWait))
@@ -86,8 +83,7 @@ func TestE2E_MQTT_3_1_2_8_WillWhenSessionEndsFirst(t *testing.T) {
 	s := startServer(t, Options{})
 	wills := willObserver(t, s, "wd/end/#")
 
-	c := dialRaw(t, s)
-	c.mustConnect(withWill5(connect5("wd-end", true, 0, 1), "wd/end/expiry", "session over", 1, 3600))
+	c := connectRaw(t, s, withWill5(connect5("wd-end", true, 0, 1), "wd/end/expiry", "session over", 1, 3600))
 	c.kill()
 	waitClosed(t, s, 1)
 	closed := time.Now()
@@ -95,8 +91,7 @@ func TestE2E_MQTT_3_1_2_8_WillWhenSessionEndsFirst(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(closed), time.Second, "will before the session ended")
 	require.False(t, hasSession(s, "wd-end"))
 
-	old := dialRaw(t, s)
-	old.mustConnect(withWill5(connect5("wd-clean", true, 0, 60), "wd/end/clean-start", "replaced", 1, 3600))
+	old := connectRaw(t, s, withWill5(connect5("wd-clean", true, 0, 60), "wd/end/clean-start", "replaced", 1, 3600))
 	nc := dialRaw(t, s)
 	require.False(t, nc.mustConnect(connect5("wd-clean", true, 0, 60)).SessionPresent)
 	require.Equal(t, codec.SessionTakenOver, old.expectDisconnect(e2eWait))
@@ -104,8 +99,7 @@ func TestE2E_MQTT_3_1_2_8_WillWhenSessionEndsFirst(t *testing.T) {
 
 	// Session Expiry Interval 0: the session ends with the connection,
 	// and the will with it, whatever its delay.
-	z := dialRaw(t, s)
-	z.mustConnect(withWill5(connect5("wd-zero", true, 0, 0), "wd/end/zero", "at once", 1, 3600))
+	z := connectRaw(t, s, withWill5(connect5("wd-zero", true, 0, 0), "wd/end/zero", "at once", 1, 3600))
 	z.kill()
 	require.Equal(t, "at once", recv(t, wills, "will of a session without expiry").payload)
 }
@@ -118,16 +112,14 @@ func TestE2EV5DisconnectWithWillKeepsDelay(t *testing.T) {
 	s := startServer(t, Options{})
 	wills := willObserver(t, s, "wd/disc/#")
 
-	c := dialRaw(t, s)
-	c.mustConnect(withWill5(connect5("wd-04", true, 0, 60), "wd/disc/with-will", "asked for", 1, 1))
+	c := connectRaw(t, s, withWill5(connect5("wd-04", true, 0, 60), "wd/disc/with-will", "asked for", 1, 1))
 	c.send(&codec.Disconnect{ReasonCode: codec.DisconnectWithWill})
 	waitClosed(t, s, 1)
 	closed := time.Now()
 	require.Equal(t, "asked for", recv(t, wills, "will after DISCONNECT 0x04").payload)
 	require.GreaterOrEqual(t, time.Since(closed), 900*time.Millisecond, "will before its delay")
 
-	n := dialRaw(t, s)
-	n.mustConnect(withWill5(connect5("wd-00", true, 0, 1), "wd/disc/normal", "should not", 1, 1))
+	n := connectRaw(t, s, withWill5(connect5("wd-00", true, 0, 1), "wd/disc/normal", "should not", 1, 1))
 	n.disconnect()
 	require.Eventually(t, func() bool { return !hasSession(s, "wd-00") }, e2eWait, 5*time.Millisecond)
 	recvNone(t, wills, e2eSilent)

@@ -107,14 +107,12 @@ func dialOnLoop(t *testing.T, s *Server, id string, clean bool, want int) *rawCl
 	t.Helper()
 	for range 10 {
 		probeID := "probe-" + id
-		p := dialRaw(t, s)
-		p.mustConnect(connectPacket(probeID, true, 0))
+		p := connectRaw(t, s, connectPacket(probeID, true, 0))
 		at := sessionOwnerLoop(s, probeID)
 		p.disconnect()
 		require.Eventually(t, func() bool { return sessionOwnerLoop(s, probeID) < 0 }, e2eWait, time.Millisecond)
 		if at != want {
-			c := dialRaw(t, s)
-			c.mustConnect(connectPacket(id, clean, 0))
+			c := connectRaw(t, s, connectPacket(id, clean, 0))
 			return c
 		}
 	}

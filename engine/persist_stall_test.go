@@ -41,12 +41,10 @@ func TestStoreStallCountedAndLogged(t *testing.T) {
 	var logs syncBuffer
 	s := startServer(t, Options{Store: st, storeStallAfter: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("stall-sub", false, 0))
+	sub := connectRaw(t, s, connectPacket("stall-sub", false, 0))
 	sub.subscribe(1, "stall", 1)
 	sub.disconnect()
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("stall-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("stall-pub", true, 0))
 	st.settle(t)
 
 	st.setOpen(false)
@@ -73,8 +71,7 @@ func TestStoreHeldAcksBounded(t *testing.T) {
 	t.Cleanup(func() { _ = st.Close() })
 	st.setOpen(true)
 	s := startServer(t, Options{Store: st})
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("many-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("many-pub", true, 0))
 	st.settle(t)
 
 	st.setOpen(false)

@@ -36,12 +36,10 @@ func TestEventBucket(t *testing.T) {
 // every counter the metrics and $SYS read against what was sent.
 func TestStatsCounts(t *testing.T) {
 	s := startServer(t, Options{MaxInflight: 2})
-	sub := dialRaw(t, s)
-	sub.mustConnect(connectPacket("stats-sub", false, 0))
+	sub := connectRaw(t, s, connectPacket("stats-sub", false, 0))
 	require.Equal(t, byte(1), sub.subscribe(1, "s/#", 1))
 	require.Equal(t, byte(0), sub.subscribe(2, "z", 0))
-	pub := dialRaw(t, s)
-	pub.mustConnect(connectPacket("stats-pub", true, 0))
+	pub := connectRaw(t, s, connectPacket("stats-pub", true, 0))
 
 	pub.publish("s/0", "abc", 0, false, 0)
 	pub.publish("s/1", "defg", 1, false, 1)
@@ -103,8 +101,7 @@ func TestStatsCounts(t *testing.T) {
 	// messages queue and count as queued.
 	sub.kill()
 	require.Eventually(t, func() bool { return s.Stats().Connected == 0 }, e2eWait, time.Millisecond)
-	p2 := dialRaw(t, s)
-	p2.mustConnect(connectPacket("stats-pub2", true, 0))
+	p2 := connectRaw(t, s, connectPacket("stats-pub2", true, 0))
 	p2.publish("s/q", "x", 1, false, 1)
 	p2.expectAck(codec.PUBACK, 1)
 	require.Eventually(t, func() bool { return s.Stats().Queued == 1 }, e2eWait, time.Millisecond)
@@ -154,8 +151,7 @@ func TestServerPublish(t *testing.T) {
 	require.Error(t, s.Publish("a/+", nil, 0, false))
 	require.Error(t, s.Publish("a", nil, 3, false))
 
-	c := dialRaw(t, s)
-	c.mustConnect(connectPacket("sys-reader", true, 0))
+	c := connectRaw(t, s, connectPacket("sys-reader", true, 0))
 	c.subscribe(1, "$SYS/#", 1)
 	p := c.expectPublish()
 	require.Equal(t, "$SYS/early", string(p.Topic))
