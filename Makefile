@@ -9,15 +9,16 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue
 
-.PHONY: all build test vet fmt-check bench bench-compare fuzz clean run soak
+.PHONY: all build test vet fmt-check check-gnet bench bench-compare fuzz clean run soak
 
 all: build
 
 build:
 	$(GO) build ./...
 
-## test: vet, formatting check, and every test with the race detector.
-test: vet fmt-check
+## test: vet, formatting check, the vendored gnet check, and every test with
+## the race detector.
+test: vet fmt-check check-gnet
 	$(GO) test -race -count=1 ./...
 
 vet:
@@ -26,6 +27,12 @@ vet:
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## check-gnet: third_party/gnet is gnet v2.9.7 from the module proxy minus
+## what loopmq never compiles plus third_party/gnet/loopmq.diff, byte for byte
+## (third_party/gnet.sh; `third_party/gnet.sh sync` rewrites it).
+check-gnet:
+	@third_party/gnet.sh check
 
 ## bench: every Go benchmark once, with allocation counts.
 bench:

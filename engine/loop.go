@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +228,15 @@ func (l *loop) endBatch() {
 	l.hdr5 = v5HeaderCache{}
 	l.maybePublishCounts()
 	l.inEndBatch = false
+	if l.st.handed {
+		// The store's committer goroutine was made runnable on this
+		// loop's P. gnet yields the P before blocking in epoll_wait at
+		// most every few milliseconds (third_party/gnet/LOOPMQ.md); when
+		// no P is idle the committer would wait for sysmon to take this
+		// one back, up to 10 ms. Yield now so that it starts the commit.
+		l.st.handed = false
+		runtime.Gosched()
+	}
 }
 
 // heldBackstop is the longest a publisher's acknowledgements stay held

@@ -98,6 +98,9 @@ type loopStore struct {
 	// stalled (loop clock), 0 while none does; warned is when the last
 	// warning about it was logged (checkStall).
 	stalledSince, warned int64
+	// handed says a batch went to the store in the current event: the
+	// store's committer goroutine is runnable, and endBatch yields to it.
+	handed bool
 }
 
 // putRef names a delivery's entry: its session and message sequence.
@@ -384,6 +387,7 @@ func (l *loop) commitStore() {
 	clear(ls.puts)
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
+	ls.handed = true
 	l.srv.ps.st.Commit(b, func(err error) {
 		l.post(task{kind: taskFunc, fn: func(l *loop) { l.committed(t, err) }})
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,10 @@ func (s *Server) Start() error {
 		}
 		s.bridge = b
 		addrs = append(addrs, "unix://"+b.sock)
+	}
+	if n, want := runtime.GOMAXPROCS(0), SuggestedGOMAXPROCS(s.opts); n < want {
+		s.log.Warn("GOMAXPROCS leaves no P free of event loops: TLS and WebSocket traffic will wait milliseconds for one (engine.SuggestedGOMAXPROCS)",
+			"gomaxprocs", n, "suggested", want)
 	}
 	go func() {
 		err := gnet.Rotate(s, addrs,

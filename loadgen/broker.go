@@ -25,7 +25,15 @@ type BrokerStats struct {
 	// CPUPerMsgUs is CPUWindowUs per message delivered to a subscriber in
 	// the window; 0 when nothing was delivered. With several brokers the
 	// figures count this broker's share (loadgen spreads evenly).
-	CPUPerMsgUs     float64 `json:"cpu_per_msg_us"`
+	CPUPerMsgUs float64 `json:"cpu_per_msg_us"`
+	// UserPerMsgUs and SysPerMsgUs split CPUPerMsgUs into user time
+	// (utime: the broker's own code and its runtime) and kernel time
+	// (stime: its system calls, and whatever softirq work the kernel
+	// charges to it; on loopback TCP the receive path of a segment runs
+	// in the sender's system call, so the broker pays for what it sends
+	// its clients to receive, and they for what it receives).
+	UserPerMsgUs    float64 `json:"user_per_msg_us"`
+	SysPerMsgUs     float64 `json:"sys_per_msg_us"`
 	Delivered       int64   `json:"delivered"`       // messages delivered in the window, this broker's share
 	Connections     int64   `json:"connections"`     // connections up, this broker's share
 	RSSBaselineKB   int64   `json:"rss_baseline_kb"` // before any connection
@@ -48,14 +56,15 @@ type BrokerStats struct {
 
 // procSample is one reading of /proc/PID.
 type procSample struct {
-	cpuUs     int64
+	cpuUs     int64 // utime+stime
+	sysUs     int64 // stime
 	rssKB     int64
 	vcs, nvcs int64 // voluntary and involuntary context switches, summed over the threads
 	err       error
 }
 
-// readProc reads a process's CPU time (utime+stime), resident set size and
-// context switches.
+// readProc reads a process's CPU time (utime+stime, and stime alone),
+// resident set size and context switches.
 func readProc(pid int) procSample {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -76,7 +85,7 @@ func readProc(pid int) procSample {
 	if err1 != nil || err2 != nil {
 		return procSample{err: fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)}
 	}
-	s := procSample{cpuUs: (ut + st) * (1e6 / clockTicks)}
+	s := procSample{cpuUs: (ut + st) * (1e6 / clockTicks), sysUs: st * (1e6 / clockTicks)}
 	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return procSample{err: err}
@@ -188,6 +197,8 @@ func (b *brokerSampler) stats(res *Result) *BrokerStats {
 	s.InvoluntaryCtxSwitches = b.end.nvcs - b.start.nvcs
 	if s.Delivered > 0 {
 		s.CPUPerMsgUs = float64(s.CPUWindowUs) / float64(s.Delivered)
+		s.SysPerMsgUs = float64(b.end.sysUs-b.start.sysUs) / float64(s.Delivered)
+		s.UserPerMsgUs = s.CPUPerMsgUs - s.SysPerMsgUs
 		s.VoluntaryPerMsg = float64(s.VoluntaryCtxSwitches) / float64(s.Delivered)
 		s.InvoluntaryPerMsg = float64(s.InvoluntaryCtxSwitches) / float64(s.Delivered)
 	}

@@ -25,8 +25,8 @@ func TestReadProcCountsContextSwitches(t *testing.T) {
 
 func TestBrokerStatsContextSwitchesPerMessage(t *testing.T) {
 	b := &brokerSampler{pid: 1,
-		start: procSample{cpuUs: 1_000_000, rssKB: 1, vcs: 100, nvcs: 10},
-		end:   procSample{cpuUs: 1_500_000, rssKB: 1, vcs: 2100, nvcs: 510}}
+		start: procSample{cpuUs: 1_000_000, sysUs: 400_000, rssKB: 1, vcs: 100, nvcs: 10},
+		end:   procSample{cpuUs: 1_500_000, sysUs: 700_000, rssKB: 1, vcs: 2100, nvcs: 510}}
 	res := &Result{}
 	res.Messages.WindowReceived = 1000
 	s := b.stats(res)
@@ -36,4 +36,6 @@ func TestBrokerStatsContextSwitchesPerMessage(t *testing.T) {
 	require.InDelta(t, 2.0, s.VoluntaryPerMsg, 1e-9)
 	require.InDelta(t, 0.5, s.InvoluntaryPerMsg, 1e-9)
 	require.InDelta(t, 500.0, s.CPUPerMsgUs, 1e-9)
+	require.InDelta(t, 300.0, s.SysPerMsgUs, 1e-9)
+	require.InDelta(t, 200.0, s.UserPerMsgUs, 1e-9)
 }

@@ -262,7 +262,8 @@ func (r *Result) WriteTable(out io.Writer) error {
 		} else {
 			fmt.Fprintf(w, "broker pid %d\tcpu %.3f s in window", b.PID, float64(b.CPUWindowUs)/1e6)
 			if b.CPUPerMsgUs > 0 {
-				fmt.Fprintf(w, "  = %.2f µs per delivered message (%d delivered)", b.CPUPerMsgUs, b.Delivered)
+				fmt.Fprintf(w, "  = %.2f µs per delivered message (%d delivered): %.2f user + %.2f kernel",
+					b.CPUPerMsgUs, b.Delivered, b.UserPerMsgUs, b.SysPerMsgUs)
 			}
 			fmt.Fprintf(w, "\n\trss %s before setup, %s at window start, %s at end",
 				fmtKB(b.RSSBaselineKB), fmtKB(b.RSSStartKB), fmtKB(b.RSSEndKB))

@@ -16,6 +16,7 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,12 +186,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// schedLatencies adds go_sched_latencies_seconds to the Go collector's
+// defaults: how long goroutines waited runnable for a P. The event loops
+// hold their Ps while they wait in epoll_wait and yield them at most every
+// 5 ms (third_party/gnet/LOOPMQ.md), so a goroutine they or the network
+// make runnable (the store's committer, TLS and WebSocket connections,
+// this endpoint, timers) may wait for one; this histogram shows it.
+var schedLatencies = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)}
+
 // Registry returns a registry with the broker's Collector and Go's
 // runtime and process collectors.
 func Registry(o Options) *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(NewCollector(o),
-		collectors.NewGoCollector(),
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(schedLatencies)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

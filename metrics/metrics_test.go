@@ -152,6 +152,8 @@ wait:
 	require.Positive(t, value(t, mf, "loopmq_loop_events_total", "kind", "traffic"))
 	require.Positive(t, value(t, mf, "loopmq_received_bytes_total"))
 	require.Contains(t, mf, "go_goroutines", "the Go runtime collector")
+	require.Contains(t, mf, "go_gc_duration_seconds", "the Go collector's defaults stay")
+	require.Positive(t, mf["go_sched_latencies_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(), "scheduling latency")
 	require.NotContains(t, mf, "loopmq_store_commits_total", "no store, no store metrics")
 }
 

@@ -102,11 +102,13 @@ type record struct {
 	P999Us         int64   `json:"p999_us"`
 	CPUWindowUs    int64   `json:"cpu_window_us"`
 	CPUPerMsgUs    float64 `json:"cpu_per_msg_us"`
-	RSSBaselineKB  int64   `json:"rss_baseline_kb"` // before loadgen's first connection
-	RSSStartKB     int64   `json:"rss_start_kb"`
-	RSSEndKB       int64   `json:"rss_end_kb"`
-	RSSPerConn     float64 `json:"rss_per_conn_bytes,omitempty"`
-	Connections    int64   `json:"connections"`
+	// SysPerMsgUs is the kernel's part of CPUPerMsgUs (stime).
+	SysPerMsgUs   float64 `json:"sys_per_msg_us"`
+	RSSBaselineKB int64   `json:"rss_baseline_kb"` // before loadgen's first connection
+	RSSStartKB    int64   `json:"rss_start_kb"`
+	RSSEndKB      int64   `json:"rss_end_kb"`
+	RSSPerConn    float64 `json:"rss_per_conn_bytes,omitempty"`
+	Connections   int64   `json:"connections"`
 	// VoluntaryCSPerMsg and InvoluntaryCSPerMsg are the broker's context
 	// switches per delivered message in the window, over all its threads:
 	// the voluntary ones count its wake-ups.
@@ -326,7 +328,7 @@ func fillRecord(rec *record, res *loadgen.Result, otherPct float64, brokerTotal 
 		if b.Err != "" {
 			rec.Notes = append(rec.Notes, "broker sampling: "+b.Err)
 		}
-		rec.CPUWindowUs, rec.CPUPerMsgUs = b.CPUWindowUs, b.CPUPerMsgUs
+		rec.CPUWindowUs, rec.CPUPerMsgUs, rec.SysPerMsgUs = b.CPUWindowUs, b.CPUPerMsgUs, b.SysPerMsgUs
 		rec.RSSBaselineKB, rec.RSSStartKB, rec.RSSEndKB = b.RSSBaselineKB, b.RSSStartKB, b.RSSEndKB
 		rec.RSSPerConn = b.RSSPerConnBytes
 		rec.VoluntaryCSPerMsg, rec.InvoluntaryCSPerMsg = b.VoluntaryPerMsg, b.InvoluntaryPerMsg

@@ -149,6 +149,7 @@ func serve(lc *loaded, stderr io.Writer) int {
 		b.opts.Store = st
 	}
 	banner(lc, log, st != nil)
+	setGOMAXPROCS(b.opts, log)
 
 	srv := engine.New(b.opts)
 	if err := srv.Start(); err != nil {

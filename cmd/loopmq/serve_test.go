@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -351,4 +353,36 @@ pprof:
 	code, body = get("http://" + pprofAddr + "/debug/pprof/mutex?debug=1")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(body), "mutex", "mutex profiling is on")
+}
+
+func TestGOMAXPROCSFor(t *testing.T) {
+	f := func(suggested, current int, env string, want int) {
+		t.Helper()
+		require.Equal(t, want, gomaxprocsFor(suggested, current, env))
+	}
+	f(0, 2, "", 0) // no TLS or WebSocket listener
+	f(3, 2, "", 3)
+	f(3, 3, "", 0)
+	f(3, 8, "", 0)  // never lowered
+	f(3, 2, "2", 0) // the environment decides
+}
+
+// TestServeGOMAXPROCS: with a WebSocket listener loopmq runs with one P
+// more than it has event loops, unless GOMAXPROCS is in the environment
+// (then the engine warns); without one it leaves GOMAXPROCS alone.
+func TestServeGOMAXPROCS(t *testing.T) {
+	loops := strconv.Itoa(runtime.NumCPU()) // at least the default GOMAXPROCS
+	t.Setenv("GOMAXPROCS", "")
+	p := startLoopmq(t, "-loops", loops, "-ws-listen", "127.0.0.1:0")
+	l := p.waitLog("GOMAXPROCS raised", time.Second)
+	require.Equal(t, float64(runtime.NumCPU()+1), l["to"])
+
+	t.Setenv("GOMAXPROCS", loops)
+	p = startLoopmq(t, "-loops", loops, "-ws-listen", "127.0.0.1:0")
+	require.NotContains(t, p.log(), "GOMAXPROCS raised")
+	require.Equal(t, float64(runtime.NumCPU()), p.waitLog("GOMAXPROCS leaves no P free", time.Second)["gomaxprocs"], "the engine says so")
+
+	t.Setenv("GOMAXPROCS", "")
+	p = startLoopmq(t, "-loops", loops)
+	require.NotContains(t, p.log(), "GOMAXPROCS")
 }
