@@ -48,7 +48,16 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 cp -r "$dir/." "$tmp/gnet"
 chmod -R u+w "$tmp/gnet"
-(cd "$tmp/gnet" && drop && patch -s -p1 --no-backup-if-mismatch <"$OLDPWD/$dst/loopmq.diff")
+# patch(1) is not on every machine that has Go; git apply does the same
+# outside a repository.
+apply() {
+	if command -v patch >/dev/null; then
+		patch -s -p1 --no-backup-if-mismatch <"$1"
+	else
+		git apply -p1 "$1"
+	fi
+}
+(cd "$tmp/gnet" && drop && apply "$OLDPWD/$dst/loopmq.diff")
 cp "$dst/LOOPMQ.md" "$dst/loopmq.diff" "$tmp/gnet/"
 
 case $mode in
