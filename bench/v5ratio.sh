@@ -21,15 +21,7 @@ set -euo pipefail
 rounds=$1 scenario=$2 benchtime=$3 qos=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
-bench=${BENCH:-}
-if [ -z "$bench" ]; then
-	bench=$(mktemp -d)/bench.test
-	go test -c -o "$bench" "$here"
-fi
-out=$(mktemp)
-pid=
-trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null || true; fi; rm -f "$out"' EXIT
-port=$((20000 + RANDOM % 20000))
+. "$here/scripts/runsetup.sh" "$here"
 # start_broker starts $broker on the next free port as $pid. A port that
 # answers already is someone else's (the machine is shared): skipped, and
 # so is one the broker failed to bind, so that no run measures another

@@ -18,15 +18,7 @@ set -euo pipefail
 [ $# -eq 6 ] || { sed -n '2,18p' "$0"; exit 2; }
 rounds=$1 scenario=$2 benchtime=$3 qos=$4 big=$5 broker=$6
 here=$(cd "$(dirname "$0")/.." && pwd)
-bench=${BENCH:-}
-if [ -z "$bench" ]; then
-	bench=$(mktemp -d)/bench.test
-	go test -c -o "$bench" "$here"
-fi
-out=$(mktemp)
-pid=
-trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null || true; fi; rm -f "$out"' EXIT
-port=$((20000 + RANDOM % 20000))
+. "$here/scripts/runsetup.sh" "$here"
 specs=("v3_64::64" "v3_$big::$big" "v5_64:V5:64")
 for round in $(seq "$rounds"); do
 	order=("${specs[@]}")
