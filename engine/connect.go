@@ -324,7 +324,7 @@ func (c *client) bind(s *session, present bool) {
 		s.q.spill.wait = c.loop.st.ticket
 		for _, k := range c.loop.st.deferred {
 			if k.id == s.id && k.deletesOne() {
-				s.q.forgotten = append(s.q.forgotten, k.seq)
+				s.forgot(k.seq)
 			}
 		}
 	}

@@ -721,9 +721,7 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 	default:
 		l.deleteEntry(s.id, seq, state)
 	}
-	if q := s.q; q != nil && q.spill != nil {
-		q.forgotten = append(q.forgotten, seq)
-	}
+	s.forgot(seq)
 }
 
 // forgetAcked is forgetEntry for a delivery its client acknowledged
@@ -747,9 +745,7 @@ func (l *loop) forgetAcked(s *session, out *outMsg) {
 	default:
 		l.handOff(m.router, task{kind: taskForget, sess: s, seq: m.seq})
 	}
-	if q := s.q; q != nil && q.spill != nil {
-		q.forgotten = append(q.forgotten, m.seq)
-	}
+	s.forgot(m.seq)
 }
 
 // forgetRouted deletes s's QoS 1 entry seq, which l put (message.router):

@@ -178,3 +178,12 @@ func (srv *Server) watermark() uint64 {
 	}
 	return w
 }
+
+// forgot notes that s no longer owes entry seq while part of its queue is
+// on disk only: a read-back must skip the entry even if its delete is not
+// applied yet. Runs on s's owner.
+func (s *session) forgot(seq uint64) {
+	if q := s.q; q != nil && q.spill != nil {
+		q.forgotten = append(q.forgotten, seq)
+	}
+}
