@@ -17,7 +17,6 @@ import (
 const (
 	taskDeliver = iota // deliver out to sess
 	taskFunc           // run fn on the loop (rare control work: takeover, sweeps)
-	taskForget         // sess's entry seq, put by this loop, was acknowledged (loop.forgetRouted)
 )
 
 // task is one unit of cross-loop work. A delivery task owns one reference
@@ -32,7 +31,6 @@ type task struct {
 	transit bool
 	sess    *session
 	out     outMsg
-	seq     uint64 // taskForget's entry
 	fn      func(l *loop)
 }
 
@@ -53,9 +51,6 @@ type loop struct {
 	inboxMu   sync.Mutex
 	inbox     []task
 	scheduled atomic.Bool
-	// lateForgets are taskForget tasks posted after the loop ended
-	// (dropInbox), for commitAtStop; under inboxMu.
-	lateForgets []task
 
 	// Owned by the loop.
 	spare      []task
@@ -153,8 +148,6 @@ func (l *loop) Run(context.Context) error {
 			l.deliver(t.sess, t.out, t.forwarded)
 		case taskFunc:
 			t.fn(l)
-		case taskForget:
-			l.forgetRouted(t.sess, t.seq)
 		}
 		batch[i] = task{}
 	}
@@ -169,20 +162,10 @@ func (l *loop) dropInbox() {
 	batch := l.inbox
 	l.inbox = nil
 	l.inboxMu.Unlock()
-	var forgets []task
 	for _, t := range batch {
-		switch t.kind {
-		case taskDeliver:
+		if t.kind == taskDeliver {
 			t.out.msg.release()
-		case taskForget:
-			forgets = append(forgets, t)
 		}
-	}
-	if len(forgets) > 0 {
-		// Written by commitAtStop, once no loop runs.
-		l.inboxMu.Lock()
-		l.lateForgets = append(l.lateForgets, forgets...)
-		l.inboxMu.Unlock()
 	}
 }
 

@@ -50,8 +50,8 @@ type message struct {
 	seq uint64
 	// router is the loop that numbered the message and put its entries
 	// in its batch (persistDelivery); nil for a message read back from
-	// the store. Acknowledgements of its QoS 1 deliveries are handed to
-	// it (loop.forgetAcked).
+	// the store. An acknowledgement on that loop deletes its entry at
+	// once (loop.forgetAcked).
 	router *loop
 
 	pool   *messagePool

@@ -468,20 +468,6 @@ func (srv *Server) commitAtStop() {
 		}
 	}
 	for _, l := range loops {
-		// Acknowledgements handed to l that it did not run: their
-		// deletes follow l's batches like any other.
-		l.inboxMu.Lock()
-		ts := append(l.inbox, l.lateForgets...)
-		l.inbox, l.lateForgets = nil, nil
-		l.inboxMu.Unlock()
-		for _, t := range ts {
-			switch t.kind {
-			case taskForget:
-				l.forgetRouted(t.sess, t.seq)
-			case taskDeliver:
-				t.out.msg.release()
-			}
-		}
 		commit(l)
 	}
 	for _, l := range loops {
@@ -725,37 +711,24 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 }
 
 // forgetAcked is forgetEntry for a delivery its client acknowledged
-// (PUBACK). A QoS 1 entry whose put may not be durable yet is deleted by
-// the loop that put it, in its own batches, which the store applies in
-// order: taken back if still in its open batch, else deleted after the
-// put. So the owner waits for nothing, and most entries acknowledged
-// within a commit cycle are never written, whichever loop owns the
-// session. Runs on s's owner, l.
+// (PUBACK). When this loop routed the message (message.router), the
+// entry's put is in one of its own batches, which the store applies in
+// order: the put is taken back if still in the open batch, else the
+// delete joins the open batch at once, with no wait for the watermark.
+// Entries another loop put are deleted by forgetEntry, on this loop:
+// handing the delete to the routing loop would put it in a batch this
+// session's spill read-back does not wait for (spill.go), which could read
+// the acknowledged entry back and send it again. Runs on s's owner, l.
 func (l *loop) forgetAcked(s *session, out *outMsg) {
 	m := out.msg
-	if out.qos >= 2 || m.router == nil || m.seq == 0 || !l.srv.durable(s) {
+	if out.qos >= 2 || m.router != l || m.seq == 0 || !l.srv.durable(s) {
 		l.forgetEntry(s, m.seq, out.qos)
 		return
 	}
-	switch {
-	case m.router == l:
-		l.forgetRouted(s, m.seq)
-	case l.entryNow(m.seq, nil):
-		l.deleteEntry(s.id, m.seq, entryDeleteOnce) // durable already
-	default:
-		l.handOff(m.router, task{kind: taskForget, sess: s, seq: m.seq})
+	if !l.takeBackPut(s, m.seq) {
+		l.deleteEntry(s.id, m.seq, entryDeleteOnce)
 	}
 	s.forgot(m.seq)
-}
-
-// forgetRouted deletes s's QoS 1 entry seq, which l put (message.router):
-// it takes the put back if it is still in the open batch, else adds the
-// delete to the open batch, behind the batch that holds the put. s may
-// belong to another loop: only its pointer and id are read. Runs on l.
-func (l *loop) forgetRouted(s *session, seq uint64) {
-	if !l.takeBackPut(s, seq) {
-		l.deleteEntry(s.id, seq, entryDeleteOnce)
-	}
 }
 
 // persistRetained writes m's retained state: set, or cleared by an empty
