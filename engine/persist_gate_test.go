@@ -28,6 +28,15 @@ type gatedCommit struct {
 
 func newGateStore() *gateStore { return &gateStore{Memory: store.NewMemory()} }
 
+// openGate returns a gateStore that lets commits through until the test
+// closes it (setOpen(false)); it is closed with the test.
+func openGate(t *testing.T) *gateStore {
+	st := newGateStore()
+	t.Cleanup(func() { _ = st.Close() })
+	st.setOpen(true)
+	return st
+}
+
 // Commit implements store.Store.
 func (g *gateStore) Commit(b *store.Batch, done func(error)) {
 	g.mu.Lock()

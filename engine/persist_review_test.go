@@ -235,9 +235,7 @@ func TestE2EPersistSpilledQueueCheckedForNewIdentity(t *testing.T) {
 // only once the first one's message is durable: a PUBREC sent earlier
 // would let the publisher release a message a crash can still lose.
 func TestE2EPersistResentQoS2AckWaitsForStore(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	sub := connectRaw(t, s, connectPacket("rs-sub", false, 0))
 	sub.subscribe(1, "rs", 2)
@@ -269,9 +267,7 @@ func TestE2EPersistResentQoS2AckWaitsForStore(t *testing.T) {
 // mark must survive: after a restart the message is sent again with its
 // packet identifier and DUP, so the client does not deliver it twice.
 func TestE2EPersistQoS2MarkNotOverwrittenByLaterPut(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	other := connectRaw(t, s, connectPacket("ow-other", false, 0))
 	other.subscribe(1, "ow/other", 1)
@@ -321,9 +317,7 @@ func TestE2EPersistQoS2MarkNotOverwrittenByLaterPut(t *testing.T) {
 // of the new owner's writes (release, delete), so the completed message
 // does not come back.
 func TestE2EPersistQoS2MarkMovesWithSession(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	other := connectRaw(t, s, connectPacket("mv-other", false, 0))
 	other.subscribe(1, "mv/other", 1)
@@ -361,9 +355,7 @@ func TestE2EPersistQoS2MarkMovesWithSession(t *testing.T) {
 // read back from disk when the client returns and its spilled queue is
 // read: the delete may still be waiting then.
 func TestE2EPersistSpillSkipsEntryAckedBeforeSpill(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 2})
 	other := connectRaw(t, s, connectPacket("ak-other", false, 0))
 	other.subscribe(1, "ak/other", 1)
@@ -484,9 +476,7 @@ func TestE2EPersistSharedHandOverToMemberAfterSpill(t *testing.T) {
 // routed to it by another loop has not reached the store leaves no entry
 // behind: a later session with the same client identifier never gets it.
 func TestE2EPersistEndedSessionLeavesNoEntry(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	other := connectRaw(t, s, connectPacket("es-other", false, 0))
 	other.subscribe(1, "es/other", 1)
@@ -555,9 +545,7 @@ func TestE2EPersistResumeWithExpiryZeroGetsSpilled(t *testing.T) {
 // for the watermark. A QoS 2 message the client had received (PUBREC)
 // gets PUBREL after the restart, not the message again.
 func TestE2EPersistStopCommitsWhatWaits(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	sub := connectRaw(t, s, connectPacket("stop-sub", false, 0))
 	sub.subscribe(1, "stop", 2)
@@ -593,9 +581,7 @@ func TestE2EPersistStopCommitsWhatWaits(t *testing.T) {
 // it for a new message, which the broker would then take for the old one
 // sent again and not deliver.
 func TestE2EPersistPubcompWaitsForStore(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	sub := connectRaw(t, s, connectPacket("pc-sub", false, 0))
 	sub.subscribe(1, "pc", 1)

@@ -35,9 +35,7 @@ func (w *syncBuffer) String() string {
 // counted and logged with what waits; when the store comes back the
 // acknowledgements go out and the end of the stall is logged.
 func TestStoreStallCountedAndLogged(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	var logs syncBuffer
 	s := startServer(t, Options{Store: st, storeStallAfter: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -67,9 +65,7 @@ func TestStoreStallCountedAndLogged(t *testing.T) {
 // broker closes the connection rather than hold acknowledgements without
 // bound.
 func TestStoreHeldAcksBounded(t *testing.T) {
-	st := newGateStore()
-	t.Cleanup(func() { _ = st.Close() })
-	st.setOpen(true)
+	st := openGate(t)
 	s := startServer(t, Options{Store: st})
 	pub := connectRaw(t, s, connectPacket("many-pub", true, 0))
 	st.settle(t)
