@@ -132,12 +132,12 @@ func (srv *Server) recoverStore() error {
 	for _, s := range sessions {
 		queued := false
 		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
+			maxSeq = max(maxSeq, e.Seq)
 			if e.State == store.EntryQueued || e.PacketID == 0 {
 				queued = true
 				return true
 			}
 			entries++
-			maxSeq = max(maxSeq, e.Seq)
 			srv.restoreEntry(s, e)
 			return true
 		})
@@ -174,9 +174,14 @@ func (srv *Server) recoverStore() error {
 	if err != nil {
 		return fmt.Errorf("read retained messages: %w", err)
 	}
-	// Sequence numbers must grow past every entry; the wall clock in
-	// nanoseconds grows faster than any message rate, so it also covers
-	// entries written for sessions whose record did not make it.
+	// Sequence numbers must grow past every entry, queued ones included:
+	// the wall clock may be behind the one that numbered them (stepped
+	// back, or not yet set on a device that just booted), and a queued
+	// entry above the watermark would not be read back (spill.go) until
+	// the clock passed it, while new messages went out before it. The
+	// wall clock in nanoseconds grows faster than any message rate, so it
+	// also covers entries written for sessions whose record did not make
+	// it, as long as it was not stepped back.
 	ps.seq.Store(max(maxSeq, uint64(now)))
 	for _, s := range spilled {
 		s.q.spill.last = ps.seq.Load() // whatever is on disk is below it
