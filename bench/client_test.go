@@ -13,8 +13,6 @@ import (
 
 // Harness constants shared by every scenario.
 const (
-	// maxUnacked bounds a QoS 1 publisher's PUBLISHes awaiting PUBACK.
-	maxUnacked = 32
 	// readBufSize is each client's read buffer; a read takes whatever the
 	// socket holds up to this size.
 	readBufSize = 64 << 10
@@ -279,7 +277,7 @@ func newPublisher(idx int, mc *mqttConn, topic string, qos byte, window, burst i
 func (p *publisher) run(n int, abort <-chan struct{}) error {
 	for left := n; left > 0; {
 		k := min(p.burst, left)
-		for p.qos > 0 && p.unacked+k > maxUnacked {
+		for p.qos > 0 && p.unacked+k > *maxUnacked {
 			if err := p.readAcks(); err != nil {
 				return err
 			}

@@ -30,7 +30,7 @@
 // buffers, not the broker. Each publisher has an end-to-end window: it
 // sends a burst only while every subscriber that hears it is at most
 // window-burst messages behind. At QoS 1 a publisher additionally keeps at
-// most maxUnacked PUBLISHes awaiting PUBACK, and subscribers acknowledge
+// most -bench.unacked PUBLISHes awaiting PUBACK (32), and subscribers acknowledge
 // every PUBLISH. The end-to-end window is needed at QoS 1 too, because the
 // broker acknowledges a PUBLISH once it is routed, not once it is
 // delivered: without it 100 publishers outrun one subscriber and its

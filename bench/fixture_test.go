@@ -29,6 +29,11 @@ var brokerPID = flag.Int("bench.broker-pid", 0,
 var payloadFlag = flag.Int("bench.payload", 64,
 	"PUBLISH payload size in bytes, at least 12 (publisher index and sequence number); e.g. 117 makes fanin100's 3.1.1 frames the size of its 5.0 ones")
 
+// maxUnacked bounds a QoS 1 publisher's PUBLISHes awaiting PUBACK; a
+// burst is at most half of it.
+var maxUnacked = flag.Int("bench.unacked", 32,
+	"most PUBLISHes a QoS 1 publisher keeps awaiting PUBACK (at least 2)")
+
 var withAuthorizer = flag.Bool("bench.authz", false,
 	"give the in-process broker an Authorizer that allows everything, to measure the cost of the checks")
 
@@ -182,7 +187,7 @@ func newFixtureWith(sc scenario, qos byte, ver codec.Version, cfg fixtureConfig)
 	}
 	burst := max(1, sc.window/2)
 	if qos > 0 {
-		burst = min(burst, maxUnacked/2)
+		burst = min(burst, *maxUnacked/2)
 	}
 	fx.subs = make([]*subscriber, sc.subs)
 	fx.pubs = make([]*publisher, sc.pubs)
