@@ -272,10 +272,14 @@ func TestHandshakeTimeout(t *testing.T) {
 
 // wsStream is a client WebSocket connection used as a byte stream (each
 // Write one masked binary frame), for MQTT clients that take a net.Conn.
+// paho.golang writes from more than one goroutine: wmu keeps each frame
+// whole (ws.WriteFrame writes its header and payload separately, and two
+// frames interleaved made the broker read a packet of type 0).
 type wsStream struct {
 	net.Conn
 	rd    *wsutil.Reader
 	inMsg bool
+	wmu   sync.Mutex
 }
 
 func (c *wsStream) Read(p []byte) (int, error) {
@@ -306,6 +310,8 @@ func (c *wsStream) Read(p []byte) (int, error) {
 }
 
 func (c *wsStream) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if err := ws.WriteFrame(c.Conn, ws.MaskFrame(ws.NewBinaryFrame(p))); err != nil {
 		return 0, err
 	}
