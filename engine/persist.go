@@ -546,7 +546,7 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 		m.seq = l.srv.ps.nextSeq()
 		m.router = l
 	}
-	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
+	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0, out.qos < 2)
 	if out.qos < 2 {
 		ls := &l.st
 		if ls.puts == nil {
@@ -581,8 +581,10 @@ func (l *loop) takeBackPut(s *session, seq uint64) bool {
 	return true
 }
 
-// putEntry writes one entry of session id.
-func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint16) {
+// putEntry writes one entry of session id; once says it is never put
+// again (a delivery below QoS 2, whose entry no mark rewrites), which lets
+// the store group it with others (store.Batch.PutEntryOnce).
+func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint16, once bool) {
 	ls := &l.st
 	e := &ls.entry
 	ls.subIDs = out.appendSubIDs(ls.subIDs[:0])
@@ -590,7 +592,11 @@ func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint
 	if out.msg != nil {
 		l.srv.storeMessage(&e.Msg, out.msg)
 	}
-	l.batch().PutEntry(id, e)
+	if once {
+		l.batch().PutEntryOnce(id, e)
+	} else {
+		l.batch().PutEntry(id, e)
+	}
 	e.Msg = store.Message{}
 }
 
@@ -625,7 +631,7 @@ func (l *loop) writeEntry(k *entryKey) {
 		l.batch().DeleteEntriesTo(k.id, k.seq)
 		return
 	}
-	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid)
+	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid, false)
 	if k.out.msg != nil {
 		k.out.msg.release()
 	}
@@ -648,7 +654,7 @@ func (l *loop) writeEntry(k *entryKey) {
 func (l *loop) markEntry(s *session, out *outMsg, seq uint64, state byte, pid uint16) {
 	l.st.markDeferred = false
 	if l.entryNow(seq, out.msg) {
-		l.putEntry(s.id, out, seq, state, pid)
+		l.putEntry(s.id, out, seq, state, pid, false)
 		return
 	}
 	l.st.markDeferred = true

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -137,4 +138,60 @@ func TestRecoverSeqPastQueuedEntries(t *testing.T) {
 		c.ack(codec.PUBACK, p.PacketID)
 	}
 	c.expectNothing(e2eSilent)
+}
+
+// On the on-disk store, a burst of QoS 1 messages to a persistent
+// subscriber is stored as one group of entries (store/groups.go), whose
+// deletes are kept in memory until the group is gone: after a graceful
+// stop and a restart the subscriber gets exactly those it had not
+// acknowledged, sent again with DUP [MQTT-3.3.1-1], and no acknowledged
+// one comes back.
+func TestE2EPersistGroupedAcksSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
+	require.NoError(t, err)
+	s := startServer(t, Options{Store: st})
+	sub := connectRaw(t, s, connectPacket("g-sub", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "g", 1))
+	pub := connectRaw(t, s, connectPacket("g-pub", true, 0))
+	const n, acked = 50, 20
+	var burst []byte
+	for i := 1; i <= n; i++ {
+		p := codec.Publish{Topic: []byte("g"), Payload: fmt.Appendf(nil, "m%d", i), QoS: 1, PacketID: uint16(i)}
+		burst = p.AppendTo(burst, codec.V311)
+	}
+	pub.sendBytes(burst) // one read: one batch, one group
+	for i := 1; i <= n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		if i <= acked {
+			sub.ack(codec.PUBACK, p.PacketID)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	sub.send(&codec.Pingreq{})
+	sub.expect(codec.PINGRESP) // every ack read
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	require.NoError(t, st.Close())
+	rep, err := store.Check(dir)
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.Groups, "the burst was stored as one group")
+	require.Equal(t, n-acked, rep.GroupedEntries, "Close kept only the live entries")
+
+	st, err = store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	s = startServer(t, Options{Store: st})
+	sub = connectRaw(t, s, connectPacket("g-sub", false, 0))
+	for i := acked + 1; i <= n; i++ {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprintf("m%d", i), string(p.Payload))
+		require.True(t, p.Dup, "m%d was sent before", i)
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
 }

@@ -9,7 +9,7 @@ const (
 	OpNone            OpKind = iota
 	OpPutSession             // Session
 	OpDeleteSession          // ClientID: the session, its entries and inbound ids
-	OpPutEntry               // ClientID, Entry (replaces one with the same Seq)
+	OpPutEntry               // ClientID, Entry (replaces one with the same Seq), Once
 	OpDeleteEntry            // ClientID, Seq, Once
 	OpPutInbound             // ClientID, PacketID
 	OpDeleteInbound          // ClientID, PacketID
@@ -31,7 +31,8 @@ type Op struct {
 	Msg      Message
 	Key      string
 	Value    []byte
-	// Once marks an OpDeleteEntry whose entry was put exactly once
+	// Once marks an OpPutEntry of an entry put only this once
+	// (PutEntryOnce), and an OpDeleteEntry of an entry put exactly once
 	// (DeleteEntryPutOnce).
 	Once bool
 }
@@ -125,6 +126,16 @@ func (b *Batch) PutEntry(clientID string, e *Entry) {
 	}
 	c.Msg = b.copyMessage(&e.Msg)
 	b.ops = append(b.ops, Op{Kind: OpPutEntry, ClientID: clientID, Seq: e.Seq, Entry: c})
+}
+
+// PutEntryOnce stores e for clientID like PutEntry, for an entry that is
+// never put again with the same Seq until the client's next DeleteSession
+// (the engine's QoS 1 deliveries). The on-disk store may then keep several
+// such entries of one client, committed together, in one record
+// (groups.go), deleted once all of them are.
+func (b *Batch) PutEntryOnce(clientID string, e *Entry) {
+	b.PutEntry(clientID, e)
+	b.ops[len(b.ops)-1].Once = true
 }
 
 // CancelPutEntry takes back operation i of b if it is the PutEntry of

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -15,8 +16,10 @@ type CheckReport struct {
 	// Format is the store's format version (formatVersion); 0 if the
 	// store has none recorded.
 	Format byte
-	// Records of each kind that decode.
-	Sessions, Entries, Inbound, Retained, Meta int
+	// Records of each kind that decode; GroupedEntries counts the
+	// entries the Groups records hold (groups.go).
+	Sessions, Entries, Groups, Inbound, Retained, Meta int
+	GroupedEntries                                     int
 	// Undecodable counts the records that do not decode (reads skip them)
 	// and keys of no known kind; BadRecords lists the first
 	// maxReportedBadRecords of them.
@@ -38,7 +41,7 @@ const maxReportedBadRecords = 100
 
 // Records returns the number of records that decode.
 func (r *CheckReport) Records() int {
-	return r.Sessions + r.Entries + r.Inbound + r.Retained + r.Meta
+	return r.Sessions + r.Entries + r.Groups + r.Inbound + r.Retained + r.Meta
 }
 
 // OK reports whether every record decoded.
@@ -48,8 +51,8 @@ func (r *CheckReport) OK() bool { return r.Undecodable == 0 }
 func (r *CheckReport) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "store %s: format %d, %d bytes on disk\n", r.Dir, r.Format, r.DiskBytes)
-	fmt.Fprintf(&b, "sessions %d, entries %d, inbound %d, retained %d, meta %d\n",
-		r.Sessions, r.Entries, r.Inbound, r.Retained, r.Meta)
+	fmt.Fprintf(&b, "sessions %d, entries %d, groups %d holding %d entries, inbound %d, retained %d, meta %d\n",
+		r.Sessions, r.Entries, r.Groups, r.GroupedEntries, r.Inbound, r.Retained, r.Meta)
 	fmt.Fprintf(&b, "undecodable %d\n", r.Undecodable)
 	for _, br := range r.BadRecords {
 		fmt.Fprintf(&b, "  %s %s: %s\n", br.Kind, printableKey(br.Key), br.Err)
@@ -156,6 +159,26 @@ func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *M
 			return err
 		}
 		rep.Entries++
+	case kindGroup:
+		_, suffix, ok := parseClientKey(key, 8)
+		if !ok {
+			return fmt.Errorf("%w: bad group key", errCorrupt)
+		}
+		n := 0
+		var eerr error
+		err := decodeGroupValue(value, binary.BigEndian.Uint64(suffix), func(_ uint64, v []byte) bool {
+			eerr = decodeEntryValue(v, e)
+			n++
+			return eerr == nil
+		})
+		if err == nil {
+			err = eerr
+		}
+		if err != nil {
+			return err
+		}
+		rep.GroupedEntries += n
+		rep.Groups++
 	case kindInbound:
 		if _, _, ok := parseInboundKey(key); !ok {
 			return fmt.Errorf("%w: bad inbound key", errCorrupt)

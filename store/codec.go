@@ -38,8 +38,10 @@ import (
 const codecVersion byte = 1
 
 // formatVersion is the store's key layout and codec generation, stored under
-// formatKey. A store with another format is refused (ErrFormat).
-const formatVersion byte = 1
+// formatKey. A store with another format is refused (ErrFormat), except
+// format 1 (before group records, groups.go), which is read as it is and
+// marked 2 when opened for writing.
+const formatVersion byte = 2
 
 // errCorrupt is wrapped by every decoding error.
 var errCorrupt = errors.New("undecodable record")

@@ -12,12 +12,14 @@ import (
 //	format    0x00 "format"                      the store's format version
 //	session   's' clientID                       Session (ClientID not in value)
 //	entry     'e' len16 clientID seq64           Entry (Seq not in value)
+//	group     'g' len16 clientID seq64           entries put once (groups.go);
+//	                                             seq64 is the first one's
 //	inbound   'i' len16 clientID packetID16      QoS 2 id received, not released
 //	retained  'r' topic                          Message (Topic not in value)
 //	meta      'm' key                            engine bookkeeping value
 //
 // Integers are big-endian so they sort numerically: a session's entries
-// iterate in Seq order. Entry and inbound keys carry the client id's length
+// iterate in Seq order. Entry, group and inbound keys carry the client id's length
 // before it, so that the keys of client "a" are never a prefix of the keys of
 // client "ab" (or of "a" followed by any bytes): one client's records are
 // exactly the keys that start with its prefix, which DeleteSession removes
@@ -28,6 +30,7 @@ const (
 	kindFormat   byte = 0x00
 	kindSession  byte = 's'
 	kindEntry    byte = 'e'
+	kindGroup    byte = 'g'
 	kindInbound  byte = 'i'
 	kindRetained byte = 'r'
 	kindMeta     byte = 'm'
@@ -49,6 +52,8 @@ func kindName(kind byte) string {
 		return "session"
 	case kindEntry:
 		return "entry"
+	case kindGroup:
+		return "group"
 	case kindInbound:
 		return "inbound"
 	case kindRetained:
@@ -64,7 +69,7 @@ func appendSessionKey(dst []byte, clientID string) []byte {
 }
 
 // appendClientPrefix appends the prefix shared by all of clientID's records
-// of kind (kindEntry or kindInbound). clientID must be at most
+// of kind (kindEntry, kindGroup or kindInbound). clientID must be at most
 // maxClientIDLen bytes (checkClientID).
 func appendClientPrefix(dst []byte, kind byte, clientID string) []byte {
 	dst = append(dst, kind)
@@ -74,6 +79,10 @@ func appendClientPrefix(dst []byte, kind byte, clientID string) []byte {
 
 func appendEntryKey(dst []byte, clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendClientPrefix(dst, kindEntry, clientID), seq)
+}
+
+func appendGroupKey(dst []byte, clientID string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendClientPrefix(dst, kindGroup, clientID), seq)
 }
 
 func appendInboundKey(dst []byte, clientID string, packetID uint16) []byte {
@@ -113,7 +122,7 @@ func kindBounds(kind byte) (lower, upper []byte) {
 	return []byte{kind}, []byte{kind + 1}
 }
 
-// parseClientKey splits an entry or inbound key after its kind byte into
+// parseClientKey splits an entry, group or inbound key after its kind byte into
 // the client id and the fixed-size suffix of n bytes; ok is false if the
 // length does not match.
 func parseClientKey(key []byte, n int) (clientID, suffix []byte, ok bool) {

@@ -102,6 +102,15 @@ type Pebble struct {
 	// (encode): only the committer goroutine touches them.
 	keyBuf, valBuf, endBuf []byte
 
+	// groups indexes the group records (groups.go); building holds the
+	// entries put once in the commit group being encoded, per client,
+	// freeBuilders the builders to reuse, gkey and groupBuf the scratch
+	// they are written with: the committer's only.
+	groups         groupIndex
+	building       map[string]*groupBuilder
+	freeBuilders   []*groupBuilder
+	gkey, groupBuf []byte
+
 	commits, records, commitNanos atomic.Uint64
 	waits, waitNanos              atomic.Uint64
 	finalDiskBytes                atomic.Uint64 // DiskBytes at Close
@@ -155,6 +164,10 @@ func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) 
 		// Nothing may be committed: Commit reports ErrClosed.
 		p.closing = true
 		return p, nil
+	}
+	if err := p.loadGroups(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: read entry groups: %w", err)
 	}
 	p.startCommitPipeline()
 	return p, nil
@@ -226,7 +239,11 @@ func (p *Pebble) checkFormat(readOnly bool) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrFormat, err)
 	}
-	if f != formatVersion {
+	if f == 1 && !readOnly {
+		// Format 1 had no group records; it reads the same.
+		return p.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
+	}
+	if f != formatVersion && f != 1 {
 		return fmt.Errorf("%w: format version %d, this loopmq reads %d", ErrFormat, f, formatVersion)
 	}
 	return nil
@@ -283,7 +300,14 @@ func (p *Pebble) close() error {
 	p.readMu.Unlock()
 	p.readers.Wait()
 
-	err := p.fs.syncAll()
+	var err error
+	if !readOnly {
+		// Deletes of grouped entries are in memory only (groups.go).
+		err = p.rewritePartialGroups()
+	}
+	if serr := p.fs.syncAll(); err == nil {
+		err = serr
+	}
 	p.finalDiskBytes.Store(p.db.Metrics().DiskSpaceUsage())
 	if cerr := p.db.Close(); err == nil {
 		err = cerr

@@ -146,6 +146,9 @@ func (p *Pebble) runCommitter() {
 				break drain
 			}
 		}
+		p.groups.mu.Lock()
+		p.flushGroups(pb)
+		p.groups.mu.Unlock()
 		var err error
 		wrote := pb.Count() > 0
 		if wrote {
@@ -157,6 +160,7 @@ func (p *Pebble) runCommitter() {
 				err = fmt.Errorf("store: commit: %w", err)
 				_ = pb.Close()
 				pb = p.db.NewBatch()
+				p.reloadGroups()
 			} else {
 				p.dirty.Store(true)
 				pb.Reset()
@@ -266,6 +270,8 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 	}
 	key, val, end := p.keyBuf, p.valBuf, p.endBuf
 	defer func() { p.keyBuf, p.valBuf, p.endBuf = key[:0], val[:0], end[:0] }()
+	p.groups.mu.Lock()
+	defer p.groups.mu.Unlock()
 	for i := range c.b.ops {
 		op := &c.b.ops[i]
 		key, val = key[:0], val[:0]
@@ -277,16 +283,25 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			_ = pb.Set(key, val, nil)
 		case OpDeleteSession:
 			_ = pb.Delete(appendSessionKey(key, op.ClientID), nil)
-			for _, kind := range [...]byte{kindEntry, kindInbound} {
+			p.dropBuilt(op.ClientID, 0, true)
+			delete(p.groups.clients, op.ClientID)
+			for _, kind := range [...]byte{kindEntry, kindGroup, kindInbound} {
 				key = appendClientPrefix(key[:0], kind, op.ClientID)
 				end = prefixEnd(end[:0], key)
 				_ = pb.DeleteRange(key, end, nil)
 			}
 		case OpPutEntry:
+			if op.Once {
+				p.buildPut(op) // written by flushGroups
+				continue
+			}
 			key = appendEntryKey(key, op.ClientID, op.Seq)
 			val = appendEntryValue(val, &op.Entry)
 			_ = pb.Set(key, val, nil)
 		case OpDeleteEntry:
+			if p.deleteGrouped(pb, op.ClientID, op.Seq) {
+				continue
+			}
 			if op.Once {
 				// The put and this delete vanish together at the
 				// flush or compaction where they meet.
@@ -302,6 +317,11 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 				end = appendEntryKey(end[:0], op.ClientID, op.Seq+1)
 			}
 			_ = pb.DeleteRange(key, end, nil)
+			if err := p.deleteGroupedTo(pb, op.ClientID, op.Seq); err != nil {
+				// Only a failing read of the store gets here; what the
+				// group holds stays, as after a crash.
+				p.log.Error("store: deleting grouped entries", "err", err)
+			}
 		case OpPutInbound:
 			_ = pb.Set(appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val), nil)
 		case OpDeleteInbound:

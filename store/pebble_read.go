@@ -2,9 +2,12 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -42,23 +45,173 @@ func (p *Pebble) Entries(clientID string, from uint64, max int, fn func(*Entry) 
 	upper := prefixEnd(nil, appendClientPrefix(nil, kindEntry, clientID))
 	var e Entry
 	n := 0
-	return p.scanRange(lower, upper, func(key, value []byte) (bool, error) {
+	// Grouped entries (groups.go) go in between the entry records, in Seq
+	// order.
+	gr := p.groupedFrom(clientID, from)
+	yield := func(key, value []byte, seq uint64) bool {
 		if max > 0 && n >= max {
-			return false, nil
+			return false
 		}
+		if err := decodeEntryValue(value, &e); err != nil {
+			p.skips.skip(key, err)
+			return true
+		}
+		e.Seq = seq
+		n++
+		return fn(&e)
+	}
+	more := true
+	err := p.scanRange(lower, upper, func(key, value []byte) (bool, error) {
 		_, seq, ok := parseEntryKey(key)
 		if !ok {
 			p.skips.skip(key, fmt.Errorf("%w: bad entry key", errCorrupt))
 			return true, nil
 		}
-		if err := decodeEntryValue(value, &e); err != nil {
-			p.skips.skip(key, err)
-			return true, nil
+		if more = gr.yieldBelow(seq, yield); !more {
+			return false, nil
 		}
-		e.Seq = seq
-		n++
-		return fn(&e), nil
+		more = yield(key, value, seq)
+		return more, nil
 	})
+	if err == nil && more {
+		gr.yieldBelow(math.MaxUint64, yield)
+	}
+	if err == nil {
+		err = gr.err
+	}
+	return err
+}
+
+// groupedReader hands out a client's live grouped entries in Seq order
+// for Entries: it merges the client's groups in key order (a group's
+// entries are at or above its key Seq), looking at a group only once the
+// next entry due could be one of its own, and reads a group record when
+// its first entry is due.
+type groupedReader struct {
+	p      *Pebble
+	id     string
+	from   uint64
+	groups []*entryGroup // the client's groups when the read began, by key
+	gi     int           // groups[:gi] are in due
+	due    []groupedSeq  // their live entries not yet passed, ascending
+	open   map[uint64]*openGroup
+	key    []byte
+	err    error
+}
+
+type groupedSeq struct {
+	seq, group uint64 // the entry's Seq, its group's key Seq
+}
+
+// openGroup is a group record read for groupedReader: a copy of its value,
+// its entries, and how far the read has come.
+type openGroup struct {
+	value   []byte
+	entries [][]byte
+	seqs    []uint64
+	at      int
+	missing bool // deleted since the index was read
+}
+
+// groupedFrom starts the read of id's grouped entries with a Seq at least
+// from.
+func (p *Pebble) groupedFrom(id string, from uint64) *groupedReader {
+	p.groups.mu.Lock()
+	defer p.groups.mu.Unlock()
+	gs := p.groups.clients[id]
+	if len(gs) == 0 {
+		return &groupedReader{}
+	}
+	return &groupedReader{p: p, id: id, from: from, groups: slices.Clone(gs)}
+}
+
+// take adds the next group's live entries to due.
+func (r *groupedReader) take() {
+	g := r.groups[r.gi]
+	r.gi++
+	n := len(r.due)
+	r.p.groups.mu.Lock()
+	for i, s := range g.seqs {
+		if s >= r.from && g.isLive(i) {
+			r.due = append(r.due, groupedSeq{s, g.key})
+		}
+	}
+	r.p.groups.mu.Unlock()
+	if n > 0 && len(r.due) > n {
+		slices.SortFunc(r.due, func(a, b groupedSeq) int { return cmp.Compare(a.seq, b.seq) })
+	}
+}
+
+// yieldBelow passes every grouped entry with a Seq below limit to yield,
+// in Seq order, and reports false once yield does.
+func (r *groupedReader) yieldBelow(limit uint64, yield func(key, value []byte, seq uint64) bool) bool {
+	for {
+		for r.gi < len(r.groups) && r.groups[r.gi].key < limit &&
+			(len(r.due) == 0 || r.groups[r.gi].key < r.due[0].seq) {
+			r.take()
+		}
+		if len(r.due) == 0 || r.due[0].seq >= limit {
+			return true
+		}
+		gs := r.due[0]
+		r.due = r.due[1:]
+		og := r.group(gs.group)
+		if og == nil || og.missing {
+			continue
+		}
+		for og.at < len(og.seqs) && og.seqs[og.at] < gs.seq {
+			og.at++
+		}
+		if og.at == len(og.seqs) || og.seqs[og.at] != gs.seq {
+			continue // not in the record: rewritten since without it
+		}
+		r.key = appendGroupKey(r.key[:0], r.id, gs.group)
+		if !yield(r.key, og.entries[og.at], gs.seq) {
+			return false
+		}
+	}
+}
+
+// group returns the record of id's group key, read on first use; nil after
+// an error (r.err).
+func (r *groupedReader) group(key uint64) *openGroup {
+	if og := r.open[key]; og != nil {
+		return og
+	}
+	if r.err != nil {
+		return nil
+	}
+	if r.open == nil {
+		r.open = make(map[uint64]*openGroup)
+	}
+	og := &openGroup{}
+	r.open[key] = og
+	if err := r.p.beginRead(); err != nil {
+		r.err = err
+		return nil
+	}
+	defer r.p.readers.Done()
+	r.key = appendGroupKey(r.key[:0], r.id, key)
+	v, closer, err := r.p.db.Get(r.key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		og.missing = true
+		return og
+	}
+	if err != nil {
+		r.err = fmt.Errorf("store: read group: %w", err)
+		return nil
+	}
+	og.value = bytes.Clone(v)
+	_ = closer.Close()
+	if err := decodeGroupValue(og.value, key, func(s uint64, entry []byte) bool {
+		og.seqs = append(og.seqs, s)
+		og.entries = append(og.entries, entry)
+		return true
+	}); err != nil {
+		r.p.skips.skip(r.key, err)
+		og.missing = true
+	}
+	return og
 }
 
 // Inbound implements Store: grouped by client (clients in the order of

@@ -58,6 +58,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"DeletesDurableAcrossReopen", testDeletesDurable},
 		{"DeleteEntryPutOnce", testDeletePutOnce},
 		{"CancelPutEntry", testCancelPutEntry},
+		{"PutEntryOnce", testPutEntryOnce},
+		{"PutEntryOnceMany", testPutEntryOnceMany},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, o, r) })

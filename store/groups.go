@@ -1,0 +1,416 @@
+package store
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Entry groups: how the on-disk store writes entries put once.
+//
+// An entry is a record of its own: one memtable insert when it is put, one
+// when it is deleted, and their flush and compaction. A message fanned out
+// to 100 persistent subscribers, or a burst of 16 routed to one, costs that
+// 100 or 16 times over, and measured, the records were most of what
+// persistence costs per delivery in fan-out. So the entries put with
+// Batch.PutEntryOnce that one commit group (pebble_commit.go) holds for one
+// client are written as one group record under a kindGroup key ending in
+// the smallest Seq among them (the group's key Seq, which stays its key
+// however many of them are deleted). A commit group with a single such
+// entry for a client writes it as an ordinary entry.
+//
+// The group's entries are deleted one by one in memory (groupIndex, which
+// every group on disk is in from the time the store opens) and the record
+// is deleted when the last one is. Reads skip the deleted ones. Until then
+// the deletes are not on disk: after a crash the deleted entries of groups
+// with live ones come back (sent again, with DUP, which QoS 1 allows);
+// Close rewrites such groups with their live entries only, so a clean
+// restart brings back nothing deleted. DeleteEntriesTo rewrites at once
+// every group it leaves partly live: what it deletes belongs to an ended
+// session, and must not come back to a new one of the same client id.
+//
+// A group's value: codecVersion, the number of entries (uvarint), then per
+// entry in ascending Seq order: Seq minus the key Seq (uvarint), the
+// length of the entry's value (uvarint), and the entry's value as an entry
+// record holds it (appendEntryValue).
+
+// groupIndex holds every group on disk (and those of the pebble batch being
+// built): per client, its groups by key Seq, with which of their entries are
+// live. Written by the committer (and by open and close, which run without
+// it), read by Entries on readers' goroutines; mu guards it.
+type groupIndex struct {
+	mu      sync.Mutex
+	clients map[string][]*entryGroup // each client's groups, key Seq ascending
+}
+
+// entryGroup is one group record: seqs are its entries' Seqs, ascending;
+// live has bit i set while seqs[i] is not deleted; left counts them.
+type entryGroup struct {
+	key  uint64
+	seqs []uint64
+	live []uint64
+	left int
+}
+
+func newEntryGroup(key uint64, seqs []uint64) *entryGroup {
+	g := &entryGroup{key: key, seqs: seqs, live: make([]uint64, (len(seqs)+63)/64), left: len(seqs)}
+	for i := range seqs {
+		g.live[i/64] |= 1 << (i % 64)
+	}
+	return g
+}
+
+func (g *entryGroup) isLive(i int) bool { return g.live[i/64]&(1<<(i%64)) != 0 }
+
+// kill deletes entry i; it reports whether it was live.
+func (g *entryGroup) kill(i int) bool {
+	if !g.isLive(i) {
+		return false
+	}
+	g.live[i/64] &^= 1 << (i % 64)
+	g.left--
+	return true
+}
+
+// find returns the index of seq in g, or -1.
+func (g *entryGroup) find(seq uint64) int {
+	if i, ok := slices.BinarySearch(g.seqs, seq); ok {
+		return i
+	}
+	return -1
+}
+
+// add inserts g among id's groups in key order.
+func (x *groupIndex) add(id string, g *entryGroup) {
+	if x.clients == nil {
+		x.clients = make(map[string][]*entryGroup)
+	}
+	gs := x.clients[id]
+	i := len(gs)
+	for i > 0 && gs[i-1].key > g.key {
+		i--
+	}
+	x.clients[id] = slices.Insert(gs, i, g)
+}
+
+// remove takes id's group g out of the index.
+func (x *groupIndex) remove(id string, g *entryGroup) {
+	gs := x.clients[id]
+	if i := slices.Index(gs, g); i >= 0 {
+		gs = slices.Delete(gs, i, i+1)
+	}
+	if len(gs) == 0 {
+		delete(x.clients, id)
+	} else {
+		x.clients[id] = gs
+	}
+}
+
+// lookup returns id's group holding seq live and its index there.
+func (x *groupIndex) lookup(id string, seq uint64) (*entryGroup, int) {
+	for _, g := range x.clients[id] {
+		if g.key > seq {
+			break
+		}
+		if i := g.find(seq); i >= 0 && g.isLive(i) {
+			return g, i
+		}
+	}
+	return nil, -1
+}
+
+// groupBuilder collects the entries one client put once in the commit group
+// being encoded. Owned by the committer.
+type groupBuilder struct {
+	entries []builtEntry
+	vals    []byte // the entries' values, back to back
+	live    int
+}
+
+type builtEntry struct {
+	seq        uint64
+	start, end int
+	dead       bool
+}
+
+func (b *groupBuilder) reset() {
+	b.entries = b.entries[:0]
+	b.vals = b.vals[:0]
+	b.live = 0
+}
+
+// remove deletes seq from b; it reports whether b held it.
+func (b *groupBuilder) remove(seq uint64) bool {
+	for i := range b.entries {
+		if e := &b.entries[i]; e.seq == seq && !e.dead {
+			e.dead = true
+			b.live--
+			return true
+		}
+	}
+	return false
+}
+
+// buildPut adds an entry put once to its client's builder. Runs on the
+// committer.
+func (p *Pebble) buildPut(op *Op) {
+	b := p.building[op.ClientID]
+	if b == nil {
+		if n := len(p.freeBuilders); n > 0 {
+			b = p.freeBuilders[n-1]
+			p.freeBuilders = p.freeBuilders[:n-1]
+		} else {
+			b = &groupBuilder{}
+		}
+		if p.building == nil {
+			p.building = make(map[string]*groupBuilder)
+		}
+		p.building[op.ClientID] = b
+	}
+	start := len(b.vals)
+	b.vals = appendEntryValue(b.vals, &op.Entry)
+	b.entries = append(b.entries, builtEntry{seq: op.Seq, start: start, end: len(b.vals)})
+	b.live++
+}
+
+// dropBuilt forgets what id's builder holds (its session was deleted after
+// those puts), or only its entries up to seq.
+func (p *Pebble) dropBuilt(id string, upTo uint64, all bool) {
+	b := p.building[id]
+	if b == nil {
+		return
+	}
+	for i := range b.entries {
+		if e := &b.entries[i]; !e.dead && (all || e.seq <= upTo) {
+			e.dead = true
+			b.live--
+		}
+	}
+}
+
+// flushGroups writes what the builders hold into pb, after every other
+// operation of the commit group: a client's single entry as an entry
+// record, several as a group record (added to the index). Runs on the
+// committer, with p.groups.mu held.
+func (p *Pebble) flushGroups(pb *pebble.Batch) {
+	for id, b := range p.building {
+		if b.live > 0 {
+			p.writeBuilt(pb, id, b)
+		}
+		b.reset()
+		p.freeBuilders = append(p.freeBuilders, b)
+	}
+	clear(p.building)
+}
+
+func (p *Pebble) writeBuilt(pb *pebble.Batch, id string, b *groupBuilder) {
+	es := b.entries[:0] // b is reset after: filtered in place
+	for _, e := range b.entries {
+		if !e.dead {
+			es = append(es, e)
+		}
+	}
+	bySeq := func(a, b builtEntry) int { return cmp.Compare(a.seq, b.seq) }
+	if !slices.IsSortedFunc(es, bySeq) {
+		slices.SortFunc(es, bySeq)
+	}
+	if len(es) == 1 {
+		e := es[0]
+		p.gkey = appendEntryKey(p.gkey[:0], id, e.seq)
+		_ = pb.Set(p.gkey, b.vals[e.start:e.end], nil)
+		return
+	}
+	key := es[0].seq
+	v := append(p.groupBuf[:0], codecVersion)
+	v = binary.AppendUvarint(v, uint64(len(es)))
+	seqs := make([]uint64, len(es))
+	for i, e := range es {
+		seqs[i] = e.seq
+		v = binary.AppendUvarint(v, e.seq-key)
+		v = binary.AppendUvarint(v, uint64(e.end-e.start))
+		v = append(v, b.vals[e.start:e.end]...)
+	}
+	p.groupBuf = v
+	p.gkey = appendGroupKey(p.gkey[:0], id, key)
+	_ = pb.Set(p.gkey, v, nil)
+	p.groups.add(id, newEntryGroup(key, seqs))
+}
+
+// deleteGrouped deletes id's entry seq if a builder or a group holds it,
+// and reports whether one did (else it is an entry record of its own).
+// The group's record is deleted with its last entry. Runs on the
+// committer, with p.groups.mu held.
+func (p *Pebble) deleteGrouped(pb *pebble.Batch, id string, seq uint64) bool {
+	if b := p.building[id]; b != nil && b.remove(seq) {
+		return true
+	}
+	g, i := p.groups.lookup(id, seq)
+	if g == nil {
+		return false
+	}
+	g.kill(i)
+	if g.left == 0 {
+		p.gkey = appendGroupKey(p.gkey[:0], id, g.key)
+		_ = pb.Delete(p.gkey, nil)
+		p.groups.remove(id, g)
+	}
+	return true
+}
+
+// deleteGroupedTo deletes id's grouped entries with a Seq up to seq: groups
+// left with none are deleted, and those left with some are rewritten with
+// only those, so that the deleted ones never come back (they are an ended
+// session's, and the live ones a new session's). Runs on the committer,
+// with p.groups.mu held.
+func (p *Pebble) deleteGroupedTo(pb *pebble.Batch, id string, seq uint64) error {
+	p.dropBuilt(id, seq, false)
+	for _, g := range slices.Clone(p.groups.clients[id]) {
+		if g.key > seq {
+			break
+		}
+		changed := false
+		for i, s := range g.seqs {
+			if s > seq {
+				break
+			}
+			changed = g.kill(i) || changed
+		}
+		if !changed {
+			continue
+		}
+		if err := p.rewriteGroup(pb, p.db, id, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rewriteGroup writes g's record again with its live entries only, read
+// through r, or deletes it if none is left (and takes it out of the index).
+// p.groups.mu is held, or nothing else runs (close).
+func (p *Pebble) rewriteGroup(pb *pebble.Batch, r pebble.Reader, id string, g *entryGroup) error {
+	key := appendGroupKey(nil, id, g.key)
+	if g.left == 0 {
+		p.groups.remove(id, g)
+		return pb.Delete(key, nil)
+	}
+	old, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		p.groups.remove(id, g) // never applied: its commit failed
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: read group %s: %w", printableKey(key), err)
+	}
+	defer closer.Close()
+	var body []byte
+	seqs := make([]uint64, 0, g.left)
+	err = decodeGroupValue(old, g.key, func(s uint64, entry []byte) bool {
+		if i := g.find(s); i >= 0 && g.isLive(i) {
+			seqs = append(seqs, s)
+			body = binary.AppendUvarint(body, s-g.key)
+			body = binary.AppendUvarint(body, uint64(len(entry)))
+			body = append(body, entry...)
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("store: rewrite group %s: %w", printableKey(key), err)
+	}
+	if len(seqs) == 0 {
+		p.groups.remove(id, g)
+		return pb.Delete(key, nil)
+	}
+	*g = *newEntryGroup(g.key, seqs)
+	v := binary.AppendUvarint([]byte{codecVersion}, uint64(len(seqs)))
+	return pb.Set(key, append(v, body...), nil)
+}
+
+// rewritePartialGroups rewrites every group with deleted entries (Close).
+func (p *Pebble) rewritePartialGroups() error {
+	pb := p.db.NewBatch()
+	defer pb.Close()
+	for id, gs := range p.groups.clients {
+		for _, g := range slices.Clone(gs) {
+			if g.left < len(g.seqs) {
+				if err := p.rewriteGroup(pb, p.db, id, g); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if pb.Empty() {
+		return nil
+	}
+	return p.db.Apply(pb, pebble.Sync)
+}
+
+// loadGroups builds the index from the group records on disk (open).
+// Records that do not decode are skipped, as reads skip them.
+func (p *Pebble) loadGroups() error {
+	p.groups.clients = nil
+	var seqs []uint64
+	return p.scan(kindGroup, func(key, value []byte) (bool, error) {
+		id, suffix, ok := parseClientKey(key, 8)
+		if !ok {
+			p.skips.skip(key, fmt.Errorf("%w: bad group key", errCorrupt))
+			return true, nil
+		}
+		gk := binary.BigEndian.Uint64(suffix)
+		seqs = seqs[:0]
+		if err := decodeGroupValue(value, gk, func(s uint64, _ []byte) bool {
+			seqs = append(seqs, s)
+			return true
+		}); err != nil {
+			p.skips.skip(key, err)
+			return true, nil
+		}
+		if len(seqs) > 0 {
+			p.groups.add(string(id), newEntryGroup(gk, slices.Clone(seqs)))
+		}
+		return true, nil
+	})
+}
+
+// reloadGroups rebuilds the index from disk after a commit failed: it may
+// name groups that commit wrote, and miss deletes it made (their entries
+// come back, as after a crash). Runs on the committer.
+func (p *Pebble) reloadGroups() {
+	p.groups.mu.Lock()
+	defer p.groups.mu.Unlock()
+	if err := p.loadGroups(); err != nil {
+		p.log.Error("store: reading entry groups after a failed commit", "err", err)
+	}
+}
+
+// decodeGroupValue calls fn for each entry of a group record keyed by key
+// Seq, in Seq order, with the entry's encoded value (aliasing v), until fn
+// returns false. Seqs must ascend from key.
+func decodeGroupValue(v []byte, key uint64, fn func(seq uint64, entry []byte) bool) error {
+	d := decoder{b: v}
+	d.version()
+	n := d.count("group entry count", 3)
+	last, first := uint64(0), true
+	for i := 0; i < n && d.err == nil; i++ {
+		delta := d.uvarint("group entry seq")
+		entry := d.raw("group entry", d.uvarint("group entry length"))
+		if d.err != nil {
+			break
+		}
+		s := key + delta
+		if s < key || (!first && s <= last) {
+			d.fail("group entry seq: not ascending")
+			break
+		}
+		first, last = false, s
+		if !fn(s, entry) {
+			return nil
+		}
+	}
+	return d.end()
+}

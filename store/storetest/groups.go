@@ -1,0 +1,120 @@
+package storetest
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/store"
+)
+
+// onceEntry is a QoS 1 entry of seq for PutEntryOnce.
+func onceEntry(seq uint64) *store.Entry {
+	return &store.Entry{Seq: seq, State: store.EntryQueued, QoS: 1,
+		Msg: store.Message{Topic: []byte("t"), Payload: []byte{byte(seq)}, QoS: 1}}
+}
+
+// testPutEntryOnce: entries put with PutEntryOnce read back like any other,
+// in Seq order among a client's other entries and those of other batches
+// (an on-disk store may keep those of one commit in one record); deletes
+// one by one, DeleteEntriesTo, DeleteSession and deletes in the put's own
+// batch take exactly what they name, and all of it holds across a reopen.
+func testPutEntryOnce(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	one(t, s, func(b *store.Batch) {
+		b.PutEntry("a", onceEntry(5))
+		for _, seq := range []uint64{12, 10, 14} {
+			b.PutEntryOnce("a", onceEntry(seq))
+		}
+		b.PutEntryOnce("b", onceEntry(11))
+		b.PutEntryOnce("b", onceEntry(13))
+		b.PutEntryOnce("c", onceEntry(15))
+	})
+	one(t, s, func(b *store.Batch) {
+		b.PutEntryOnce("a", onceEntry(11))
+		b.PutEntryOnce("a", onceEntry(13))
+		b.PutEntry("a", onceEntry(16))
+	})
+	require.Equal(t, []uint64{5, 10, 11, 12, 13, 14, 16}, seqs(entries(t, s, "a", 0, 0)))
+	for _, e := range entries(t, s, "a", 0, 0) {
+		require.Equal(t, []byte{byte(e.Seq)}, e.Msg.Payload, "entry %d", e.Seq)
+		require.Equal(t, byte(1), e.QoS)
+	}
+
+	one(t, s, func(b *store.Batch) { b.DeleteEntryPutOnce("a", 12) })
+	require.Equal(t, []uint64{5, 10, 11, 13, 14, 16}, seqs(entries(t, s, "a", 0, 0)))
+	require.Equal(t, []uint64{11, 13}, seqs(entries(t, s, "a", 11, 2)))
+	require.Equal(t, []uint64{13, 14, 16}, seqs(entries(t, s, "a", 12, 0)))
+
+	one(t, s, func(b *store.Batch) {
+		b.DeleteEntryPutOnce("a", 10)
+		b.DeleteEntryPutOnce("a", 14) // the first batch's three are gone
+	})
+	require.Equal(t, []uint64{5, 11, 13, 16}, seqs(entries(t, s, "a", 0, 0)))
+
+	one(t, s, func(b *store.Batch) { b.DeleteEntriesTo("a", 11) })
+	require.Equal(t, []uint64{13, 16}, seqs(entries(t, s, "a", 0, 0)))
+
+	one(t, s, func(b *store.Batch) {
+		b.PutEntryOnce("d", onceEntry(30))
+		b.PutEntryOnce("d", onceEntry(31))
+		b.PutEntryOnce("d", onceEntry(32))
+		b.DeleteEntryPutOnce("d", 30) // in its put's batch
+		b.PutEntryOnce("e", onceEntry(40))
+		b.PutEntryOnce("e", onceEntry(41))
+		b.DeleteSession("e") // after its puts: they go
+		b.PutEntryOnce("e", onceEntry(42))
+		b.PutEntryOnce("e", onceEntry(43))
+	})
+	one(t, s, func(b *store.Batch) { b.DeleteSession("b") })
+	check := func(s store.Store) {
+		require.Equal(t, []uint64{13, 16}, seqs(entries(t, s, "a", 0, 0)))
+		require.Empty(t, entries(t, s, "b", 0, 0))
+		require.Equal(t, []uint64{15}, seqs(entries(t, s, "c", 0, 0)))
+		require.Equal(t, []uint64{31, 32}, seqs(entries(t, s, "d", 0, 0)))
+		require.Equal(t, []uint64{42, 43}, seqs(entries(t, s, "e", 0, 0)))
+	}
+	check(s)
+	if reopen != nil {
+		s = reopen(t, s)
+		check(s)
+		one(t, s, func(b *store.Batch) { b.DeleteEntryPutOnce("e", 42) })
+		s = reopen(t, s)
+		require.Equal(t, []uint64{43}, seqs(entries(t, s, "e", 0, 0)))
+	}
+}
+
+// testPutEntryOnceMany is testDeletePutOnce with PutEntryOnce: grouped
+// entries deleted in their batch or a later one, over several memtables.
+func testPutEntryOnceMany(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	payload := make([]byte, 1024)
+	const n = 12000
+	for base := uint64(1); base <= n; base += 500 {
+		one(t, s, func(b *store.Batch) {
+			for seq := base; seq < base+500; seq++ {
+				b.PutEntryOnce("once", &store.Entry{Seq: seq, State: store.EntryQueued, QoS: 1,
+					Msg: store.Message{Topic: []byte("t"), Payload: payload, QoS: 1}})
+				if seq%3 == 0 {
+					b.DeleteEntryPutOnce("once", seq)
+				}
+			}
+			for seq := base; seq < base+500 && base > 500; seq++ {
+				if (seq-500)%3 == 1 {
+					b.DeleteEntryPutOnce("once", seq-500)
+				}
+			}
+		})
+	}
+	var want []uint64
+	for seq := uint64(1); seq <= n; seq++ {
+		if seq%3 != 0 && (seq%3 != 1 || seq > n-500) {
+			want = append(want, seq)
+		}
+	}
+	require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
+	if reopen != nil {
+		s = reopen(t, s)
+		require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
+	}
+}
