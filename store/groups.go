@@ -57,9 +57,13 @@ type entryGroup struct {
 	left int
 }
 
+// newEntryGroup returns a group of key holding seqs (copied), all live.
 func newEntryGroup(key uint64, seqs []uint64) *entryGroup {
-	g := &entryGroup{key: key, seqs: seqs, live: make([]uint64, (len(seqs)+63)/64), left: len(seqs)}
-	for i := range seqs {
+	n := len(seqs)
+	buf := make([]uint64, n+(n+63)/64) // one allocation: seqs, then live
+	copy(buf, seqs)
+	g := &entryGroup{key: key, seqs: buf[:n:n], live: buf[n:], left: n}
+	for i := range n {
 		g.live[i/64] |= 1 << (i % 64)
 	}
 	return g
@@ -228,14 +232,14 @@ func (p *Pebble) writeBuilt(pb *pebble.Batch, id string, b *groupBuilder) {
 	key := es[0].seq
 	v := append(p.groupBuf[:0], codecVersion)
 	v = binary.AppendUvarint(v, uint64(len(es)))
-	seqs := make([]uint64, len(es))
-	for i, e := range es {
-		seqs[i] = e.seq
+	seqs := p.seqBuf[:0]
+	for _, e := range es {
+		seqs = append(seqs, e.seq)
 		v = binary.AppendUvarint(v, e.seq-key)
 		v = binary.AppendUvarint(v, uint64(e.end-e.start))
 		v = append(v, b.vals[e.start:e.end]...)
 	}
-	p.groupBuf = v
+	p.groupBuf, p.seqBuf = v, seqs
 	p.gkey = appendGroupKey(p.gkey[:0], id, key)
 	_ = pb.Set(p.gkey, v, nil)
 	p.groups.add(id, newEntryGroup(key, seqs))
@@ -371,7 +375,7 @@ func (p *Pebble) loadGroups() error {
 			return true, nil
 		}
 		if len(seqs) > 0 {
-			p.groups.add(string(id), newEntryGroup(gk, slices.Clone(seqs)))
+			p.groups.add(string(id), newEntryGroup(gk, seqs))
 		}
 		return true, nil
 	})

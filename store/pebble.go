@@ -104,12 +104,13 @@ type Pebble struct {
 
 	// groups indexes the group records (groups.go); building holds the
 	// entries put once in the commit group being encoded, per client,
-	// freeBuilders the builders to reuse, gkey and groupBuf the scratch
-	// they are written with: the committer's only.
+	// freeBuilders the builders to reuse, gkey, groupBuf and seqBuf the
+	// scratch they are written with: the committer's only.
 	groups         groupIndex
 	building       map[string]*groupBuilder
 	freeBuilders   []*groupBuilder
 	gkey, groupBuf []byte
+	seqBuf         []uint64
 
 	commits, records, commitNanos atomic.Uint64
 	waits, waitNanos              atomic.Uint64
