@@ -287,23 +287,23 @@ func (p *Pebble) deleteGroupedTo(pb *pebble.Batch, id string, seq uint64) error 
 		if !changed {
 			continue
 		}
-		if err := p.rewriteGroup(pb, p.db, id, g); err != nil {
+		if err := p.rewriteGroup(pb, id, g); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// rewriteGroup writes g's record again with its live entries only, read
-// through r, or deletes it if none is left (and takes it out of the index).
+// rewriteGroup writes g's record again with its live entries only, or
+// deletes it if none is left (and takes it out of the index).
 // p.groups.mu is held, or nothing else runs (close).
-func (p *Pebble) rewriteGroup(pb *pebble.Batch, r pebble.Reader, id string, g *entryGroup) error {
+func (p *Pebble) rewriteGroup(pb *pebble.Batch, id string, g *entryGroup) error {
 	key := appendGroupKey(nil, id, g.key)
 	if g.left == 0 {
 		p.groups.remove(id, g)
 		return pb.Delete(key, nil)
 	}
-	old, closer, err := r.Get(key)
+	old, closer, err := p.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		p.groups.remove(id, g) // never applied: its commit failed
 		return nil
@@ -342,7 +342,7 @@ func (p *Pebble) rewritePartialGroups() error {
 	for id, gs := range p.groups.clients {
 		for _, g := range slices.Clone(gs) {
 			if g.left < len(g.seqs) {
-				if err := p.rewriteGroup(pb, p.db, id, g); err != nil {
+				if err := p.rewriteGroup(pb, id, g); err != nil {
 					return err
 				}
 			}
