@@ -85,11 +85,21 @@ func benchCommit(b *testing.B, policy store.SyncPolicy, committers int) {
 // recovery does. "recovering" opens with OpenPebbleRecovering, which reads
 // every record once more to check the store first.
 func BenchmarkRecovery(b *testing.B) {
+	for _, grouped := range []bool{false, true} {
+		name := "entries"
+		if grouped {
+			name = "grouped" // each session's entries in one group (groups.go)
+		}
+		b.Run(name, func(b *testing.B) { benchRecovery(b, grouped) })
+	}
+}
+
+func benchRecovery(b *testing.B, grouped bool) {
 	const sessions, perSession = 100_000, 10
 	dir := b.TempDir()
 	p := openPebble(b, dir, store.PebbleOptions{Sync: store.SyncNone})
 	start := time.Now()
-	fillSessions(b, p, sessions, perSession)
+	fillSessions(b, p, sessions, perSession, grouped)
 	written := time.Since(start)
 	require.NoError(b, p.Close())
 	b.Logf("wrote %d sessions, %d entries in %v", sessions, sessions*perSession, written)

@@ -16,7 +16,7 @@ const restartPayload = 100
 
 // fillSessions writes sessions persistent sessions with perSession entries
 // each through s, 100 sessions a batch, up to 16 batches in flight.
-func fillSessions(tb testing.TB, s store.Store, sessions, perSession int) {
+func fillSessions(tb testing.TB, s store.Store, sessions, perSession int, once bool) {
 	tb.Helper()
 	const perBatch, inFlight = 100, 16
 	payload := make([]byte, restartPayload)
@@ -38,10 +38,15 @@ func fillSessions(tb testing.TB, s store.Store, sessions, perSession int) {
 			})
 			for seq := 0; seq < perSession; seq++ {
 				fillPayload(payload, c, seq)
-				b.PutEntry(id, &store.Entry{
+				e := &store.Entry{
 					Seq: uint64(seq), QoS: 1,
 					Msg: store.Message{Topic: []byte("devices/" + id + "/telemetry"), Payload: payload, QoS: 1},
-				})
+				}
+				if once {
+					b.PutEntryOnce(id, e) // a session's entries: one group
+				} else {
+					b.PutEntry(id, e)
+				}
 			}
 		}
 		s.Commit(b, func(err error) {
@@ -110,7 +115,7 @@ func TestPebbleRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := openPebble(t, dir, store.PebbleOptions{Sync: store.SyncNone})
 	start := time.Now()
-	fillSessions(t, p, sessions, perSession)
+	fillSessions(t, p, sessions, perSession, false)
 	t.Logf("wrote %d sessions, %d entries in %v", sessions, sessions*perSession, time.Since(start))
 	require.NoError(t, p.Close())
 
