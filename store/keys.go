@@ -19,9 +19,9 @@ import (
 //	meta      'm' key                            engine bookkeeping value
 //
 // Integers are big-endian so they sort numerically: a session's entries
-// iterate in Seq order. Entry, group and inbound keys carry the client id's length
-// before it, so that the keys of client "a" are never a prefix of the keys of
-// client "ab" (or of "a" followed by any bytes): one client's records are
+// iterate in Seq order. Entry, group and inbound keys carry the client id's
+// length before it, so that the keys of client "a" are never a prefix of the
+// keys of client "ab" (or of "a" followed by any bytes): one client's records are
 // exactly the keys that start with its prefix, which DeleteSession removes
 // with one range delete. Session, retained and meta keys end with their
 // variable part, so they need no length and iterate in client id, topic and
@@ -122,9 +122,9 @@ func kindBounds(kind byte) (lower, upper []byte) {
 	return []byte{kind}, []byte{kind + 1}
 }
 
-// parseClientKey splits an entry, group or inbound key after its kind byte into
-// the client id and the fixed-size suffix of n bytes; ok is false if the
-// length does not match.
+// parseClientKey splits an entry, group or inbound key after its kind byte
+// into the client id and the fixed-size suffix of n bytes; ok is false if
+// the length does not match.
 func parseClientKey(key []byte, n int) (clientID, suffix []byte, ok bool) {
 	if len(key) < 3 {
 		return nil, nil, false
