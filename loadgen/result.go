@@ -279,6 +279,10 @@ func (r *Result) WriteTable(out io.Writer) error {
 				fmtKB(b.RSSBaselineKB), fmtKB(b.RSSStartKB), fmtKB(b.RSSEndKB))
 			if b.RSSPerConnBytes != 0 {
 				fmt.Fprintf(w, "  = %.0f B per connection (%d)", b.RSSPerConnBytes, b.Connections)
+				if b.AnonPerConnBytes != 0 {
+					fmt.Fprintf(w, "; anonymous %s → %s = %.0f B per connection",
+						fmtKB(b.AnonBaselineKB), fmtKB(b.AnonEndKB), b.AnonPerConnBytes)
+				}
 			}
 			fmt.Fprintf(w, "\n\tcontext switches in window %d voluntary (wake-ups), %d involuntary",
 				b.VoluntaryCtxSwitches, b.InvoluntaryCtxSwitches)
