@@ -40,6 +40,13 @@ type BrokerStats struct {
 	RSSStartKB      int64   `json:"rss_start_kb"`    // at the window's start
 	RSSEndKB        int64   `json:"rss_end_kb"`      // at the window's end
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes"`
+	// The anonymous part of RSS (RssAnon: heap, stacks, the broker's own
+	// memory), without the pages of its executable and libraries mapped
+	// from files (RssFile), which the first connections grow too by
+	// running code not run before (a Go binary's text is tens of MiB).
+	AnonBaselineKB   int64   `json:"rss_anon_baseline_kb"`
+	AnonEndKB        int64   `json:"rss_anon_end_kb"`
+	AnonPerConnBytes float64 `json:"rss_anon_per_conn_bytes"`
 	// VoluntaryCtxSwitches and InvoluntaryCtxSwitches are the context
 	// switches of all the broker's threads in the window. A voluntary one
 	// is a thread going to sleep (blocking in epoll_wait, a futex,
@@ -59,6 +66,7 @@ type procSample struct {
 	cpuUs     int64 // utime+stime
 	sysUs     int64 // stime
 	rssKB     int64
+	anonKB    int64 // RssAnon
 	vcs, nvcs int64 // voluntary and involuntary context switches, summed over the threads
 	err       error
 }
@@ -95,6 +103,8 @@ func readProc(pid int) procSample {
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
 			s.rssKB = firstInt(v)
+		} else if v, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+			s.anonKB = firstInt(v)
 		}
 	}
 	s.vcs, s.nvcs = ctxSwitches(pid)
@@ -206,6 +216,10 @@ func (b *brokerSampler) stats(res *Result) *BrokerStats {
 	s.Connections = res.Connections.Up / nb
 	if s.Connections > 0 {
 		s.RSSPerConnBytes = float64(s.RSSEndKB-s.RSSBaselineKB) * 1024 / float64(s.Connections)
+	}
+	s.AnonBaselineKB, s.AnonEndKB = b.baseline.anonKB, b.end.anonKB
+	if s.Connections > 0 && s.AnonEndKB > 0 {
+		s.AnonPerConnBytes = float64(s.AnonEndKB-s.AnonBaselineKB) * 1024 / float64(s.Connections)
 	}
 	return s
 }

@@ -51,6 +51,7 @@ type conn struct {
 	rbuf    []byte
 	abuf    []byte   // acknowledgements to write after the current batch
 	lat     []int64  // end-to-end latencies (µs) to flush
+	wlat    []int64  // latencies from the publisher's write (µs) to flush
 	ackLat  []int64  // publish-to-ack latencies (µs) to flush
 	streams []stream // one per expected source, from spec.expectLo
 	foreign uint64   // messages not of this run, or from sources not expected
@@ -80,6 +81,7 @@ func newConn(r *runner, spec *connSpec, nc net.Conn) *conn {
 	if spec.subscribes() {
 		c.streams = make([]stream, spec.expectHi-spec.expectLo)
 		c.lat = make([]int64, 0, 256)
+		c.wlat = make([]int64, 0, 256)
 	}
 	if spec.publishes() {
 		c.pub = newPublisher(c)
@@ -358,6 +360,9 @@ func (c *conn) onPublish(p *codec.Publish, now int64) {
 	c.recvN++
 	if st.at >= r.measureFrom && st.at < r.measureTo {
 		c.lat = append(c.lat, max(now-st.at, 0)/1000)
+		if st.wrote > 0 {
+			c.wlat = append(c.wlat, max(now-st.wrote, 0)/1000)
+		}
 	}
 	if now >= r.measureFrom && now < r.measureTo {
 		c.inWin++
@@ -374,6 +379,10 @@ func (c *conn) flush() {
 	if len(c.lat) > 0 {
 		r.lat.record(c.spec.index, c.lat)
 		c.lat = c.lat[:0]
+	}
+	if len(c.wlat) > 0 {
+		r.writeLat.record(c.spec.index, c.wlat)
+		c.wlat = c.wlat[:0]
 	}
 	if len(c.ackLat) > 0 {
 		r.ackLat.record(c.spec.index, c.ackLat)

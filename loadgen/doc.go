@@ -36,7 +36,10 @@
 //
 // Every payload starts with a 24-byte stamp (see [PayloadHeaderSize]): run
 // id, source id, sequence number and intended send time in nanoseconds since
-// the run's common start T0. Frames are encoded once per source and patched
+// the run's common start T0; payloads of 32 bytes or more also carry the
+// time the publisher built the write (Result.WriteLatency counts from it, so
+// the generator's own lateness can be told from the broker's). Frames are
+// encoded once per source and patched
 // in place (packet identifier, stamp) for every send, so the per-message path
 // allocates nothing.
 //

@@ -12,9 +12,18 @@ import (
 //	offset 4  source id         uint32 (the publisher stream)
 //	offset 8  sequence number   uint64, from 0, per source
 //	offset 16 intended send time int64, nanoseconds since the run's T0
+//	offset 24 write time        int64, ns since T0, when the publisher
+//	          built the write that carries it; only in payloads of
+//	          writeStampEnd bytes or more
 //
 // The rest of the payload is filler.
 const PayloadHeaderSize = 24
+
+// writeStampEnd is the payload size from which the write time is stamped.
+// End-to-end latency counts from the intended send time, so that a late
+// generator shows in it (coordinated omission); the latency from the write
+// time leaves the generator's own lateness out and tells the two apart.
+const writeStampEnd = PayloadHeaderSize + 8
 
 // stamp is the decoded payload header.
 type stamp struct {
@@ -22,6 +31,7 @@ type stamp struct {
 	source uint32
 	seq    uint64
 	at     int64 // intended send time, ns since T0
+	wrote  int64 // write time, ns since T0; 0 when the payload has no room
 }
 
 func putStamp(b []byte, s stamp) {
@@ -30,6 +40,9 @@ func putStamp(b []byte, s stamp) {
 	binary.BigEndian.PutUint32(b[4:], s.source)
 	binary.BigEndian.PutUint64(b[8:], s.seq)
 	binary.BigEndian.PutUint64(b[16:], uint64(s.at))
+	if len(b) >= writeStampEnd {
+		binary.BigEndian.PutUint64(b[24:], uint64(s.wrote))
+	}
 }
 
 // readStamp decodes the stamp; ok is false when the payload is too short to
@@ -42,6 +55,9 @@ func readStamp(b []byte) (s stamp, ok bool) {
 	s.source = binary.BigEndian.Uint32(b[4:])
 	s.seq = binary.BigEndian.Uint64(b[8:])
 	s.at = int64(binary.BigEndian.Uint64(b[16:]))
+	if len(b) >= writeStampEnd {
+		s.wrote = int64(binary.BigEndian.Uint64(b[24:]))
+	}
 	return s, true
 }
 
@@ -55,7 +71,7 @@ type frameTemplate struct {
 
 func newFrameTemplate(topic string, qos byte, size int, v codec.Version) frameTemplate {
 	payload := make([]byte, size)
-	for i := PayloadHeaderSize; i < size; i++ {
+	for i := min(writeStampEnd, size); i < size; i++ {
 		payload[i] = 'a' + byte(i%26)
 	}
 	p := codec.Publish{QoS: qos, Topic: []byte(topic), Payload: payload}

@@ -238,7 +238,7 @@ func (p *publisher) fill(now time.Duration) (n int, next time.Duration, full, do
 			}
 		}
 		src := &p.srcs[p.rr]
-		p.wbuf = src.tmpl.appendTo(p.wbuf, pid, stamp{run: r.cfg.RunID, source: src.id, seq: src.seq, at: int64(at)})
+		p.wbuf = src.tmpl.appendTo(p.wbuf, pid, stamp{run: r.cfg.RunID, source: src.id, seq: src.seq, at: int64(at), wrote: int64(now)})
 		src.seq++
 		src.sent++
 		n++

@@ -29,6 +29,10 @@ type Result struct {
 	// AckLatency is from the intended send time to PUBACK (QoS 1) or
 	// PUBCOMP (QoS 2) at the publisher, in µs.
 	AckLatency *Histogram `json:"ack_latency"`
+	// WriteLatency is from the time the publisher built the write carrying
+	// a message to its arrival: Latency without the generator's lateness
+	// in sending. Empty with payloads under 32 bytes (no room to stamp it).
+	WriteLatency *Histogram `json:"write_latency"`
 
 	Errors   []ErrorCount    `json:"errors"`
 	Warnings []string        `json:"warnings,omitempty"`
@@ -103,7 +107,7 @@ type WorkerSummary struct {
 
 func newResult(cfg Config) *Result {
 	return &Result{Params: cfg.redacted(), Procs: 1, Window: cfg.Duration.Seconds(),
-		Latency: NewHistogram(), AckLatency: NewHistogram(), Sources: []SourceStats{}, Errors: []ErrorCount{}}
+		Latency: NewHistogram(), AckLatency: NewHistogram(), WriteLatency: NewHistogram(), Sources: []SourceStats{}, Errors: []ErrorCount{}}
 }
 
 // Merge adds o's figures into r (as from another process of the same run)
@@ -126,6 +130,9 @@ func (r *Result) Merge(o *Result) {
 	m.WindowReceived += om.WindowReceived
 	r.Latency.Merge(o.Latency)
 	r.AckLatency.Merge(o.AckLatency)
+	if o.WriteLatency != nil {
+		r.WriteLatency.Merge(o.WriteLatency)
+	}
 	r.Errors = mergeErrors(r.Errors, o.Errors)
 	for _, w := range o.Warnings {
 		if !slices.Contains(r.Warnings, w) {
@@ -252,6 +259,9 @@ func (r *Result) WriteTable(out io.Writer) error {
 				fmtUs(s.P99), fmtUs(s.P999), fmtUs(s.Max), fmtUs(int64(s.Mean)))
 		}
 		row("end-to-end", r.Latency)
+		if r.WriteLatency != nil && r.WriteLatency.Count() > 0 {
+			row("from write", r.WriteLatency)
+		}
 		if p.QoS > 0 {
 			row("publish-to-ack", r.AckLatency)
 		}
@@ -269,6 +279,10 @@ func (r *Result) WriteTable(out io.Writer) error {
 				fmtKB(b.RSSBaselineKB), fmtKB(b.RSSStartKB), fmtKB(b.RSSEndKB))
 			if b.RSSPerConnBytes != 0 {
 				fmt.Fprintf(w, "  = %.0f B per connection (%d)", b.RSSPerConnBytes, b.Connections)
+				if b.AnonPerConnBytes != 0 {
+					fmt.Fprintf(w, "; anonymous %s → %s = %.0f B per connection",
+						fmtKB(b.AnonBaselineKB), fmtKB(b.AnonEndKB), b.AnonPerConnBytes)
+				}
 			}
 			fmt.Fprintf(w, "\n\tcontext switches in window %d voluntary (wake-ups), %d involuntary",
 				b.VoluntaryCtxSwitches, b.InvoluntaryCtxSwitches)

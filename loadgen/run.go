@@ -80,6 +80,7 @@ type runner struct {
 	measureTo      int64        // ns since T0: end of the window and of the schedule
 	clock          *clock
 	lat, ackLat    *recorder
+	writeLat       *recorder
 	errs           errorLog
 	warnings       []string
 	mu             sync.Mutex
@@ -102,7 +103,7 @@ func newRunner(cfg Config, worker, procs int) (*runner, error) {
 	}
 	r := &runner{cfg: cfg, worker: worker, procs: procs, dialer: d, base: time.Now(),
 		measureFrom: int64(cfg.Warmup), measureTo: int64(cfg.Warmup + cfg.Duration),
-		lat: newRecorder(), ackLat: newRecorder(), abort: make(chan struct{})}
+		lat: newRecorder(), ackLat: newRecorder(), writeLat: newRecorder(), abort: make(chan struct{})}
 	r.clock = newClock(r.base)
 	r.t0.Store(math.MaxInt64 / 2) // far in the future until start
 	r.plan = buildPlan(&r.cfg)
@@ -405,6 +406,7 @@ func (r *runner) result() *Result {
 	}
 	res.Latency = r.lat.snapshot()
 	res.AckLatency = r.ackLat.snapshot()
+	res.WriteLatency = r.writeLat.snapshot()
 	res.Errors = r.errs.list()
 	res.finalize()
 	return res

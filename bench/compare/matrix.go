@@ -108,7 +108,10 @@ type record struct {
 	RSSStartKB    int64   `json:"rss_start_kb"`
 	RSSEndKB      int64   `json:"rss_end_kb"`
 	RSSPerConn    float64 `json:"rss_per_conn_bytes,omitempty"`
-	Connections   int64   `json:"connections"`
+	// AnonPerConn is RSSPerConn for anonymous memory alone (RssAnon),
+	// without the executable's pages mapped from the page cache.
+	AnonPerConn float64 `json:"rss_anon_per_conn_bytes,omitempty"`
+	Connections int64   `json:"connections"`
 	// VoluntaryCSPerMsg and InvoluntaryCSPerMsg are the broker's context
 	// switches per delivered message in the window, over all its threads:
 	// the voluntary ones count its wake-ups.
@@ -331,6 +334,7 @@ func fillRecord(rec *record, res *loadgen.Result, otherPct float64, brokerTotal 
 		rec.CPUWindowUs, rec.CPUPerMsgUs, rec.SysPerMsgUs = b.CPUWindowUs, b.CPUPerMsgUs, b.SysPerMsgUs
 		rec.RSSBaselineKB, rec.RSSStartKB, rec.RSSEndKB = b.RSSBaselineKB, b.RSSStartKB, b.RSSEndKB
 		rec.RSSPerConn = b.RSSPerConnBytes
+		rec.AnonPerConn = b.AnonPerConnBytes
 		rec.VoluntaryCSPerMsg, rec.InvoluntaryCSPerMsg = b.VoluntaryPerMsg, b.InvoluntaryPerMsg
 	} else {
 		rec.Notes = append(rec.Notes, "no broker figures in loadgen's result")

@@ -301,18 +301,23 @@ func renderIdle(b *bytes.Buffer, s *summary) {
 	p("the same limit) and dials from %d source addresses, each with its own 28,232 ephemeral ports\n",
 		len(splitRange(s.IdleRun.SourceIPs)))
 	p("(32768–60999) towards the broker's address, so sockets left in TIME_WAIT by the matrix never\n")
-	p("run one out.\n\n")
-	p("| broker | connections up | RSS before | RSS at end | RSS per connection |\n|---|---|---|---|---|\n")
+	p("run one out. \"Anonymous\" counts RssAnon alone: without the pages of the broker's executable\n")
+	p("and libraries mapped from the page cache, which running code for the first time also adds.\n\n")
+	p("| broker | connections up | RSS before | RSS at end | RSS per connection | anonymous per connection |\n|---|---|---|---|---|---|\n")
 	for _, r := range s.Idle {
 		if r.Err != "" {
-			p("| %s | failed: %s | | | |\n", brokerTitle(r.Broker), r.Err)
+			p("| %s | failed: %s | | | | |\n", brokerTitle(r.Broker), r.Err)
 			continue
 		}
-		p("| %s | %s | %s | %s | %s B |\n", brokerTitle(r.Broker), fmtInt(float64(r.Connections)),
-			fmtKB(float64(r.RSSBaselineKB)), fmtKB(float64(r.RSSEndKB)), fmtInt(r.RSSPerConn))
+		p("| %s | %s | %s | %s | %s B | %s B |\n", brokerTitle(r.Broker), fmtInt(float64(r.Connections)),
+			fmtKB(float64(r.RSSBaselineKB)), fmtKB(float64(r.RSSEndKB)), fmtInt(r.RSSPerConn), fmtInt(r.AnonPerConn))
 	}
 	if len(s.Idle) == 2 && s.Idle[0].RSSPerConn > 0 && s.Idle[1].RSSPerConn > 0 {
-		p("\nloopmq / Mosquitto: %.2f×.\n", s.Idle[0].RSSPerConn/s.Idle[1].RSSPerConn)
+		p("\nloopmq / Mosquitto: %.2f×", s.Idle[0].RSSPerConn/s.Idle[1].RSSPerConn)
+		if s.Idle[0].AnonPerConn > 0 && s.Idle[1].AnonPerConn > 0 {
+			p(" (anonymous: %.2f×)", s.Idle[0].AnonPerConn/s.Idle[1].AnonPerConn)
+		}
+		p(".\n")
 	}
 	for _, r := range s.Idle {
 		for _, n := range r.notes() {

@@ -84,13 +84,13 @@ func TestRenderSectionShape(t *testing.T) {
 			record{Case: c.name(), Broker: nameLoopmq, CPUPerMsgUs: float64(10 + i), P99Us: 900, ReceivedPerSec: 5000},
 			record{Case: c.name(), Broker: nameMosquitto, CPUPerMsgUs: 10, P99Us: 1000, ReceivedPerSec: 5000})
 	}
-	s.Idle = []record{{Broker: nameLoopmq, Connections: 3000, RSSPerConn: 1300, RSSEndKB: 10000},
-		{Broker: nameMosquitto, Connections: 3000, RSSPerConn: 700, RSSEndKB: 9000}}
+	s.Idle = []record{{Broker: nameLoopmq, Connections: 3000, RSSPerConn: 1300, AnonPerConn: 1100, RSSEndKB: 10000},
+		{Broker: nameMosquitto, Connections: 3000, RSSPerConn: 700, AnonPerConn: 700, RSSEndKB: 9000}}
 	sec := renderSection(s, cases, "### Reading\n\nkept\n")
 	require.True(t, strings.HasPrefix(sec, sectionTitle+"\n"))
 	require.True(t, strings.HasSuffix(sec, "### Reading\n\nkept\n"))
 	require.Contains(t, sec, "| 1 | 64 B | 5,000/s | 5,000 / 5,000 (1.00×) | 10.00 / 10.00 (1.00×) | 900 µs / 1.00 ms (0.90×) |")
-	require.Contains(t, sec, "loopmq / Mosquitto: 1.86×.")
+	require.Contains(t, sec, "loopmq / Mosquitto: 1.86× (anonymous: 1.57×).")
 	// The section must not contain a level-2 heading of its own past the
 	// first line, or the next rewrite would stop there.
 	require.NotContains(t, sec[1:], "\n## ")

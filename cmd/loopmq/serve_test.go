@@ -206,11 +206,15 @@ func TestVersionCommand(t *testing.T) {
 // TestServeBanner: the start-up banner names the version, listeners,
 // limits and data directory.
 func TestServeBanner(t *testing.T) {
-	p := startLoopmq(t, "-max-inflight", "7", "-persistence=true", "-data-dir", "/tmp/loopmq-banner")
+	// A directory of the test's own: a fixed /tmp path is shared by every
+	// checkout on the machine, and a store another build wrote there in a
+	// newer format made this test fail.
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startLoopmq(t, "-max-inflight", "7", "-persistence=true", "-data-dir", dir)
 	require.Equal(t, "loopmq "+testVersion, p.waitLog("loopmq "+testVersion, time.Second)["msg"])
 	require.Equal(t, "tcp=127.0.0.1:0", p.waitLog("listeners", time.Second)["mqtt"])
 	require.Equal(t, 7.0, p.waitLog("limits", time.Second)["max_inflight"])
-	require.Equal(t, "/tmp/loopmq-banner", p.waitLog("persistence", time.Second)["data_dir"])
+	require.Equal(t, dir, p.waitLog("persistence", time.Second)["data_dir"])
 }
 
 // TestServeSIGHUPReloadsPasswords: SIGHUP changes who may log in, and
