@@ -14,26 +14,11 @@
 set -euo pipefail
 rounds=$1; shift
 cd "$(dirname "$0")/../.."
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-loadgen=${LOADGEN:-}
-if [ -z "$loadgen" ]; then go build -o "$tmp/loadgen" ./cmd/loadgen; loadgen=$tmp/loadgen; fi
-mosquitto=${MOSQUITTO:-/usr/sbin/mosquitto}
-lock=${LOCK:-/tmp/loopmq-bench.lock}
-export tmp loadgen mosquitto
+. bench/scripts/loadgensetup.sh
 
 one() { # name binary|mosquitto conns
 	local name=$1 bin=$2 n=$3 port pid
-	port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-	if [ "$bin" = mosquitto ]; then
-		printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 32\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\n' "$port" >"$tmp/m.conf"
-		"$mosquitto" -c "$tmp/m.conf" 2>"$tmp/broker.log" &
-	else
-		"$bin" -listen 127.0.0.1:"$port" -log-level warn -persistence=false \
-			-max-inflight 32 -max-queued 100000 -max-queued-bytes 268435456 2>"$tmp/broker.log" &
-	fi
-	pid=$!
-	sleep 0.5
+	start_broker "$bin" ""
 	# The flags of bench/compare's idle run (bench/compare/matrix.go, runIdle).
 	"$loadgen" -broker 127.0.0.1:"$port" -scenario conn -n "$n" -procs 3 -source-ips 127.0.0.2-4 \
 		-duration 3s -warmup 2s -broker-pid "$pid" -quiet -json "$tmp/run.json" >/dev/null 2>&1 || true
