@@ -128,3 +128,22 @@ func dialOnLoop(t *testing.T, s *Server, id string, clean bool, want int) *rawCl
 	t.Fatalf("could not reach loop %d", want)
 	return nil
 }
+
+// disconnectStored disconnects c, the client of persistent session id,
+// and waits until the store holds the session as offline. A test that
+// closes the gate next must not have that write held: it would be a commit
+// outstanding on the session's loop that the test did not make (in
+// TestStoreStallCountedAndLogged, a second stall in about one run of 40
+// under -race).
+func disconnectStored(t *testing.T, st store.Store, c *rawClient, id string) {
+	t.Helper()
+	c.disconnect()
+	require.Eventually(t, func() bool {
+		off := false
+		_ = st.Sessions(func(ss *store.Session) error {
+			off = off || (ss.ClientID == id && ss.DisconnectedAt != 0)
+			return nil
+		})
+		return off
+	}, e2eWait, 10*time.Millisecond, "%s stored offline", id)
+}
