@@ -333,9 +333,9 @@ func TestWebSocketPaho5(t *testing.T) {
 		OnClientError: func(error) {}, PacketTimeout: 3 * e2eWait,
 	})
 	// The whole exchange shares one deadline: TLS under the race detector
-	// on a loaded 2-core machine once took more than e2eWait (and a SUBACK
-	// once did, in the full engine suite, with the patched gnet whose loops
-	// keep their Ps up to 5 ms: docs/architecture.md, Goroutines).
+	// on a loaded 2-core machine once took more than e2eWait. (A SUBACK
+	// that once seemed to take longer was most likely the interleaved
+	// frames wsStream.Write now prevents.)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*e2eWait)
 	defer cancel()
 	ca, err := pc.Connect(ctx, &paho5.Connect{ClientID: "p5-wss", CleanStart: true, KeepAlive: 30})

@@ -546,7 +546,7 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 		m.seq = l.srv.ps.nextSeq()
 		m.router = l
 	}
-	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0, out.qos < 2)
+	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
 	if out.qos < 2 {
 		ls := &l.st
 		if ls.puts == nil {
@@ -581,10 +581,11 @@ func (l *loop) takeBackPut(s *session, seq uint64) bool {
 	return true
 }
 
-// putEntry writes one entry of session id; once says it is never put
-// again (a delivery below QoS 2, whose entry no mark rewrites), which lets
-// the store group it with others (store.Batch.PutEntryOnce).
-func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint16, once bool) {
+// putEntry writes one entry of session id. A queued delivery below QoS 2
+// is never put again (no mark rewrites it, markEntry), so the store may
+// group it with others (store.Batch.PutEntryOnce); forgetEntry deletes it
+// as put once.
+func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint16) {
 	ls := &l.st
 	e := &ls.entry
 	ls.subIDs = out.appendSubIDs(ls.subIDs[:0])
@@ -592,7 +593,7 @@ func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint
 	if out.msg != nil {
 		l.srv.storeMessage(&e.Msg, out.msg)
 	}
-	if once {
+	if state == store.EntryQueued && out.qos < 2 {
 		l.batch().PutEntryOnce(id, e)
 	} else {
 		l.batch().PutEntry(id, e)
@@ -631,7 +632,7 @@ func (l *loop) writeEntry(k *entryKey) {
 		l.batch().DeleteEntriesTo(k.id, k.seq)
 		return
 	}
-	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid, false)
+	l.putEntry(k.id, &k.out, k.seq, k.state, k.pid)
 	if k.out.msg != nil {
 		k.out.msg.release()
 	}
@@ -654,7 +655,7 @@ func (l *loop) writeEntry(k *entryKey) {
 func (l *loop) markEntry(s *session, out *outMsg, seq uint64, state byte, pid uint16) {
 	l.st.markDeferred = false
 	if l.entryNow(seq, out.msg) {
-		l.putEntry(s.id, out, seq, state, pid, false)
+		l.putEntry(s.id, out, seq, state, pid)
 		return
 	}
 	l.st.markDeferred = true

@@ -11,9 +11,9 @@ import (
 // setGOMAXPROCS raises GOMAXPROCS to engine.SuggestedGOMAXPROCS(opts)
 // (Loops + 1 with a TLS or WebSocket listener: a P no event loop holds,
 // for the goroutines of those connections) unless the environment sets
-// GOMAXPROCS, which is then the operator's choice. The engine, a library, leaves the
-// process's settings alone; the command owns the process. Calling it
-// after the broker's options are final and before it starts.
+// GOMAXPROCS, which is then the operator's choice. The engine, a library,
+// leaves the process's settings alone; the command owns the process. Call
+// it once the broker's options are final, before the broker starts.
 func setGOMAXPROCS(opts engine.Options, log *slog.Logger) {
 	n := gomaxprocsFor(engine.SuggestedGOMAXPROCS(opts), runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS"))
 	if n == 0 {
