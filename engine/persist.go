@@ -530,7 +530,10 @@ func (srv *Server) copyMessage(m *message) *message {
 
 // persistDelivery writes out, a QoS 1/2 delivery to persistent session s,
 // as an entry of s and marks the current route as needing the batch
-// durable before its publisher is acknowledged. Runs on the routing loop.
+// durable before its publisher is acknowledged. Every entry of one message
+// has the message's Seq, numbered here for its first: entries put once with
+// one Seq hold one message, which the batch and the store then keep once
+// for them all (store.Batch.PutEntryOnce). Runs on the routing loop.
 func (l *loop) persistDelivery(s *session, out *outMsg) {
 	m := out.msg
 	if m.seq == 0 {

@@ -46,6 +46,11 @@ type Batch struct {
 	chunks [][]byte // arena: copies of byte slices; chunks never move
 	cur    int      // chunk being filled
 	none   int      // operations taken back (OpNone)
+	// onceSeq and onceMsg: the Seq of the last entry put once and the
+	// arena copy of its message, which the next entries put once with that
+	// Seq share (PutEntryOnce).
+	onceSeq uint64
+	onceMsg Message
 }
 
 const chunkSize = 32 << 10
@@ -66,6 +71,7 @@ func (b *Batch) Reset() {
 	}
 	b.cur = 0
 	b.none = 0
+	b.onceSeq, b.onceMsg = 0, Message{}
 }
 
 // copyBytes copies p into the arena; nil stays nil.
@@ -120,12 +126,7 @@ func (b *Batch) DeleteSession(clientID string) {
 
 // PutEntry stores e for clientID, replacing the entry with the same Seq.
 func (b *Batch) PutEntry(clientID string, e *Entry) {
-	c := *e
-	if len(e.SubIDs) > 0 {
-		c.SubIDs = append([]uint32(nil), e.SubIDs...)
-	}
-	c.Msg = b.copyMessage(&e.Msg)
-	b.ops = append(b.ops, Op{Kind: OpPutEntry, ClientID: clientID, Seq: e.Seq, Entry: c})
+	b.putEntry(clientID, e, false)
 }
 
 // PutEntryOnce stores e for clientID like PutEntry, for an entry that is
@@ -133,9 +134,30 @@ func (b *Batch) PutEntry(clientID string, e *Entry) {
 // (the engine's QoS 1 deliveries). The on-disk store may then keep several
 // such entries of one client, committed together, in one record
 // (groups.go), deleted once all of them are.
+//
+// Entries put once with the same Seq, for whichever clients, must hold
+// the same message (the engine numbers each message it routes once): the
+// batch copies it once for a run of them, and the on-disk store writes it
+// once for all the entries of one commit that hold it (message records,
+// groups.go).
 func (b *Batch) PutEntryOnce(clientID string, e *Entry) {
-	b.PutEntry(clientID, e)
-	b.ops[len(b.ops)-1].Once = true
+	b.putEntry(clientID, e, true)
+}
+
+func (b *Batch) putEntry(clientID string, e *Entry, once bool) {
+	c := *e
+	if len(e.SubIDs) > 0 {
+		c.SubIDs = append([]uint32(nil), e.SubIDs...)
+	}
+	if once && e.Seq != 0 && e.Seq == b.onceSeq {
+		c.Msg = b.onceMsg
+	} else {
+		c.Msg = b.copyMessage(&e.Msg)
+		if once {
+			b.onceSeq, b.onceMsg = e.Seq, c.Msg
+		}
+	}
+	b.ops = append(b.ops, Op{Kind: OpPutEntry, ClientID: clientID, Seq: e.Seq, Entry: c, Once: once})
 }
 
 // CancelPutEntry takes back operation i of b if it is the PutEntry of

@@ -83,23 +83,22 @@ func benchCommit(b *testing.B, policy store.SyncPolicy, committers int) {
 // (1,000,000 entries, 100-byte payloads) is written once; each iteration
 // opens it and reads every session and every entry, as the engine's
 // recovery does. "recovering" opens with OpenPebbleRecovering, which reads
-// every record once more to check the store first.
+// every record once more to check the store first. Layouts: entry
+// records (entries), each session's entries one group (grouped), and the
+// 100 sessions of each write sharing its 10 messages, which are message
+// records the groups refer to (shared; groups.go).
 func BenchmarkRecovery(b *testing.B) {
-	for _, grouped := range []bool{false, true} {
-		name := "entries"
-		if grouped {
-			name = "grouped" // each session's entries in one group (groups.go)
-		}
-		b.Run(name, func(b *testing.B) { benchRecovery(b, grouped) })
+	for _, layout := range []fillLayout{fillEntries, fillGrouped, fillShared} {
+		b.Run(layout.String(), func(b *testing.B) { benchRecovery(b, layout) })
 	}
 }
 
-func benchRecovery(b *testing.B, grouped bool) {
+func benchRecovery(b *testing.B, layout fillLayout) {
 	const sessions, perSession = 100_000, 10
 	dir := b.TempDir()
 	p := openPebble(b, dir, store.PebbleOptions{Sync: store.SyncNone})
 	start := time.Now()
-	fillSessions(b, p, sessions, perSession, grouped)
+	fillSessions(b, p, sessions, perSession, layout)
 	written := time.Since(start)
 	require.NoError(b, p.Close())
 	b.Logf("wrote %d sessions, %d entries in %v", sessions, sessions*perSession, written)

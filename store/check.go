@@ -20,6 +20,11 @@ type CheckReport struct {
 	// entries the Groups records hold (groups.go).
 	Sessions, Entries, Groups, Inbound, Retained, Meta int
 	GroupedEntries                                     int
+	// Messages counts message records, EntryRefs the entries that refer
+	// to one, and DeletedRefs those among them whose record is gone: they
+	// were acknowledged before a crash, reads skip them and the next open
+	// forgets them (groups.go).
+	Messages, EntryRefs, DeletedRefs int
 	// Undecodable counts the records that do not decode (reads skip them)
 	// and keys of no known kind; BadRecords lists the first
 	// maxReportedBadRecords of them.
@@ -41,7 +46,7 @@ const maxReportedBadRecords = 100
 
 // Records returns the number of records that decode.
 func (r *CheckReport) Records() int {
-	return r.Sessions + r.Entries + r.Groups + r.Inbound + r.Retained + r.Meta
+	return r.Sessions + r.Entries + r.Groups + r.Inbound + r.Retained + r.Meta + r.Messages
 }
 
 // OK reports whether every record decoded.
@@ -53,6 +58,8 @@ func (r *CheckReport) String() string {
 	fmt.Fprintf(&b, "store %s: format %d, %d bytes on disk\n", r.Dir, r.Format, r.DiskBytes)
 	fmt.Fprintf(&b, "sessions %d, entries %d, groups %d holding %d entries, inbound %d, retained %d, meta %d\n",
 		r.Sessions, r.Entries, r.Groups, r.GroupedEntries, r.Inbound, r.Retained, r.Meta)
+	fmt.Fprintf(&b, "messages %d, referred to by %d entries (%d of them acknowledged before a crash)\n",
+		r.Messages, r.EntryRefs, r.DeletedRefs)
 	fmt.Fprintf(&b, "undecodable %d\n", r.Undecodable)
 	for _, br := range r.BadRecords {
 		fmt.Fprintf(&b, "  %s %s: %s\n", br.Kind, printableKey(br.Key), br.Err)
@@ -105,13 +112,14 @@ func (p *Pebble) checkRecords(rep *CheckReport) error {
 	var s Session
 	var e Entry
 	var m Message
+	msgs := make(map[uint64]bool) // message records: they sort before entries and groups
 	for valid := it.First(); valid; valid = it.Next() {
 		key := it.Key()
 		value, err := it.ValueAndErr()
 		if err != nil {
 			break // it.Error reports it
 		}
-		if err := checkRecord(rep, key, value, &s, &e, &m); err != nil {
+		if err := checkRecord(rep, key, value, &s, &e, &m, msgs); err != nil {
 			rep.Undecodable++
 			if len(rep.BadRecords) < maxReportedBadRecords {
 				kind := "empty key"
@@ -131,8 +139,8 @@ func (p *Pebble) checkRecords(rep *CheckReport) error {
 }
 
 // checkRecord decodes one record and counts it in rep; s, e and m are
-// scratch space.
-func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *Message) error {
+// scratch space, msgs the message records seen so far.
+func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *Message, msgs map[uint64]bool) error {
 	if len(key) == 0 {
 		return fmt.Errorf("%w: empty key", errCorrupt)
 	}
@@ -152,12 +160,15 @@ func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *M
 		}
 		rep.Sessions++
 	case kindEntry:
-		if _, _, ok := parseEntryKey(key); !ok {
+		_, seq, ok := parseEntryKey(key)
+		if !ok {
 			return fmt.Errorf("%w: bad entry key", errCorrupt)
 		}
-		if err := decodeEntryValue(value, e); err != nil {
+		ref, err := decodeEntryValue(value, e)
+		if err != nil {
 			return err
 		}
+		rep.countRef(ref, seq, msgs)
 		rep.Entries++
 	case kindGroup:
 		_, suffix, ok := parseClientKey(key, 8)
@@ -166,8 +177,10 @@ func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *M
 		}
 		n := 0
 		var eerr error
-		err := decodeGroupValue(value, binary.BigEndian.Uint64(suffix), func(_ uint64, v []byte) bool {
-			eerr = decodeEntryValue(v, e)
+		err := decodeGroupValue(value, binary.BigEndian.Uint64(suffix), func(seq uint64, v []byte) bool {
+			var ref bool
+			ref, eerr = decodeEntryValue(v, e)
+			rep.countRef(ref, seq, msgs)
 			n++
 			return eerr == nil
 		})
@@ -197,10 +210,30 @@ func checkRecord(rep *CheckReport, key, value []byte, s *Session, e *Entry, m *M
 			return err
 		}
 		rep.Meta++
+	case kindMessage:
+		if len(key) != 9 {
+			return fmt.Errorf("%w: bad message key", errCorrupt)
+		}
+		if err := decodeMessageValue(value, m); err != nil {
+			return err
+		}
+		msgs[binary.BigEndian.Uint64(key[1:])] = true
+		rep.Messages++
 	default:
 		return fmt.Errorf("%w: unknown kind of key", errCorrupt)
 	}
 	return nil
+}
+
+// countRef counts an entry of Seq seq that refers to a message record.
+func (r *CheckReport) countRef(ref bool, seq uint64, msgs map[uint64]bool) {
+	if !ref {
+		return
+	}
+	r.EntryRefs++
+	if !msgs[seq] {
+		r.DeletedRefs++
+	}
 }
 
 // dirBytes sums the sizes of the regular files under dir; 0 if it cannot

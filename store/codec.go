@@ -25,8 +25,10 @@ import (
 //	         SubID uint32; then 0 (no will) or 1, Will.Delay uint32,
 //	         Will.Msg Message
 //	Entry    State byte, PacketID uint16, QoS byte, flags
-//	         (entryRetain|entryShared), uvarint count of SubIDs, each
-//	         uint32, Msg Message
+//	         (entryRetain|entryShared|entryMsgRef), uvarint count of
+//	         SubIDs, each uint32, then Msg Message unless entryMsgRef says
+//	         it is in the message record of the entry's Seq (groups.go)
+//	MsgRec   Message (a message record, kindMessage)
 //	Retained Message whose Topic is empty (the topic is the key)
 //	Meta     the value's bytes, all the rest
 //	Inbound  nothing after the version
@@ -39,9 +41,10 @@ const codecVersion byte = 1
 
 // formatVersion is the store's key layout and codec generation, stored under
 // formatKey. A store with another format is refused (ErrFormat), except
-// format 1 (before group records, groups.go), which is read as it is and
-// marked 2 when opened for writing.
-const formatVersion byte = 2
+// formats 1 (before group records, groups.go) and 2 (before message
+// records), which are read as they are and marked 3 when opened for
+// writing.
+const formatVersion byte = 3
 
 // errCorrupt is wrapped by every decoding error.
 var errCorrupt = errors.New("undecodable record")
@@ -52,6 +55,7 @@ const (
 	subRetainAsPublished byte = 2
 	entryRetain          byte = 1
 	entryShared          byte = 2
+	entryMsgRef          byte = 4
 )
 
 func appendBytesField(dst, p []byte) []byte {
@@ -130,9 +134,18 @@ func appendSessionValue(dst []byte, s *Session) []byte {
 
 // appendEntryValue encodes e without its Seq (the key holds it).
 func appendEntryValue(dst []byte, e *Entry) []byte {
+	return appendMessage(appendEntryFields(dst, e, 0), &e.Msg, true)
+}
+
+// appendEntryRefValue encodes e without its Seq and without its message,
+// which is in the message record of its Seq (groups.go).
+func appendEntryRefValue(dst []byte, e *Entry) []byte {
+	return appendEntryFields(dst, e, entryMsgRef)
+}
+
+func appendEntryFields(dst []byte, e *Entry, flags byte) []byte {
 	dst = append(dst, codecVersion, e.State)
 	dst = binary.BigEndian.AppendUint16(dst, e.PacketID)
-	var flags byte
 	if e.Retain {
 		flags |= entryRetain
 	}
@@ -144,7 +157,20 @@ func appendEntryValue(dst []byte, e *Entry) []byte {
 	for _, id := range e.SubIDs {
 		dst = binary.AppendUvarint(dst, uint64(id))
 	}
-	return appendMessage(dst, &e.Msg, true)
+	return dst
+}
+
+// entryValueIsRef reports whether an encoded entry value leaves its message
+// to a message record; false for one too short to tell (it fails to
+// decode).
+func entryValueIsRef(v []byte) bool {
+	const flagsAt = 5 // version, state, packet id (2), QoS
+	return len(v) > flagsAt && v[flagsAt]&entryMsgRef != 0
+}
+
+// appendMessageValue encodes a message record's value.
+func appendMessageValue(dst []byte, m *Message) []byte {
+	return appendMessage(append(dst, codecVersion), m, true)
 }
 
 // appendRetainedValue encodes m without its Topic (the key holds it).
@@ -360,14 +386,15 @@ func decodeSessionValue(v []byte, s *Session) error {
 }
 
 // decodeEntryValue decodes v into e, reusing e.SubIDs; e.Seq is left alone
-// (it is the key's).
-func decodeEntryValue(v []byte, e *Entry) error {
+// (it is the key's). ref reports an entry whose message is in the message
+// record of its Seq; e.Msg is then left empty.
+func decodeEntryValue(v []byte, e *Entry) (ref bool, err error) {
 	d := decoder{b: v}
 	d.version()
 	e.State = d.byte("entry state")
 	e.PacketID = d.uint16("entry packet id")
 	e.QoS = d.byte("entry QoS")
-	f := d.flags("entry flags", entryRetain|entryShared)
+	f := d.flags("entry flags", entryRetain|entryShared|entryMsgRef)
 	e.Retain = f&entryRetain != 0
 	e.Shared = f&entryShared != 0
 	n := d.count("entry subscription id count", 1)
@@ -378,7 +405,20 @@ func decodeEntryValue(v []byte, e *Entry) error {
 	if len(e.SubIDs) == 0 {
 		e.SubIDs = nil
 	}
-	d.message(&e.Msg)
+	ref = f&entryMsgRef != 0
+	if ref {
+		e.Msg = Message{}
+	} else {
+		d.message(&e.Msg)
+	}
+	return ref, d.end()
+}
+
+// decodeMessageValue decodes a message record's value into m.
+func decodeMessageValue(v []byte, m *Message) error {
+	d := decoder{b: v}
+	d.version()
+	d.message(m)
 	return d.end()
 }
 

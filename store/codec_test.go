@@ -48,19 +48,35 @@ func TestCodecRoundTrip(t *testing.T) {
 	require.Error(t, decodeSessionValue(append(appendSessionValue(nil, &s), 0), &s2), "a byte past the last field")
 
 	var e2 Entry
-	require.NoError(t, decodeEntryValue(appendEntryValue(nil, &e), &e2))
+	ref, err := decodeEntryValue(appendEntryValue(nil, &e), &e2)
+	require.NoError(t, err)
+	require.False(t, ref)
 	require.Equal(t, e, e2)
-	require.NoError(t, decodeEntryValue(appendEntryValue(nil, &Entry{}), &e2))
+	_, err = decodeEntryValue(appendEntryValue(nil, &Entry{}), &e2)
+	require.NoError(t, err)
 	require.Equal(t, Entry{}, e2)
+	// Without its message: the flag says where it is.
+	rv := appendEntryRefValue(nil, &e)
+	require.True(t, entryValueIsRef(rv))
+	require.False(t, entryValueIsRef(appendEntryValue(nil, &e)))
+	ref, err = decodeEntryValue(rv, &e2)
+	require.NoError(t, err)
+	require.True(t, ref)
+	noMsg := e
+	noMsg.Msg = Message{}
+	require.Equal(t, noMsg, e2)
+	var mr Message
+	require.NoError(t, decodeMessageValue(appendMessageValue(nil, &e.Msg), &mr))
+	require.Equal(t, e.Msg, mr)
 
 	var m2 Message
 	require.NoError(t, decodeRetainedValue(appendRetainedValue(nil, &m), &m2))
 	require.Equal(t, m, m2)
 
-	v, err := decodeMetaValue(appendMetaValue(nil, []byte{}))
+	mv, err := decodeMetaValue(appendMetaValue(nil, []byte{}))
 	require.NoError(t, err)
-	require.NotNil(t, v)
-	require.Empty(t, v)
+	require.NotNil(t, mv)
+	require.Empty(t, mv)
 	require.NoError(t, decodeInboundValue(appendInboundValue(nil)))
 }
 
@@ -73,7 +89,7 @@ func TestCodecRejects(t *testing.T) {
 		var ss Session
 		var ee Entry
 		err1 := decodeSessionValue(v, &ss)
-		err2 := decodeEntryValue(v, &ee)
+		_, err2 := decodeEntryValue(v, &ee)
 		require.True(t, errors.Is(err1, errCorrupt) && errors.Is(err2, errCorrupt), "%s: %v / %v", name, err1, err2)
 	}
 	f("empty", nil)
@@ -107,6 +123,8 @@ func FuzzDecodeValue(f *testing.F) {
 	f.Add(appendRetainedValue(nil, &m))
 	f.Add(appendMetaValue(nil, []byte("meta")))
 	f.Add(appendInboundValue(nil))
+	f.Add(appendEntryRefValue(nil, &e))
+	f.Add(appendMessageValue(nil, &m))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		var s1, s2 Session
 		if err := decodeSessionValue(v, &s1); err == nil {
@@ -116,9 +134,22 @@ func FuzzDecodeValue(f *testing.F) {
 			require.ErrorIs(t, err, errCorrupt)
 		}
 		var e1, e2 Entry
-		if err := decodeEntryValue(v, &e1); err == nil {
-			require.NoError(t, decodeEntryValue(appendEntryValue(nil, &e1), &e2))
+		if ref, err := decodeEntryValue(v, &e1); err == nil {
+			re := appendEntryValue(nil, &e1)
+			if ref {
+				re = appendEntryRefValue(nil, &e1)
+			}
+			ref2, err := decodeEntryValue(re, &e2)
+			require.NoError(t, err)
+			require.Equal(t, ref, ref2)
 			require.Equal(t, e1, e2)
+		} else {
+			require.ErrorIs(t, err, errCorrupt)
+		}
+		var m3, m4 Message
+		if err := decodeMessageValue(v, &m3); err == nil {
+			require.NoError(t, decodeMessageValue(appendMessageValue(nil, &m3), &m4))
+			require.Equal(t, m3, m4)
 		} else {
 			require.ErrorIs(t, err, errCorrupt)
 		}

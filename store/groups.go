@@ -37,7 +37,25 @@ import (
 // A group's value: codecVersion, the number of entries (uvarint), then per
 // entry in ascending Seq order: Seq minus the key Seq (uvarint), the
 // length of the entry's value (uvarint), and the entry's value as an entry
-// record holds it (appendEntryValue).
+// record holds it (appendEntryValue), or without its message
+// (appendEntryRefValue).
+//
+// Message records: a message fanned out to several clients' groups in one
+// commit group is written once, as a message record under a kindMessage key
+// ending in its Seq, and each of those grouped entries refers to it (the
+// entryMsgRef flag) instead of holding a copy. Entries put once with the
+// same Seq hold the same message (Batch.PutEntryOnce); the committer shares
+// one record among a run of consecutive puts of one Seq, which is how the
+// engine puts a message it routes. Only grouped entries refer to message
+// records: a client's single entry in a commit stays an entry record with
+// its message, so that entry records need no index (a queue filled one
+// message per commit, the common case for an offline fan-out subscriber,
+// costs the index nothing).
+// groupIndex.msgs counts the live entries referring to each message
+// record; the record is deleted in the commit that deletes the last of
+// them. After a crash, the deleted entries of groups that came back may
+// refer to a message record that was deleted: they were acknowledged,
+// reads skip them, and opening the store counts them deleted (loadGroups).
 
 // groupIndex holds every group on disk (and those of the pebble batch being
 // built): per client, its groups by key Seq, with which of their entries are
@@ -46,23 +64,37 @@ import (
 type groupIndex struct {
 	mu      sync.Mutex
 	clients map[string][]*entryGroup // each client's groups, key Seq ascending
+	msgs    map[uint64]int32         // per message record's Seq, the live entries referring to it
 }
 
 // entryGroup is one group record: seqs are its entries' Seqs, ascending;
-// live has bit i set while seqs[i] is not deleted; left counts them.
+// live has bit i set while seqs[i] is not deleted; left counts them; refs,
+// nil if none, has bit i set if entry i refers to a message record.
 type entryGroup struct {
 	key  uint64
 	seqs []uint64
 	live []uint64
+	refs []uint64
 	left int
 }
 
-// newEntryGroup returns a group of key holding seqs (copied), all live.
-func newEntryGroup(key uint64, seqs []uint64) *entryGroup {
+// newEntryGroup returns a group of key holding seqs (copied), all live;
+// refs (nil for none) has the bits of the entries that refer to a message
+// record.
+func newEntryGroup(key uint64, seqs []uint64, refs []uint64) *entryGroup {
 	n := len(seqs)
-	buf := make([]uint64, n+(n+63)/64) // one allocation: seqs, then live
+	w := (n + 63) / 64
+	size := n + w
+	if refs != nil {
+		size += w
+	}
+	buf := make([]uint64, size) // one allocation: seqs, live, refs
 	copy(buf, seqs)
-	g := &entryGroup{key: key, seqs: buf[:n:n], live: buf[n:], left: n}
+	g := &entryGroup{key: key, seqs: buf[:n:n], live: buf[n : n+w : n+w], left: n}
+	if refs != nil {
+		g.refs = buf[n+w:]
+		copy(g.refs, refs)
+	}
 	for i := range n {
 		g.live[i/64] |= 1 << (i % 64)
 	}
@@ -70,6 +102,18 @@ func newEntryGroup(key uint64, seqs []uint64) *entryGroup {
 }
 
 func (g *entryGroup) isLive(i int) bool { return g.live[i/64]&(1<<(i%64)) != 0 }
+
+// isRef reports whether entry i refers to a message record.
+func (g *entryGroup) isRef(i int) bool { return g.refs != nil && g.refs[i/64]&(1<<(i%64)) != 0 }
+
+// setBit sets bit i of bits, growing it.
+func setBit(bits []uint64, i int) []uint64 {
+	for len(bits) <= i/64 {
+		bits = append(bits, 0)
+	}
+	bits[i/64] |= 1 << (i % 64)
+	return bits
+}
 
 // kill deletes entry i; it reports whether it was live.
 func (g *entryGroup) kill(i int) bool {
@@ -115,6 +159,52 @@ func (x *groupIndex) remove(id string, g *entryGroup) {
 	}
 }
 
+// ref counts one more live entry referring to the message record seq.
+func (x *groupIndex) ref(seq uint64) {
+	if x.msgs == nil {
+		x.msgs = make(map[uint64]int32)
+	}
+	x.msgs[seq]++
+}
+
+// unref counts one less live entry referring to the message record seq,
+// and deletes the record in pb with the last.
+func (x *groupIndex) unref(pb *pebble.Batch, seq uint64) {
+	if n := x.msgs[seq] - 1; n > 0 {
+		x.msgs[seq] = n
+		return
+	}
+	delete(x.msgs, seq)
+	_ = pb.Delete(appendMessageKey(nil, seq), nil)
+}
+
+// killRef deletes entry i of g, and its reference to a message record.
+func (x *groupIndex) killRef(pb *pebble.Batch, g *entryGroup, i int) bool {
+	if !g.kill(i) {
+		return false
+	}
+	if g.isRef(i) {
+		x.unref(pb, g.seqs[i])
+	}
+	return true
+}
+
+// dropClient takes id's groups out of the index (its session is deleted,
+// and with it the records), with their live entries' references.
+func (x *groupIndex) dropClient(pb *pebble.Batch, id string) {
+	for _, g := range x.clients[id] {
+		if g.refs == nil {
+			continue
+		}
+		for i := range g.seqs {
+			if g.isLive(i) && g.isRef(i) {
+				x.unref(pb, g.seqs[i])
+			}
+		}
+	}
+	delete(x.clients, id)
+}
+
 // lookup returns id's group holding seq live and its index there.
 func (x *groupIndex) lookup(id string, seq uint64) (*entryGroup, int) {
 	for _, g := range x.clients[id] {
@@ -132,19 +222,32 @@ func (x *groupIndex) lookup(id string, seq uint64) (*entryGroup, int) {
 // being encoded. Owned by the committer.
 type groupBuilder struct {
 	entries []builtEntry
-	vals    []byte // the entries' values, back to back
 	live    int
 }
 
+// builtEntry is an entry put once: op is its operation, in a batch of the
+// commit group (not reset before the group is applied); msg indexes its
+// run in Pebble.runs.
 type builtEntry struct {
-	seq        uint64
-	start, end int
-	dead       bool
+	seq  uint64
+	op   *Op
+	msg  int32
+	dead bool
+}
+
+// msgRun is a run of consecutive puts once of one Seq in the commit group
+// being encoded (Batch.PutEntryOnce): with more than one, the entries
+// refer to one message record, written with the first of them.
+type msgRun struct {
+	seq     uint64
+	msg     *Message
+	puts    int
+	written bool
 }
 
 func (b *groupBuilder) reset() {
+	clear(b.entries) // drop the pointers into the batches
 	b.entries = b.entries[:0]
-	b.vals = b.vals[:0]
 	b.live = 0
 }
 
@@ -176,9 +279,12 @@ func (p *Pebble) buildPut(op *Op) {
 		}
 		p.building[op.ClientID] = b
 	}
-	start := len(b.vals)
-	b.vals = appendEntryValue(b.vals, &op.Entry)
-	b.entries = append(b.entries, builtEntry{seq: op.Seq, start: start, end: len(b.vals)})
+	if n := len(p.runs); n == 0 || p.runs[n-1].seq != op.Seq {
+		p.runs = append(p.runs, msgRun{seq: op.Seq, msg: &op.Entry.Msg})
+	}
+	run := len(p.runs) - 1
+	p.runs[run].puts++
+	b.entries = append(b.entries, builtEntry{seq: op.Seq, op: op, msg: int32(run)})
 	b.live++
 }
 
@@ -210,6 +316,8 @@ func (p *Pebble) flushGroups(pb *pebble.Batch) {
 		p.freeBuilders = append(p.freeBuilders, b)
 	}
 	clear(p.building)
+	clear(p.runs)
+	p.runs = p.runs[:0]
 }
 
 func (p *Pebble) writeBuilt(pb *pebble.Batch, id string, b *groupBuilder) {
@@ -226,23 +334,44 @@ func (p *Pebble) writeBuilt(pb *pebble.Batch, id string, b *groupBuilder) {
 	if len(es) == 1 {
 		e := es[0]
 		p.gkey = appendEntryKey(p.gkey[:0], id, e.seq)
-		_ = pb.Set(p.gkey, b.vals[e.start:e.end], nil)
+		p.entryBuf = appendEntryValue(p.entryBuf[:0], &e.op.Entry)
+		_ = pb.Set(p.gkey, p.entryBuf, nil)
 		return
 	}
 	key := es[0].seq
 	v := append(p.groupBuf[:0], codecVersion)
 	v = binary.AppendUvarint(v, uint64(len(es)))
-	seqs := p.seqBuf[:0]
-	for _, e := range es {
+	seqs, refs := p.seqBuf[:0], p.refBuf[:0]
+	for i, e := range es {
 		seqs = append(seqs, e.seq)
+		run := &p.runs[e.msg]
+		if run.puts > 1 {
+			if !run.written {
+				p.mkey = appendMessageKey(p.mkey[:0], run.seq)
+				p.entryBuf = appendMessageValue(p.entryBuf[:0], run.msg)
+				_ = pb.Set(p.mkey, p.entryBuf, nil)
+				run.written = true
+			}
+			p.groups.ref(e.seq)
+			refs = setBit(refs, i)
+			p.entryBuf = appendEntryRefValue(p.entryBuf[:0], &e.op.Entry)
+		} else {
+			p.entryBuf = appendEntryValue(p.entryBuf[:0], &e.op.Entry)
+		}
 		v = binary.AppendUvarint(v, e.seq-key)
-		v = binary.AppendUvarint(v, uint64(e.end-e.start))
-		v = append(v, b.vals[e.start:e.end]...)
+		v = binary.AppendUvarint(v, uint64(len(p.entryBuf)))
+		v = append(v, p.entryBuf...)
 	}
 	p.groupBuf, p.seqBuf = v, seqs
 	p.gkey = appendGroupKey(p.gkey[:0], id, key)
 	_ = pb.Set(p.gkey, v, nil)
-	p.groups.add(id, newEntryGroup(key, seqs))
+	if len(refs) == 0 {
+		refs = nil
+	}
+	p.groups.add(id, newEntryGroup(key, seqs, refs))
+	if refs != nil {
+		p.refBuf = refs[:0]
+	}
 }
 
 // deleteGrouped deletes id's entry seq if a builder or a group holds it,
@@ -257,7 +386,7 @@ func (p *Pebble) deleteGrouped(pb *pebble.Batch, id string, seq uint64) bool {
 	if g == nil {
 		return false
 	}
-	g.kill(i)
+	p.groups.killRef(pb, g, i)
 	if g.left == 0 {
 		p.gkey = appendGroupKey(p.gkey[:0], id, g.key)
 		_ = pb.Delete(p.gkey, nil)
@@ -282,7 +411,7 @@ func (p *Pebble) deleteGroupedTo(pb *pebble.Batch, id string, seq uint64) error 
 			if s > seq {
 				break
 			}
-			changed = g.kill(i) || changed
+			changed = p.groups.killRef(pb, g, i) || changed
 		}
 		if !changed {
 			continue
@@ -313,9 +442,13 @@ func (p *Pebble) rewriteGroup(pb *pebble.Batch, id string, g *entryGroup) error 
 	}
 	defer closer.Close()
 	var body []byte
+	var refs []uint64
 	seqs := make([]uint64, 0, g.left)
 	err = decodeGroupValue(old, g.key, func(s uint64, entry []byte) bool {
 		if i := g.find(s); i >= 0 && g.isLive(i) {
+			if entryValueIsRef(entry) {
+				refs = setBit(refs, len(seqs))
+			}
 			seqs = append(seqs, s)
 			body = binary.AppendUvarint(body, s-g.key)
 			body = binary.AppendUvarint(body, uint64(len(entry)))
@@ -330,7 +463,7 @@ func (p *Pebble) rewriteGroup(pb *pebble.Batch, id string, g *entryGroup) error 
 		p.groups.remove(id, g)
 		return pb.Delete(key, nil)
 	}
-	*g = *newEntryGroup(g.key, seqs)
+	*g = *newEntryGroup(g.key, seqs, refs)
 	v := binary.AppendUvarint([]byte{codecVersion}, uint64(len(seqs)))
 	return pb.Set(key, append(v, body...), nil)
 }
@@ -354,31 +487,78 @@ func (p *Pebble) rewritePartialGroups() error {
 	return p.db.Apply(pb, pebble.Sync)
 }
 
-// loadGroups builds the index from the group records on disk (open).
-// Records that do not decode are skipped, as reads skip them.
-func (p *Pebble) loadGroups() error {
-	p.groups.clients = nil
-	var seqs []uint64
-	return p.scan(kindGroup, func(key, value []byte) (bool, error) {
+// loadGroups builds the index from the group and message records on disk
+// (open), and adds to pb the deletes of what a crash left behind: groups
+// whose entries all refer to deleted message records (acknowledged before
+// the crash, groups.go), and message records no entry refers to. Records
+// that do not decode are skipped, as reads skip them.
+func (p *Pebble) loadGroups(pb *pebble.Batch) error {
+	p.groups.clients, p.groups.msgs = nil, nil
+	refs := make(map[uint64]int32) // message records on disk: live entries referring to each
+	err := p.scan(kindMessage, func(key, _ []byte) (bool, error) {
+		if len(key) != 9 {
+			p.skips.skip(key, fmt.Errorf("%w: bad message key", errCorrupt))
+			return true, nil
+		}
+		refs[binary.BigEndian.Uint64(key[1:])] = 0
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	var seqs, refBits []uint64
+	err = p.scan(kindGroup, func(key, value []byte) (bool, error) {
 		id, suffix, ok := parseClientKey(key, 8)
 		if !ok {
 			p.skips.skip(key, fmt.Errorf("%w: bad group key", errCorrupt))
 			return true, nil
 		}
 		gk := binary.BigEndian.Uint64(suffix)
-		seqs = seqs[:0]
-		if err := decodeGroupValue(value, gk, func(s uint64, _ []byte) bool {
+		seqs, refBits = seqs[:0], refBits[:0]
+		if err := decodeGroupValue(value, gk, func(s uint64, entry []byte) bool {
+			if entryValueIsRef(entry) {
+				refBits = setBit(refBits, len(seqs))
+			}
 			seqs = append(seqs, s)
 			return true
 		}); err != nil {
 			p.skips.skip(key, err)
 			return true, nil
 		}
-		if len(seqs) > 0 {
-			p.groups.add(string(id), newEntryGroup(gk, seqs))
+		if len(refBits) == 0 {
+			refBits = nil
 		}
+		g := newEntryGroup(gk, seqs, refBits)
+		for i, s := range g.seqs {
+			if !g.isRef(i) {
+				continue
+			}
+			if n, ok := refs[s]; ok {
+				refs[s] = n + 1
+			} else {
+				g.kill(i) // its message record went with the last live entry
+			}
+		}
+		if g.left == 0 {
+			_ = pb.Delete(key, nil)
+			return true, nil
+		}
+		p.groups.add(string(id), g)
 		return true, nil
 	})
+	if err != nil {
+		return err
+	}
+	for s, n := range refs {
+		if n == 0 {
+			_ = pb.Delete(appendMessageKey(nil, s), nil)
+			delete(refs, s)
+		}
+	}
+	if len(refs) > 0 {
+		p.groups.msgs = refs
+	}
+	return nil
 }
 
 // reloadGroups rebuilds the index from disk after a commit failed: it may
@@ -387,7 +567,13 @@ func (p *Pebble) loadGroups() error {
 func (p *Pebble) reloadGroups() {
 	p.groups.mu.Lock()
 	defer p.groups.mu.Unlock()
-	if err := p.loadGroups(); err != nil {
+	pb := p.db.NewBatch()
+	defer pb.Close()
+	err := p.loadGroups(pb)
+	if err == nil && !pb.Empty() {
+		err = p.db.Apply(pb, pebble.Sync)
+	}
+	if err != nil {
 		p.log.Error("store: reading entry groups after a failed commit", "err", err)
 	}
 }

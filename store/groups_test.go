@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
 )
@@ -66,8 +68,12 @@ func TestPebbleGroupDeletesAfterCrashAndClose(t *testing.T) {
 	p, err := OpenPebble("/store", opts)
 	require.NoError(t, err)
 	var b Batch
+	// Each client's puts apart: a run of puts of one Seq for several
+	// clients would share a message record (TestPebbleMessageRecords).
 	for seq := uint64(1); seq <= 6; seq++ {
 		b.PutEntryOnce("a", onceEntry(seq))
+	}
+	for seq := uint64(1); seq <= 6; seq++ {
 		b.PutEntryOnce("gone", onceEntry(seq))
 	}
 	commitWait(t, p, &b)
@@ -94,27 +100,157 @@ func TestPebbleGroupDeletesAfterCrashAndClose(t *testing.T) {
 	require.Equal(t, []uint64{5, 6}, entrySeqs(t, p, "gone"))
 }
 
-// A store of format 1 (before group records) opens, and is marked format 2
-// once opened for writing: an older loopmq, which would not read the
-// groups, then refuses it.
-func TestPebbleOpensFormat1(t *testing.T) {
+// A store of format 1 (before group records) or 2 (before message
+// records) opens, and is marked with the current format once opened for
+// writing: an older loopmq, which would not read the new records, then
+// refuses it.
+func TestPebbleOpensOlderFormats(t *testing.T) {
+	for _, f := range []byte{1, 2} {
+		dir := t.TempDir()
+		p, err := OpenPebble(dir, quietOptions(t))
+		require.NoError(t, err)
+		var b Batch
+		b.PutEntry("a", onceEntry(1))
+		commitWait(t, p, &b)
+		require.NoError(t, p.db.Set(formatKey, []byte{f}, nil))
+		require.NoError(t, p.Close())
+		rep, err := Check(dir)
+		require.NoError(t, err)
+		require.Equal(t, f, rep.Format)
+
+		p, err = OpenPebble(dir, quietOptions(t))
+		require.NoError(t, err)
+		require.Equal(t, []uint64{1}, entrySeqs(t, p, "a"))
+		require.NoError(t, p.Close())
+		rep, err = Check(dir)
+		require.NoError(t, err)
+		require.Equal(t, formatVersion, rep.Format)
+	}
+}
+
+// bigEntry is an entry of seq whose message has a 1 KiB payload.
+func bigEntry(seq uint64) *Entry {
+	e := onceEntry(seq)
+	e.Msg.Payload = bytes.Repeat([]byte{byte(seq)}, 1024)
+	return e
+}
+
+// A run of puts once of one Seq for several clients writes the message
+// once, as a message record the clients' groups refer to (a client's
+// single entry in the commit keeps its own copy, in an entry record); the
+// record goes with the last entry referring to it, and the counts are
+// rebuilt at open.
+func TestPebbleMessageRecords(t *testing.T) {
 	dir := t.TempDir()
 	p, err := OpenPebble(dir, quietOptions(t))
 	require.NoError(t, err)
 	var b Batch
-	b.PutEntry("a", onceEntry(1))
+	clients := []string{"c0", "c1", "c2"}
+	for seq := uint64(1); seq <= 3; seq++ {
+		for _, id := range clients[:4-seq] { // seq 1: 3 clients, 2: 2, 3: c0 alone
+			b.PutEntryOnce(id, bigEntry(seq))
+		}
+	}
 	commitWait(t, p, &b)
-	require.NoError(t, p.db.Set(formatKey, []byte{1}, nil))
+	require.Equal(t, map[uint64]int32{1: 2, 2: 2}, p.groups.msgs)
+	require.Len(t, p.groups.clients["c0"], 1)
+	require.Len(t, p.groups.clients["c1"], 1)
+	require.Empty(t, p.groups.clients["c2"], "a single entry: an entry record")
 	require.NoError(t, p.Close())
 	rep, err := Check(dir)
 	require.NoError(t, err)
-	require.Equal(t, byte(1), rep.Format)
+	require.Equal(t, 2, rep.Messages)
+	require.Equal(t, 4, rep.EntryRefs)
+	require.Zero(t, rep.DeletedRefs)
+	require.Equal(t, 2, rep.Groups)
+	require.Equal(t, 5, rep.GroupedEntries)
+	require.Equal(t, 1, rep.Entries)
 
 	p, err = OpenPebble(dir, quietOptions(t))
 	require.NoError(t, err)
-	require.Equal(t, []uint64{1}, entrySeqs(t, p, "a"))
-	require.NoError(t, p.Close())
-	rep, err = Check(dir)
+	defer p.Close()
+	require.Equal(t, map[uint64]int32{1: 2, 2: 2}, p.groups.msgs, "counted again at open")
+	// Only c0's group holds a payload: seq 3's, which is its alone.
+	require.NoError(t, p.scan(kindGroup, func(key, value []byte) (bool, error) {
+		id, _, _ := parseClientKey(key, 8)
+		if string(id) == "c0" {
+			require.Greater(t, len(value), 1024)
+			require.Less(t, len(value), 1024+100)
+		} else {
+			require.Less(t, len(value), 100, "group %s", id)
+		}
+		return true, nil
+	}))
+	for i, id := range clients {
+		require.Len(t, entrySeqs(t, p, id), 3-i)
+	}
+
+	b.Reset()
+	b.DeleteEntryPutOnce("c0", 1)
+	commitWait(t, p, &b)
+	require.Equal(t, map[uint64]int32{1: 1, 2: 2}, p.groups.msgs)
+	b.Reset()
+	b.DeleteEntryPutOnce("c1", 1) // the last one referring to seq 1
+	b.DeleteSession("c1")         // with its entry 2
+	commitWait(t, p, &b)
+	require.Equal(t, map[uint64]int32{2: 1}, p.groups.msgs)
+	_, closer, err := p.db.Get(appendMessageKey(nil, 1))
+	require.ErrorIs(t, err, pebble.ErrNotFound)
+	if closer != nil {
+		closer.Close()
+	}
+	// An Entry's slices are valid only during the call.
+	n := 0
+	require.NoError(t, p.Entries("c2", 0, 0, func(e *Entry) bool {
+		require.Equal(t, *bigEntry(1), *e, "c2's own copy")
+		n++
+		return true
+	}))
+	require.Equal(t, 1, n)
+	require.Equal(t, []uint64{2, 3}, entrySeqs(t, p, "c0"))
+	require.NoError(t, p.Entries("c0", 2, 1, func(e *Entry) bool {
+		require.Equal(t, *bigEntry(2), *e)
+		n++
+		return true
+	}))
+	require.Equal(t, 2, n)
+	b.Reset()
+	b.DeleteEntryPutOnce("c0", 2)
+	commitWait(t, p, &b)
+	require.Empty(t, p.groups.msgs)
+	require.Empty(t, p.groups.clients["c1"])
+}
+
+// After a crash the deleted entries of a group with live ones come back;
+// those whose message record went with its last live entry stay deleted
+// (they were acknowledged), and the next open forgets them.
+func TestPebbleMessageRecordsAfterCrash(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	opts := quietOptions(t)
+	opts.fs = mem
+	p, err := OpenPebble("/store", opts)
 	require.NoError(t, err)
-	require.Equal(t, formatVersion, rep.Format)
+	var b Batch
+	for seq := uint64(1); seq <= 3; seq++ {
+		b.PutEntryOnce("a", onceEntry(seq))
+		b.PutEntryOnce("b", onceEntry(seq))
+	}
+	commitWait(t, p, &b)
+	b.Reset()
+	b.DeleteEntryPutOnce("a", 1)
+	b.DeleteEntryPutOnce("b", 1) // message 1 goes
+	b.DeleteEntryPutOnce("a", 2) // message 2 stays: b's entry refers to it
+	commitWait(t, p, &b)
+	require.Equal(t, []uint64{3}, entrySeqs(t, p, "a"))
+
+	opts.fs = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+	crashed, err := OpenPebble("/store", opts)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{2, 3}, entrySeqs(t, crashed, "a"), "2 sent again, 1 not: its message is gone")
+	require.Equal(t, []uint64{2, 3}, entrySeqs(t, crashed, "b"))
+	require.Equal(t, map[uint64]int32{2: 2, 3: 2}, crashed.groups.msgs)
+	g := crashed.groups.clients["a"][0]
+	require.Equal(t, 2, g.left, "entry 1 counted deleted at open")
+	require.NoError(t, crashed.Close())
+	require.NoError(t, p.Close())
 }

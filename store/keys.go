@@ -17,6 +17,8 @@ import (
 //	inbound   'i' len16 clientID packetID16      QoS 2 id received, not released
 //	retained  'r' topic                          Message (Topic not in value)
 //	meta      'm' key                            engine bookkeeping value
+//	message   'M' seq64                          Message held by grouped
+//	                                             entries of that Seq (groups.go)
 //
 // Integers are big-endian so they sort numerically: a session's entries
 // iterate in Seq order. Entry, group and inbound keys carry the client id's
@@ -34,6 +36,7 @@ const (
 	kindInbound  byte = 'i'
 	kindRetained byte = 'r'
 	kindMeta     byte = 'm'
+	kindMessage  byte = 'M'
 )
 
 // maxClientIDLen is the longest client id a key can hold: an MQTT UTF-8
@@ -60,6 +63,8 @@ func kindName(kind byte) string {
 		return "retained"
 	case kindMeta:
 		return "meta"
+	case kindMessage:
+		return "message"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", kind)
 }
@@ -83,6 +88,10 @@ func appendEntryKey(dst []byte, clientID string, seq uint64) []byte {
 
 func appendGroupKey(dst []byte, clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendClientPrefix(dst, kindGroup, clientID), seq)
+}
+
+func appendMessageKey(dst []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, kindMessage), seq)
 }
 
 func appendInboundKey(dst []byte, clientID string, packetID uint16) []byte {

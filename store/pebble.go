@@ -106,11 +106,16 @@ type Pebble struct {
 	// entries put once in the commit group being encoded, per client,
 	// freeBuilders the builders to reuse, gkey, groupBuf and seqBuf the
 	// scratch they are written with: the committer's only.
-	groups         groupIndex
-	building       map[string]*groupBuilder
-	freeBuilders   []*groupBuilder
+	groups       groupIndex
+	building     map[string]*groupBuilder
+	freeBuilders []*groupBuilder
+	// runs are the runs of puts once of one Seq in that commit group, which
+	// share a message record; entryBuf, mkey and refBuf are scratch too.
 	gkey, groupBuf []byte
 	seqBuf         []uint64
+	runs           []msgRun
+	entryBuf, mkey []byte
+	refBuf         []uint64
 
 	commits, records, commitNanos atomic.Uint64
 	waits, waitNanos              atomic.Uint64
@@ -166,12 +171,26 @@ func openPebble(dir string, opts PebbleOptions, readOnly bool) (*Pebble, error) 
 		p.closing = true
 		return p, nil
 	}
-	if err := p.loadGroups(); err != nil {
+	if err := p.openGroups(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: read entry groups: %w", err)
 	}
 	p.startCommitPipeline()
 	return p, nil
+}
+
+// openGroups loads the index of entry groups (groups.go) and deletes what
+// a crash left of them that no read may return.
+func (p *Pebble) openGroups() error {
+	pb := p.db.NewBatch()
+	defer pb.Close()
+	if err := p.loadGroups(pb); err != nil {
+		return err
+	}
+	if pb.Empty() {
+		return nil
+	}
+	return p.db.Apply(pb, pebble.Sync)
 }
 
 // checkDirHoldsStore refuses a directory that is not empty and holds no
@@ -240,11 +259,12 @@ func (p *Pebble) checkFormat(readOnly bool) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrFormat, err)
 	}
-	if f == 1 && !readOnly {
-		// Format 1 had no group records; it reads the same.
+	if f < formatVersion && f >= 1 && !readOnly {
+		// Format 1 had no group records, format 2 no message records;
+		// they read the same.
 		return p.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
 	}
-	if f != formatVersion && f != 1 {
+	if f > formatVersion || f < 1 {
 		return fmt.Errorf("%w: format version %d, this loopmq reads %d", ErrFormat, f, formatVersion)
 	}
 	return nil

@@ -284,7 +284,7 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 		case OpDeleteSession:
 			_ = pb.Delete(appendSessionKey(key, op.ClientID), nil)
 			p.dropBuilt(op.ClientID, 0, true)
-			delete(p.groups.clients, op.ClientID)
+			p.groups.dropClient(pb, op.ClientID)
 			for _, kind := range [...]byte{kindEntry, kindGroup, kindInbound} {
 				key = appendClientPrefix(key[:0], kind, op.ClientID)
 				end = prefixEnd(end[:0], key)

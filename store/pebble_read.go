@@ -48,13 +48,29 @@ func (p *Pebble) Entries(clientID string, from uint64, max int, fn func(*Entry) 
 	// Grouped entries (groups.go) go in between the entry records, in Seq
 	// order.
 	gr := p.groupedFrom(clientID, from)
+	var msg []byte // the message record of the entry being yielded, if it refers to one
+	var readErr error
 	yield := func(key, value []byte, seq uint64) bool {
 		if max > 0 && n >= max {
 			return false
 		}
-		if err := decodeEntryValue(value, &e); err != nil {
+		ref, err := decodeEntryValue(value, &e)
+		if err != nil {
 			p.skips.skip(key, err)
 			return true
+		}
+		if ref {
+			var found bool
+			if msg, found, readErr = p.readMessage(msg[:0], seq); readErr != nil {
+				return false
+			}
+			if !found {
+				return true // deleted with its last live entry: this one was too (groups.go)
+			}
+			if err := decodeMessageValue(msg, &e.Msg); err != nil {
+				p.skips.skip(appendMessageKey(nil, seq), err)
+				return true
+			}
 		}
 		e.Seq = seq
 		n++
@@ -79,7 +95,28 @@ func (p *Pebble) Entries(clientID string, from uint64, max int, fn func(*Entry) 
 	if err == nil {
 		err = gr.err
 	}
+	if err == nil {
+		err = readErr
+	}
 	return err
+}
+
+// readMessage appends the value of the message record seq to dst; found
+// is false if there is none.
+func (p *Pebble) readMessage(dst []byte, seq uint64) (_ []byte, found bool, err error) {
+	if err := p.beginRead(); err != nil {
+		return dst, false, err
+	}
+	defer p.readers.Done()
+	v, closer, err := p.db.Get(appendMessageKey(nil, seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return dst, false, nil
+	}
+	if err != nil {
+		return dst, false, fmt.Errorf("store: read message %d: %w", seq, err)
+	}
+	dst = append(dst, v...)
+	return dst, true, closer.Close()
 }
 
 // groupedReader hands out a client's live grouped entries in Seq order

@@ -14,9 +14,25 @@ import (
 // benchmark.
 const restartPayload = 100
 
+// fillLayout is how fillSessions writes entries.
+type fillLayout int
+
+const (
+	fillEntries fillLayout = iota // PutEntry: entry records
+	fillGrouped                   // PutEntryOnce: each session's entries one group (groups.go)
+	fillShared                    // PutEntryOnce, the 100 sessions of a batch sharing its messages: groups referring to message records
+)
+
+func (l fillLayout) String() string {
+	return [...]string{"entries", "grouped", "shared"}[l]
+}
+
 // fillSessions writes sessions persistent sessions with perSession entries
-// each through s, 100 sessions a batch, up to 16 batches in flight.
-func fillSessions(tb testing.TB, s store.Store, sessions, perSession int, once bool) {
+// each through s, 100 sessions a batch, up to 16 batches in flight. Seqs
+// are unique per message: client c's entry i has Seq c*perSession+i
+// (fillShared: the batch's first client's), and a payload starting with
+// byte(c+i).
+func fillSessions(tb testing.TB, s store.Store, sessions, perSession int, layout fillLayout) {
 	tb.Helper()
 	const perBatch, inFlight = 100, 16
 	payload := make([]byte, restartPayload)
@@ -30,22 +46,36 @@ func fillSessions(tb testing.TB, s store.Store, sessions, perSession int, once b
 		sem <- struct{}{}
 		b := <-pool
 		b.Reset()
-		for c := first; c < first+perBatch && c < sessions; c++ {
+		last := min(first+perBatch, sessions)
+		for c := first; c < last; c++ {
 			id := restartClientID(c)
 			b.PutSession(&store.Session{
 				ClientID: id, Version: 5, Expiry: 3600,
 				Subs: []store.Subscription{{Filter: "devices/" + id + "/#", QoS: 1}},
 			})
-			for seq := 0; seq < perSession; seq++ {
-				fillPayload(payload, c, seq)
-				e := &store.Entry{
-					Seq: uint64(seq), QoS: 1,
-					Msg: store.Message{Topic: []byte("devices/" + id + "/telemetry"), Payload: payload, QoS: 1},
+		}
+		put := func(c, from, i int, topic string) {
+			fillPayload(payload, from, i)
+			e := &store.Entry{
+				Seq: uint64(from*perSession + i), QoS: 1,
+				Msg: store.Message{Topic: []byte(topic), Payload: payload, QoS: 1},
+			}
+			if layout == fillEntries {
+				b.PutEntry(restartClientID(c), e)
+			} else {
+				b.PutEntryOnce(restartClientID(c), e)
+			}
+		}
+		if layout == fillShared {
+			for i := 0; i < perSession; i++ {
+				for c := first; c < last; c++ {
+					put(c, first, i, "devices/broadcast")
 				}
-				if once {
-					b.PutEntryOnce(id, e) // a session's entries: one group
-				} else {
-					b.PutEntry(id, e)
+			}
+		} else {
+			for c := first; c < last; c++ {
+				for i := 0; i < perSession; i++ {
+					put(c, c, i, "devices/"+restartClientID(c)+"/telemetry")
 				}
 			}
 		}
@@ -115,7 +145,7 @@ func TestPebbleRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := openPebble(t, dir, store.PebbleOptions{Sync: store.SyncNone})
 	start := time.Now()
-	fillSessions(t, p, sessions, perSession, false)
+	fillSessions(t, p, sessions, perSession, fillEntries)
 	t.Logf("wrote %d sessions, %d entries in %v", sessions, sessions*perSession, time.Since(start))
 	require.NoError(t, p.Close())
 
@@ -130,12 +160,13 @@ func TestPebbleRestart(t *testing.T) {
 	// Entries come back whole and in order.
 	id := restartClientID(sessions / 2)
 	var seqs []uint64
+	base := uint64(sessions / 2 * perSession)
 	require.NoError(t, p.Entries(id, 0, 0, func(e *store.Entry) bool {
 		seqs = append(seqs, e.Seq)
 		require.Len(t, e.Msg.Payload, restartPayload)
-		require.Equal(t, byte(sessions/2+int(e.Seq)), e.Msg.Payload[0])
+		require.Equal(t, byte(sessions/2+int(e.Seq-base)), e.Msg.Payload[0])
 		return true
 	}))
 	require.Len(t, seqs, perSession)
-	require.Equal(t, uint64(perSession-1), seqs[perSession-1])
+	require.Equal(t, base+uint64(perSession-1), seqs[perSession-1])
 }

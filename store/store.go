@@ -18,9 +18,9 @@
 // The on-disk store's files: keys.go (key layout), codec.go (value
 // encoding), pebble.go (open, close, stats), pebble_commit.go (the commit
 // pipeline and its goroutines), groups.go (entries put once, written
-// several to a record), walsync.go (how the log reaches the disk under
-// each SyncPolicy), pebble_read.go (reads), recover.go
-// (OpenPebbleRecovering), check.go (Check).
+// several to a record, and the message records they share), walsync.go
+// (how the log reaches the disk under each SyncPolicy), pebble_read.go
+// (reads), recover.go (OpenPebbleRecovering), check.go (Check).
 package store
 
 import "errors"

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
 )
 
 // Crash tests: the broker runs as a real process on a data directory and
@@ -524,13 +525,7 @@ func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqt
 	dir := filepath.Join(t.TempDir(), "data")
 	b := startBroker(t, dir)
 	subscribeOffline(t, b.addr, id, topic, qos)
-	read := func(addr string) (stop func()) {
-		sc, _, err := dialMQTT(addr, id, false)
-		require.NoError(t, err)
-		done := make(chan struct{})
-		go func() { r.run(sc); close(done) }()
-		return func() { _ = sc.conn.Close(); <-done }
-	}
+	read := func(addr string) (stop func()) { return runReceiver(t, addr, id, r) }
 	stop := read(b.addr)
 	killAfter = time.Duration(20+rand.IntN(200)) * time.Millisecond
 	go func() { time.Sleep(killAfter); b.kill() }()
@@ -543,6 +538,78 @@ func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqt
 	time.Sleep(1500 * time.Millisecond)
 	stop()
 	return acked, killAfter
+}
+
+// runReceiver connects id's persistent session and runs r on it until
+// stop closes the connection.
+func runReceiver(t *testing.T, addr, id string, r interface{ run(*mqttConn) }) (stop func()) {
+	t.Helper()
+	sc, _, err := dialMQTT(addr, id, false)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { r.run(sc); close(done) }()
+	return func() { _ = sc.conn.Close(); <-done }
+}
+
+// TestCrashQoS1FanOut: one stream to three persistent subscribers, two
+// connected and acknowledging and one offline, through kill -9. The
+// broker writes a message grouped for several of them once, as a message
+// record deleted with the last acknowledgement (store/groups.go). After the
+// restart every message the publisher got PUBACK for reaches each
+// subscriber, and a repeat carries DUP.
+func TestCrashQoS1FanOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a broker process")
+	}
+	for round := range crashRounds() {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			b := startBroker(t, dir)
+			online := []string{"fan-on-0", "fan-on-1"}
+			for _, id := range append(online, "fan-off") {
+				subscribeOffline(t, b.addr, id, "fan/t", 1)
+			}
+			rs := []*qos1Receiver{{count: map[int]int{}}, {count: map[int]int{}}}
+			readAll := func(addr string) (stop func()) {
+				var stops []func()
+				for i, id := range online {
+					stops = append(stops, runReceiver(t, addr, id, rs[i]))
+				}
+				return func() {
+					for _, s := range stops {
+						s()
+					}
+				}
+			}
+			stop := readAll(b.addr)
+			killAfter := time.Duration(20+rand.IntN(200)) * time.Millisecond
+			go func() { time.Sleep(killAfter); b.kill() }()
+			acked := crashPublish(b.addr, "fan/t", 1, 5000, 32)
+			b.kill()
+			stop()
+			rep, err := store.Check(dir)
+			require.NoError(t, err)
+
+			b2 := startBroker(t, dir)
+			stop = readAll(b2.addr)
+			count, noDup := crashReceive(t, b2.addr, "fan-off", 1, 1500*time.Millisecond)
+			stop()
+			for num := range acked {
+				require.NotZero(t, count[num], "acknowledged message %d lost to the offline subscriber", num)
+			}
+			require.Empty(t, noDup, "repeated without DUP to the offline subscriber")
+			for i, r := range rs {
+				r.mu.Lock()
+				for num := range acked {
+					require.NotZero(t, r.count[num], "acknowledged message %d lost to %s", num, online[i])
+				}
+				require.Empty(t, r.repeatNoDup, "repeated without DUP to %s", online[i])
+				r.mu.Unlock()
+			}
+			t.Logf("killed after %v: %d acknowledged, offline subscriber got %d; the store held %d message records referred to by %d entries",
+				killAfter, len(acked), len(count), rep.Messages, rep.EntryRefs)
+		})
+	}
 }
 
 // TestCrashQoS2OnlineSubscriber: the subscriber is connected and

@@ -118,3 +118,98 @@ func testPutEntryOnceMany(t *testing.T, open opener, reopen reopener) {
 		require.Equal(t, want, seqs(entries(t, s, "once", 0, 0)))
 	}
 }
+
+// sharedEntry is client i's entry of the message seq, which every client
+// putting seq shares (PutEntryOnce); what is the client's own differs.
+func sharedEntry(seq uint64, i int) *store.Entry {
+	e := &store.Entry{Seq: seq, State: store.EntryQueued, QoS: byte(i % 2), Retain: i%3 == 0, Shared: i%4 == 1,
+		Msg: sampleMessage("shared/"+string(rune('a'+seq%26)), int(seq))}
+	if i%2 == 1 {
+		e.SubIDs = []uint32{uint32(i + 1)}
+	}
+	return e
+}
+
+// testPutEntryOnceShared: a message put once for several clients (the
+// on-disk store writes it once for them all) reads back whole for each,
+// with each client's own fields, and stays readable for the clients whose
+// entries are left however many of the others' are deleted one by one,
+// by DeleteEntriesTo or DeleteSession, or taken back; the same Seq put
+// again in a later batch is not disturbed by deletes of the first ones.
+func testPutEntryOnceShared(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	clients := []string{"c0", "c1", "c2", "c3", "c4"}
+	one(t, s, func(b *store.Batch) {
+		for seq := uint64(1); seq <= 4; seq++ {
+			for i, id := range clients {
+				if seq == 4 && i > 0 {
+					break // c0 alone
+				}
+				b.PutEntryOnce(id, sharedEntry(seq, i))
+			}
+		}
+		b.PutEntryOnce("solo", sharedEntry(9, 0))
+		// c4's entry 3 is taken back before the commit.
+		require.True(t, b.CancelPutEntry(14, "c4", 3))
+	})
+	want := func(s store.Store, id string, i int, seqList ...uint64) {
+		t.Helper()
+		got := entries(t, s, id, 0, 0)
+		require.Equal(t, seqList, seqs(got), "client %s", id)
+		for _, e := range got {
+			w := sharedEntry(e.Seq, i)
+			require.Equal(t, *w, e, "client %s entry %d", id, e.Seq)
+		}
+	}
+	want(s, "c0", 0, 1, 2, 3, 4)
+	want(s, "c4", 4, 1, 2)
+	want(s, "solo", 0, 9)
+
+	// Every other client's entry 1 goes one by one; c4's stays.
+	for _, id := range clients[:4] {
+		one(t, s, func(b *store.Batch) { b.DeleteEntryPutOnce(id, 1) })
+	}
+	want(s, "c4", 4, 1, 2)
+	want(s, "c0", 0, 2, 3, 4)
+	one(t, s, func(b *store.Batch) { b.DeleteEntriesTo("c1", 2) })
+	one(t, s, func(b *store.Batch) { b.DeleteSession("c2") })
+	want(s, "c1", 1, 3)
+	require.Empty(t, entries(t, s, "c2", 0, 0))
+	want(s, "c3", 3, 2, 3)
+
+	// Seq 2 again, for a new client, in a later batch; then every first
+	// put of it goes.
+	one(t, s, func(b *store.Batch) {
+		b.PutEntryOnce("late", sharedEntry(2, 5))
+		b.PutEntryOnce("late2", sharedEntry(2, 6))
+	})
+	one(t, s, func(b *store.Batch) {
+		for _, id := range []string{"c0", "c3", "c4"} {
+			b.DeleteEntryPutOnce(id, 2)
+		}
+	})
+	check := func(s store.Store) {
+		want(s, "late", 5, 2)
+		want(s, "late2", 6, 2)
+		want(s, "c0", 0, 3, 4)
+		want(s, "c1", 1, 3)
+		want(s, "c3", 3, 3)
+		want(s, "c4", 4, 1)
+		want(s, "solo", 0, 9)
+	}
+	check(s)
+	if reopen != nil {
+		s = reopen(t, s)
+		check(s)
+		one(t, s, func(b *store.Batch) {
+			b.DeleteEntryPutOnce("c0", 3)
+			b.DeleteEntryPutOnce("c1", 3)
+			b.DeleteEntryPutOnce("c4", 1)
+		})
+		s = reopen(t, s)
+		want(s, "c0", 0, 4)
+		want(s, "c3", 3, 3)
+		require.Empty(t, entries(t, s, "c4", 0, 0))
+		want(s, "late", 5, 2)
+	}
+}

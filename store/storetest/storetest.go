@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"CancelPutEntry", testCancelPutEntry},
 		{"PutEntryOnce", testPutEntryOnce},
 		{"PutEntryOnceMany", testPutEntryOnceMany},
+		{"PutEntryOnceShared", testPutEntryOnceShared},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, o, r) })
