@@ -254,3 +254,15 @@ func TestPebbleMessageRecordsAfterCrash(t *testing.T) {
 	require.NoError(t, crashed.Close())
 	require.NoError(t, p.Close())
 }
+
+// Reset clears the operations when one held memory of its own (here a
+// session's copy), so a reused batch does not keep it alive.
+func TestBatchResetDropsHeldMemory(t *testing.T) {
+	var b Batch
+	b.PutSession(&Session{ClientID: "a", Subs: []Subscription{{Filter: "f"}}})
+	b.PutEntryOnce("a", onceEntry(1))
+	b.Reset()
+	ops := b.ops[:2]
+	require.Nil(t, ops[0].Session)
+	require.Empty(t, ops[1].ClientID)
+}
