@@ -446,14 +446,14 @@ func (s *session) recheckQueued(cf *authzConf) {
 	l := s.owner.Load()
 	q.inflight.each(func(sl *slot) {
 		if sl.m.msg != nil && !s.authorize(cf, sl.m.msg.topic, Read) {
-			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos)
+			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			q.inflight.free(sl)
 		}
 	})
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
 		if !s.authorize(cf, out.msg.topic, Read) {
-			l.forgetEntry(s, out.msg.seq, out.qos)
+			l.forgetEntry(s, out.msg.seq, out.qos, out.put)
 			out.msg.release()
 			continue
 		}

@@ -89,11 +89,6 @@ type loopStore struct {
 	// deferring is set while deferred is not empty; other loops read it
 	// to wake this one when the watermark moves (committed).
 	deferring atomic.Bool
-	// puts locates the PutEntry of each QoS 1 delivery in the open batch
-	// (its index in b.Ops), so that an acknowledgement arriving before the
-	// batch is committed takes the put back instead of writing a delete
-	// after it (forgetEntry); emptied when the batch is committed.
-	puts map[putRef]int32
 	// stalledSince is when the oldest outstanding commit counted as
 	// stalled (loop clock), 0 while none does; warned is when the last
 	// warning about it was logged (checkStall).
@@ -101,12 +96,6 @@ type loopStore struct {
 	// handed says a batch went to the store in the current event: the
 	// store's committer goroutine is runnable, and endBatch yields to it.
 	handed bool
-}
-
-// putRef names a delivery's entry: its session and message sequence.
-type putRef struct {
-	s   *session
-	seq uint64
 }
 
 // storeStallAfter is how long a commit may stay outstanding before the
@@ -243,7 +232,7 @@ func (l *loop) sendHeld() {
 		case sl.state == slotAwaitComp:
 			c.writeAck(codec.PUBREL, sl.id, codec.Success)
 		case !c.writePublish(sl.m, sl.id, false):
-			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos)
+			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
 		}
 	}
@@ -384,7 +373,6 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
-	clear(ls.puts)
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	ls.handed = true
@@ -551,33 +539,21 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 	}
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
 	if out.qos < 2 {
-		ls := &l.st
-		if ls.puts == nil {
-			ls.puts = make(map[putRef]int32)
-		}
-		ls.puts[putRef{s, m.seq}] = int32(len(ls.b.Ops()) - 1)
+		out.put = int32(len(l.st.b.Ops())) // 1 + its index
 	}
 	l.st.needs = true
 }
 
 // takeBackPut removes the put of s's entry seq from the open batch if it
-// is there (persistDelivery, QoS 1 only), and reports whether it did: the
-// delivery was acknowledged (or dropped) before its batch was committed,
-// so neither the entry nor its delete needs writing. What it cannot find
-// was put by another loop or has been committed, and is deleted as usual.
-// Runs on s's owner, l.
-func (l *loop) takeBackPut(s *session, seq uint64) bool {
+// is there, and reports whether it did: the delivery was acknowledged (or
+// dropped) before its batch was committed, so neither the entry nor its
+// delete needs writing. put is the delivery's outMsg.put (persistDelivery,
+// QoS 1 only); the batch checks that it still names that put, so what was
+// put by another loop or has been committed is deleted as usual. Runs on
+// s's owner, l.
+func (l *loop) takeBackPut(s *session, put int32, seq uint64) bool {
 	ls := &l.st
-	if ls.b == nil || len(ls.puts) == 0 {
-		return false
-	}
-	r := putRef{s, seq}
-	i, ok := ls.puts[r]
-	if !ok {
-		return false
-	}
-	delete(ls.puts, r)
-	if !ls.b.CancelPutEntry(int(i), s.id, seq) {
+	if ls.b == nil || put == 0 || !ls.b.CancelPutEntry(int(put-1), s.id, seq) {
 		return false
 	}
 	l.stats.takenBack.Add(1)
@@ -701,8 +677,9 @@ func (l *loop) dropDeferred(s *session, keepMoving bool) (moving []entryKey) {
 // store may drop the put and the delete together
 // (store.Batch.DeleteEntryPutOnce), and when that put is still in this
 // loop's open batch it is taken back and nothing is written at all
-// (takeBackPut). Runs on s's owner.
-func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
+// (takeBackPut; put is the delivery's outMsg.put, 0 if not at hand). Runs
+// on s's owner.
+func (l *loop) forgetEntry(s *session, seq uint64, qos byte, put int32) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
@@ -711,7 +688,7 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 		state = entryDeleteOnce
 	}
 	switch {
-	case qos < 2 && l.takeBackPut(s, seq):
+	case qos < 2 && l.takeBackPut(s, put, seq):
 	case !l.entryNow(seq, nil):
 		l.deferWrite(entryKey{id: s.id, seq: seq, state: state})
 	default:
@@ -732,10 +709,10 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte) {
 func (l *loop) forgetAcked(s *session, out *outMsg) {
 	m := out.msg
 	if out.qos >= 2 || m.router != l || m.seq == 0 || !l.srv.durable(s) {
-		l.forgetEntry(s, m.seq, out.qos)
+		l.forgetEntry(s, m.seq, out.qos, 0) // not put by this loop, or not once
 		return
 	}
-	if !l.takeBackPut(s, m.seq) {
+	if !l.takeBackPut(s, out.put, m.seq) {
 		l.deleteEntry(s.id, m.seq, entryDeleteOnce)
 	}
 	s.forgot(m.seq)

@@ -151,7 +151,7 @@ func (c *client) onAck(a *codec.Ack) {
 		s.acked(c.loop)
 		if a.ReasonCode.IsError() {
 			// 5.0: the client refused the message; the flow ends here.
-			c.loop.forgetEntry(s, sl.m.msg.seq, sl.m.qos)
+			c.loop.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			s.q.inflight.free(sl)
 			s.pump()
 			return
@@ -187,7 +187,7 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBCOMP:
 		if sl := s.lookup(a.PacketID, slotAwaitComp); sl != nil {
 			s.acked(c.loop)
-			c.loop.forgetEntry(s, sl.seq, 2)
+			c.loop.forgetEntry(s, sl.seq, 2, 0)
 			s.q.inflight.free(sl)
 			s.pump()
 		}
@@ -293,7 +293,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		return
 	}
 	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
-		l.forgetEntry(s, out.msg.seq, out.qos)
+		l.forgetEntry(s, out.msg.seq, out.qos, out.put)
 		out.msg.release()
 		return
 	}
@@ -328,7 +328,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 	}
 	if c != nil && c.state == stateConnected && s.canSendNow(c) {
 		if out.msg.expired(l.mono) {
-			l.forgetEntry(s, out.msg.seq, out.qos)
+			l.forgetEntry(s, out.msg.seq, out.qos, out.put)
 			l.stats.droppedExpired.Add(1)
 			out.msg.release()
 			return
@@ -357,13 +357,13 @@ func (s *session) enqueue(out outMsg) {
 	l.stats.droppedQueueFull.Add(1)
 	s.checkStall(l)
 	if o.QueueOverflow == DropNewest || q.len() == 0 {
-		l.forgetEntry(s, out.msg.seq, out.qos)
+		l.forgetEntry(s, out.msg.seq, out.qos, out.put)
 		out.msg.release()
 		return
 	}
 	for q.len() > 0 && !q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		old := q.pop()
-		l.forgetEntry(s, old.msg.seq, old.qos)
+		l.forgetEntry(s, old.msg.seq, old.qos, old.put)
 		old.msg.release()
 	}
 }
@@ -384,7 +384,7 @@ func (s *session) send(c *client, out outMsg) {
 		return
 	}
 	if !c.writePublish(out, id, out.dup) {
-		c.loop.forgetEntry(s, out.msg.seq, out.qos)
+		c.loop.forgetEntry(s, out.msg.seq, out.qos, out.put)
 		q.inflight.free(&q.inflight.slots[q.inflight.index(id)])
 	}
 }
@@ -408,7 +408,7 @@ func (s *session) pump() {
 		if q.queue.peek().msg.expired(now) {
 			// [MQTT-3.3.2-5] not delivered once expired.
 			out := q.queue.pop()
-			c.loop.forgetEntry(s, out.msg.seq, out.qos)
+			c.loop.forgetEntry(s, out.msg.seq, out.qos, out.put)
 			c.loop.stats.droppedExpired.Add(1)
 			out.msg.release()
 			continue

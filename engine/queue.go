@@ -15,6 +15,12 @@ type outMsg struct {
 	retain bool   // retain flag to send
 	shared bool   // chosen from a shared subscription group: another member may take it over
 	dup    bool   // may have been sent before: recovered from the store after a restart
+	// put is 1 + the index of this delivery's PutEntry in its routing
+	// loop's open batch (persistDelivery, QoS 1), 0 if none: the put is
+	// taken back there if the delivery is acknowledged before the batch is
+	// committed (takeBackPut). The index may be stale by then: the batch
+	// checks that it names this put.
+	put int32
 }
 
 // msgQueue is a session's FIFO of messages waiting for an in-flight slot

@@ -63,7 +63,7 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 			// The entry moves with the message, in one batch.
 			l.persistDelivery(d.Handle, &next)
 		}
-		l.forgetEntry(s, seq, out.qos) // s no longer owes it, wherever it goes
+		l.forgetEntry(s, seq, out.qos, out.put) // s no longer owes it, wherever it goes
 		if o := d.Handle.ownerFrom(l); o != l {
 			l.handOff(o, task{kind: taskDeliver, sess: d.Handle, out: next})
 		} else {

@@ -69,7 +69,7 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 		// The overflow policy on disk is always drop-newest: the oldest
 		// are not in memory to drop.
 		l.stats.droppedQueueFull.Add(1)
-		l.forgetEntry(s, seq, out.qos)
+		l.forgetEntry(s, seq, out.qos, out.put)
 		out.msg.release()
 		return true
 	}
@@ -134,7 +134,7 @@ func (l *loop) readBack(s *session) {
 			if e.State != store.EntryQueued {
 				qos = 2 // marked: put more than once
 			}
-			l.forgetEntry(s, e.Seq, qos)
+			l.forgetEntry(s, e.Seq, qos, 0)
 			out.msg.release()
 			denied++
 			return true
