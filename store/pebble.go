@@ -96,7 +96,8 @@ type Pebble struct {
 	readClosed bool
 	readers    sync.WaitGroup
 
-	skips skipLog
+	skips    skipLog
+	msgCache msgCache // message records read last (pebble_read.go)
 
 	// keyBuf, valBuf and endBuf are the committer's scratch for encoding
 	// (encode): only the committer goroutine touches them.

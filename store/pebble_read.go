@@ -104,6 +104,9 @@ func (p *Pebble) Entries(clientID string, from uint64, max int, fn func(*Entry) 
 // readMessage appends the value of the message record seq to dst; found
 // is false if there is none.
 func (p *Pebble) readMessage(dst []byte, seq uint64) (_ []byte, found bool, err error) {
+	if v, ok := p.msgCache.get(dst, seq); ok {
+		return v, true, nil
+	}
 	if err := p.beginRead(); err != nil {
 		return dst, false, err
 	}
@@ -115,8 +118,55 @@ func (p *Pebble) readMessage(dst []byte, seq uint64) (_ []byte, found bool, err 
 	if err != nil {
 		return dst, false, fmt.Errorf("store: read message %d: %w", seq, err)
 	}
+	p.msgCache.put(seq, v)
 	dst = append(dst, v...)
 	return dst, true, closer.Close()
+}
+
+// msgCache keeps the message records read last, so that reading back the
+// queues of the sessions a message was fanned out to reads it from disk
+// once rather than once per session (BenchmarkRecovery/shared). A record
+// never changes while it exists (entries put once with one Seq hold one
+// message, Batch.PutEntryOnce); one deleted since it was cached can only
+// be served for an entry deleted as it was being read, which a read a
+// moment earlier would have returned too. Direct-mapped by Seq: at most
+// msgCacheSlots values of at most msgCacheMax bytes. Safe for concurrent
+// use.
+type msgCache struct {
+	mu    sync.Mutex
+	slots [msgCacheSlots]cachedMsg
+}
+
+type cachedMsg struct {
+	seq uint64
+	val []byte // nil: empty slot
+}
+
+const (
+	msgCacheSlots = 256
+	msgCacheMax   = 4 << 10
+)
+
+// get appends the cached value of seq to dst.
+func (c *msgCache) get(dst []byte, seq uint64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &c.slots[seq%msgCacheSlots]
+	if s.val == nil || s.seq != seq {
+		return dst, false
+	}
+	return append(dst, s.val...), true
+}
+
+// put caches v (copied) as seq's value if it is small enough.
+func (c *msgCache) put(seq uint64, v []byte) {
+	if len(v) > msgCacheMax {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &c.slots[seq%msgCacheSlots]
+	s.seq, s.val = seq, append(s.val[:0], v...) // get copies out under mu
 }
 
 // groupedReader hands out a client's live grouped entries in Seq order
