@@ -24,7 +24,11 @@ import "runtime"
 // milliseconds, the one on the message path, the store's committer, is
 // yielded to at once, and on 2 cores the spare P cost 13-25% of the
 // deliveries per second at maximum rate in two cases of three
-// (docs/benchmarks.md, issue 6).
+// (docs/benchmarks.md, issue 6). The store's log syncer, which needs a P
+// again after each fsync, does wait: a spare P gave persisted fan-in
+// 7-46% more deliveries per second, but pairs and fan-out nothing
+// consistent and QoS 0 fan-out 11-25% less (docs/architecture.md,
+// Goroutines), so a store does not change the suggestion either.
 //
 // Safe for concurrent use; it reads nothing but opts and runtime.NumCPU.
 func SuggestedGOMAXPROCS(opts Options) int {

@@ -107,13 +107,14 @@ type Pebble struct {
 	// entries put once in the commit group being encoded, per client,
 	// freeBuilders the builders to reuse, gkey, groupBuf and seqBuf the
 	// scratch they are written with: the committer's only.
-	groups       groupIndex
-	building     map[string]*groupBuilder
-	freeBuilders []*groupBuilder
-	// runs are the runs of puts once of one Seq in that commit group, which
-	// share a message record; entryBuf, mkey and refBuf are scratch too.
+	groups         groupIndex
+	building       map[string]*groupBuilder
+	freeBuilders   []*groupBuilder
 	gkey, groupBuf []byte
 	seqBuf         []uint64
+	// runs are the runs of puts once of one Seq in that commit group,
+	// which share a message record; entryBuf, mkey and refBuf are scratch
+	// too. The committer's only.
 	runs           []msgRun
 	entryBuf, mkey []byte
 	refBuf         []uint64
