@@ -5,13 +5,16 @@
 # one broker at a time, ROUNDS times alternating. Prints the benchmark lines;
 # broker-cpu-ns/delivery is the broker process's own CPU per delivery.
 #
-#   bench/scripts/persist-compare.sh [ROUNDS] [BENCHTIME]
+#   bench/scripts/persist-compare.sh [ROUNDS] [BENCHTIME] [PAYLOAD]
+#
+# PAYLOAD is the PUBLISH payload in bytes (-bench.payload; 64 by default).
 #
 # Mosquitto writes its persistence file only every autosave_interval (and on
 # exit); loopmq -sync always fsyncs before acknowledging (docs/persistence.md).
 set -euo pipefail
 rounds=${1:-2}
 benchtime=${2:-20000x}
+payload=${3:-64}
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -26,7 +29,7 @@ run() { # name, then the broker command
 	local pid=$!
 	for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 	echo "## $name"
-	(cd bench && "$tmp/bench.test" -test.run '^$' -test.bench 'QoS1Persist/.*/memory' -test.benchtime "$benchtime" \
+	(cd bench && "$tmp/bench.test" -test.run '^$' -test.bench 'QoS1Persist/.*/memory' -test.benchtime "$benchtime" -bench.payload "$payload" \
 		-bench.broker 127.0.0.1:$port -bench.broker-pid $pid) | grep -E '^Benchmark' || { echo "failed; log:"; cat "$tmp/$name.log"; }
 	kill $pid; wait $pid 2>/dev/null || true
 }
