@@ -338,13 +338,24 @@ func TestWebSocketPaho5(t *testing.T) {
 	// frames wsStream.Write now prevents.)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*e2eWait)
 	defer cancel()
+	// Each step's time is logged: a full-suite run once had the exchange
+	// take more than 15 s (2026-11-26, at the PUBACK), and that is what
+	// the next one should tell.
+	step := time.Now()
+	took := func(what string) {
+		t.Logf("%s after %v", what, time.Since(step))
+		step = time.Now()
+	}
 	ca, err := pc.Connect(ctx, &paho5.Connect{ClientID: "p5-wss", CleanStart: true, KeepAlive: 30})
+	took("CONNACK")
 	require.NoError(t, err)
 	require.Equal(t, byte(0), ca.ReasonCode)
 	_, err = pc.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{{Topic: "p5/ws", QoS: 1}}})
+	took("SUBACK")
 	require.NoError(t, err)
 	_, err = pc.Publish(ctx, &paho5.Publish{Topic: "p5/ws", QoS: 1, Payload: []byte("5.0 over wss"),
 		Properties: &paho5.PublishProperties{User: paho5.UserProperties{{Key: "k", Value: "v"}}}})
+	took("PUBACK")
 	require.NoError(t, err)
 	select {
 	case m := <-msgs:
