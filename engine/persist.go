@@ -354,17 +354,24 @@ func (l *loop) commitStore() {
 	ls := &l.st
 	if len(ls.deferred) > 0 {
 		ls.w = l.srv.watermark()
-		keep := ls.deferred[:0]
-		for _, k := range ls.deferred {
+		// In place: a write that stays is moved only once one before it
+		// went (the list can hold a commit cycle's deletes of entries
+		// other loops put, scanned at every commit).
+		n := 0
+		for i := range ls.deferred {
+			k := &ls.deferred[i]
 			if k.seq <= ls.w {
-				l.writeEntry(&k)
-			} else {
-				keep = append(keep, k)
+				l.writeEntry(k)
+				continue
 			}
+			if n != i {
+				ls.deferred[n] = *k
+			}
+			n++
 		}
-		clear(ls.deferred[len(keep):])
-		ls.deferred = keep
-		if len(keep) == 0 {
+		clear(ls.deferred[n:])
+		ls.deferred = ls.deferred[:n]
+		if n == 0 {
 			ls.deferring.Store(false)
 		}
 	}
