@@ -159,12 +159,12 @@ func (x *groupIndex) remove(id string, g *entryGroup) {
 	}
 }
 
-// ref counts one more live entry referring to the message record seq.
-func (x *groupIndex) ref(seq uint64) {
+// ref counts n more live entries referring to the message record seq.
+func (x *groupIndex) ref(seq uint64, n int32) {
 	if x.msgs == nil {
 		x.msgs = make(map[uint64]int32)
 	}
-	x.msgs[seq]++
+	x.msgs[seq] += n
 }
 
 // unref counts one less live entry referring to the message record seq,
@@ -236,12 +236,14 @@ type builtEntry struct {
 }
 
 // msgRun is a run of consecutive puts once of one Seq in the commit group
-// being encoded (Batch.PutEntryOnce): with more than one, the entries
-// refer to one message record, written with the first of them.
+// being encoded (Batch.PutEntryOnce): with more than one, the grouped
+// entries refer to one message record, written with the first of them;
+// refs counts those written, added to groupIndex.msgs once per run.
 type msgRun struct {
 	seq     uint64
 	msg     *Message
 	puts    int
+	refs    int32
 	written bool
 }
 
@@ -316,6 +318,11 @@ func (p *Pebble) flushGroups(pb *pebble.Batch) {
 		p.freeBuilders = append(p.freeBuilders, b)
 	}
 	clear(p.building)
+	for i := range p.runs {
+		if r := &p.runs[i]; r.refs > 0 {
+			p.groups.ref(r.seq, r.refs)
+		}
+	}
 	clear(p.runs)
 	p.runs = p.runs[:0]
 }
@@ -352,7 +359,7 @@ func (p *Pebble) writeBuilt(pb *pebble.Batch, id string, b *groupBuilder) {
 				_ = pb.Set(p.mkey, p.entryBuf, nil)
 				run.written = true
 			}
-			p.groups.ref(e.seq)
+			run.refs++
 			refs = setBit(refs, i)
 			p.entryBuf = appendEntryRefValue(p.entryBuf[:0], &e.op.Entry)
 		} else {

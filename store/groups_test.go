@@ -13,6 +13,27 @@ func onceEntry(seq uint64) *Entry {
 	return &Entry{Seq: seq, State: EntryQueued, QoS: 1, Msg: Message{Topic: []byte("t"), Payload: []byte{byte(seq)}, QoS: 1}}
 }
 
+// openCrashable opens a store on a crashable in-memory file system; crash
+// opens, beside it, the store as a crash would leave it (what was synced,
+// nothing else). opts reopens the original.
+func openCrashable(t *testing.T) (p *Pebble, crash func() *Pebble, opts PebbleOptions) {
+	t.Helper()
+	mem := vfs.NewCrashableMem()
+	opts = quietOptions(t)
+	opts.fs = mem
+	p, err := OpenPebble("/store", opts)
+	require.NoError(t, err)
+	crash = func() *Pebble {
+		t.Helper()
+		o := opts
+		o.fs = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		c, err := OpenPebble("/store", o)
+		require.NoError(t, err)
+		return c
+	}
+	return p, crash, opts
+}
+
 func entrySeqs(t *testing.T, s Store, id string) []uint64 {
 	t.Helper()
 	var got []uint64
@@ -62,11 +83,7 @@ func TestPebbleGroupsEntriesPutOnce(t *testing.T) {
 // of a group with live ones are back; after Close they are not. Entries
 // DeleteEntriesTo removes stay removed after a crash too.
 func TestPebbleGroupDeletesAfterCrashAndClose(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	opts := quietOptions(t)
-	opts.fs = mem
-	p, err := OpenPebble("/store", opts)
-	require.NoError(t, err)
+	p, crash, opts := openCrashable(t)
 	var b Batch
 	// Each client's puts apart: a run of puts of one Seq for several
 	// clients would share a message record (TestPebbleMessageRecords).
@@ -84,16 +101,13 @@ func TestPebbleGroupDeletesAfterCrashAndClose(t *testing.T) {
 	require.Equal(t, []uint64{1, 3, 4, 5, 6}, entrySeqs(t, p, "a"))
 	require.Equal(t, []uint64{5, 6}, entrySeqs(t, p, "gone"))
 
-	opts.fs = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
-	crashed, err := OpenPebble("/store", opts)
-	require.NoError(t, err)
+	crashed := crash()
 	require.Equal(t, []uint64{1, 2, 3, 4, 5, 6}, entrySeqs(t, crashed, "a"), "sent again after a crash")
 	require.Equal(t, []uint64{5, 6}, entrySeqs(t, crashed, "gone"))
 	require.NoError(t, crashed.Close())
 
 	require.NoError(t, p.Close())
-	opts.fs = mem
-	p, err = OpenPebble("/store", opts)
+	p, err := OpenPebble("/store", opts)
 	require.NoError(t, err)
 	defer p.Close()
 	require.Equal(t, []uint64{1, 3, 4, 5, 6}, entrySeqs(t, p, "a"))
@@ -225,11 +239,7 @@ func TestPebbleMessageRecords(t *testing.T) {
 // those whose message record went with its last live entry stay deleted
 // (they were acknowledged), and the next open forgets them.
 func TestPebbleMessageRecordsAfterCrash(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	opts := quietOptions(t)
-	opts.fs = mem
-	p, err := OpenPebble("/store", opts)
-	require.NoError(t, err)
+	p, crash, _ := openCrashable(t)
 	var b Batch
 	for seq := uint64(1); seq <= 3; seq++ {
 		b.PutEntryOnce("a", onceEntry(seq))
@@ -243,9 +253,7 @@ func TestPebbleMessageRecordsAfterCrash(t *testing.T) {
 	commitWait(t, p, &b)
 	require.Equal(t, []uint64{3}, entrySeqs(t, p, "a"))
 
-	opts.fs = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
-	crashed, err := OpenPebble("/store", opts)
-	require.NoError(t, err)
+	crashed := crash()
 	require.Equal(t, []uint64{2, 3}, entrySeqs(t, crashed, "a"), "2 sent again, 1 not: its message is gone")
 	require.Equal(t, []uint64{2, 3}, entrySeqs(t, crashed, "b"))
 	require.Equal(t, map[uint64]int32{2: 2, 3: 2}, crashed.groups.msgs)

@@ -107,18 +107,31 @@ func (p *Pebble) readMessage(dst []byte, seq uint64) (_ []byte, found bool, err 
 	if v, ok := p.msgCache.get(dst, seq); ok {
 		return v, true, nil
 	}
+	start := len(dst)
+	dst, found, err = p.get(dst, appendMessageKey(nil, seq))
+	if err != nil {
+		return dst, false, fmt.Errorf("store: read message %d: %w", seq, err)
+	}
+	if found {
+		p.msgCache.put(seq, dst[start:])
+	}
+	return dst, found, nil
+}
+
+// get appends the value of key to dst, as a read Close waits for; found is
+// false if there is no such record.
+func (p *Pebble) get(dst, key []byte) (_ []byte, found bool, err error) {
 	if err := p.beginRead(); err != nil {
 		return dst, false, err
 	}
 	defer p.readers.Done()
-	v, closer, err := p.db.Get(appendMessageKey(nil, seq))
+	v, closer, err := p.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return dst, false, nil
 	}
 	if err != nil {
-		return dst, false, fmt.Errorf("store: read message %d: %w", seq, err)
+		return dst, false, err
 	}
-	p.msgCache.put(seq, v)
 	dst = append(dst, v...)
 	return dst, true, closer.Close()
 }
@@ -273,23 +286,17 @@ func (r *groupedReader) group(key uint64) *openGroup {
 	}
 	og := &openGroup{}
 	r.open[key] = og
-	if err := r.p.beginRead(); err != nil {
-		r.err = err
-		return nil
-	}
-	defer r.p.readers.Done()
 	r.key = appendGroupKey(r.key[:0], r.id, key)
-	v, closer, err := r.p.db.Get(r.key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		og.missing = true
-		return og
-	}
+	v, found, err := r.p.get(nil, r.key)
 	if err != nil {
 		r.err = fmt.Errorf("store: read group: %w", err)
 		return nil
 	}
-	og.value = bytes.Clone(v)
-	_ = closer.Close()
+	if !found {
+		og.missing = true
+		return og
+	}
+	og.value = v
 	if err := decodeGroupValue(og.value, key, func(s uint64, entry []byte) bool {
 		og.seqs = append(og.seqs, s)
 		og.entries = append(og.entries, entry)
@@ -341,25 +348,20 @@ func (p *Pebble) Retained(fn func(*Message) error) error {
 
 // Meta implements Store. The value returned is the caller's.
 func (p *Pebble) Meta(key string) ([]byte, error) {
-	if err := p.beginRead(); err != nil {
-		return nil, err
-	}
-	defer p.readers.Done()
 	k := appendMetaKey(nil, key)
-	v, closer, err := p.db.Get(k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
+	v, found, err := p.get(nil, k)
 	if err != nil {
 		return nil, fmt.Errorf("store: meta %q: %w", key, err)
 	}
-	defer closer.Close()
-	value, err := decodeMetaValue(v)
+	if !found {
+		return nil, nil
+	}
+	value, err := decodeMetaValue(v) // aliases v, the caller's copy
 	if err != nil {
 		p.skips.skip(k, err)
 		return nil, nil
 	}
-	return bytes.Clone(value), nil
+	return value, nil
 }
 
 // scan calls fn for every record of kind.
