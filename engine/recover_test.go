@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -194,4 +195,60 @@ func TestE2EPersistGroupedAcksSurviveRestart(t *testing.T) {
 		sub.ack(codec.PUBACK, p.PacketID)
 	}
 	sub.expectNothing(e2eSilent)
+}
+
+// Real clients (Paho 3.1.1) on the on-disk store: three persistent QoS 1
+// subscribers are offline while a publisher sends a burst to all of them,
+// which the store keeps as groups sharing message records
+// (store/groups.go); after a graceful restart each gets every message, in
+// order [MQTT-4.6.0-6], and acknowledges it; nothing comes back after a
+// second restart.
+func TestE2EPersistFanOutPahoAcrossRestart(t *testing.T) {
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{Sync: store.SyncAlways})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st})
+	ids := []string{"fo-0", "fo-1", "fo-2"}
+	persistent := func(id string, h paho.MessageHandler) func(*paho.ClientOptions) {
+		return func(o *paho.ClientOptions) {
+			o.SetClientID(id).SetCleanSession(false)
+			if h != nil {
+				o.SetDefaultPublishHandler(h)
+			}
+		}
+	}
+	for _, id := range ids {
+		c, _ := connectPaho(t, s, persistent(id, nil))
+		tok := c.Subscribe("fo/t", 1, nil)
+		require.True(t, tok.WaitTimeout(e2eWait))
+		require.NoError(t, tok.Error())
+		c.Disconnect(50)
+	}
+	pub, _ := connectPaho(t, s, nil)
+	const n = 60
+	toks := make([]paho.Token, 0, n)
+	for i := range n {
+		toks = append(toks, pub.Publish("fo/t", 1, false, fmt.Sprintf("m%d", i)))
+	}
+	require.NoError(t, waitAll(toks, time.Now().Add(e2eWait)))
+	pub.Disconnect(50)
+
+	s = restart(t, s, st)
+	for _, id := range ids {
+		h, msgs := collect(n)
+		_, present := connectPaho(t, s, persistent(id, h))
+		require.True(t, present, "%s: session present", id)
+		for i := range n {
+			m := recv(t, msgs, fmt.Sprintf("%s: m%d", id, i))
+			require.Equal(t, fmt.Sprintf("m%d", i), m.payload, id)
+		}
+		recvNone(t, msgs, e2eSilent)
+	}
+
+	s = restart(t, s, st)
+	for _, id := range ids {
+		h, msgs := collect(n)
+		connectPaho(t, s, persistent(id, h))
+		recvNone(t, msgs, e2eSilent)
+	}
 }
