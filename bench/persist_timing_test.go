@@ -60,10 +60,11 @@ func BenchmarkQoS1Persist(b *testing.B) {
 					}
 				}
 				var s0 store.Stats
-				var back0 uint64
+				var back0, early0 uint64
 				if st != nil {
 					s0 = st.Stats()
 					back0 = fx.srv.Stats().StoreEntriesTakenBack
+					early0 = fx.srv.Stats().StoreAcksEarly
 				}
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -83,6 +84,8 @@ func BenchmarkQoS1Persist(b *testing.B) {
 					if res.deliveries > 0 {
 						back := fx.srv.Stats().StoreEntriesTakenBack - back0
 						b.ReportMetric(float64(back)/float64(res.deliveries), "taken-back/delivery")
+						early := fx.srv.Stats().StoreAcksEarly - early0
+						b.ReportMetric(float64(early)/float64(res.deliveries), "acks-early/delivery")
 					}
 				}
 			})

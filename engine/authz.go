@@ -250,7 +250,7 @@ func (c *client) mayPublish(p *codec.Publish) bool {
 		// PUBCOMP as for any unknown packet identifier.
 		t = codec.PUBREC
 	}
-	c.ackPublish(t, p.PacketID, code, nil, 0)
+	c.ackPublish(t, p.PacketID, code, nil, durableWait{})
 	return false
 }
 

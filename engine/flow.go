@@ -47,11 +47,12 @@ type heldAcks struct {
 	since int64    // loop clock when the first ack was held
 }
 
-// heldAck is one withheld acknowledgement. ticket is the store batch that
-// must be durable before it is sent (persist.go); 0 for none.
+// heldAck is one withheld acknowledgement. wait is the store batch that
+// must be durable before it is sent (persist.go), or whose writes for it
+// must all be taken back (earlyack.go); zero for none.
 type heldAck struct {
 	codec.Ack
-	ticket uint64
+	wait durableWait
 }
 
 // maxHeldAcks bounds a client's withheld acknowledgements (3.1.1 clients
@@ -63,11 +64,11 @@ const maxHeldAcks = 65535
 
 // ackPublish acknowledges an inbound QoS 1/2 PUBLISH with code, or holds
 // the acknowledgement back when slow (a congested recipient) is set, when
-// ticket (a store batch that must be durable first, persist.go) is not 0,
-// or when older ones are held.
-func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session, ticket uint64) {
+// w names a store batch that must be durable first (persist.go), or when
+// older ones are held.
+func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session, w durableWait) {
 	h := c.heldAcks()
-	if slow == nil && ticket == 0 && (h == nil || len(h.acks) == 0) {
+	if slow == nil && w.ticket == 0 && (h == nil || len(h.acks) == 0) {
 		c.writeAck(t, id, code)
 		return
 	}
@@ -90,8 +91,8 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 			Reason: "65,535 QoS 1/2 packets unacknowledged and another arrived: a packet identifier was reused"})
 		return
 	}
-	h.acks = append(h.acks, heldAck{Ack: codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}, ticket: ticket})
-	if len(h.acks) >= maxHeldAcks && ticket == 0 {
+	h.acks = append(h.acks, heldAck{Ack: codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}, wait: w})
+	if len(h.acks) >= maxHeldAcks && w.ticket == 0 {
 		c.releaseHeld()
 		return
 	}
@@ -103,8 +104,9 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 }
 
 // releaseHeld sends the withheld acknowledgements, in order, up to the
-// first whose store batch is not durable yet; that one and those behind it
-// are sent when it is (loop.committed). Runs on c's loop.
+// first whose store batch is not durable yet and whose writes are not all
+// taken back; that one and those behind it are sent when it is
+// (loop.committed, loop.releaseEarly). Runs on c's loop.
 func (c *client) releaseHeld() {
 	h := c.heldAcks()
 	if h == nil {
@@ -115,10 +117,16 @@ func (c *client) releaseHeld() {
 		h.acks = h.acks[:0]
 		return
 	}
-	durable := c.loop.st.durable
+	ls := &c.loop.st
 	n := 0
-	for n < len(h.acks) && h.acks[n].ticket <= durable {
+	for n < len(h.acks) {
 		a := &h.acks[n]
+		if a.wait.ticket > ls.durable {
+			if !ls.saved(a.wait) {
+				break
+			}
+			c.loop.stats.acksEarly.Add(1)
+		}
 		c.writeAck(a.PacketType, a.PacketID, a.ReasonCode)
 		n++
 	}

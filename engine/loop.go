@@ -15,12 +15,13 @@ import (
 
 // Kinds of work one loop hands another.
 const (
-	taskDeliver = iota // deliver out to sess
-	taskFunc           // run fn on the loop (rare control work: takeover, sweeps)
+	taskDeliver  = iota // deliver out to sess
+	taskFunc            // run fn on the loop (rare control work: takeover, sweeps)
+	taskTakeBack        // take back sess's put out.put of out.msg, acknowledged on another loop (persist.go)
 )
 
-// task is one unit of cross-loop work. A delivery task owns one reference
-// to out.msg.
+// task is one unit of cross-loop work. A delivery or take-back task owns
+// one reference to out.msg.
 type task struct {
 	kind byte
 	// forwarded marks a delivery that a previous owner of sess passed on
@@ -148,6 +149,9 @@ func (l *loop) Run(context.Context) error {
 			l.deliver(t.sess, t.out, t.forwarded)
 		case taskFunc:
 			t.fn(l)
+		case taskTakeBack:
+			l.takeBackPut(t.sess, t.out.put, t.out.msg.seq)
+			t.out.msg.release()
 		}
 		batch[i] = task{}
 	}
@@ -163,7 +167,7 @@ func (l *loop) dropInbox() {
 	l.inbox = nil
 	l.inboxMu.Unlock()
 	for _, t := range batch {
-		if t.kind == taskDeliver {
+		if t.kind == taskDeliver || t.kind == taskTakeBack {
 			t.out.msg.release()
 		}
 	}
@@ -191,7 +195,8 @@ func (l *loop) endBatch() {
 	}
 	l.inEndBatch = true
 	if l.srv.ps != nil {
-		l.flushStore() // group commit (persist.go)
+		l.releaseEarly() // acknowledgements whose writes were all taken back (earlyack.go)
+		l.flushStore()   // group commit (persist.go)
 	}
 	for i := 0; i < len(l.dirty); i++ {
 		l.dirty[i].flush()

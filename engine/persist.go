@@ -96,6 +96,9 @@ type loopStore struct {
 	// handed says a batch went to the store in the current event: the
 	// store's committer goroutine is runnable, and endBatch yields to it.
 	handed bool
+	// e counts what each route of the open batch left to be saved
+	// (earlyack.go).
+	e earlyState
 }
 
 // storeStallAfter is how long a commit may stay outstanding before the
@@ -380,6 +383,7 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
+	ls.clearEarly()
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	ls.handed = true
@@ -476,16 +480,27 @@ func (srv *Server) commitAtStop() {
 
 // waitDurable makes c's acknowledgement being added wait for the open
 // batch; it returns the ticket to hold it with (0: no wait).
-func (l *loop) waitDurable(c *client) uint64 {
+func (l *loop) waitDurable(c *client) durableWait {
 	ls := &l.st
 	if !ls.needs {
-		return 0
+		return durableWait{}
 	}
 	ls.needs = false
 	if len(ls.waiters) == 0 || ls.waiters[len(ls.waiters)-1] != c {
 		ls.waiters = append(ls.waiters, c)
 	}
-	return ls.ticket
+	return durableWait{ticket: ls.ticket}
+}
+
+// waitSaved is waitDurable for the route that just ended: its
+// acknowledgement may also go once none of what it wrote needs saving
+// (earlyack.go).
+func (l *loop) waitSaved(c *client) durableWait {
+	w := l.waitDurable(c)
+	if w.ticket != 0 {
+		w.early = l.st.e.early
+	}
+	return w
 }
 
 // nextSeq numbers a message for the store. Sequence numbers order a
@@ -547,6 +562,7 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
 	if out.qos < 2 {
 		out.put = int32(len(l.st.b.Ops())) // 1 + its index
+		l.st.countPut(out.put)
 	}
 	l.st.needs = true
 }
@@ -556,13 +572,16 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 // dropped) before its batch was committed, so neither the entry nor its
 // delete needs writing. put is the delivery's outMsg.put (persistDelivery,
 // QoS 1 only); the batch checks that it still names that put, so what was
-// put by another loop or has been committed is deleted as usual. Runs on
-// s's owner, l.
+// put by another loop or has been committed is deleted as usual. A route
+// whose every put is taken back may have its PUBACK sent early
+// (earlyack.go). Runs on s's owner, or on the routing loop for an
+// acknowledgement another loop read (taskTakeBack); l either way.
 func (l *loop) takeBackPut(s *session, put int32, seq uint64) bool {
 	ls := &l.st
 	if ls.b == nil || put == 0 || !ls.b.CancelPutEntry(int(put-1), s.id, seq) {
 		return false
 	}
+	ls.tookBack(put)
 	l.stats.takenBack.Add(1)
 	return true
 }
@@ -709,13 +728,22 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte, put int32) {
 // entry's put is in one of its own batches, which the store applies in
 // order: the put is taken back if still in the open batch, else the
 // delete joins the open batch at once, with no wait for the watermark.
+//
 // Entries another loop put are deleted by forgetEntry, on this loop:
 // handing the delete to the routing loop would put it in a batch this
 // session's spill read-back does not wait for (spill.go), which could read
-// the acknowledged entry back and send it again. Runs on s's owner, l.
+// the acknowledged entry back and send it again. The routing loop is asked
+// to take the put back as well (taskTakeBack): if its batch is still open,
+// the message is never written and its publisher's PUBACK may go early
+// (earlyack.go); the delete written here then finds nothing, which the
+// store allows. Runs on s's owner, l.
 func (l *loop) forgetAcked(s *session, out *outMsg) {
 	m := out.msg
 	if out.qos >= 2 || m.router != l || m.seq == 0 || !l.srv.durable(s) {
+		if r := m.router; r != nil && r != l && out.qos < 2 && out.put != 0 && m.seq != 0 && l.srv.durable(s) {
+			m.ref()
+			l.handOff(r, task{kind: taskTakeBack, sess: s, out: outMsg{msg: m, put: out.put}})
+		}
 		l.forgetEntry(s, m.seq, out.qos, 0) // not put by this loop, or not once
 		return
 	}

@@ -57,7 +57,7 @@ func (c *client) onPublish(p *codec.Publish) {
 		if p.QoS == 2 {
 			t = codec.PUBREC // the flow ends here: no PUBREL follows an error [MQTT-4.3.3]
 		}
-		c.ackPublish(t, p.PacketID, code, nil, 0)
+		c.ackPublish(t, p.PacketID, code, nil, durableWait{})
 		return
 	}
 	switch p.QoS {
@@ -65,7 +65,7 @@ func (c *client) onPublish(p *codec.Publish) {
 		l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 0, p.Retain, c.clientID, &p.Properties, p, l.mono))
 	case 1:
 		slow, n := l.route(l.srv.msgs.newMessage(p.Topic, p.Payload, 1, p.Retain, c.clientID, &p.Properties, p, l.mono))
-		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow, l.waitDurable(c))
+		c.ackPublish(codec.PUBACK, p.PacketID, c.matchCode(n), slow, l.waitSaved(c))
 	case 2:
 		// Exactly once, method B of MQTT 4.3.3: deliver on the first
 		// receipt, remember the packet identifier until PUBREL, and do not
@@ -205,6 +205,10 @@ func (l *loop) route(m *message) (slow *session, n int) {
 	l.st.needs = false
 	prev := l.st.routing // a will routed from inside a delivery nests
 	l.st.routing = m
+	var start routeStart
+	if srv.ps != nil {
+		start = l.st.beginRoute()
+	}
 	if m.retain {
 		// [MQTT-3.3.1-5] store; [MQTT-3.3.1-10/11] an empty payload removes.
 		srv.setRetained(m)
@@ -244,6 +248,9 @@ func (l *loop) route(m *message) (slow *session, n int) {
 			continue
 		}
 		l.deliver(s, out, false)
+	}
+	if srv.ps != nil {
+		l.st.endRoute(start)
 	}
 	l.st.routing = prev
 	m.release()

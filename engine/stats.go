@@ -170,6 +170,7 @@ type loopStats struct {
 	droppedTooLarge  atomic.Uint64 // larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
 	droppedExpired   atomic.Uint64 // Message Expiry Interval passed before delivery [MQTT-3.3.2-5]
 	takenBack        atomic.Uint64 // store entries acknowledged before their batch was committed (takeBackPut)
+	acksEarly        atomic.Uint64 // PUBACKs sent before their batch was durable, every entry taken back (earlyack.go)
 
 	connsOpened     atomic.Uint64
 	connsClosed     atomic.Uint64
@@ -255,9 +256,12 @@ type Stats struct {
 	// a loop's commit stayed outstanding for more than 5 s (each logged).
 	// StoreEntriesTakenBack counts QoS 1 deliveries to persistent sessions
 	// acknowledged before their entry's batch was committed, so that the
-	// entry was never written (nor deleted).
+	// entry was never written (nor deleted). StoreAcksEarly counts the
+	// PUBACKs sent without waiting for the store because every entry of
+	// their message was taken back that way.
 	StoreCommits, StoreSyncs, StoreFailures, NotStoredDiskFull uint64
 	StoreDiskBytes, StoreStalls, StoreEntriesTakenBack         uint64
+	StoreAcksEarly                                             uint64
 }
 
 // Stats sums the counters of every loop. Safe for concurrent use.
@@ -281,6 +285,7 @@ func (s *Server) Stats() Stats {
 		st.DroppedTooLarge += ls.droppedTooLarge.Load()
 		st.DroppedExpired += ls.droppedExpired.Load()
 		st.StoreEntriesTakenBack += ls.takenBack.Load()
+		st.StoreAcksEarly += ls.acksEarly.Load()
 		st.ConnectionsOpened += ls.connsOpened.Load()
 		st.ConnectionsClosed += ls.connsClosed.Load()
 		st.Connects += ls.connects.Load()

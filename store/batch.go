@@ -46,6 +46,7 @@ type Batch struct {
 	chunks [][]byte // arena: copies of byte slices; chunks never move
 	cur    int      // chunk being filled
 	none   int      // operations taken back (OpNone)
+	copied int      // bytes copied (Copied)
 	// onceSeq and onceMsg: the Seq of the last entry put once and the
 	// arena copy of its message, which the next entries put once with that
 	// Seq share (PutEntryOnce).
@@ -70,6 +71,11 @@ func (b *Batch) Ops() []Op { return b.ops }
 // Len returns the number of operations, not counting those taken back.
 func (b *Batch) Len() int { return len(b.ops) - b.none }
 
+// Copied returns the bytes of topics, payloads, properties and values the
+// batch copied since it was last Reset, those of operations taken back
+// included: what it holds besides its operations.
+func (b *Batch) Copied() int { return b.copied }
+
 // Reset empties b, keeping its memory.
 func (b *Batch) Reset() {
 	if b.heap {
@@ -82,6 +88,7 @@ func (b *Batch) Reset() {
 	}
 	b.cur = 0
 	b.none = 0
+	b.copied = 0
 	b.onceSeq, b.onceMsg = 0, Message{}
 }
 
@@ -90,6 +97,7 @@ func (b *Batch) copyBytes(p []byte) []byte {
 	if p == nil {
 		return nil
 	}
+	b.copied += len(p)
 	if len(p) > chunkSize/4 {
 		b.heap = true
 		return append([]byte(nil), p...)
