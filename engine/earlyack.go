@@ -1,39 +1,33 @@
 package engine
 
-// Early acknowledgements: a QoS 1 PUBLISH whose every entry was taken back.
+// Early acknowledgements: a QoS 1 PUBLISH that every persistent session it
+// reached has acknowledged.
 //
 // A publisher's PUBACK waits for the batch holding what its message wrote
-// to be durable (persist.go), one to two fsyncs. When each persistent
-// subscriber the message went to acknowledges it before that batch is
-// committed, each entry is taken back (takeBackPut) and the message needs
-// the store no more: nothing of it is written, and a crash cannot lose a
-// message every subscriber has acknowledged. Its PUBACK then goes at the
-// end of the event that took back the last entry, in order with the
-// publisher's other acknowledgements (releaseHeld), instead of after the
-// fsync.
+// to be durable (persist.go), one to two fsyncs. Those writes are there for
+// one reason: to give the message to the persistent sessions it reached if
+// the broker crashes first. Once each of them has acknowledged its
+// delivery, a crash can lose the message for none of them, and the PUBACK
+// may go, in order with the publisher's other acknowledgements
+// (releaseHeld), at the end of the event that read the last
+// acknowledgement: on the publisher's loop, or handed to it
+// (taskAcksDue). The entries are still taken back if their batch is open
+// (takeBackPut) and deleted otherwise, as before.
 //
-// Accounting, per route (loop.route): unsaved counts the operations the
-// route added to the open batch, less those of its puts taken back since;
-// putRoute maps a put's index in the batch to its route. Only puts can be
-// taken back, so a route that added anything else (a retained message, a
-// QoS 2 entry, a delete, a nested route's writes) or took back one of its
-// own puts while routing is not counted: its count is poisoned and never
-// reaches zero. A count at zero, its batch still open, means the route
-// left nothing that must be durable.
+// Which PUBLISH qualifies: one whose route (loop.route) wrote nothing but
+// QoS 1 entries into one open batch: no retained message, no QoS 2 entry,
+// no delete, no nested route's writes, no commit in between. Its message
+// counts those entries (message.acksDue), and each acknowledgement of one
+// of those deliveries by its client counts one down (forgetAcked, on the
+// subscriber's loop). A delivery the broker drops instead (queue bound,
+// expiry, a session ending, a shared group passing it on to another
+// member as a copy) is never counted down, and a message read back from
+// the store is another object: the PUBACK then waits for the batch.
 //
-// Only the routing loop takes back puts. An acknowledgement read on
-// another loop is handed to it (forgetAcked, taskTakeBack) and takes the
-// put back if it arrives before the batch is committed; the subscriber's
-// loop writes its delete anyway, which then finds nothing.
-//
-// Measured (separate processes, pairs10 QoS 1, -sync always, medians of
-// six alternated runs): 215k deliveries/s before, 211k with take-backs
-// released early on the routing loop only, 282k with acknowledgements
-// from other loops handed over as well.
-//
-// Ownership: all of it is the loop's (loopStore), and it describes the
-// open batch only: commitStore clears it, since a committed put can no
-// longer be taken back.
+// Ownership: the route's counts are the routing loop's (loopStore.e);
+// message.acksDue is counted down by any loop (atomic), and
+// message.publisher is set by the routing loop before the deliveries are
+// handed to other loops.
 
 // An open batch keeps the operations taken back, and their copies, until
 // it is committed, and publishers whose acknowledgements go early keep
@@ -47,131 +41,91 @@ const (
 	earlyMaxBytes = 4 << 20
 )
 
-// poisoned is added to the count of a route that wrote something other
-// than puts that can be taken back: no number of take-backs brings it to
-// zero (a batch holds far fewer operations).
-const poisoned = 1 << 30
-
-// earlyState is loopStore's part for early acknowledgements.
+// earlyState is loopStore's part for early acknowledgements: the route
+// being counted.
 type earlyState struct {
-	unsaved  []int32 // per counted route of the open batch: its operations less its puts taken back
-	putRoute []int32 // per operation of the open batch: 1 + its route's index in unsaved, 0 for none
-	route    int32   // 1 + the index of the current route's count, 0 while it has none
-	start    routeStart
-	early    int32  // the count the last route's acknowledgement may be released on, 0 for none (waitSaved)
-	cleared  uint64 // times commitStore cleared the counts: a route's index is good within one
-	freed    bool   // a count reached zero since releaseEarly last looked
+	start routeStart
+	puts  int32    // QoS 1 entries the current route put
+	early *message // the last route's message if it qualified, for waitSaved
 }
 
-// routeStart is where the open batch stood when a route began.
+// routeStart is where the open batch stood when a route began, and the
+// enclosing route's count (a will routed from inside a delivery nests).
 type routeStart struct {
-	ticket  uint64 // the ticket its writes go to
-	ops     int    // the batch's operations before it
-	cleared uint64 // earlyState.cleared then
-	route   int32  // the enclosing route's count (a will routed from inside a delivery nests)
+	ticket uint64 // the ticket the route's writes go to
+	ops    int    // the batch's operations before it
+	puts   int32
 }
 
 // durableWait is what an acknowledgement waits for in the store: batch
-// ticket durable (0: nothing), or, for early, count early of that batch
-// at zero while the batch is still open.
+// ticket durable (0: nothing), or every delivery of acked acknowledged
+// (acked.acksDue at zero; nil: not that way). A durableWait with acked
+// holds a reference to it, which ackPublish hands to the held
+// acknowledgement.
 type durableWait struct {
 	ticket uint64
-	early  int32
+	acked  *message
 }
 
 // beginRoute starts counting a route's writes and returns the enclosing
 // route's state for endRoute. All of these run on the loop.
 func (ls *loopStore) beginRoute() routeStart {
 	prev := ls.e.start
-	prev.route = ls.e.route
-	s := routeStart{ticket: ls.ticket + 1, cleared: ls.e.cleared}
+	prev.puts = ls.e.puts
+	s := routeStart{ticket: ls.ticket + 1}
 	if ls.b != nil {
 		s.ticket, s.ops = ls.ticket, len(ls.b.Ops())
 	}
-	ls.e.start, ls.e.route = s, 0
+	ls.e.start, ls.e.puts = s, 0
 	return prev
 }
 
-// endRoute decides whether the route just ended may have its
-// acknowledgement released early, and resumes the enclosing route's count.
-func (ls *loopStore) endRoute(prev routeStart) {
+// endRoute decides whether m, just routed, qualifies, and resumes the
+// enclosing route's count. A qualifying m is kept in e.early with a
+// reference of its own (the route releases the caller's, which may be the
+// last), for waitSaved to take or the next route to drop.
+func (ls *loopStore) endRoute(m *message, prev routeStart) {
 	e := &ls.e
-	e.early = 0
-	if r := e.route; r != 0 {
-		s := e.start
-		if ls.b != nil && ls.ticket == s.ticket && e.cleared == s.cleared &&
-			len(ls.b.Ops())-s.ops == int(e.unsaved[r-1]) {
-			e.early = r
-		} else {
-			// r is of the current counts: commitStore zeroes route.
-			e.unsaved[r-1] += poisoned
-		}
+	if e.early != nil {
+		e.early.release() // a route whose PUBLISH had no PUBACK to hold (QoS 2, a will)
+		e.early = nil
 	}
-	e.start, e.route = prev, prev.route
-	if prev.cleared != e.cleared {
-		e.route = 0 // the enclosing route's batch was committed meanwhile
+	if n := e.puts; n > 0 && ls.b != nil && ls.ticket == e.start.ticket && len(ls.b.Ops())-e.start.ops == int(n) {
+		m.acksDue.Store(n)
+		m.ref()
+		e.early = m
 	}
+	e.start, e.puts = prev, prev.puts
 }
 
-// countPut counts the open batch's put at index put-1 (a QoS 1 entry
-// put once) to the current route.
-func (ls *loopStore) countPut(put int32) {
-	e := &ls.e
-	if ls.routing == nil {
+// acked reports whether an acknowledgement waiting for w may go now
+// although its batch is not durable: every delivery of its message was
+// acknowledged, and the open batch is within its bound.
+func (ls *loopStore) acked(w durableWait) bool {
+	return w.acked != nil && w.acked.acksDue.Load() == 0 &&
+		(ls.b == nil || len(ls.b.Ops()) <= earlyMaxOps && ls.b.Copied() <= earlyMaxBytes)
+}
+
+// ackedDelivery counts down m's deliveries awaiting acknowledgement, for
+// one of them its client acknowledged; the last lets the publisher's
+// PUBACK go. Runs on the subscriber's loop, l.
+func (l *loop) ackedDelivery(m *message) {
+	c := m.publisher
+	if c == nil || m.acksDue.Add(-1) != 0 || !m.held.Load() {
+		return // not counted, not the last, or the PUBACK went already
+	}
+	if c.loop == l {
+		c.releaseEarly()
 		return
 	}
-	if e.route == 0 {
-		e.unsaved = append(e.unsaved, 0)
-		e.route = int32(len(e.unsaved))
-	}
-	e.unsaved[e.route-1]++
-	for len(e.putRoute) < int(put)-1 {
-		e.putRoute = append(e.putRoute, 0)
-	}
-	e.putRoute = append(e.putRoute, e.route)
+	m.ref()
+	l.handOff(c.loop, task{kind: taskAcksDue, out: outMsg{msg: m}})
 }
 
-// tookBack uncounts the open batch's put at index put-1, just taken back.
-func (ls *loopStore) tookBack(put int32) {
-	e := &ls.e
-	if i := int(put) - 1; i < len(e.putRoute) {
-		if r := e.putRoute[i]; r != 0 {
-			e.putRoute[i] = 0
-			if e.unsaved[r-1]--; e.unsaved[r-1] == 0 {
-				e.freed = true
-			}
-		}
-	}
-}
-
-// clearEarly forgets the counts when the open batch is committed.
-func (ls *loopStore) clearEarly() {
-	e := &ls.e
-	e.unsaved, e.putRoute = e.unsaved[:0], e.putRoute[:0]
-	e.route, e.early = 0, 0
-	e.cleared++
-}
-
-// saved reports whether an acknowledgement waiting for w may go now
-// although its batch is not durable: the batch is still open and the
-// route's count is zero.
-func (ls *loopStore) saved(w durableWait) bool {
-	return w.early != 0 && w.ticket == ls.ticket && ls.b != nil &&
-		int(w.early) <= len(ls.e.unsaved) && ls.e.unsaved[w.early-1] == 0 &&
-		len(ls.b.Ops()) <= earlyMaxOps && ls.b.Copied() <= earlyMaxBytes
-}
-
-// releaseEarly sends the acknowledgements whose routes' counts reached
-// zero, with those held before them. Called by endBatch.
-func (l *loop) releaseEarly() {
-	ls := &l.st
-	if !ls.e.freed {
-		return
-	}
-	ls.e.freed = false
-	for _, c := range ls.waiters {
-		if h := c.heldAcks(); h != nil && h.on == nil && len(h.acks) > 0 {
-			c.releaseHeld()
-		}
+// releaseEarly sends c's withheld acknowledgements that may go now, unless
+// c is held back for a congested subscriber (flow.go). Runs on c's loop.
+func (c *client) releaseEarly() {
+	if h := c.heldAcks(); h != nil && h.on == nil && len(h.acks) > 0 {
+		c.releaseHeld()
 	}
 }

@@ -48,8 +48,9 @@ type heldAcks struct {
 }
 
 // heldAck is one withheld acknowledgement. wait is the store batch that
-// must be durable before it is sent (persist.go), or whose writes for it
-// must all be taken back (earlyack.go); zero for none.
+// must be durable before it is sent (persist.go), or the message whose
+// deliveries must all be acknowledged instead (earlyack.go; the held
+// acknowledgement holds a reference to it); zero for none.
 type heldAck struct {
 	codec.Ack
 	wait durableWait
@@ -87,9 +88,15 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 		if t == codec.PUBCOMP {
 			pkt = codec.PUBREL
 		}
+		if w.acked != nil {
+			w.acked.release()
+		}
 		c.protocolError(&codec.Error{Code: codec.ReceiveMaximumExceeded, Packet: pkt,
 			Reason: "65,535 QoS 1/2 packets unacknowledged and another arrived: a packet identifier was reused"})
 		return
+	}
+	if w.acked != nil {
+		w.acked.held.Store(true) // the held acknowledgement takes w's reference
 	}
 	h.acks = append(h.acks, heldAck{Ack: codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}, wait: w})
 	if len(h.acks) >= maxHeldAcks && w.ticket == 0 {
@@ -104,9 +111,10 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 }
 
 // releaseHeld sends the withheld acknowledgements, in order, up to the
-// first whose store batch is not durable yet and whose writes are not all
-// taken back; that one and those behind it are sent when it is
-// (loop.committed, loop.releaseEarly). Runs on c's loop.
+// first whose store batch is not durable yet and whose message is not
+// acknowledged by every persistent session it reached; that one and those
+// behind it are sent when it is (loop.committed, client.releaseEarly).
+// Runs on c's loop.
 func (c *client) releaseHeld() {
 	h := c.heldAcks()
 	if h == nil {
@@ -114,6 +122,12 @@ func (c *client) releaseHeld() {
 	}
 	h.on = nil
 	if c.state == stateClosed {
+		for i := range h.acks {
+			if m := h.acks[i].wait.acked; m != nil {
+				m.release()
+				h.acks[i].wait.acked = nil
+			}
+		}
 		h.acks = h.acks[:0]
 		return
 	}
@@ -122,16 +136,25 @@ func (c *client) releaseHeld() {
 	for n < len(h.acks) {
 		a := &h.acks[n]
 		if a.wait.ticket > ls.durable {
-			if !ls.saved(a.wait) {
+			if !ls.acked(a.wait) {
 				break
 			}
 			c.loop.stats.acksEarly.Add(1)
 		}
 		c.writeAck(a.PacketType, a.PacketID, a.ReasonCode)
+		if m := a.wait.acked; m != nil {
+			m.held.Store(false)
+			m.release()
+			a.wait.acked = nil
+		}
 		n++
 	}
 	if n < len(h.acks) {
-		h.acks = h.acks[:copy(h.acks, h.acks[n:])]
+		k := copy(h.acks, h.acks[n:])
+		for i := k; i < len(h.acks); i++ {
+			h.acks[i].wait.acked = nil // moved or released
+		}
+		h.acks = h.acks[:k]
 		h.since = c.loop.mono
 		return
 	}

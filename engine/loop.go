@@ -18,6 +18,7 @@ const (
 	taskDeliver  = iota // deliver out to sess
 	taskFunc            // run fn on the loop (rare control work: takeover, sweeps)
 	taskTakeBack        // take back sess's put out.put of out.msg, acknowledged on another loop (persist.go)
+	taskAcksDue         // every delivery of out.msg was acknowledged: its publisher's PUBACK may go (earlyack.go)
 )
 
 // task is one unit of cross-loop work. A delivery or take-back task owns
@@ -152,6 +153,9 @@ func (l *loop) Run(context.Context) error {
 		case taskTakeBack:
 			l.takeBackPut(t.sess, t.out.put, t.out.msg.seq)
 			t.out.msg.release()
+		case taskAcksDue:
+			t.out.msg.publisher.releaseEarly()
+			t.out.msg.release()
 		}
 		batch[i] = task{}
 	}
@@ -167,7 +171,7 @@ func (l *loop) dropInbox() {
 	l.inbox = nil
 	l.inboxMu.Unlock()
 	for _, t := range batch {
-		if t.kind == taskDeliver || t.kind == taskTakeBack {
+		if t.kind == taskDeliver || t.kind == taskTakeBack || t.kind == taskAcksDue {
 			t.out.msg.release()
 		}
 	}
@@ -195,8 +199,7 @@ func (l *loop) endBatch() {
 	}
 	l.inEndBatch = true
 	if l.srv.ps != nil {
-		l.releaseEarly() // acknowledgements whose writes were all taken back (earlyack.go)
-		l.flushStore()   // group commit (persist.go)
+		l.flushStore() // group commit (persist.go)
 	}
 	for i := 0; i < len(l.dirty); i++ {
 		l.dirty[i].flush()

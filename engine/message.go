@@ -20,6 +20,14 @@ import (
 // returns the message and its buffer to their pools.
 type message struct {
 	refs atomic.Int32
+	// acksDue counts the message's QoS 1 deliveries to persistent sessions
+	// whose clients have not acknowledged them yet, when publisher is set
+	// (earlyack.go); any loop counts it down.
+	acksDue atomic.Int32
+	// held says the publisher's PUBACK is withheld waiting for acksDue
+	// (set and cleared on its loop, read by any): the last
+	// acknowledgement tells the publisher's loop only then.
+	held atomic.Bool
 
 	buf     *[]byte // pooled storage: frame0, which holds topic and payload
 	topic   []byte  // view into buf
@@ -53,6 +61,10 @@ type message struct {
 	// the store. An acknowledgement on that loop deletes its entry at
 	// once (loop.forgetAcked).
 	router *loop
+	// publisher is the client whose PUBACK may go once acksDue is zero;
+	// nil when that PUBLISH waits for its batch regardless (earlyack.go).
+	// Set by the routing loop before any hand-off.
+	publisher *client
 
 	pool   *messagePool
 	pinned bool // never recycled: see newMessage

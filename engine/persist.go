@@ -383,7 +383,6 @@ func (l *loop) commitStore() {
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
 	ls.b, ls.waiters = nil, nil
-	ls.clearEarly()
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	ls.handed = true
@@ -492,13 +491,19 @@ func (l *loop) waitDurable(c *client) durableWait {
 	return durableWait{ticket: ls.ticket}
 }
 
-// waitSaved is waitDurable for the route that just ended: its
-// acknowledgement may also go once none of what it wrote needs saving
-// (earlyack.go).
+// waitSaved is waitDurable for the QoS 1 PUBLISH of c just routed: its
+// acknowledgement may also go once every persistent session the message
+// reached has acknowledged it (earlyack.go).
 func (l *loop) waitSaved(c *client) durableWait {
 	w := l.waitDurable(c)
-	if w.ticket != 0 {
-		w.early = l.st.e.early
+	if m := l.st.e.early; m != nil {
+		l.st.e.early = nil
+		if w.ticket == 0 {
+			m.release()
+		} else {
+			m.publisher = c
+			w.acked = m // with the reference endRoute took
+		}
 	}
 	return w
 }
@@ -562,7 +567,7 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
 	if out.qos < 2 {
 		out.put = int32(len(l.st.b.Ops())) // 1 + its index
-		l.st.countPut(out.put)
+		l.st.e.puts++
 	}
 	l.st.needs = true
 }
@@ -572,16 +577,14 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 // dropped) before its batch was committed, so neither the entry nor its
 // delete needs writing. put is the delivery's outMsg.put (persistDelivery,
 // QoS 1 only); the batch checks that it still names that put, so what was
-// put by another loop or has been committed is deleted as usual. A route
-// whose every put is taken back may have its PUBACK sent early
-// (earlyack.go). Runs on s's owner, or on the routing loop for an
+// put by another loop or has been committed is deleted as usual. Runs on
+// s's owner, or on the routing loop for an
 // acknowledgement another loop read (taskTakeBack); l either way.
 func (l *loop) takeBackPut(s *session, put int32, seq uint64) bool {
 	ls := &l.st
 	if ls.b == nil || put == 0 || !ls.b.CancelPutEntry(int(put-1), s.id, seq) {
 		return false
 	}
-	ls.tookBack(put)
 	l.stats.takenBack.Add(1)
 	return true
 }
@@ -734,11 +737,14 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte, put int32) {
 // session's spill read-back does not wait for (spill.go), which could read
 // the acknowledged entry back and send it again. The routing loop is asked
 // to take the put back as well (taskTakeBack): if its batch is still open,
-// the message is never written and its publisher's PUBACK may go early
-// (earlyack.go); the delete written here then finds nothing, which the
-// store allows. Runs on s's owner, l.
+// the message is never written; the delete written here then finds
+// nothing, which the store allows. Either way the acknowledgement counts
+// towards the publisher's early PUBACK (earlyack.go). Runs on s's owner, l.
 func (l *loop) forgetAcked(s *session, out *outMsg) {
 	m := out.msg
+	if out.put != 0 {
+		l.ackedDelivery(m)
+	}
 	if out.qos >= 2 || m.router != l || m.seq == 0 || !l.srv.durable(s) {
 		if r := m.router; r != nil && r != l && out.qos < 2 && out.put != 0 && m.seq != 0 && l.srv.durable(s) {
 			m.ref()

@@ -250,7 +250,7 @@ func (l *loop) route(m *message) (slow *session, n int) {
 		l.deliver(s, out, false)
 	}
 	if srv.ps != nil {
-		l.st.endRoute(start)
+		l.st.endRoute(m, start)
 	}
 	l.st.routing = prev
 	m.release()

@@ -170,7 +170,7 @@ type loopStats struct {
 	droppedTooLarge  atomic.Uint64 // larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
 	droppedExpired   atomic.Uint64 // Message Expiry Interval passed before delivery [MQTT-3.3.2-5]
 	takenBack        atomic.Uint64 // store entries acknowledged before their batch was committed (takeBackPut)
-	acksEarly        atomic.Uint64 // PUBACKs sent before their batch was durable, every entry taken back (earlyack.go)
+	acksEarly        atomic.Uint64 // PUBACKs sent before their batch was durable, every persistent delivery acknowledged (earlyack.go)
 
 	connsOpened     atomic.Uint64
 	connsClosed     atomic.Uint64
@@ -257,8 +257,8 @@ type Stats struct {
 	// StoreEntriesTakenBack counts QoS 1 deliveries to persistent sessions
 	// acknowledged before their entry's batch was committed, so that the
 	// entry was never written (nor deleted). StoreAcksEarly counts the
-	// PUBACKs sent without waiting for the store because every entry of
-	// their message was taken back that way.
+	// PUBACKs sent before their batch was durable because every persistent
+	// session the message reached had acknowledged it.
 	StoreCommits, StoreSyncs, StoreFailures, NotStoredDiskFull uint64
 	StoreDiskBytes, StoreStalls, StoreEntriesTakenBack         uint64
 	StoreAcksEarly                                             uint64

@@ -92,7 +92,7 @@ var (
 	dStoreNotStored = desc("store_not_stored_disk_full_total", "QoS 1/2 deliveries to persistent sessions not written because the store was past its size bound.")
 	dStoreStalls    = desc("store_stalls_total", "Times an event loop's store commit stayed outstanding for more than 5 s (acknowledgements wait meanwhile).")
 	dStoreTakenBack = desc("store_entries_taken_back_total", "QoS 1 deliveries to persistent sessions acknowledged before their entry was committed: the entry was never written.")
-	dStoreAcksEarly = desc("store_acks_early_total", "PUBACKs sent before their store batch was durable because every entry of their message was taken back.")
+	dStoreAcksEarly = desc("store_acks_early_total", "PUBACKs sent before their store batch was durable because every persistent session the message reached had acknowledged it.")
 )
 
 var qosLabels = [3]string{"0", "1", "2"}
