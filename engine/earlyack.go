@@ -15,8 +15,9 @@ package engine
 // (takeBackPut) and deleted otherwise, as before.
 //
 // Which PUBLISH qualifies: one whose route (loop.route) wrote nothing but
-// QoS 1 entries into one open batch: no retained message, no QoS 2 entry,
-// no delete, no nested route's writes, no commit in between. Its message
+// QoS 1 entries into one open batch: no retained message, no delete, no
+// nested route's writes, no commit in between (a QoS 2 PUBLISH never
+// qualifies: its PUBREC waits for the packet identifier's write). Its message
 // counts those entries (message.acksDue), and each acknowledgement of one
 // of those deliveries by its client counts one down (forgetAcked, on the
 // subscriber's loop). A delivery the broker drops instead (queue bound,
