@@ -65,8 +65,9 @@ const maxHeldAcks = 65535
 
 // ackPublish acknowledges an inbound QoS 1/2 PUBLISH with code, or holds
 // the acknowledgement back when slow (a congested recipient) is set, when
-// w names a store batch that must be durable first (persist.go), or when
-// older ones are held.
+// w names a store batch that must be durable first (persist.go; or every
+// delivery of w.acked acknowledged, earlyack.go), or when older ones are
+// held. A held acknowledgement takes w's reference to w.acked.
 func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow *session, w durableWait) {
 	h := c.heldAcks()
 	if slow == nil && w.ticket == 0 && (h == nil || len(h.acks) == 0) {

@@ -21,8 +21,8 @@ const (
 	taskAcksDue         // every delivery of out.msg was acknowledged: its publisher's PUBACK may go (earlyack.go)
 )
 
-// task is one unit of cross-loop work. A delivery or take-back task owns
-// one reference to out.msg.
+// task is one unit of cross-loop work. A delivery, take-back or acks-due
+// task owns one reference to out.msg.
 type task struct {
 	kind byte
 	// forwarded marks a delivery that a previous owner of sess passed on

@@ -96,7 +96,7 @@ type loopStore struct {
 	// handed says a batch went to the store in the current event: the
 	// store's committer goroutine is runnable, and endBatch yields to it.
 	handed bool
-	// e counts what each route of the open batch left to be saved
+	// e counts the current route's writes, for early acknowledgements
 	// (earlyack.go).
 	e earlyState
 }
@@ -578,8 +578,8 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 // delete needs writing. put is the delivery's outMsg.put (persistDelivery,
 // QoS 1 only); the batch checks that it still names that put, so what was
 // put by another loop or has been committed is deleted as usual. Runs on
-// s's owner, or on the routing loop for an
-// acknowledgement another loop read (taskTakeBack); l either way.
+// s's owner, or on the routing loop for an acknowledgement another loop
+// read (taskTakeBack); l either way.
 func (l *loop) takeBackPut(s *session, put int32, seq uint64) bool {
 	ls := &l.st
 	if ls.b == nil || put == 0 || !ls.b.CancelPutEntry(int(put-1), s.id, seq) {
