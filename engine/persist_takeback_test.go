@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -276,4 +277,45 @@ func TestE2EPersistEarlyAckBounded(t *testing.T) {
 
 	st.setOpen(true)
 	pub.expectAck(codec.PUBACK, id)
+}
+
+// Real clients: a Paho publisher's QoS 1 PUBLISH completes while the store
+// holds every commit, once both Paho persistent subscribers have
+// acknowledged it (Paho acknowledges after its handler returns); a
+// retained one completes only when the store lets its batch through.
+func TestE2EPersistEarlyAckPaho(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{Store: st})
+	var subs []chan pahoMsg
+	for _, id := range []string{"eap-0", "eap-1"} {
+		h, msgs := collect(4)
+		c, _ := connectPaho(t, s, func(o *paho.ClientOptions) {
+			o.SetClientID(id).SetCleanSession(false).SetDefaultPublishHandler(h)
+		})
+		tok := c.Subscribe("eap/t", 1, nil)
+		require.True(t, tok.WaitTimeout(e2eWait))
+		require.NoError(t, tok.Error())
+		subs = append(subs, msgs)
+	}
+	pub, _ := connectPaho(t, s, nil)
+	st.settle(t)
+
+	st.setOpen(false)
+	tok := pub.Publish("eap/t", 1, false, "early")
+	for _, msgs := range subs {
+		require.Equal(t, "early", recv(t, msgs, "early").payload)
+	}
+	require.True(t, tok.WaitTimeout(e2eWait), "PUBACK while the store holds the batch")
+	require.NoError(t, tok.Error())
+	require.Positive(t, st.waiting(), "its batch is still with the store")
+
+	ret := pub.Publish("eap/t", 1, true, "retained")
+	for _, msgs := range subs {
+		require.Equal(t, "retained", recv(t, msgs, "retained").payload)
+	}
+	require.False(t, ret.WaitTimeout(200*time.Millisecond), "a retained message waits for its batch")
+	st.setOpen(true)
+	require.True(t, ret.WaitTimeout(e2eWait))
+	require.NoError(t, ret.Error())
+	require.Equal(t, uint64(1), s.Stats().StoreAcksEarly)
 }
