@@ -49,6 +49,13 @@ type Config struct {
 	Subs int `json:"subs"`
 	// QoS of every PUBLISH and subscription: 0, 1 or 2.
 	QoS byte `json:"qos"`
+	// Persistent gives every subscriber a persistent session: Clean
+	// Session 0 (3.1.1), or Clean Start 0 with a Session Expiry Interval
+	// of PersistentExpiry (5.0). A broker with persistence then writes
+	// each QoS 1/2 delivery to them, and a publisher's acknowledgement
+	// may wait for that write (AckLatency). The sessions are ended after
+	// the run by a clean reconnection. Needs QoS 1 or 2.
+	Persistent bool `json:"persistent,omitempty"`
 	// Size is the payload size in bytes, at least PayloadHeaderSize. Default 64.
 	Size int `json:"size"`
 	// Rate is the total offered load in messages per second over all
@@ -196,6 +203,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-subs %d: need at least 1", c.Subs)
 	case c.QoS > 2:
 		return fmt.Errorf("-qos %d: want 0, 1 or 2", c.QoS)
+	case c.Persistent && c.QoS == 0:
+		return errors.New("-persistent: a broker stores nothing at QoS 0; use -qos 1 or 2")
 	case c.Size < PayloadHeaderSize:
 		return fmt.Errorf("-size %d: the payload carries a %d-byte stamp (run, publisher, sequence, send time), so at least %d",
 			c.Size, PayloadHeaderSize, PayloadHeaderSize)

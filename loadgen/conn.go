@@ -113,6 +113,13 @@ func (r *runner) connect(ctx context.Context, spec *connSpec) (*conn, error) {
 	deadline, _ := ctx.Deadline()
 	_ = nc.SetWriteDeadline(deadline)
 	cp := codec.Connect{Version: c.ver, CleanStart: true, ClientID: []byte(spec.clientID)}
+	if cfg.Persistent && spec.subscribes() {
+		cp.CleanStart = false
+		if c.ver == codec.V5 {
+			cp.Properties.SessionExpiry = PersistentExpiry
+			cp.Properties.Present.Add(codec.PropSessionExpiry)
+		}
+	}
 	if cfg.KeepAlive > 0 {
 		cp.KeepAlive = uint16(min(cfg.KeepAlive/time.Second, 65535))
 		c.keepAlive = time.Duration(cp.KeepAlive) * time.Second

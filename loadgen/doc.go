@@ -32,6 +32,18 @@
 // never stalls on a lost message; what the broker then drops on its way to
 // slow subscribers is counted as loss.
 //
+// # Persistent sessions
+//
+// With Config.Persistent (-persistent) the subscribers connect with
+// persistent sessions (3.1.1: Clean Session 0; 5.0: Clean Start 0 and a
+// Session Expiry Interval of [PersistentExpiry]), so a broker with
+// persistence writes every QoS 1/2 delivery to them and may hold each
+// publisher's acknowledgement until the write is durable:
+// Result.AckLatency shows what that costs. Client identifiers carry the
+// run id, so runs never share sessions, and after the run each subscriber
+// connects once more with a clean session, which makes the broker discard
+// its session and queue; one that cannot is reported as a warning.
+//
 // # Payload
 //
 // Every payload starts with a 24-byte stamp (see [PayloadHeaderSize]): run

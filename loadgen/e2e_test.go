@@ -2,11 +2,17 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/engine"
+	"github.com/loopmq/loopmq/store"
 )
 
 // e2eCases run every scenario for about 2 s; the rates stay far below what
@@ -23,6 +29,8 @@ var e2eCases = []struct {
 	{"fanout-qos1-v5", Config{Scenario: ScenarioFanOut, N: 5, QoS: 1, Rate: 100, Version: 5}},
 	{"fleet-qos1", Config{Scenario: ScenarioFleet, N: 5, QoS: 1, Rate: 200, CmdRate: 50}},
 	{"conn", Config{Scenario: ScenarioConn, N: 50, ConnRate: 200}},
+	{"pairs-qos1-persistent", Config{Scenario: ScenarioPairs, N: 3, QoS: 1, Rate: 300, Persistent: true}},
+	{"fanout-qos1-v5-persistent", Config{Scenario: ScenarioFanOut, N: 3, QoS: 1, Rate: 100, Version: 5, Persistent: true}},
 }
 
 func TestEndToEndLoopmq(t *testing.T) {
@@ -93,5 +101,34 @@ func checkCounts(t *testing.T, cfg Config, res *Result) {
 		// Open loop: the offered load was sent, on time or late, but sent.
 		require.Zero(t, m.Unsent)
 		require.InDelta(t, m.OfferedPerSec, m.SentPerSec, m.OfferedPerSec*0.05)
+	}
+}
+
+// With Persistent, the subscribers' sessions are persistent during the run
+// (a broker with a store writes their deliveries) and gone after it, for
+// both protocol versions.
+func TestPersistentSessionsEndedAfterRun(t *testing.T) {
+	for _, version := range []int{3, 5} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			st := store.NewMemory()
+			t.Cleanup(func() { _ = st.Close() })
+			s := engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: 2, Store: st,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			require.NoError(t, s.Start())
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = s.Stop(ctx)
+			})
+			cfg := Config{Scenario: ScenarioPairs, N: 3, QoS: 1, Rate: 300, Version: version, Persistent: true,
+				Brokers: []string{s.Addr().String()}, Duration: time.Second, Drain: 2 * time.Second}
+			res, err := Run(context.Background(), cfg)
+			require.NoError(t, err)
+			checkCounts(t, cfg, res)
+			require.Empty(t, res.Warnings)
+			require.Positive(t, s.Stats().StoreCommits, "deliveries to the persistent sessions were written")
+			require.Eventually(t, func() bool { return s.Stats().Sessions == 0 }, 5*time.Second, 10*time.Millisecond,
+				"the subscribers' sessions ended after the run")
+		})
 	}
 }

@@ -252,6 +252,11 @@ func (r *runner) stop() {
 		// bug gets here; report it rather than hang the run.
 		r.warnings = append(r.warnings, "BUG: connection goroutines still running after their connections closed; figures may be incomplete")
 	}
+	if r.cfg.Persistent {
+		if w := r.endSessions(r.connList()); w != "" {
+			r.warnings = append(r.warnings, w)
+		}
+	}
 }
 
 // pinger keeps idle connections alive: a PINGREQ when a connection has

@@ -40,6 +40,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		n          = fs.Int("n", 10, "publishers (pairs, fanin), subscribers (fanout), devices (fleet) or connections (conn)")
 		subs       = fs.Int("subs", 1, "wildcard subscribers (fanin)")
 		qos        = fs.Uint("qos", 0, "QoS of publications and subscriptions: 0, 1 or 2")
+		persistent = fs.Bool("persistent", false, "subscribers keep persistent sessions (with -qos 1 or 2), ended after the run")
 		size       = fs.Int("size", 64, "payload `bytes` (at least 24: run, publisher, sequence, send time)")
 		rate       = fs.Float64("rate", 1000, "total offered messages/s over all publishers; 0 = as fast as the in-flight window allows")
 		cmdRate    = fs.Float64("cmd-rate", 10, "fleet: total commands/s the backend sends, spread over the devices; 0 = none")
@@ -109,7 +110,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ConnRate: *connRate, ConnParallel: *connPar, ConnectTimeout: *connectTO, SetupTimeout: *setupTO,
 		Drain: *drain, KeepAlive: *keepAlive, OverrunSlack: *slack,
 		Username: *user, Password: *pass, TLS: *useTLS, CAFile: *caFile, Insecure: *insecure, ServerName: *serverName,
-		TopicPrefix: *prefix, Procs: *procs, BrokerPID: *brokerPID,
+		TopicPrefix: *prefix, Procs: *procs, BrokerPID: *brokerPID, Persistent: *persistent,
 	}
 	if *keepAlive == 0 {
 		cfg.KeepAlive = -1 // 0 on the command line means off, not the default

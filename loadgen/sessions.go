@@ -1,0 +1,116 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// Persistent sessions (Config.Persistent): the subscribers connect with
+// persistent sessions, and the run ends them afterwards, so that a broker
+// used for many runs does not keep a session, and its queue, for every
+// subscriber of every run.
+
+// PersistentExpiry is the Session Expiry Interval, in seconds, of the
+// subscribers' sessions under Config.Persistent with MQTT 5.0: long enough
+// for any run, short enough that a run killed before its end leaves
+// nothing behind for long.
+const PersistentExpiry = 600
+
+// endSessions ends the persistent sessions of conns' subscribers: each
+// client identifier connects again with Clean Session / Clean Start 1,
+// which makes the broker discard its session [MQTT-3.1.2-6]
+// [MQTT-3.1.2-4], and disconnects. At most ConnParallel at a time, each
+// bounded by ConnectTimeout. It returns a warning for the run, "" when
+// every one was ended.
+func (r *runner) endSessions(conns []*conn) string {
+	var (
+		mu     sync.Mutex
+		failed int
+		first  error
+		wg     sync.WaitGroup
+	)
+	sem := make(chan struct{}, r.cfg.ConnParallel)
+	for _, c := range conns {
+		if !c.spec.subscribes() {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(spec *connSpec) {
+			defer func() { <-sem; wg.Done() }()
+			if err := r.endSession(spec); err != nil {
+				mu.Lock()
+				failed++
+				if first == nil {
+					first = fmt.Errorf("%s: %w", spec.clientID, err)
+				}
+				mu.Unlock()
+			}
+		}(c.spec)
+	}
+	wg.Wait()
+	if failed == 0 {
+		return ""
+	}
+	return fmt.Sprintf("could not end %d persistent subscriber sessions after the run (first: %v); the broker keeps them", failed, first)
+}
+
+// endSession connects spec's client identifier with a clean session and
+// disconnects at once. The CONNACK is awaited before DISCONNECT is sent.
+func (r *runner) endSession(spec *connSpec) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ConnectTimeout)
+	defer cancel()
+	nc, err := r.dialer.dial(ctx, spec.index, r.cfg.Brokers[spec.broker])
+	if err != nil {
+		return err
+	}
+	defer func() { _ = nc.Close() }()
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	ver := codec.Version(r.cfg.protocolVersion())
+	cp := codec.Connect{Version: ver, CleanStart: true, ClientID: []byte(spec.clientID)}
+	if r.cfg.Username != "" {
+		cp.UsernameFlag, cp.Username = true, []byte(r.cfg.Username)
+	}
+	if r.cfg.Password != "" {
+		cp.PasswordFlag, cp.Password = true, []byte(r.cfg.Password)
+	}
+	if _, err := nc.Write(cp.AppendTo(nil, ver)); err != nil {
+		return err
+	}
+	// CONNACK: fixed header, remaining length (a varint), then the
+	// session-present flags and the return / reason code; 5.0 properties
+	// may follow.
+	br := bufio.NewReader(nc)
+	t, err := br.ReadByte()
+	if err != nil {
+		return fmt.Errorf("reading CONNACK: %w", err)
+	}
+	if codec.Type(t>>4) != codec.CONNACK {
+		return errors.New("the broker did not answer with CONNACK")
+	}
+	n, err := binary.ReadUvarint(br) // MQTT's remaining length is this varint
+	if err != nil || n < 2 || n > 1<<16 {
+		return fmt.Errorf("reading CONNACK: bad length (%v)", err)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return fmt.Errorf("reading CONNACK: %w", err)
+	}
+	if body[1] != 0 {
+		return fmt.Errorf("CONNACK refused with code %#x", body[1])
+	}
+	d := codec.Disconnect{}
+	_, _ = nc.Write(d.AppendTo(nil, ver))
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, br) // until the broker closes
+	return nil
+}
