@@ -3,8 +3,6 @@ package loadgen
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -112,14 +110,7 @@ func TestPersistentSessionsEndedAfterRun(t *testing.T) {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			st := store.NewMemory()
 			t.Cleanup(func() { _ = st.Close() })
-			s := engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: 2, Store: st,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			require.NoError(t, s.Start())
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = s.Stop(ctx)
-			})
+			s := startEngineWith(t, engine.Options{Store: st})
 			cfg := Config{Scenario: ScenarioPairs, N: 3, QoS: 1, Rate: 300, Version: version, Persistent: true,
 				Brokers: []string{s.Addr().String()}, Duration: time.Second, Drain: 2 * time.Second}
 			res, err := Run(context.Background(), cfg)

@@ -20,15 +20,22 @@ import (
 // startEngine runs an in-process loopmq broker on a free loopback port.
 func startEngine(t testing.TB) string {
 	t.Helper()
-	s := engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: 2,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startEngineWith(t, engine.Options{}).Addr().String()
+}
+
+// startEngineWith is startEngine with o, on a free loopback port with two
+// loops and no log.
+func startEngineWith(t testing.TB, o engine.Options) *engine.Server {
+	t.Helper()
+	o.Listen, o.Loops, o.Logger = "127.0.0.1:0", 2, slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := engine.New(o)
 	require.NoError(t, s.Start())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Stop(ctx)
 	})
-	return s.Addr().String()
+	return s
 }
 
 const mosquittoBin = "/usr/sbin/mosquitto"
