@@ -88,10 +88,10 @@ func (ls *loopStore) beginRoute() routeStart {
 func (ls *loopStore) endRoute(m *message, prev routeStart) {
 	e := &ls.e
 	if e.early != nil {
-		e.early.release() // a route whose PUBLISH had no PUBACK to hold (QoS 2, a will)
+		e.early.release() // a route with no PUBACK to hold (a will)
 		e.early = nil
 	}
-	if n := e.puts; n > 0 && ls.b != nil && ls.ticket == e.start.ticket && len(ls.b.Ops())-e.start.ops == int(n) {
+	if n := e.puts; n > 0 && m.qos == 1 && ls.b != nil && ls.ticket == e.start.ticket && len(ls.b.Ops())-e.start.ops == int(n) {
 		m.acksDue.Store(n)
 		m.ref()
 		e.early = m

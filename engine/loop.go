@@ -171,7 +171,7 @@ func (l *loop) dropInbox() {
 	l.inbox = nil
 	l.inboxMu.Unlock()
 	for _, t := range batch {
-		if t.kind == taskDeliver || t.kind == taskTakeBack || t.kind == taskAcksDue {
+		if t.kind != taskFunc { // the others own a reference to out.msg
 			t.out.msg.release()
 		}
 	}

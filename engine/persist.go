@@ -746,7 +746,7 @@ func (l *loop) forgetAcked(s *session, out *outMsg) {
 		l.ackedDelivery(m)
 	}
 	if out.qos >= 2 || m.router != l || m.seq == 0 || !l.srv.durable(s) {
-		if r := m.router; r != nil && r != l && out.qos < 2 && out.put != 0 && m.seq != 0 && l.srv.durable(s) {
+		if r := m.router; out.put != 0 && r != nil && r != l && l.srv.durable(s) { // put: QoS 1, numbered
 			m.ref()
 			l.handOff(r, task{kind: taskTakeBack, sess: s, out: outMsg{msg: m, put: out.put}})
 		}

@@ -90,6 +90,19 @@ func newConn(r *runner, spec *connSpec, nc net.Conn) *conn {
 	return c
 }
 
+// connectPacket is the CONNECT of every connection the run opens: clean,
+// with the run's credentials; connect adds the rest.
+func (cfg *Config) connectPacket(ver codec.Version, clientID string) codec.Connect {
+	cp := codec.Connect{Version: ver, CleanStart: true, ClientID: []byte(clientID)}
+	if cfg.Username != "" {
+		cp.UsernameFlag, cp.Username = true, []byte(cfg.Username)
+	}
+	if cfg.Password != "" {
+		cp.PasswordFlag, cp.Password = true, []byte(cfg.Password)
+	}
+	return cp
+}
+
 // connect dials spec's broker, sends CONNECT and SUBSCRIBE and waits for
 // their acknowledgements, all within Config.ConnectTimeout. On success the
 // connection's reader is running.
@@ -112,7 +125,7 @@ func (r *runner) connect(ctx context.Context, spec *connSpec) (*conn, error) {
 
 	deadline, _ := ctx.Deadline()
 	_ = nc.SetWriteDeadline(deadline)
-	cp := codec.Connect{Version: c.ver, CleanStart: true, ClientID: []byte(spec.clientID)}
+	cp := cfg.connectPacket(c.ver, spec.clientID)
 	if cfg.Persistent && spec.subscribes() {
 		cp.CleanStart = false
 		if c.ver == codec.V5 {
@@ -123,12 +136,6 @@ func (r *runner) connect(ctx context.Context, spec *connSpec) (*conn, error) {
 	if cfg.KeepAlive > 0 {
 		cp.KeepAlive = uint16(min(cfg.KeepAlive/time.Second, 65535))
 		c.keepAlive = time.Duration(cp.KeepAlive) * time.Second
-	}
-	if cfg.Username != "" {
-		cp.UsernameFlag, cp.Username = true, []byte(cfg.Username)
-	}
-	if cfg.Password != "" {
-		cp.PasswordFlag, cp.Password = true, []byte(cfg.Password)
 	}
 	if c.ver == codec.V5 {
 		// Let the broker send as many unacknowledged messages as it likes:

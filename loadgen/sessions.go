@@ -1,10 +1,7 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -64,7 +61,7 @@ func (r *runner) endSessions(conns []*conn) string {
 }
 
 // endSession connects spec's client identifier with a clean session and
-// disconnects at once. The CONNACK is awaited before DISCONNECT is sent.
+// disconnects once the CONNACK says the broker accepted it.
 func (r *runner) endSession(spec *connSpec) error {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ConnectTimeout)
 	defer cancel()
@@ -76,41 +73,43 @@ func (r *runner) endSession(spec *connSpec) error {
 	deadline, _ := ctx.Deadline()
 	_ = nc.SetDeadline(deadline)
 	ver := codec.Version(r.cfg.protocolVersion())
-	cp := codec.Connect{Version: ver, CleanStart: true, ClientID: []byte(spec.clientID)}
-	if r.cfg.Username != "" {
-		cp.UsernameFlag, cp.Username = true, []byte(r.cfg.Username)
-	}
-	if r.cfg.Password != "" {
-		cp.PasswordFlag, cp.Password = true, []byte(r.cfg.Password)
-	}
+	cp := r.cfg.connectPacket(ver, spec.clientID)
 	if _, err := nc.Write(cp.AppendTo(nil, ver)); err != nil {
 		return err
 	}
-	// CONNACK: fixed header, remaining length (a varint), then the
-	// session-present flags and the return / reason code; 5.0 properties
-	// may follow.
-	br := bufio.NewReader(nc)
-	t, err := br.ReadByte()
+	buf := make([]byte, 0, 64)
+	for {
+		_, n, err := codec.Split(buf, 0)
+		if err != nil {
+			return fmt.Errorf("reading CONNACK: %w", err)
+		}
+		if n > 0 {
+			buf = buf[:n]
+			break
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		k, err := nc.Read(buf[len(buf):cap(buf)])
+		if err != nil {
+			return fmt.Errorf("reading CONNACK: %w", err)
+		}
+		buf = buf[:len(buf)+k]
+	}
+	p, err := codec.Decode(buf, ver)
 	if err != nil {
 		return fmt.Errorf("reading CONNACK: %w", err)
 	}
-	if codec.Type(t>>4) != codec.CONNACK {
-		return errors.New("the broker did not answer with CONNACK")
+	ack, ok := p.(*codec.Connack)
+	if !ok {
+		return fmt.Errorf("the broker answered CONNECT with %v", p.Type())
 	}
-	n, err := binary.ReadUvarint(br) // MQTT's remaining length is this varint
-	if err != nil || n < 2 || n > 1<<16 {
-		return fmt.Errorf("reading CONNACK: bad length (%v)", err)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(br, body); err != nil {
-		return fmt.Errorf("reading CONNACK: %w", err)
-	}
-	if body[1] != 0 {
-		return fmt.Errorf("CONNACK refused with code %#x", body[1])
+	if ack.ReasonCode != codec.Success {
+		return fmt.Errorf("CONNACK refused: %s", connackReason(ver, ack.ReasonCode))
 	}
 	d := codec.Disconnect{}
 	_, _ = nc.Write(d.AppendTo(nil, ver))
 	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.Copy(io.Discard, br) // until the broker closes
+	_, _ = io.Copy(io.Discard, nc) // until the broker closes
 	return nil
 }

@@ -126,13 +126,7 @@ func FuzzDecodeValue(f *testing.F) {
 	f.Add(appendEntryRefValue(nil, &e))
 	f.Add(appendMessageValue(nil, &m))
 	f.Fuzz(func(t *testing.T, v []byte) {
-		var s1, s2 Session
-		if err := decodeSessionValue(v, &s1); err == nil {
-			require.NoError(t, decodeSessionValue(appendSessionValue(nil, &s1), &s2))
-			require.Equal(t, s1, s2)
-		} else {
-			require.ErrorIs(t, err, errCorrupt)
-		}
+		roundTrip(t, v, decodeSessionValue, appendSessionValue)
 		var e1, e2 Entry
 		if ref, err := decodeEntryValue(v, &e1); err == nil {
 			re := appendEntryValue(nil, &e1)
@@ -146,24 +140,25 @@ func FuzzDecodeValue(f *testing.F) {
 		} else {
 			require.ErrorIs(t, err, errCorrupt)
 		}
-		var m3, m4 Message
-		if err := decodeMessageValue(v, &m3); err == nil {
-			require.NoError(t, decodeMessageValue(appendMessageValue(nil, &m3), &m4))
-			require.Equal(t, m3, m4)
-		} else {
-			require.ErrorIs(t, err, errCorrupt)
-		}
-		var m1, m2 Message
-		if err := decodeRetainedValue(v, &m1); err == nil {
-			require.NoError(t, decodeRetainedValue(appendRetainedValue(nil, &m1), &m2))
-			require.Equal(t, m1, m2)
-		} else {
-			require.ErrorIs(t, err, errCorrupt)
-		}
+		roundTrip(t, v, decodeMessageValue, appendMessageValue)
+		roundTrip(t, v, decodeRetainedValue, appendRetainedValue)
 		if mv, err := decodeMetaValue(v); err == nil {
 			require.Equal(t, v[1:], mv)
 		}
 		_ = decodeInboundValue(v)
 		_, _ = decodeFormatValue(v)
 	})
+}
+
+// roundTrip requires that a value decode accepts encodes back to an equal
+// one, and that decode refuses the others as errCorrupt.
+func roundTrip[T any](t *testing.T, v []byte, decode func([]byte, *T) error, encode func([]byte, *T) []byte) {
+	t.Helper()
+	var a, b T
+	if err := decode(v, &a); err != nil {
+		require.ErrorIs(t, err, errCorrupt)
+		return
+	}
+	require.NoError(t, decode(encode(nil, &a), &b))
+	require.Equal(t, a, b)
 }
