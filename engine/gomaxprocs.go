@@ -1,7 +1,5 @@
 package engine
 
-import "runtime"
-
 // SuggestedGOMAXPROCS returns the GOMAXPROCS a process serving opts should
 // have at least, or 0 when the runtime's default suits it. The engine
 // never changes GOMAXPROCS itself: it is the process's setting, and a
@@ -9,7 +7,8 @@ import "runtime"
 // raises GOMAXPROCS to this unless the environment sets GOMAXPROCS; an
 // embedding program should do the same, or accept the waits below.
 //
-// With a TLS or WebSocket listener it is Loops + 1 (Loops as defaulted).
+// With a TLS or WebSocket listener it is Loops + 1 (Loops 0 counts as
+// DefaultLoops(): set Loops before raising GOMAXPROCS to the result).
 // Each loop holds a P while it waits in epoll_wait and yields it at most
 // every 5 ms (third_party/gnet/LOOPMQ.md). With one P per loop, every
 // other goroutine waits for a P to come free, and one woken by the network
@@ -30,14 +29,14 @@ import "runtime"
 // consistent and QoS 0 fan-out 11-25% less (docs/architecture.md,
 // Goroutines), so a store does not change the suggestion either.
 //
-// Safe for concurrent use; it reads nothing but opts and runtime.NumCPU.
+// Safe for concurrent use; it reads nothing but opts and GOMAXPROCS.
 func SuggestedGOMAXPROCS(opts Options) int {
 	if !opts.bridged() {
 		return 0
 	}
 	loops := opts.Loops
 	if loops <= 0 {
-		loops = runtime.NumCPU() // as setDefaults
+		loops = DefaultLoops() // as setDefaults
 	}
 	return loops + 1
 }

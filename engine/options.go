@@ -19,7 +19,7 @@ const (
 type Options struct {
 	// Listen is the TCP address of the MQTT listener, default ":1883".
 	Listen string
-	// Loops is the number of event loops, default one per CPU.
+	// Loops is the number of event loops; 0 means DefaultLoops().
 	Loops int
 	// MaxInflight bounds un-acknowledged outgoing QoS 1/2 messages per
 	// client, default 32.
@@ -157,12 +157,25 @@ const (
 	IdentitySubject                        // the whole subject, RFC 2253 (Mosquitto's use_subject_as_username)
 )
 
+// DefaultLoops is the number of event loops Options.Loops 0 stands for:
+// GOMAXPROCS when it is called, which is the number of CPUs the process
+// may use (the container's CPU limit, since Go 1.25) unless the
+// GOMAXPROCS environment variable says otherwise. Not runtime.NumCPU: a
+// 16-core host's 16 loops on the one P a 1-CPU container gets delivered
+// 62% fewer messages per second than one loop there (QoS 1 pairs at
+// maximum rate), because a loop yields its P at most every 5 ms
+// (docs/architecture.md, Goroutines).
+//
+// A program that raises GOMAXPROCS (to SuggestedGOMAXPROCS, say) should
+// set Loops first, as cmd/loopmq does: New would count the raised value.
+func DefaultLoops() int { return runtime.GOMAXPROCS(0) }
+
 func (o *Options) setDefaults() {
 	if o.Listen == "" {
 		o.Listen = ":1883"
 	}
 	if o.Loops <= 0 {
-		o.Loops = runtime.NumCPU()
+		o.Loops = DefaultLoops()
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = 32

@@ -35,7 +35,7 @@ var settings = []setting{
 	{"auth.acl_file", "acl-file", "Mosquitto ACL file; reloaded on SIGHUP", func(c *Config) any { return &c.Auth.ACLFile }},
 	{"auth.allow_anonymous", "allow-anonymous", "admit clients without a user name (default: true without a password file, false with one)", func(c *Config) any { return &c.Auth.AllowAnonymous }},
 
-	{"limits.loops", "loops", "event loops (0: one per CPU)", func(c *Config) any { return &c.Limits.Loops }},
+	{"limits.loops", "loops", "event loops (0: one per P, i.e. per CPU the process may use)", func(c *Config) any { return &c.Limits.Loops }},
 	{"limits.max_inflight", "max-inflight", "un-acknowledged outgoing QoS 1/2 messages per client", func(c *Config) any { return &c.Limits.MaxInflight }},
 	{"limits.max_queued", "max-queued", "messages queued per session", func(c *Config) any { return &c.Limits.MaxQueued }},
 	{"limits.max_queued_bytes", "max-queued-bytes", "payload bytes queued per session (e.g. 16MiB)", func(c *Config) any { return &c.Limits.MaxQueuedBytes }},

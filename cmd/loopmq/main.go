@@ -149,6 +149,11 @@ func serve(lc *loaded, stderr io.Writer) int {
 		b.opts.Store = st
 	}
 	banner(lc, log, st != nil)
+	if b.opts.Loops <= 0 {
+		// Counted before setGOMAXPROCS raises GOMAXPROCS, which
+		// DefaultLoops follows.
+		b.opts.Loops = engine.DefaultLoops()
+	}
 	setGOMAXPROCS(b.opts, log)
 
 	srv := engine.New(b.opts)

@@ -389,4 +389,14 @@ func TestServeGOMAXPROCS(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	p = startLoopmq(t, "-loops", loops)
 	require.NotContains(t, p.log(), "GOMAXPROCS")
+
+	// Default loops: one per P, counted before GOMAXPROCS is raised.
+	p = startLoopmq(t, "-ws-listen", "127.0.0.1:0")
+	to := p.waitLog("GOMAXPROCS raised", time.Second)["to"]
+	require.Equal(t, to.(float64)-1, p.waitLog("loopmq listening", time.Second)["loops"])
+
+	// A CPU limit (here the variable) bounds the default loops.
+	t.Setenv("GOMAXPROCS", "1")
+	p = startLoopmq(t)
+	require.Equal(t, float64(1), p.waitLog("loopmq listening", time.Second)["loops"])
 }
