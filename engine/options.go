@@ -160,11 +160,11 @@ const (
 // DefaultLoops is the number of event loops Options.Loops 0 stands for:
 // GOMAXPROCS when it is called, which is the number of CPUs the process
 // may use (the container's CPU limit, since Go 1.25) unless the
-// GOMAXPROCS environment variable says otherwise. Not runtime.NumCPU: a
-// 16-core host's 16 loops on the one P a 1-CPU container gets delivered
-// 62% fewer messages per second than one loop there (QoS 1 pairs at
-// maximum rate), because a loop yields its P at most every 5 ms
-// (docs/architecture.md, Goroutines).
+// GOMAXPROCS environment variable says otherwise. Not runtime.NumCPU,
+// the host's: 16 loops sharing one P (GOMAXPROCS=1, as a 1-CPU container
+// on a 16-core host would get) delivered 62% fewer QoS 1 messages per
+// second at maximum rate than one loop, because a loop yields its P at
+// most every 5 ms (docs/architecture.md, Goroutines).
 //
 // A program that raises GOMAXPROCS (to SuggestedGOMAXPROCS, say) should
 // set Loops first, as cmd/loopmq does: New would count the raised value.
