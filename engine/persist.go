@@ -565,6 +565,7 @@ func (l *loop) persistDelivery(s *session, out *outMsg) {
 		m.router = l
 	}
 	l.putEntry(s.id, out, m.seq, store.EntryQueued, 0)
+	out.stored = true
 	if out.qos < 2 {
 		out.put = int32(len(l.st.b.Ops())) // 1 + its index
 		l.st.e.puts++
@@ -712,6 +713,13 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte, put int32) {
 	if seq == 0 || !l.srv.durable(s) {
 		return
 	}
+	l.dropEntry(s, seq, qos, put)
+	s.forgot(seq)
+}
+
+// dropEntry is forgetEntry's write: the put taken back, or the delete in
+// the open batch once the put is durable (deferred until then).
+func (l *loop) dropEntry(s *session, seq uint64, qos byte, put int32) {
 	state := byte(entryDelete)
 	if qos < 2 {
 		state = entryDeleteOnce
@@ -723,7 +731,22 @@ func (l *loop) forgetEntry(s *session, seq uint64, qos byte, put int32) {
 	default:
 		l.deleteEntry(s.id, seq, state)
 	}
-	s.forgot(seq)
+}
+
+// forgetStray deletes the entry a route wrote for s (outMsg.stored) after
+// s stopped storing. The routing loop read s's flags just before its
+// owner made the session end with its connection (a DISCONNECT, or a
+// CONNECT resuming it, with a Session Expiry Interval of 0), and numbered
+// the message after forgetSession took its bound: no delete of
+// forgetSession's covers the entry, and forgetEntry writes nothing for a
+// session that does not store, so without this the entry would stay in
+// the store for good, and come back after a restart as a message owed to
+// a later persistent session of the same client id. out.put stays: the
+// delivery still counts towards its publisher's early PUBACK. Runs on s's
+// owner.
+func (l *loop) forgetStray(s *session, out *outMsg) {
+	out.stored = false
+	l.dropEntry(s, out.msg.seq, out.qos, out.put)
 }
 
 // forgetAcked is forgetEntry for a delivery its client acknowledged

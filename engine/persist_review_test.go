@@ -601,3 +601,50 @@ func TestE2EPersistPubcompWaitsForStore(t *testing.T) {
 	pub.expectAck(codec.PUBREC, 1)
 	require.Equal(t, "b", string(sub.expectPublish().Payload))
 }
+
+// TestE2EPersistStrayEntryDeleted replays the race of a route with an
+// owner that makes its session end with the connection (here a CONNECT
+// resuming it with a Session Expiry Interval of 0): the routing loop read
+// the session's flags as storing, wrote its entry, and numbered the
+// message after forgetSession took its bound. The test holds the owner
+// loop and shows the routing loop the flags from before, which is the
+// route's view in the race. The owner then deletes the entry itself
+// (forgetStray); without that it stays in the store for good.
+func TestE2EPersistStrayEntryDeleted(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{Store: st})
+	c := dialRaw(t, s)
+	c.mustConnect(connect5("sd-sub", true, 0, 300))
+	c.subscribe(1, "sd", 1)
+	disconnectStored(t, st, c, "sd-sub")
+	c = dialRaw(t, s)
+	require.True(t, c.mustConnect(connect5("sd-sub", false, 0, 0)).SessionPresent) // ends with this connection
+	owner := sessionOwnerLoop(s, "sd-sub")
+	pub := dialOnLoop(t, s, "sd-pub", true, 1-owner)
+	require.Eventually(t, func() bool {
+		n := 0
+		_ = st.Sessions(func(*store.Session) error { n++; return nil })
+		return n == 0
+	}, e2eWait, time.Millisecond, "session deleted from the store")
+
+	var sess *session
+	s.reg.swap("sd-sub", func(o *session) *session { sess = o; return o })
+	held, release := make(chan struct{}), make(chan struct{})
+	sess.owner.Load().post(task{kind: taskFunc, fn: func(*loop) {
+		sess.setFlag(flagClean, false) // what the routing loop sees in the race
+		close(held)
+		<-release
+		sess.setFlag(flagClean, true)
+	}})
+	<-held
+	pub.publish("sd", "stray", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1) // after the entry's batch is durable
+	require.Len(t, entryStates(st, "sd-sub"), 1)
+	close(release)
+
+	p := c.expectPublish()
+	require.Equal(t, "stray", string(p.Payload))
+	c.ack(codec.PUBACK, p.PacketID)
+	require.Eventually(t, func() bool { return len(entryStates(st, "sd-sub")) == 0 },
+		e2eWait, 10*time.Millisecond, "stray entry deleted")
+}

@@ -294,6 +294,9 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		l.handOff(o, task{kind: taskDeliver, sess: s, out: out, forwarded: true})
 		return
 	}
+	if out.stored && !l.srv.durable(s) {
+		l.forgetStray(s, &out)
+	}
 	if q := s.q; q != nil && out.msg.seq != 0 && out.msg.seq < q.readTo {
 		// Read back from the store while it travelled here (spill.go).
 		out.msg.release()

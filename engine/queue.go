@@ -21,6 +21,10 @@ type outMsg struct {
 	// committed (takeBackPut). The index may be stale by then: the batch
 	// checks that it names this put.
 	put int32
+	// stored says the routing loop wrote this delivery's entry
+	// (persistDelivery). The owner deletes it should the session have
+	// stopped storing meanwhile (forgetStray).
+	stored bool
 }
 
 // msgQueue is a session's FIFO of messages waiting for an in-flight slot
