@@ -9,17 +9,23 @@ BENCHTIME ?= 1s
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue
 
-.PHONY: all build test vet fmt-check check-gnet bench bench-compare fuzz clean run soak
+.PHONY: all build test vet fmt-check check-gnet alloc-check bench bench-compare fuzz clean run soak
 
 all: build
 
 build:
 	$(GO) build ./...
 
-## test: vet, formatting check, the vendored gnet check, and every test with
-## the race detector.
-test: vet fmt-check check-gnet
+## test: vet, formatting check, the vendored gnet check, the allocation
+## check, and every test with the race detector.
+test: vet fmt-check check-gnet alloc-check
 	$(GO) test -race -count=1 ./...
+
+## alloc-check: the tests that count heap allocations, which only mean
+## something without the race detector (it makes sync.Pool drop objects):
+## no allocation per QoS 0 delivery in steady state.
+alloc-check:
+	$(GO) test -count=1 -run 'AllocationFree' ./bench/
 
 vet:
 	$(GO) vet ./...

@@ -100,32 +100,34 @@ const v5TopicAliases = 16
 // dialMQTT connects to addr and completes CONNECT/CONNACK as id with a
 // clean session.
 func dialMQTT(addr, id string, ver codec.Version) (*mqttConn, error) {
-	return dialSession(addr, id, ver, false)
+	return dialSession(addr, id, ver, false, 0)
 }
 
 // dialSession is dialMQTT with a choice of session: persistent keeps it
 // after the connection (3.1.1 Clean Session 0, 5.0 Session Expiry
-// Interval of an hour).
-func dialSession(addr, id string, ver codec.Version, persistent bool) (*mqttConn, error) {
+// Interval of an hour); a 5.0 client sends maxPacket as its Maximum
+// Packet Size (0: none).
+func dialSession(addr, id string, ver codec.Version, persistent bool, maxPacket uint32) (*mqttConn, error) {
 	c, err := net.DialTimeout("tcp", addr, handshakeTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	nc := c.(*net.TCPConn) // Go sets TCP_NODELAY by default
 	mc := &mqttConn{nc: nc, rd: frameReader{conn: nc, buf: make([]byte, readBufSize)}, ver: ver}
-	if err := mc.connect(id, persistent); err != nil {
+	if err := mc.connect(id, persistent, maxPacket); err != nil {
 		_ = nc.Close()
 		return nil, fmt.Errorf("client %s: %w", id, err)
 	}
 	return mc, nil
 }
 
-func (mc *mqttConn) connect(id string, persistent bool) error {
+func (mc *mqttConn) connect(id string, persistent bool, maxPacket uint32) error {
 	_ = mc.nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer func() { _ = mc.nc.SetDeadline(time.Time{}) }()
 	p := codec.Connect{Version: mc.ver, CleanStart: !persistent, ClientID: []byte(id)}
 	if mc.ver == codec.V5 {
 		p.Properties.TopicAliasMaximum = v5TopicAliases
+		p.Properties.MaximumPacketSize = maxPacket
 		if persistent {
 			p.CleanStart = true // a fresh session that outlives the connection
 			p.Properties.SessionExpiry = 3600

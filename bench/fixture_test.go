@@ -34,6 +34,9 @@ var payloadFlag = flag.Int("bench.payload", 64,
 var maxUnacked = flag.Int("bench.unacked", 32,
 	"most PUBLISHes a QoS 1 publisher keeps awaiting PUBACK (at least 2)")
 
+var maxPacketFlag = flag.Int("bench.maxpacket", 0,
+	"Maximum Packet Size the 5.0 subscribers send in CONNECT (0: none), as many client libraries do: the broker then checks every PUBLISH's size against it")
+
 var withAuthorizer = flag.Bool("bench.authz", false,
 	"give the in-process broker an Authorizer that allows everything, to measure the cost of the checks")
 
@@ -151,6 +154,9 @@ type fixtureConfig struct {
 	// persistent makes the subscribers' sessions persistent, so that
 	// QoS 1/2 deliveries to them are written to a store.
 	persistent bool
+	// maxPacket is the Maximum Packet Size the 5.0 subscribers send;
+	// 0 takes -bench.maxpacket.
+	maxPacket uint32
 }
 
 // newFixture starts a broker (unless -bench.broker names one) and connects
@@ -171,6 +177,9 @@ func newFixtureWith(sc scenario, qos byte, ver codec.Version, cfg fixtureConfig)
 			fx.close()
 		}
 	}()
+	if cfg.maxPacket == 0 {
+		cfg.maxPacket = uint32(*maxPacketFlag)
+	}
 	addr := *externalBroker
 	if addr == "" {
 		opts := engine.Options{Listen: "127.0.0.1:0", Loops: brokerLoops,
@@ -202,7 +211,7 @@ func newFixtureWith(sc scenario, qos byte, ver codec.Version, cfg fixtureConfig)
 	prefix := fmt.Sprintf("bench-%d-%s-q%d-v%d", time.Now().UnixNano(), sc.name, qos, ver)
 	for _, slot := range order {
 		if slot < sc.subs {
-			mc, err := dialSession(addr, fmt.Sprintf("%s-sub%d", prefix, slot), ver, cfg.persistent)
+			mc, err := dialSession(addr, fmt.Sprintf("%s-sub%d", prefix, slot), ver, cfg.persistent, cfg.maxPacket)
 			if err != nil {
 				return nil, err
 			}

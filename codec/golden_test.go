@@ -381,8 +381,9 @@ func TestAppendForwardedOrders(t *testing.T) {
 	f("only per recipient", cat(expiry, alias), []byte{})
 }
 
-// TestForwardHeaderMatchesPublish checks ForwardHeader against the general
-// encoder for every combination of per-recipient properties.
+// TestForwardHeaderMatchesPublish checks ForwardHeader (its bytes and its
+// Size) against the general encoder for every combination of per-recipient
+// properties.
 func TestForwardHeaderMatchesPublish(t *testing.T) {
 	raw := (&Properties{ContentType: b("c"), User: []UserProperty{{Key: b("k"), Value: b("v")}}}).AppendPublishRaw(nil)
 	payload := make([]byte, 200)
@@ -406,7 +407,9 @@ func TestForwardHeaderMatchesPublish(t *testing.T) {
 						}
 						p.Properties.SubscriptionIDs = ids
 						p.Properties.TopicAlias = alias
-						require.Equal(t, p.AppendHeader(nil, V5), h.AppendTo(nil), "qos %d expiry %v ids %v alias %d", qos, exp, ids, alias)
+						want := p.AppendHeader(nil, V5)
+						require.Equal(t, want, h.AppendTo(nil), "qos %d expiry %v ids %v alias %d", qos, exp, ids, alias)
+						require.Equal(t, len(want), h.Size(), "qos %d expiry %v ids %v alias %d", qos, exp, ids, alias)
 					}
 				}
 			}

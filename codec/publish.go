@@ -247,9 +247,11 @@ type ForwardHeader struct {
 	PayloadLen int
 }
 
-// AppendTo appends the 5.0 PUBLISH header described by h.
-func (h *ForwardHeader) AppendTo(dst []byte) []byte {
-	ps := len(h.Raw)
+// lengths returns the length of h's property block (without its own
+// length prefix) and of its variable header (topic, packet identifier and
+// property block with its prefix).
+func (h *ForwardHeader) lengths() (ps, n int) {
+	ps = len(h.Raw)
 	if h.HasExpiry {
 		ps += 5
 	}
@@ -259,10 +261,23 @@ func (h *ForwardHeader) AppendTo(dst []byte) []byte {
 	if h.TopicAlias != 0 {
 		ps += 3
 	}
-	n := binaryLen(h.Topic) + varintLen(ps) + ps
+	n = binaryLen(h.Topic) + varintLen(ps) + ps
 	if h.QoS > 0 {
 		n += 2
 	}
+	return ps, n
+}
+
+// Size returns the length of the header AppendTo appends: the frame's
+// length is Size() + PayloadLen.
+func (h *ForwardHeader) Size() int {
+	_, n := h.lengths()
+	return 1 + varintLen(n+h.PayloadLen) + n
+}
+
+// AppendTo appends the 5.0 PUBLISH header described by h.
+func (h *ForwardHeader) AppendTo(dst []byte) []byte {
+	ps, n := h.lengths()
 	first := byte(PUBLISH)<<4 | (h.QoS&3)<<pubQoSShift
 	if h.Dup {
 		first |= pubDup

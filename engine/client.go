@@ -467,7 +467,7 @@ func (c *client) v5Size(out outMsg, remaining uint32) int {
 	if c.aliasesOut() != nil {
 		h.TopicAlias = 1
 	}
-	return len(h.AppendTo(c.loop.sizeScratch[:0])) + len(m.payload)
+	return h.Size() + len(m.payload)
 }
 
 // forwardHeader fills h, which must be zero, with out's 5.0 PUBLISH header
