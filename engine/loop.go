@@ -43,8 +43,9 @@ type task struct {
 // Work from other goroutines arrives through the inbox: a mutex-guarded
 // slice that the loop swaps out and drains in one Execute runnable. At most
 // one drain is scheduled at a time (scheduled), so a burst of hand-offs
-// costs one Execute, not one per message (gnet's Execute allocates a task
-// per call).
+// costs one Execute, not one per message: each is a wake-up of the loop (an
+// eventfd write), and takes the poller's one preallocated slot
+// (third_party/gnet/LOOPMQ.md), which is free whenever this posts.
 type loop struct {
 	srv *Server
 	el  gnet.EventLoop

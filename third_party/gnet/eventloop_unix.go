@@ -76,10 +76,17 @@ func (el *eventloop) Execute(ctx context.Context, runnable Runnable) error {
 	if runnable == nil {
 		return errorx.ErrNilRunnable
 	}
+	if ctx == context.Background() {
+		// loopmq patch: no closure and no queue node, see LOOPMQ.md.
+		return el.poller.TriggerSlot(runBackground, runnable)
+	}
 	return el.poller.Trigger(queue.LowPriority, func(any) error {
 		return runnable.Run(ctx)
 	}, nil)
 }
+
+// runBackground runs r, a Runnable, with context.Background(). loopmq patch.
+func runBackground(r any) error { return r.(Runnable).Run(context.Background()) }
 
 func (el *eventloop) Schedule(context.Context, Runnable, time.Duration) error {
 	return errorx.ErrUnsupportedOp

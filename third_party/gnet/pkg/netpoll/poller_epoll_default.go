@@ -41,6 +41,10 @@ type Poller struct {
 	asyncTaskQueue              queue.AsyncTaskQueue // queue with low priority
 	urgentAsyncTaskQueue        queue.AsyncTaskQueue // queue with high priority
 	highPriorityEventsThreshold int32                // threshold of high-priority events
+	// slot holds one task of TriggerSlot's, slotState says whether it is
+	// free (0), being filled (1) or waiting to run (2). loopmq patch.
+	slot      queue.Task
+	slotState atomic.Int32
 }
 
 // OpenPoller instantiates a poller.
@@ -111,6 +115,44 @@ func (p *Poller) Trigger(priority queue.EventPriority, fn queue.Func, param any)
 	return os.NewSyscallError("write", err)
 }
 
+// TriggerSlot is Trigger at low priority without allocating: the task goes
+// into the poller's one slot, taken by the next round of chores after the
+// high-priority queue, or, while the slot is taken, into the queue as
+// Trigger puts it (a queue node and, for the caller, usually a closure:
+// two allocations). loopmq patch: Execute uses it, and loopmq keeps at
+// most one Execute outstanding per loop, so the slot is free whenever it
+// posts. See LOOPMQ.md.
+func (p *Poller) TriggerSlot(fn queue.Func, param any) (err error) {
+	if !p.slotState.CompareAndSwap(0, 1) {
+		return p.Trigger(queue.LowPriority, fn, param)
+	}
+	p.slot.Exec, p.slot.Param = fn, param
+	p.slotState.Store(2)
+	if atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
+		for {
+			_, err = unix.Write(p.efd, b)
+			if err == unix.EAGAIN {
+				_, _ = unix.Read(p.efd, p.efdBuf)
+				continue
+			}
+			break
+		}
+	}
+	return os.NewSyscallError("write", err)
+}
+
+// runSlot runs the slot's task if one waits, freeing the slot first so that
+// the task may fill it again. loopmq patch.
+func (p *Poller) runSlot() error {
+	if p.slotState.Load() != 2 {
+		return nil
+	}
+	fn, param := p.slot.Exec, p.slot.Param
+	p.slot.Exec, p.slot.Param = nil, nil
+	p.slotState.Store(0)
+	return fn(param)
+}
+
 // yieldEvery is how often at most the loop yields its P (runtime.Gosched)
 // before it blocks in epoll_wait. loopmq patch: upstream yields after every
 // empty non-blocking poll, i.e. at every wake-up. With GOMAXPROCS above the
@@ -169,6 +211,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 				}
 				queue.PutTask(task)
 			}
+			if err = p.runSlot(); errors.Is(err, errorx.ErrEngineShutdown) { // loopmq patch
+				return err
+			}
 			for i := 0; i < MaxAsyncTasksAtOneTime; i++ {
 				if task = p.asyncTaskQueue.Dequeue(); task == nil {
 					break
@@ -180,7 +225,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 				queue.PutTask(task)
 			}
 			atomic.StoreInt32(&p.wakeupCall, 0)
-			if (!p.asyncTaskQueue.IsEmpty() || !p.urgentAsyncTaskQueue.IsEmpty()) && atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
+			// loopmq patch: a slot filled while wakeupCall was 1 was not
+			// signalled; one still being filled is, by its TriggerSlot.
+			if (!p.asyncTaskQueue.IsEmpty() || !p.urgentAsyncTaskQueue.IsEmpty() || p.slotState.Load() == 2) && atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
 				for {
 					_, err = unix.Write(p.efd, b)
 					if err == unix.EAGAIN {

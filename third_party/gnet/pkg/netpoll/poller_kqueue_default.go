@@ -90,6 +90,12 @@ func (p *Poller) Trigger(priority queue.EventPriority, fn queue.Func, param any)
 	return os.NewSyscallError("kevent | write", err)
 }
 
+// TriggerSlot is Trigger at low priority: the kqueue poller has no slot
+// (loopmq patch: Execute calls it on every poller, see LOOPMQ.md).
+func (p *Poller) TriggerSlot(fn queue.Func, param any) error {
+	return p.Trigger(queue.LowPriority, fn, param)
+}
+
 // Polling blocks the current goroutine, monitoring the registered file descriptors and waiting for network I/O.
 // When I/O occurs on any of the file descriptors, the provided callback function is invoked.
 func (p *Poller) Polling(callback PollEventHandler) error {

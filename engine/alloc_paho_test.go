@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	paho5 "github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+)
+
+// TestPaho5AllocationFree sends messages one at a time from a paho.golang
+// publisher to a paho.golang subscriber on the other loop, QoS 0 and 1,
+// with the 5.0 properties a real client sends (content type, response
+// topic, correlation data, message expiry, user properties; the
+// subscriber sets Receive Maximum, Maximum Packet Size and Topic Alias
+// Maximum), and requires the broker to allocate nothing per message: each
+// message is an event of its own, the case that gnet's Execute made cost
+// two allocations per hand-off between loops (third_party/gnet/LOOPMQ.md).
+// Allocations are attributed by stack: the broker's are those made on a
+// stack through loopmq's or gnet's code and through no test file. Not
+// under the race detector, which makes sync.Pool drop objects; `make
+// alloc-check` runs it.
+func TestPaho5AllocationFree(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops objects under the race detector; make alloc-check runs this")
+	}
+	s := startServer(t, Options{})
+	cp := paho5Connect("af-sub", true, u32(300))
+	cp.Properties.ReceiveMaximum = u16(20)
+	cp.Properties.MaximumPacketSize = u32(1 << 20)
+	cp.Properties.TopicAliasMaximum = u16(10)
+	sub := connectPaho5(t, s, cp)
+	sub.subscribe(t, "af/#", 1)
+	pub := connectPaho5(t, s, paho5Connect("af-pub", true, u32(300)))
+	require.NotEqual(t, sessionOwnerLoop(s, "af-sub"), sessionOwnerLoop(s, "af-pub"), "publisher and subscriber on one loop")
+
+	expiry := uint32(600)
+	props := &paho5.PublishProperties{ContentType: "application/json", ResponseTopic: "af/reply",
+		CorrelationData: []byte("c-1"), MessageExpiry: &expiry,
+		User: paho5.UserProperties{{Key: "device-type", Value: "thermostat"}, {Key: "site", Value: "plant-7"}}}
+	topics := []string{"af/1", "af/2", "af/3"}
+	send := func(n int) {
+		for i := range n {
+			for _, qos := range []byte{0, 1} {
+				_, err := pub.Publish(context.Background(), &paho5.Publish{Topic: topics[i%len(topics)], QoS: qos,
+					Payload: []byte(`{"t":21.5}`), Properties: props})
+				require.NoError(t, err)
+				sub.recv(t, "the message")
+			}
+		}
+	}
+	old := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	t.Cleanup(func() { runtime.MemProfileRate = old })
+	// The clients allocate for every message, and each garbage collection
+	// they would cause empties the broker's sync.Pools (pooled messages and
+	// buffers, refilled by allocating): collections happen here only in
+	// the snapshots.
+	gcPercent := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(gcPercent) })
+	send(500) // warm up buffers, aliases and the user property memo
+	// Each snapshot collects garbage twice, which empties the pools, so
+	// every phase after one begins by refilling them. Two phases of
+	// different lengths: what grows with the number of messages is the
+	// difference.
+	phase := func(n int) (int64, []string) {
+		before := brokerAllocs()
+		send(n)
+		after := brokerAllocs()
+		var total int64
+		var sites []string
+		for site, c := range after {
+			if d := c - before[site]; d > 0 {
+				total += d
+				sites = append(sites, fmt.Sprintf("%d allocations at\n%s", d, site))
+			}
+		}
+		return total, sites
+	}
+	const short, long = 500, 2500
+	a, _ := phase(short)
+	b, sites := phase(long)
+	perMessage := float64(b-a) / (2 * (long - short))
+	t.Logf("broker allocations: %d for %d messages, %d for %d: %.3f per message", a, 2*short, b, 2*long, perMessage)
+	require.Less(t, perMessage, 0.1, "the broker allocated %d times for %d messages, %d for %d:\n%s",
+		a, 2*short, b, 2*long, strings.Join(sites, "\n"))
+}
+
+// brokerAllocs returns the allocation counts recorded so far at every
+// allocation site whose stack passes through loopmq's or gnet's code and
+// through no test file, keyed by the stack.
+func brokerAllocs() map[string]int64 {
+	// The profile is published at the end of a garbage collection cycle
+	// and may lag by one more.
+	runtime.GC()
+	runtime.GC()
+	var recs []runtime.MemProfileRecord
+	for {
+		n, ok := runtime.MemProfile(recs, true)
+		if ok {
+			recs = recs[:n]
+			break
+		}
+		recs = make([]runtime.MemProfileRecord, n+100)
+	}
+	sites := make(map[string]int64)
+	for i := range recs {
+		r := &recs[i]
+		var sb strings.Builder
+		broker, test := false, false
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			broker = broker || strings.HasPrefix(f.Function, "github.com/loopmq/loopmq/") ||
+				strings.HasPrefix(f.Function, "github.com/panjf2000/gnet/")
+			test = test || strings.HasSuffix(f.File, "_test.go")
+			fmt.Fprintf(&sb, "\t%s %s:%d\n", f.Function, f.File, f.Line)
+			if !more {
+				break
+			}
+		}
+		if broker && !test {
+			sites[sb.String()] += r.AllocObjects
+		}
+	}
+	return sites
+}
