@@ -212,7 +212,8 @@ func (b *Batch) DeleteEntry(clientID string, seq uint64) {
 // and the delete together when they meet (pebble's SingleDelete) instead
 // of keeping a tombstone until it reaches the last level. Deleting an
 // entry that was put more than once this way is undefined: it may come
-// back.
+// back. Deleting one that was never put is allowed (the engine does, for
+// a put it took back from its batch).
 func (b *Batch) DeleteEntryPutOnce(clientID string, seq uint64) {
 	b.ops = append(b.ops, Op{Kind: OpDeleteEntry, ClientID: clientID, Seq: seq, Once: true})
 }

@@ -65,6 +65,7 @@ type groupIndex struct {
 	mu      sync.Mutex
 	clients map[string][]*entryGroup // each client's groups, key Seq ascending
 	msgs    map[uint64]int32         // per message record's Seq, the live entries referring to it
+	key     [9]byte                  // a message record's key, built under mu
 }
 
 // entryGroup is one group record: seqs are its entries' Seqs, ascending;
@@ -175,7 +176,7 @@ func (x *groupIndex) unref(pb *pebble.Batch, seq uint64) {
 		return
 	}
 	delete(x.msgs, seq)
-	_ = pb.Delete(appendMessageKey(nil, seq), nil)
+	_ = pb.Delete(appendMessageKey(x.key[:0], seq), nil)
 }
 
 // killRef deletes entry i of g, and its reference to a message record.

@@ -282,7 +282,8 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			val = appendSessionValue(val, op.Session)
 			_ = pb.Set(key, val, nil)
 		case OpDeleteSession:
-			_ = pb.Delete(appendSessionKey(key, op.ClientID), nil)
+			key = appendSessionKey(key, op.ClientID)
+			_ = pb.Delete(key, nil)
 			p.dropBuilt(op.ClientID, 0, true)
 			p.groups.dropClient(pb, op.ClientID)
 			for _, kind := range [...]byte{kindEntry, kindGroup, kindInbound} {
@@ -302,12 +303,13 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			if p.deleteGrouped(pb, op.ClientID, op.Seq) {
 				continue
 			}
+			key = appendEntryKey(key, op.ClientID, op.Seq)
 			if op.Once {
 				// The put and this delete vanish together at the
 				// flush or compaction where they meet.
-				_ = pb.SingleDelete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+				_ = pb.SingleDelete(key, nil)
 			} else {
-				_ = pb.Delete(appendEntryKey(key, op.ClientID, op.Seq), nil)
+				_ = pb.Delete(key, nil)
 			}
 		case OpDeleteEntriesTo:
 			key = appendEntryKey(key, op.ClientID, 0)
@@ -323,17 +325,21 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 				p.log.Error("store: deleting grouped entries", "err", err)
 			}
 		case OpPutInbound:
-			_ = pb.Set(appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val), nil)
+			key, val = appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val)
+			_ = pb.Set(key, val, nil)
 		case OpDeleteInbound:
-			_ = pb.Delete(appendInboundKey(key, op.ClientID, op.PacketID), nil)
+			key = appendInboundKey(key, op.ClientID, op.PacketID)
+			_ = pb.Delete(key, nil)
 		case OpPutRetained:
 			key = appendRetainedKey(key, op.Msg.Topic)
 			val = appendRetainedValue(val, &op.Msg)
 			_ = pb.Set(key, val, nil)
 		case OpDeleteRetained:
-			_ = pb.Delete(appendRetainedKey(key, op.Msg.Topic), nil)
+			key = appendRetainedKey(key, op.Msg.Topic)
+			_ = pb.Delete(key, nil)
 		case OpPutMeta:
-			_ = pb.Set(appendMetaKey(key, op.Key), appendMetaValue(val, op.Value), nil)
+			key, val = appendMetaKey(key, op.Key), appendMetaValue(val, op.Value)
+			_ = pb.Set(key, val, nil)
 		}
 	}
 }
