@@ -11,6 +11,7 @@ import (
 
 	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/engine"
+	"github.com/loopmq/loopmq/internal/allocsites"
 )
 
 // startFixture starts sc's fixture for the test, closed when the test ends.
@@ -104,13 +105,7 @@ func TestHarnessDoesNotAllocate(t *testing.T) {
 				before := harnessAllocs()
 				_, err = fx.run(smokeMessages(sc) / 2)
 				require.NoError(t, err)
-				after := harnessAllocs()
-				var sites []string
-				for site, n := range after {
-					if d := n - before[site]; d > 0 {
-						sites = append(sites, fmt.Sprintf("%d allocations at\n%s", d, site))
-					}
-				}
+				_, sites := allocsites.Diff(before, harnessAllocs())
 				require.Empty(t, sites, "the harness allocated during a run")
 			})
 		}
@@ -121,45 +116,22 @@ func TestHarnessDoesNotAllocate(t *testing.T) {
 // allocation site whose stack passes through this package, keyed by the
 // stack.
 func harnessAllocs() map[string]int64 {
-	// The profile is published at the end of a garbage collection cycle
-	// and may lag by one more.
-	runtime.GC()
-	runtime.GC()
-	var recs []runtime.MemProfileRecord
-	for {
-		n, ok := runtime.MemProfile(recs, true)
-		if ok {
-			recs = recs[:n]
-			break
-		}
-		recs = make([]runtime.MemProfileRecord, n+100)
-	}
 	const pkg = "github.com/loopmq/loopmq/bench."
-	sites := make(map[string]int64)
-	for i := range recs {
-		r := &recs[i]
-		var sb strings.Builder
-		ours, skip := false, false
-		frames := runtime.CallersFrames(r.Stack())
-		for {
-			f, more := frames.Next()
-			ours = ours || strings.HasPrefix(f.Function, pkg)
+	return allocsites.Read(func(stack []runtime.Frame) bool {
+		ours := false
+		for _, f := range stack {
 			// Not counted: the snapshots themselves, and the runtime's
 			// sudogs. Every GC empties the sudog caches and the next
 			// blocking channel operations refill them, so those are a
 			// few hundred allocations per GC cycle at most (one per
 			// goroutine blocked at once), never per message.
-			skip = skip || f.Function == pkg+"harnessAllocs" || f.Function == "runtime.acquireSudog"
-			fmt.Fprintf(&sb, "\t%s %s:%d\n", f.Function, f.File, f.Line)
-			if !more {
-				break
+			if f.Function == pkg+"harnessAllocs" || f.Function == "runtime.acquireSudog" {
+				return false
 			}
+			ours = ours || strings.HasPrefix(f.Function, pkg)
 		}
-		if ours && !skip {
-			sites[sb.String()] += r.AllocObjects
-		}
-	}
-	return sites
+		return ours
+	})
 }
 
 // TestBrokerSurvivesSubscriberResets resets every subscriber's connection

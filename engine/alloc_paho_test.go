@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -10,6 +9,8 @@ import (
 
 	paho5 "github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/internal/allocsites"
 )
 
 // TestPaho5AllocationFree sends messages one at a time from a paho.golang
@@ -70,16 +71,7 @@ func TestPaho5AllocationFree(t *testing.T) {
 	phase := func(n int) (int64, []string) {
 		before := brokerAllocs()
 		send(n)
-		after := brokerAllocs()
-		var total int64
-		var sites []string
-		for site, c := range after {
-			if d := c - before[site]; d > 0 {
-				total += d
-				sites = append(sites, fmt.Sprintf("%d allocations at\n%s", d, site))
-			}
-		}
-		return total, sites
+		return allocsites.Diff(before, brokerAllocs())
 	}
 	const short, long = 500, 2500
 	a, _ := phase(short)
@@ -94,38 +86,15 @@ func TestPaho5AllocationFree(t *testing.T) {
 // allocation site whose stack passes through loopmq's or gnet's code and
 // through no test file, keyed by the stack.
 func brokerAllocs() map[string]int64 {
-	// The profile is published at the end of a garbage collection cycle
-	// and may lag by one more.
-	runtime.GC()
-	runtime.GC()
-	var recs []runtime.MemProfileRecord
-	for {
-		n, ok := runtime.MemProfile(recs, true)
-		if ok {
-			recs = recs[:n]
-			break
-		}
-		recs = make([]runtime.MemProfileRecord, n+100)
-	}
-	sites := make(map[string]int64)
-	for i := range recs {
-		r := &recs[i]
-		var sb strings.Builder
-		broker, test := false, false
-		frames := runtime.CallersFrames(r.Stack())
-		for {
-			f, more := frames.Next()
+	return allocsites.Read(func(stack []runtime.Frame) bool {
+		broker := false
+		for _, f := range stack {
+			if strings.HasSuffix(f.File, "_test.go") {
+				return false
+			}
 			broker = broker || strings.HasPrefix(f.Function, "github.com/loopmq/loopmq/") ||
 				strings.HasPrefix(f.Function, "github.com/panjf2000/gnet/")
-			test = test || strings.HasSuffix(f.File, "_test.go")
-			fmt.Fprintf(&sb, "\t%s %s:%d\n", f.Function, f.File, f.Line)
-			if !more {
-				break
-			}
 		}
-		if broker && !test {
-			sites[sb.String()] += r.AllocObjects
-		}
-	}
-	return sites
+		return broker
+	})
 }
