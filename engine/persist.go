@@ -65,7 +65,8 @@ type loopStore struct {
 	waiters []*client      // clients holding acknowledgements for the open batch
 	pending []pendingBatch // committed, not durable yet, in commit order
 	free    []*store.Batch
-	entry   store.Entry // scratch for PutEntry
+	dones   []*commitDone // completions of earlier commits, for reuse
+	entry   store.Entry   // scratch for PutEntry
 	subIDs  []uint32
 	needs   bool // the current route wrote something its publisher's ack must wait for
 	// low is the lowest message sequence number the loop's open or
@@ -386,9 +387,52 @@ func (l *loop) commitStore() {
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	ls.handed = true
-	l.srv.ps.st.Commit(b, func(err error) {
-		l.post(task{kind: taskFunc, fn: func(l *loop) { l.committed(t, err) }})
-	})
+	cd := l.commitDone()
+	cd.ticket = t
+	l.srv.ps.st.Commit(b, cd.done)
+}
+
+// commitDone is one commit's completion: the store calls done, which
+// hands the result to the loop, where committed runs. Reused from commit
+// to commit (loopStore.dones) so that a commit allocates no closure: done
+// and run are bound once. Between commits it is its loop's; the store's
+// goroutine sets err before it posts run, and touches it no more.
+type commitDone struct {
+	l      *loop
+	ticket uint64
+	err    error
+	done   func(error)
+	run    func(*loop)
+}
+
+// commitDone returns a completion for the next commit.
+func (l *loop) commitDone() *commitDone {
+	ls := &l.st
+	if n := len(ls.dones); n > 0 {
+		cd := ls.dones[n-1]
+		ls.dones = ls.dones[:n-1]
+		return cd
+	}
+	cd := &commitDone{l: l}
+	cd.done = cd.finish
+	cd.run = cd.apply
+	return cd
+}
+
+// finish is the store's callback: it runs on the store's goroutine.
+func (cd *commitDone) finish(err error) {
+	cd.err = err
+	cd.l.post(task{kind: taskFunc, fn: cd.run})
+}
+
+// apply runs on the loop: cd goes back for reuse, then committed.
+func (cd *commitDone) apply(l *loop) {
+	t, err := cd.ticket, cd.err
+	cd.err = nil
+	if ls := &l.st; len(ls.dones) < 4 {
+		ls.dones = append(ls.dones, cd)
+	}
+	l.committed(t, err)
 }
 
 // committed releases what waited for batch t (and any before it) to be
@@ -401,8 +445,9 @@ func (l *loop) committed(t uint64, err error) {
 	}
 	for len(ls.pending) > 0 && ls.pending[0].ticket <= t {
 		p := ls.pending[0]
-		ls.pending[0] = pendingBatch{}
-		ls.pending = ls.pending[1:]
+		n := copy(ls.pending, ls.pending[1:]) // in place: the list keeps its storage
+		ls.pending[n] = pendingBatch{}
+		ls.pending = ls.pending[:n]
 		ls.durable = p.ticket
 		for _, c := range p.waiters {
 			if err != nil {
@@ -412,6 +457,10 @@ func (l *loop) committed(t uint64, err error) {
 			if h := c.heldAcks(); h != nil && h.on == nil {
 				c.releaseHeld()
 			}
+		}
+		if ls.waiters == nil && cap(p.waiters) <= 1024 {
+			clear(p.waiters)
+			ls.waiters = p.waiters[:0] // the open batch's list, reused
 		}
 		p.b.Reset()
 		if len(ls.free) < 4 {
@@ -434,8 +483,8 @@ func (l *loop) committed(t uint64, err error) {
 			}
 		}
 	}
-	if len(ls.pending) == 0 {
-		ls.pending = nil
+	if len(ls.pending) == 0 && cap(ls.pending) > 64 {
+		ls.pending = nil // grew during a stall
 	}
 	ls.w = l.srv.watermark()
 	l.sendHeld()
