@@ -63,6 +63,7 @@ type loopStore struct {
 	ticket  uint64         // ticket of the open batch: committed batches count from 1
 	durable uint64         // every batch up to this ticket is durable
 	waiters []*client      // clients holding acknowledgements for the open batch
+	spare   []*client      // a durable batch's waiters list, for the next open batch
 	pending []pendingBatch // committed, not durable yet, in commit order
 	free    []*store.Batch
 	dones   []*commitDone // completions of earlier commits, for reuse
@@ -383,7 +384,7 @@ func (l *loop) commitStore() {
 		return
 	}
 	b, t, ws := ls.b, ls.ticket, ls.waiters
-	ls.b, ls.waiters = nil, nil
+	ls.b, ls.waiters, ls.spare = nil, ls.spare, nil
 	ls.pending = append(ls.pending, pendingBatch{at: l.mono, ticket: t, low: ls.openLow, b: b, waiters: ws})
 	ls.openLow = 0
 	ls.handed = true
@@ -458,9 +459,9 @@ func (l *loop) committed(t uint64, err error) {
 				c.releaseHeld()
 			}
 		}
-		if ls.waiters == nil && cap(p.waiters) <= 1024 {
+		if ls.spare == nil && cap(p.waiters) <= 1024 {
 			clear(p.waiters)
-			ls.waiters = p.waiters[:0] // the open batch's list, reused
+			ls.spare = p.waiters[:0]
 		}
 		p.b.Reset()
 		if len(ls.free) < 4 {
