@@ -381,6 +381,23 @@ func TestAppendForwardedOrders(t *testing.T) {
 	f("only per recipient", cat(expiry, alias), []byte{})
 }
 
+// TestAppendPublish0MatchesPublish checks AppendPublish0 and Publish0Size
+// against the general encoder, across the remaining length's byte counts,
+// and one golden frame.
+func TestAppendPublish0MatchesPublish(t *testing.T) {
+	require.Equal(t, []byte{0x30, 0x07, 0x00, 0x03, 'a', '/', 'b', 'h', 'i'},
+		AppendPublish0(nil, b("a/b"), b("hi")))
+	for _, size := range []int{0, 1, 122, 123, 124, 16378, 16379, 16380, 2097146, 2097147} {
+		for _, topic := range [][]byte{b("a/b"), nil} {
+			payload := make([]byte, size)
+			p := Publish{Topic: topic, Payload: payload}
+			want := p.AppendTo(nil, V311)
+			require.Equal(t, want, AppendPublish0([]byte{}, topic, payload), "payload %d, topic %q", size, topic)
+			require.Equal(t, len(want), Publish0Size(topic, payload), "payload %d, topic %q", size, topic)
+		}
+	}
+}
+
 // TestForwardHeaderMatchesPublish checks ForwardHeader (its bytes and its
 // Size) against the general encoder for every combination of per-recipient
 // properties.

@@ -116,6 +116,26 @@ func (p *Publish) AppendTo(dst []byte, v Version) []byte {
 	return append(dst, p.Payload...)
 }
 
+// Publish0Size returns the length of the frame AppendPublish0 appends.
+func Publish0Size(topic, payload []byte) int {
+	n := binaryLen(topic) + len(payload)
+	return 1 + varintLen(n) + n
+}
+
+// AppendPublish0 appends the MQTT 3.1/3.1.1 PUBLISH of topic and payload
+// at QoS 0, without DUP or RETAIN: the frame a broker shares among its
+// 3.x recipients. It is what Publish.AppendTo would encode for that
+// Publish, without a Publish to fill (a few hundred bytes to clear, its
+// Properties included, for every message routed).
+func AppendPublish0(dst, topic, payload []byte) []byte {
+	n := binaryLen(topic) + len(payload)
+	dst = grow(dst, 1+varintLen(n)+n)
+	dst = append(dst, byte(PUBLISH)<<4)
+	dst = appendVarint(dst, n)
+	dst = appendBinary(dst, topic)
+	return append(dst, payload...)
+}
+
 // Size returns the length of the whole encoded frame.
 func (p *Publish) Size(v Version) int {
 	n, _ := p.headerSize(v)

@@ -94,8 +94,7 @@ func newMessagePool() *messagePool {
 // recycled, because the retained index hands it to lock-free readers that
 // hold no reference (the garbage collector frees it once unreachable).
 func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, from string, props *codec.Properties, recv *codec.Publish, now int64) *message {
-	pub := codec.Publish{Topic: topic, Payload: payload}
-	size := pub.Size(codec.V311)
+	size := codec.Publish0Size(topic, payload)
 	hasFwd := props != nil && props.Present&forwardedProps != 0
 	var fwd *codec.Properties
 	switch {
@@ -121,7 +120,7 @@ func (p *messagePool) newMessage(topic, payload []byte, qos byte, retain bool, f
 		m = p.msgs.Get().(*message)
 		m.buf = p.bufs.Get(size)
 	}
-	b := pub.AppendTo((*m.buf)[:0], codec.V311)
+	b := codec.AppendPublish0((*m.buf)[:0], topic, payload)
 	m.frame0 = b
 	m.payload = b[len(b)-len(payload) : len(b) : len(b)]
 	end := len(b) - len(payload)
