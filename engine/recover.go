@@ -258,8 +258,7 @@ func (srv *Server) restoreOut(e *store.Entry) outMsg {
 // newMessage lays a received one out, with one reference. A retained one
 // is pinned (see newMessage).
 func (srv *Server) restoreMessage(sm *store.Message, retained bool) *message {
-	pub := codec.Publish{Topic: sm.Topic, Payload: sm.Payload}
-	size := pub.Size(codec.V311) + len(sm.Props)
+	size := codec.Publish0Size(sm.Topic, sm.Payload) + len(sm.Props)
 	var m *message
 	if retained {
 		m = &message{pinned: true}
@@ -270,7 +269,7 @@ func (srv *Server) restoreMessage(sm *store.Message, retained bool) *message {
 		m = p.msgs.Get().(*message)
 		m.buf = p.bufs.Get(size)
 	}
-	b := pub.AppendTo((*m.buf)[:0], codec.V311)
+	b := codec.AppendPublish0((*m.buf)[:0], sm.Topic, sm.Payload)
 	m.frame0 = b
 	m.payload = b[len(b)-len(sm.Payload) : len(b) : len(b)]
 	end := len(b) - len(sm.Payload)
