@@ -96,6 +96,11 @@
 // the 5.0 ones, which separates what 5.0 costs from what its larger frames
 // cost. bench/v5ratio.sh passes BENCH_FLAGS on to the benchmark.
 //
+// The flag -bench.maxpacket=N makes the 5.0 subscribers send a Maximum
+// Packet Size of N in CONNECT, as many client libraries do; the broker then
+// sizes every PUBLISH towards them (docs/benchmarks.md, issue 7, fifth
+// round). TestQoS0AllocationFree runs with and without one.
+//
 // The flag -bench.authz gives the in-process broker an Authorizer that
 // allows everything, so that the cost of the authorization checks (a
 // cached Read decision per delivery, a Write decision per PUBLISH) shows

@@ -52,7 +52,7 @@ func TestPaho5AllocationFree(t *testing.T) {
 // written, committed and deleted, one commit each. Before its commit's
 // completion was reused, its pending list kept and its deletes' keys built
 // in place, that came to 8.1-8.6 broker allocations per message; now
-// about 0.12.
+// about 0.1.
 func TestPaho5PersistentAllocationFree(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops objects under the race detector; make alloc-check runs this")

@@ -10,7 +10,7 @@ import (
 // subscriber's loop commits for the acknowledgements it read, is encoded
 // into pebble's batch without an allocation per delete: the key is built
 // in the store's reused buffer (before, each delete grew a key buffer that
-// was then dropped, two allocations per delete).
+// was then dropped: about three allocations per delete).
 func TestEncodeDeletesDoNotAllocate(t *testing.T) {
 	p, err := OpenPebble(t.TempDir(), quietOptions(t))
 	require.NoError(t, err)

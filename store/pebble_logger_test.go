@@ -30,8 +30,8 @@ func (b *lockedBuffer) String() string {
 
 // TestIneffectualSingleDeleteNotLogged: the delete of an entry that was
 // never written (the engine deletes entries whose put it took back from a
-// batch) meets no put in the flush, which pebble reports as possible API
-// misuse. The store drops that report instead of having the logging
+// batch) meets no put in a flush or compaction, which pebble reports as
+// possible API misuse. The store drops that report instead of having the logging
 // listener box it for a Debug line, on the flush's path, about once per
 // ten deliveries in persisted pairs. The rest of pebble's events still
 // reach the log.
