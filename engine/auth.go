@@ -132,6 +132,7 @@ type authState struct {
 // of which the CONNECT is handled (authenticated). Runs on c's loop.
 func (c *client) authenticate(h codec.FixedHeader, p *codec.Connect, body []byte) bool {
 	c.version = p.Version // a refusal's CONNACK speaks the client's protocol level
+	c.takeProblemTerms(p)
 	// A TLS client's certificate may be its user name (bridge.go).
 	if !c.certIdentity(p) {
 		c.refuse(codec.BadUserNameOrPassword, "no verified client certificate to take the user name from")
@@ -281,7 +282,8 @@ func (c *client) reauthFailed(code codec.ReasonCode, why string) {
 	code = disconnectAuthCode(code)
 	c.loop.srv.log.Info("closing connection", "client", c.id(), "remote", c.remote(), "reason", why, "code", code)
 	d := codec.Disconnect{ReasonCode: code}
-	c.writePacket(&d)
+	d.Properties.ReasonString = []byte(why) // allowed in DISCONNECT [MQTT-3.1.2-29]
+	c.writeReasoned(&d, &d.Properties.ReasonString)
 	c.close(why)
 }
 

@@ -89,6 +89,10 @@ const (
 	termExpiryCapped uint8 = 1 << iota // the Session Expiry Interval is not the one asked for
 	termKeepAlive                      // the keep alive was capped (Server Keep Alive)
 	termAssignedID                     // the broker assigned clientID [MQTT-3.2.2-16]
+	// termNoProblemInfo is not told: the client sent Request Problem
+	// Information 0, so no Reason String goes on its acknowledgements
+	// [MQTT-3.1.2-29] (problemInfo).
+	termNoProblemInfo
 )
 
 // clientExtra is the state of a connection that most connections never
@@ -289,20 +293,24 @@ func (c *client) protocolError(err error) {
 			// [MQTT-3.1.2-2] answer with CONNACK 0x01 (3.1.1) or 0x84 (5.0).
 			c.version = c.loop.dec.Version // the level the client asked for
 			c.loop.refused(RefusedProtocolVersion)
-			c.writeConnack(false, code, nil)
+			c.writeConnack(false, code, nil, "")
 		}
 	} else if c.state == stateAuth {
 		// No DISCONNECT before a successful CONNACK [MQTT-3.14.0-1].
-		c.writeConnack(false, code, nil)
+		reason := ""
+		if e != nil {
+			reason = e.Reason
+		}
+		c.writeConnack(false, code, nil, reason)
 	} else if c.version == codec.V5 {
 		d := codec.Disconnect{ReasonCode: code}
-		if e != nil && (c.maxPacketOut == 0 || len(e.Reason)+16 <= int(c.maxPacketOut)) {
+		if e != nil {
 			// Allowed in DISCONNECT whatever Request Problem Information
 			// says [MQTT-3.1.2-29], within the client's Maximum Packet
 			// Size [MQTT-3.14.2-3].
 			d.Properties.ReasonString = []byte(e.Reason)
 		}
-		c.writePacket(&d)
+		c.writeReasoned(&d, &d.Properties.ReasonString)
 	}
 	c.close(reasonProtocol)
 }
@@ -348,6 +356,21 @@ func (c *client) writePacket(p codec.Packet) {
 	c.addSeg(b, start)
 }
 
+// writeReasoned batches p, whose Reason String is *reason, without the
+// Reason String when p with it is larger than the client's Maximum
+// Packet Size [MQTT-3.1.2-24] (as MQTT 5.0 says of every packet that has
+// one: [MQTT-3.9.2-1], [MQTT-3.14.2-3] and so on).
+func (c *client) writeReasoned(p codec.Packet, reason *[]byte) {
+	b := c.batch()
+	start := len(b.wbuf)
+	b.wbuf = p.AppendTo(b.wbuf, c.version)
+	if len(*reason) > 0 && !c.fits(len(b.wbuf)-start) {
+		*reason = nil
+		b.wbuf = p.AppendTo(b.wbuf[:start], c.version)
+	}
+	c.addSeg(b, start)
+}
+
 func (c *client) addSeg(b *writeBatch, start int) {
 	b.segs = append(b.segs, seg{start: start, end: len(b.wbuf)})
 	b.pending += len(b.wbuf) - start
@@ -361,17 +384,66 @@ func (c *client) writeAck(t codec.Type, id uint16, code codec.ReasonCode) {
 	a := codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}
 	b := c.batch()
 	start := len(b.wbuf)
+	if code >= 0x80 && c.problemInfo() {
+		// A failure says why [MQTT 5.0 sections 3.4.2.2.2, 3.5.2.2.2,
+		// 3.6.2.2.2, 3.7.2.2.2], unless that would make the packet too
+		// large for the client [MQTT-3.4.2-2, 3.5.2-2, 3.6.2-2, 3.7.2-2].
+		a.Properties.ReasonString = []byte(ackReason(t, code))
+		b.wbuf = a.AppendTo(b.wbuf, c.version)
+		if c.fits(len(b.wbuf) - start) {
+			c.addSeg(b, start)
+			return
+		}
+		b.wbuf = b.wbuf[:start]
+		a.Properties.ReasonString = nil
+	}
 	b.wbuf = a.AppendTo(b.wbuf, c.version)
 	c.addSeg(b, start)
 }
 
-func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.Properties) {
+// ackReason is the Reason String of a PUBACK, PUBREC, PUBREL or PUBCOMP
+// of type t with failure code.
+func ackReason(t codec.Type, code codec.ReasonCode) string {
+	switch code {
+	case codec.NotAuthorized:
+		return "not authorized to publish to this topic"
+	case codec.PayloadFormatInvalid:
+		return "the payload format indicator is 1 but the payload is not valid UTF-8"
+	case codec.PacketIdentifierNotFound:
+		if t == codec.PUBREL {
+			return "PUBREC for a packet identifier with no QoS 2 PUBLISH in flight"
+		}
+		return "PUBREL for a packet identifier with no QoS 2 PUBLISH awaiting release"
+	}
+	return code.String()
+}
+
+// problemInfo reports whether c may get a Reason String on a packet other
+// than CONNACK, PUBLISH and DISCONNECT: a 5.0 client that did not send
+// Request Problem Information 0 [MQTT-3.1.2-29].
+func (c *client) problemInfo() bool {
+	return c.version == codec.V5 && c.terms&termNoProblemInfo == 0
+}
+
+// fits reports whether a packet of n bytes is within c's 5.0 Maximum
+// Packet Size [MQTT-3.1.2-24].
+func (c *client) fits(n int) bool {
+	return c.maxPacketOut == 0 || n <= int(c.maxPacketOut)
+}
+
+// writeConnack batches a CONNACK. A 5.0 refusal carries reason, if not
+// empty, as its Reason String (allowed whatever Request Problem
+// Information says [MQTT-3.1.2-29]) when the packet stays within the
+// client's Maximum Packet Size [MQTT-3.2.2-19].
+func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.Properties, reason string) {
 	ca := codec.Connack{SessionPresent: present, ReasonCode: code}
 	if c.version != codec.V5 {
 		ca.ReasonCode = codec.ReasonCode(codec.ConnackCodeV3(code))
+		reason = ""
 	} else {
 		if code == codec.Success {
 			props = c.connackAuthProps(props)
+			reason = ""
 		}
 		if props != nil {
 			ca.Properties = *props
@@ -382,6 +454,16 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 	// would move to the heap, once per connection.
 	b := c.batch()
 	start := len(b.wbuf)
+	if reason != "" {
+		ca.Properties.ReasonString = []byte(reason)
+		b.wbuf = ca.AppendTo(b.wbuf, c.version)
+		if c.fits(len(b.wbuf) - start) {
+			c.addSeg(b, start)
+			return
+		}
+		b.wbuf = b.wbuf[:start]
+		ca.Properties.ReasonString = nil
+	}
 	b.wbuf = ca.AppendTo(b.wbuf, c.version)
 	c.addSeg(b, start)
 }

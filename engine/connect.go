@@ -41,10 +41,8 @@ func (c *client) onConnect(p *codec.Connect) {
 }
 
 // setLimits takes the client's 5.0 limits from CONNECT: its Receive
-// Maximum, Maximum Packet Size and Topic Alias Maximum [MQTT 5.0 section
-// 3.1.2.11]. Request Problem Information needs nothing: the broker sends
-// Reason Strings only in DISCONNECT, where they are always allowed
-// [MQTT-3.1.2-29].
+// Maximum and Topic Alias Maximum [MQTT 5.0 section 3.1.2.11]
+// (takeProblemTerms has taken the rest).
 func (c *client) setLimits(p *codec.Connect) {
 	o := &c.loop.srv.opts
 	c.sendQuota = uint16(o.MaxInflight)
@@ -55,9 +53,24 @@ func (c *client) setLimits(p *codec.Connect) {
 	if pr.Has(codec.PropReceiveMaximum) && int(pr.ReceiveMaximum) < o.MaxInflight {
 		c.sendQuota = pr.ReceiveMaximum // [MQTT-3.3.4-7]
 	}
-	c.maxPacketOut = pr.MaximumPacketSize
 	if n := min(int(pr.TopicAliasMaximum), o.MaxTopicAliasOut); n > 0 {
 		c.extras().aliases.out = newAliasesOut(n)
+	}
+}
+
+// takeProblemTerms takes from a 5.0 CONNECT, before anything can refuse
+// it, what bounds the Reason Strings the broker sends: the client's
+// Maximum Packet Size (a refusing CONNACK's Reason String must fit it
+// [MQTT-3.2.2-19]) and Request Problem Information (0: none on
+// acknowledgements [MQTT-3.1.2-29]).
+func (c *client) takeProblemTerms(p *codec.Connect) {
+	if p.Version != codec.V5 {
+		return
+	}
+	pr := &p.Properties
+	c.maxPacketOut = pr.MaximumPacketSize
+	if pr.Has(codec.PropRequestProblemInfo) && pr.RequestProblemInfo == 0 {
+		c.terms |= termNoProblemInfo
 	}
 }
 
@@ -81,7 +94,7 @@ func (c *client) refuse(code codec.ReasonCode, why string) {
 	if (code == codec.BadUserNameOrPassword || code == codec.NotAuthorized) && !c.gone {
 		c.loop.srv.ipl.failed(c.conn.RemoteAddr(), time.Now())
 	}
-	c.writeConnack(false, code, nil)
+	c.writeConnack(false, code, nil, why)
 	c.close(reasonProtocol)
 }
 
@@ -300,7 +313,7 @@ func (c *client) bind(s *session, present bool) {
 	}
 	c.connackTerms(&props)
 	c.connackLimits(&props)
-	c.writeConnack(present, codec.Success, &props)
+	c.writeConnack(present, codec.Success, &props, "")
 	if s.q != nil {
 		s.q.inflight.each(func(sl *slot) {
 			if sl.hold != 0 {

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"strconv"
+
 	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/trie"
 )
@@ -23,10 +25,19 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		subID  uint32
 	}
 	var work []retainedWork
+	var denied []byte // the Reason String: the filters refused
 	for i := range p.Subscriptions {
 		sub := &p.Subscriptions[i]
 		if !c.maySubscribe(sub.Filter) { // authz.go
 			codes[i] = c.subscribeDenied()
+			if c.problemInfo() { // [MQTT-3.1.2-29]
+				if denied == nil {
+					denied = append(denied, "not authorized to subscribe to "...)
+				} else {
+					denied = append(denied, ", "...)
+				}
+				denied = strconv.AppendQuote(denied, string(sub.Filter))
+			}
 			continue
 		}
 		filter := string(sub.Filter)
@@ -53,7 +64,8 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	}
 	l.persistSession(s, c)
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
-	c.writePacket(&ack)
+	ack.Properties.ReasonString = denied
+	c.writeReasoned(&ack, &ack.Properties.ReasonString) // [MQTT-3.9.2-1]
 	for _, w := range work {
 		srv.idx.matchRetained(w.filter, func(m *message) {
 			if m.expired(l.mono) {

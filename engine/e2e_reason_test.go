@@ -1,0 +1,150 @@
+package engine
+
+import (
+	"context"
+	"testing"
+
+	pahov5 "github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// Reason Strings: a 5.0 client that did not send Request Problem
+// Information 0 is told why an acknowledgement failed; one that did gets
+// the codes alone [MQTT-3.1.2-29]; no packet grows past the client's
+// Maximum Packet Size for its Reason String.
+
+// TestE2EV5ReasonStringsPaho checks the Reason Strings paho.golang hands
+// its user: PUBACK and PUBREC 0x87 [MQTT 5.0 sections 3.4.2.2.2,
+// 3.5.2.2.2], a SUBACK refusing a filter (named in it) [MQTT 5.0 section
+// 3.9.2.1.2], and a refusing CONNACK [MQTT 5.0 section 3.2.2.3.9].
+func TestE2EV5ReasonStringsPaho(t *testing.T) {
+	allow := false
+	s, _ := authzServer(t, Options{AllowAnonymous: &allow})
+	cl, _, err := pahoV5(t, s, nil, &pahov5.Connect{ClientID: "why5", CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: "bob"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+
+	pr, err := cl.Publish(ctx, &pahov5.Publish{Topic: "alice/x", QoS: 1, Payload: []byte("x")})
+	require.Error(t, err)
+	require.Equal(t, byte(codec.NotAuthorized), pr.ReasonCode)
+	require.Equal(t, "not authorized to publish to this topic", pr.Properties.ReasonString)
+	pr, err = cl.Publish(ctx, &pahov5.Publish{Topic: "alice/x", QoS: 2, Payload: []byte("x")})
+	require.NoError(t, err) // paho.golang reports a flow that ended at PUBREC by its code only
+	require.Equal(t, byte(codec.NotAuthorized), pr.ReasonCode)
+	require.Equal(t, "not authorized to publish to this topic", pr.Properties.ReasonString)
+	// A success code, 0x10 included, says nothing more.
+	pr, err = cl.Publish(ctx, &pahov5.Publish{Topic: "bob/x", QoS: 1, Payload: []byte("x")})
+	require.NoError(t, err)
+	require.Equal(t, byte(codec.NoMatchingSubscribers), pr.ReasonCode)
+	require.Empty(t, pr.Properties.ReasonString)
+
+	sa, err := cl.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{
+		{Topic: "secret/x", QoS: 1}, {Topic: "public/x", QoS: 1}, {Topic: "$share/g/secret/#", QoS: 0}}})
+	require.Error(t, err)
+	require.Equal(t, []byte{byte(codec.NotAuthorized), 1, byte(codec.NotAuthorized)}, sa.Reasons)
+	require.Equal(t, `not authorized to subscribe to "secret/x", "$share/g/secret/#"`, sa.Properties.ReasonString)
+	sa, err = cl.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "public/y", QoS: 1}}})
+	require.NoError(t, err)
+	require.Equal(t, []byte{1}, sa.Reasons)
+	if sa.Properties != nil {
+		require.Empty(t, sa.Properties.ReasonString)
+	}
+
+	_, ca, err := pahoV5(t, s, nil, &pahov5.Connect{ClientID: "anon5", CleanStart: true, KeepAlive: 30})
+	require.Error(t, err)
+	require.NotNil(t, ca)
+	require.Equal(t, byte(codec.NotAuthorized), ca.ReasonCode)
+	require.Equal(t, "authentication failed", ca.Properties.ReasonString)
+}
+
+// TestE2EV5ReasonStringsRaw checks the Reason Strings paho.golang does not
+// show: PUBCOMP and PUBREL 0x92 [MQTT 5.0 sections 3.7.2.2.2, 3.6.2.2.2],
+// a CONNACK refusing a will topic, and none to a client that sent Request
+// Problem Information 0, except in CONNACK, where it is still allowed
+// [MQTT-3.1.2-29].
+func TestE2EV5ReasonStringsRaw(t *testing.T) {
+	s, _ := authzServer(t, Options{})
+	for _, asked := range []bool{true, false} {
+		p := userConnect5("why-raw", "bob")
+		if !asked {
+			p.Properties = codec.Properties{Present: presentSet(codec.PropRequestProblemInfo)}
+		}
+		c := connectRaw(t, s, p)
+		want := func(text string) string {
+			if asked {
+				return text
+			}
+			return ""
+		}
+
+		c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 7})
+		a := c.expect(codec.PUBCOMP).(*codec.Ack)
+		require.Equal(t, codec.PacketIdentifierNotFound, a.ReasonCode)
+		require.Equal(t, want("PUBREL for a packet identifier with no QoS 2 PUBLISH awaiting release"),
+			string(a.Properties.ReasonString), "asked %v", asked)
+		c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: 8})
+		a = c.expect(codec.PUBREL).(*codec.Ack)
+		require.Equal(t, codec.PacketIdentifierNotFound, a.ReasonCode)
+		require.Equal(t, want("PUBREC for a packet identifier with no QoS 2 PUBLISH in flight"),
+			string(a.Properties.ReasonString), "asked %v", asked)
+
+		c.publish("alice/x", "x", 1, false, 9)
+		a = c.expect(codec.PUBACK).(*codec.Ack)
+		require.Equal(t, codec.NotAuthorized, a.ReasonCode)
+		require.Equal(t, want("not authorized to publish to this topic"), string(a.Properties.ReasonString))
+
+		c.send(&codec.Subscribe{PacketID: 10, Subscriptions: []codec.Subscription{{Filter: []byte("secret/a"), QoS: 1}}})
+		sa := c.expect(codec.SUBACK).(*codec.Suback)
+		require.Equal(t, []codec.ReasonCode{codec.NotAuthorized}, sa.ReasonCodes)
+		require.Equal(t, want(`not authorized to subscribe to "secret/a"`), string(sa.Properties.ReasonString))
+		c.disconnect()
+
+		r := dialRaw(t, s)
+		wp := withWill(userConnect5("why-will", "bob"), "alice/will", "w", 0, false)
+		wp.Properties = p.Properties
+		ca := r.connect(wp)
+		require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
+		require.Equal(t, "not authorized to publish to the will topic alice/will", string(ca.Properties.ReasonString))
+	}
+}
+
+// TestE2EV5ReasonStringsWithinMaximumPacketSize checks that a Reason
+// String is left out when the packet with it would be larger than the
+// client's Maximum Packet Size, and the packet sent without it
+// [MQTT-3.4.2-2] [MQTT-3.9.2-1] [MQTT-3.2.2-19].
+func TestE2EV5ReasonStringsWithinMaximumPacketSize(t *testing.T) {
+	allow := false
+	s, _ := authzServer(t, Options{AllowAnonymous: &allow})
+	p := userConnect5("small", "bob")
+	p.Properties.MaximumPacketSize = 24
+	c := connectRaw(t, s, p)
+	c.publish("alice/x", "x", 1, false, 3)
+	a := c.expect(codec.PUBACK).(*codec.Ack)
+	require.Equal(t, codec.NotAuthorized, a.ReasonCode)
+	require.Empty(t, a.Properties.ReasonString)
+	c.send(&codec.Subscribe{PacketID: 4, Subscriptions: []codec.Subscription{{Filter: []byte("secret/a"), QoS: 1}}})
+	sa := c.expect(codec.SUBACK).(*codec.Suback)
+	require.Equal(t, []codec.ReasonCode{codec.NotAuthorized}, sa.ReasonCodes)
+	require.Empty(t, sa.Properties.ReasonString)
+	// PUBCOMP 0x92 with a Reason String is 9 bytes and the text.
+	c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 5})
+	a = c.expect(codec.PUBCOMP).(*codec.Ack)
+	require.Equal(t, codec.PacketIdentifierNotFound, a.ReasonCode)
+	require.Empty(t, a.Properties.ReasonString)
+
+	r := dialRaw(t, s)
+	anon := &codec.Connect{Version: codec.V5, ClientID: []byte("anon-small"), CleanStart: true}
+	anon.Properties.MaximumPacketSize = 16
+	ca := r.connect(anon)
+	require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
+	require.Empty(t, ca.Properties.ReasonString)
+	r = dialRaw(t, s)
+	anon.Properties.MaximumPacketSize = 64
+	ca = r.connect(anon)
+	require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
+	require.Equal(t, "authentication failed", string(ca.Properties.ReasonString))
+}
