@@ -382,21 +382,19 @@ func (c *client) addSeg(b *writeBatch, start int) {
 // a codec.Packet would move it to the heap, once per QoS 1/2 message.
 func (c *client) writeAck(t codec.Type, id uint16, code codec.ReasonCode) {
 	a := codec.Ack{PacketType: t, PacketID: id, ReasonCode: code}
-	b := c.batch()
-	start := len(b.wbuf)
 	if code >= 0x80 && c.problemInfo() {
 		// A failure says why [MQTT 5.0 sections 3.4.2.2.2, 3.5.2.2.2,
 		// 3.6.2.2.2, 3.7.2.2.2], unless that would make the packet too
 		// large for the client [MQTT-3.4.2-2, 3.5.2-2, 3.6.2-2, 3.7.2-2].
-		a.Properties.ReasonString = []byte(ackReason(t, code))
-		b.wbuf = a.AppendTo(b.wbuf, c.version)
-		if c.fits(len(b.wbuf) - start) {
-			c.addSeg(b, start)
-			return
-		}
-		b.wbuf = b.wbuf[:start]
-		a.Properties.ReasonString = nil
+		// A copy, on the heap for writeReasoned: a successful one's Ack
+		// stays on the stack.
+		f := a
+		f.Properties.ReasonString = []byte(ackReason(t, code))
+		c.writeReasoned(&f, &f.Properties.ReasonString)
+		return
 	}
+	b := c.batch()
+	start := len(b.wbuf)
 	b.wbuf = a.AppendTo(b.wbuf, c.version)
 	c.addSeg(b, start)
 }
@@ -452,18 +450,14 @@ func (c *client) writeConnack(present bool, code codec.ReasonCode, props *codec.
 	// Connack.AppendTo directly, not through writePacket: as a
 	// codec.Packet the Connack (its Properties are a few hundred bytes)
 	// would move to the heap, once per connection.
+	if reason != "" {
+		r := ca // a copy, on the heap for writeReasoned, for refusals only
+		r.Properties.ReasonString = []byte(reason)
+		c.writeReasoned(&r, &r.Properties.ReasonString)
+		return
+	}
 	b := c.batch()
 	start := len(b.wbuf)
-	if reason != "" {
-		ca.Properties.ReasonString = []byte(reason)
-		b.wbuf = ca.AppendTo(b.wbuf, c.version)
-		if c.fits(len(b.wbuf) - start) {
-			c.addSeg(b, start)
-			return
-		}
-		b.wbuf = b.wbuf[:start]
-		ca.Properties.ReasonString = nil
-	}
 	b.wbuf = ca.AppendTo(b.wbuf, c.version)
 	c.addSeg(b, start)
 }

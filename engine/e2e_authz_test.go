@@ -177,7 +177,9 @@ func TestAuthzPublishDeniedV5Gets0x87(t *testing.T) {
 	require.Equal(t, "ok", string(sub.expectPublish().Payload))
 }
 
-// TestAuthzPublishDeniedV5Paho checks 0x87 through paho.golang's Publish.
+// TestAuthzPublishDeniedV5Paho checks 0x87 through paho.golang's Publish,
+// with its Reason String [MQTT 5.0 sections 3.4.2.2.2, 3.5.2.2.2]; a
+// success code, 0x10 included, carries none.
 func TestAuthzPublishDeniedV5Paho(t *testing.T) {
 	s, _ := authzServer(t, Options{})
 	cl, _, err := pahoV5(t, s, nil, &pahov5.Connect{ClientID: "p5", CleanStart: true, KeepAlive: 30,
@@ -188,13 +190,16 @@ func TestAuthzPublishDeniedV5Paho(t *testing.T) {
 	pr, err := cl.Publish(ctx, &pahov5.Publish{Topic: "alice/x", QoS: 1, Payload: []byte("x")})
 	require.Error(t, err)
 	require.Equal(t, byte(codec.NotAuthorized), pr.ReasonCode)
+	require.Equal(t, "not authorized to publish to this topic", pr.Properties.ReasonString)
 	// paho.golang reports a QoS 2 flow that ended at PUBREC by its code only.
 	pr, err = cl.Publish(ctx, &pahov5.Publish{Topic: "alice/x", QoS: 2, Payload: []byte("x")})
 	require.NoError(t, err)
 	require.Equal(t, byte(codec.NotAuthorized), pr.ReasonCode)
+	require.Equal(t, "not authorized to publish to this topic", pr.Properties.ReasonString)
 	pr, err = cl.Publish(ctx, &pahov5.Publish{Topic: "bob/x", QoS: 1, Payload: []byte("x")})
 	require.NoError(t, err)
 	require.Equal(t, byte(codec.NoMatchingSubscribers), pr.ReasonCode)
+	require.Empty(t, pr.Properties.ReasonString)
 }
 
 // TestAuthzSubscribeDeniedPerFilter checks that a denied filter gets SUBACK
@@ -231,7 +236,8 @@ func TestAuthzSubscribeDeniedPerFilter(t *testing.T) {
 }
 
 // TestAuthzSubscribeDeniedPaho checks the per-filter SUBACK codes with both
-// Paho libraries.
+// Paho libraries, and the 5.0 SUBACK's Reason String naming the refused
+// filters [MQTT 5.0 section 3.9.2.1.2].
 func TestAuthzSubscribeDeniedPaho(t *testing.T) {
 	s, _ := authzServer(t, Options{})
 	cl := newPaho(t, s, pahoUser("bob"))
@@ -245,9 +251,16 @@ func TestAuthzSubscribeDeniedPaho(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
 	sa, err := cl5.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{
-		{Topic: "secret/x", QoS: 1}, {Topic: "public/x", QoS: 1}}})
+		{Topic: "secret/x", QoS: 1}, {Topic: "public/x", QoS: 1}, {Topic: "$share/g/secret/#", QoS: 0}}})
 	require.Error(t, err)
-	require.Equal(t, []byte{byte(codec.NotAuthorized), 1}, sa.Reasons)
+	require.Equal(t, []byte{byte(codec.NotAuthorized), 1, byte(codec.NotAuthorized)}, sa.Reasons)
+	require.Equal(t, `not authorized to subscribe to "secret/x", "$share/g/secret/#"`, sa.Properties.ReasonString)
+	sa, err = cl5.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "public/y", QoS: 1}}})
+	require.NoError(t, err)
+	require.Equal(t, []byte{1}, sa.Reasons)
+	if sa.Properties != nil {
+		require.Empty(t, sa.Properties.ReasonString)
+	}
 }
 
 // TestAuthzReadFiltersDeliveries checks that a subscription to '#' gets
