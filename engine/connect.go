@@ -27,6 +27,12 @@ func (c *client) onConnect(p *codec.Connect) {
 		c.refuse(codec.ClientIdentifierNotValid, "client identifier too long")
 		return
 	}
+	if p.WillFlag {
+		if code, why, refused := srv.publishUnsupported(p.Will.QoS, p.Will.Retain); refused {
+			c.refuse(code, "will: "+why) // [MQTT-3.2.2-12] [MQTT-3.2.2-13]
+			return
+		}
+	}
 	c.clientID = id
 	c.lastSeen = c.loop.mono // the keep alive runs from CONNECT
 	c.will = srv.newWill(p, id)
@@ -85,6 +91,7 @@ func (c *client) connackLimits(props *codec.Properties) {
 	}
 	props.TopicAliasMaximum = uint16(o.TopicAliasMaximum)
 	props.MaximumPacketSize = uint32(o.MaxPacketSize)
+	c.loop.srv.connackCapabilities(props) // capabilities.go
 }
 
 // refuse answers CONNECT with a failure code and closes.

@@ -254,7 +254,7 @@ func TestAuthzSubscribeDeniedPaho(t *testing.T) {
 		{Topic: "secret/x", QoS: 1}, {Topic: "public/x", QoS: 1}, {Topic: "$share/g/secret/#", QoS: 0}}})
 	require.Error(t, err)
 	require.Equal(t, []byte{byte(codec.NotAuthorized), 1, byte(codec.NotAuthorized)}, sa.Reasons)
-	require.Equal(t, `not authorized to subscribe to "secret/x", "$share/g/secret/#"`, sa.Properties.ReasonString)
+	require.Equal(t, `"secret/x": not authorized, "$share/g/secret/#": not authorized`, sa.Properties.ReasonString)
 	sa, err = cl5.Subscribe(ctx, &pahov5.Subscribe{Subscriptions: []pahov5.SubscribeOptions{{Topic: "public/y", QoS: 1}}})
 	require.NoError(t, err)
 	require.Equal(t, []byte{1}, sa.Reasons)

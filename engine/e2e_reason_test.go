@@ -67,7 +67,7 @@ func TestE2EV5ReasonStringsRaw(t *testing.T) {
 		c.send(&codec.Subscribe{PacketID: 10, Subscriptions: []codec.Subscription{{Filter: []byte("secret/a"), QoS: 1}}})
 		sa := c.expect(codec.SUBACK).(*codec.Suback)
 		require.Equal(t, []codec.ReasonCode{codec.NotAuthorized}, sa.ReasonCodes)
-		require.Equal(t, want(`not authorized to subscribe to "secret/a"`), string(sa.Properties.ReasonString))
+		require.Equal(t, want(`"secret/a": not authorized`), string(sa.Properties.ReasonString))
 		c.disconnect()
 
 		r := dialRaw(t, s)

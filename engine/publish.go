@@ -16,6 +16,9 @@ func (c *client) onPublish(p *codec.Publish) {
 	s := c.sess
 	l.stats.msgsIn[p.QoS].Add(1) // the decoder refuses QoS 3 [MQTT-3.3.1-4]
 	l.acc.payloadIn[p.QoS] += uint64(len(p.Payload))
+	if (p.QoS > l.srv.maxQoS || p.Retain && l.srv.opts.NoRetain) && c.refusePublish(p) { // capabilities.go
+		return
+	}
 	code := codec.Success
 	if c.version == codec.V5 {
 		if p.Properties.Has(codec.PropTopicAlias) {

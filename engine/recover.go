@@ -86,6 +86,7 @@ func (srv *Server) recoverStore() error {
 		for i := range rec.Subs {
 			sub := &rec.Subs[i]
 			o := subOptions(sub)
+			o.QoS = min(o.QoS, srv.maxQoS) // granted before Options.MaxQoS was lowered
 			srv.idx.subscribe(sub.Filter, s, o)
 			if s.subs == nil {
 				s.subs = make(map[string]trie.Options, len(rec.Subs))

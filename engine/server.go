@@ -42,13 +42,15 @@ type Server struct {
 	// pressureHigh is the queue length past which a saturated session
 	// holds its publishers back (flow.go).
 	pressureHigh int
-	eng          gnet.Engine
-	addr         net.Addr
-	bridge       *bridge       // TLS and WebSocket listeners (bridge.go); nil without any
-	publishRR    atomic.Uint32 // spreads Publish over the loops (selfpublish.go)
-	booted       chan struct{}
-	done         chan error
-	stopped      atomic.Bool
+	// maxQoS is Options.MaxQoS, 2 when not set (capabilities.go).
+	maxQoS    byte
+	eng       gnet.Engine
+	addr      net.Addr
+	bridge    *bridge       // TLS and WebSocket listeners (bridge.go); nil without any
+	publishRR atomic.Uint32 // spreads Publish over the loops (selfpublish.go)
+	booted    chan struct{}
+	done      chan error
+	stopped   atomic.Bool
 }
 
 // New returns a Server with the given options; it does not listen yet.
@@ -61,6 +63,10 @@ func New(opts Options) *Server {
 	s.authz.Store(&authzConf{a: opts.Authorizer})
 	s.pressureHigh = max(min(s.opts.MaxQueued/2, max(256, 8*s.opts.MaxInflight)), 1)
 	s.transitHigh = int32(max(s.pressureHigh/2, 1))
+	s.maxQoS = 2
+	if opts.MaxQoS != nil && *opts.MaxQoS < 2 {
+		s.maxQoS = *opts.MaxQoS
+	}
 	s.ipl = newIPLimiter(&s.opts)
 	if opts.Store != nil {
 		s.ps = &persistence{st: opts.Store, stallAfter: storeStallAfter}

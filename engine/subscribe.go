@@ -25,23 +25,27 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		subID  uint32
 	}
 	var work []retainedWork
-	var denied []byte // the Reason String: the filters refused
+	var refused []byte // the Reason String: each filter refused, and why
 	for i := range p.Subscriptions {
 		sub := &p.Subscriptions[i]
-		if !c.maySubscribe(sub.Filter) { // authz.go
-			codes[i] = c.subscribeDenied()
+		code, unsupported := c.subscribeUnsupported(sub.Filter, subID) // capabilities.go
+		if !unsupported && !c.maySubscribe(sub.Filter) {               // authz.go
+			code, unsupported = c.subscribeDenied(), true
+		}
+		if unsupported {
+			codes[i] = code
 			if c.problemInfo() { // [MQTT-3.1.2-29]
-				if denied == nil {
-					denied = append(denied, "not authorized to subscribe to "...)
-				} else {
-					denied = append(denied, ", "...)
+				if refused != nil {
+					refused = append(refused, ", "...)
 				}
-				denied = strconv.AppendQuote(denied, string(sub.Filter))
+				refused = strconv.AppendQuote(refused, string(sub.Filter))
+				refused = append(refused, ": "...)
+				refused = append(refused, code.String()...)
 			}
 			continue
 		}
 		filter := string(sub.Filter)
-		granted := min(sub.QoS, 2)
+		granted := min(sub.QoS, srv.maxQoS) // [MQTT-3.2.2-10]
 		opts := trie.Options{QoS: granted, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling, SubscriptionID: subID}
 		existed := srv.idx.subscribe(filter, s, opts)
@@ -56,6 +60,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 		_, _, shared := codec.SplitShared(sub.Filter)
 		switch {
 		case shared: // shared subscriptions get no retained messages
+		case srv.opts.NoRetain:
 		case sub.RetainHandling == 2:
 		case sub.RetainHandling == 1 && existed:
 		default:
@@ -64,7 +69,7 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	}
 	l.persistSession(s, c)
 	ack := codec.Suback{PacketID: p.PacketID, ReasonCodes: codes}
-	ack.Properties.ReasonString = denied
+	ack.Properties.ReasonString = refused
 	c.writeReasoned(&ack, &ack.Properties.ReasonString) // [MQTT-3.9.2-1]
 	for _, w := range work {
 		srv.idx.matchRetained(w.filter, func(m *message) {

@@ -65,7 +65,16 @@ func buildBroker(cfg *Config, log *slog.Logger) (*broker, error) {
 		MaxConnRatePerIP:     l.MaxConnRatePerIP,
 		MaxAuthFailuresPerIP: l.MaxAuthFailuresPerIP,
 		Logger:               log,
+
+		NoRetain:                  !l.RetainAvailable,
+		NoWildcardSubscriptions:   !l.WildcardSubscriptions,
+		NoSharedSubscriptions:     !l.SharedSubscriptions,
+		NoSubscriptionIdentifiers: !l.SubscriptionIdentifiers,
 	}}
+	if l.MaxQoS < 2 {
+		q := byte(l.MaxQoS)
+		b.opts.MaxQoS = &q
+	}
 	if err := b.applyTLS(&cfg.TLS); err != nil {
 		return nil, err
 	}

@@ -83,6 +83,13 @@ type LimitsConfig struct {
 	MaxKeepAlive         Duration `yaml:"max_keepalive"`
 	MaxConnRatePerIP     int      `yaml:"max_conn_rate_per_ip"`
 	MaxAuthFailuresPerIP int      `yaml:"max_auth_failures_per_ip"`
+	// Optional capabilities (engine.Options.MaxQoS, NoRetain, ...): on by
+	// default; a 5.0 client is told in CONNACK which are off.
+	MaxQoS                  int  `yaml:"max_qos"`
+	RetainAvailable         bool `yaml:"retain_available"`
+	WildcardSubscriptions   bool `yaml:"wildcard_subscriptions"`
+	SharedSubscriptions     bool `yaml:"shared_subscriptions"`
+	SubscriptionIdentifiers bool `yaml:"subscription_identifiers"`
 }
 
 // LoggingConfig says what is logged, and how.
@@ -124,7 +131,9 @@ func defaultConfig() Config {
 		TLS:       TLSConfig{ClientCert: "none", ReloadInterval: Duration(5 * time.Second)},
 		Limits: LimitsConfig{MaxInflight: 32, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, QueueOverflow: "oldest",
 			MaxPacketSize: 1 << 20, MaxOutbound: 4 << 20, ReceiveMaximum: 65535, TopicAliasMaximum: 64,
-			MaxTopicAliasOut: 64, MaxClientIDLen: 65535, ConnectTimeout: Duration(10 * time.Second)},
+			MaxTopicAliasOut: 64, MaxClientIDLen: 65535, ConnectTimeout: Duration(10 * time.Second),
+			MaxQoS: 2, RetainAvailable: true, WildcardSubscriptions: true, SharedSubscriptions: true,
+			SubscriptionIdentifiers: true},
 		Logging:     LoggingConfig{Level: "info", Format: "text"},
 		SysInterval: Duration(10 * time.Second),
 		Persistence: PersistenceConfig{Enabled: true, Dir: "./data", Sync: "always",
@@ -519,6 +528,7 @@ func (c *Config) validate(org origins) error {
 	}
 	between("limits.max_conn_rate_per_ip", int64(l.MaxConnRatePerIP), 0, 1<<30)
 	between("limits.max_auth_failures_per_ip", int64(l.MaxAuthFailuresPerIP), 0, 1<<30)
+	between("limits.max_qos", int64(l.MaxQoS), 0, 2)
 
 	switch strings.ToLower(c.Logging.Level) {
 	case "debug", "info", "warn", "error":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -207,4 +208,33 @@ func TestConfigCheckCommand(t *testing.T) {
 	fromYAML = defaultConfig()
 	require.NoError(t, loadConfigFile(printed, &fromYAML, origins{}))
 	require.Equal(t, fromMosq, fromYAML)
+}
+
+// TestCapabilityFlagsReachEngine checks that the optional capabilities
+// given as flags become the engine's options, and that the defaults leave
+// every capability on.
+func TestCapabilityFlagsReachEngine(t *testing.T) {
+	var stderr bytes.Buffer
+	lc, err := loadConfig("loopmq", []string{"-persistence=false", "-max-qos", "1", "-retain-available=false",
+		"-wildcard-subscriptions=false", "-shared-subscriptions=false", "-subscription-identifiers=false"}, &stderr)
+	require.NoError(t, err, stderr.String())
+	b, err := buildBroker(&lc.cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NotNil(t, b.opts.MaxQoS)
+	require.Equal(t, byte(1), *b.opts.MaxQoS)
+	require.True(t, b.opts.NoRetain)
+	require.True(t, b.opts.NoWildcardSubscriptions)
+	require.True(t, b.opts.NoSharedSubscriptions)
+	require.True(t, b.opts.NoSubscriptionIdentifiers)
+
+	lc, err = loadConfig("loopmq", []string{"-persistence=false"}, &stderr)
+	require.NoError(t, err)
+	b, err = buildBroker(&lc.cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.Nil(t, b.opts.MaxQoS)
+	require.False(t, b.opts.NoRetain || b.opts.NoWildcardSubscriptions || b.opts.NoSharedSubscriptions ||
+		b.opts.NoSubscriptionIdentifiers)
+
+	_, err = loadConfig("loopmq", []string{"-max-qos", "3"}, &stderr)
+	require.ErrorContains(t, err, "limits.max_qos: must be between 0 and 2, not 3")
 }

@@ -51,6 +51,11 @@ var settings = []setting{
 	{"limits.max_session_expiry", "max-session-expiry", "longest a session outlives its connection, 5.0 and 3.1.1 alike (0: as the client asks; 3.1.1 persistent sessions never expire)", func(c *Config) any { return &c.Limits.MaxSessionExpiry }},
 	{"limits.max_keepalive", "max-keepalive", "largest keep alive granted; clients asking for 0 or more get this (5.0: Server Keep Alive) (0: as the client asks)", func(c *Config) any { return &c.Limits.MaxKeepAlive }},
 	{"limits.max_conn_rate_per_ip", "max-conn-rate-per-ip", "new connections per second one source address may open (0: unlimited)", func(c *Config) any { return &c.Limits.MaxConnRatePerIP }},
+	{"limits.max_qos", "max-qos", "highest QoS accepted from clients and granted to subscriptions, 0 to 2 (Mosquitto's max_qos); 5.0 clients are told in CONNACK", func(c *Config) any { return &c.Limits.MaxQoS }},
+	{"limits.retain_available", "retain-available", "keep retained messages; false: a PUBLISH or will with RETAIN 1 is refused (Mosquitto's retain_available)", func(c *Config) any { return &c.Limits.RetainAvailable }},
+	{"limits.wildcard_subscriptions", "wildcard-subscriptions", "accept topic filters with + or #; false: SUBACK 0xA2 (3.x: 0x80) for them", func(c *Config) any { return &c.Limits.WildcardSubscriptions }},
+	{"limits.shared_subscriptions", "shared-subscriptions", "accept $share/ filters; false: SUBACK 0x9E (3.x: 0x80) for them", func(c *Config) any { return &c.Limits.SharedSubscriptions }},
+	{"limits.subscription_identifiers", "subscription-identifiers", "accept 5.0 Subscription Identifiers; false: SUBACK 0xA1 for a SUBSCRIBE carrying one", func(c *Config) any { return &c.Limits.SubscriptionIdentifiers }},
 	{"limits.max_auth_failures_per_ip", "max-auth-failures-per-ip", "failed authentications per minute one source address may have before its connections are refused (0: unlimited)", func(c *Config) any { return &c.Limits.MaxAuthFailuresPerIP }},
 
 	{"logging.level", "log-level", "debug, info, warn or error", func(c *Config) any { return &c.Logging.Level }},

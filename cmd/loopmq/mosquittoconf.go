@@ -24,7 +24,8 @@ import (
 // max_inflight_messages, max_queued_messages, max_queued_bytes,
 // message_size_limit, max_packet_size, max_keepalive, max_topic_alias,
 // persistence, persistence_location, persistent_client_expiration,
-// retain_available true, set_tcp_nodelay true, sys_interval, include_dir.
+// retain_available, max_qos, set_tcp_nodelay true, sys_interval,
+// include_dir.
 // loopmq has one listener of each kind (tcp, tls, ws, wss) and one TLS
 // setting for the tls and wss listeners: extra listeners are left out
 // with a warning. Every other option Mosquitto knows is listed in one
@@ -166,7 +167,7 @@ var mosqUnsupported = setOf(
 	"ciphers", "ciphers_tls1.3", "clientid_prefixes", "connection_messages", "crlfile", "dhparamfile",
 	"disable_client_cert_date_checks", "enable_proxy_protocol", "global_max_clients", "global_max_connections",
 	"http_dir", "log_dest", "log_facility", "log_timestamp", "log_timestamp_format", "log_type", "max_connections",
-	"max_inflight_bytes", "max_qos", "memory_limit", "mount_point", "persistence_file", "pid_file", "plugin",
+	"max_inflight_bytes", "memory_limit", "mount_point", "persistence_file", "pid_file", "plugin",
 	"psk_file", "psk_hint", "queue_qos0_messages", "retain_expiry_interval", "socket_domain", "tls_engine",
 	"tls_engine_kpass_sha1", "tls_keyform", "tls_version", "upgrade_outgoing_qos", "use_username_as_clientid",
 	"user", "websockets_headers_size", "websockets_log_level", "accept_protocol_versions",
@@ -399,9 +400,13 @@ func (p *mosqParser) option(name, value, where string) error {
 		if err != nil {
 			return err
 		}
-		if !v {
-			p.ignore("retain_available false (loopmq always keeps retained messages)", where)
+		p.set("limits.retain_available", where, func(c *Config) { c.Limits.RetainAvailable = v })
+	case "max_qos":
+		n, err := mosqInt(value, 0, 2)
+		if err != nil {
+			return err
 		}
+		p.set("limits.max_qos", where, func(c *Config) { c.Limits.MaxQoS = n })
 	case "set_tcp_nodelay":
 		v, err := mosqBool(value)
 		if err != nil {

@@ -89,10 +89,12 @@ allow_anonymous true
 		func(t *testing.T, c *Config, w []string) {
 			require.Equal(t, []string{"connection (bridges) (FILE:1)"}, w)
 		})
-	f("retain_available false", "retain_available false\n", "", func(t *testing.T, c *Config, w []string) {
-		require.Len(t, w, 1)
-		require.Contains(t, w[0], "retain_available false (loopmq always keeps retained messages) (FILE:1)")
+	f("retain_available false, max_qos 1", "retain_available false\nmax_qos 1\n", "", func(t *testing.T, c *Config, w []string) {
+		require.Empty(t, w)
+		require.False(t, c.Limits.RetainAvailable)
+		require.Equal(t, 1, c.Limits.MaxQoS)
 	})
+	f("max_qos 3", "max_qos 3\n", "FILE:1", nil)
 	f("only TLS listeners: TCP on loopback, with a warning", "listener 8883\ncertfile c.pem\nkeyfile k.pem\n", "",
 		func(t *testing.T, c *Config, w []string) {
 			require.Equal(t, ":8883", c.Listeners.TLS)
@@ -155,9 +157,11 @@ func TestMosquittoDebianExample(t *testing.T) {
 	require.Equal(t, 65535*time.Second, c.Limits.MaxKeepAlive.D())
 	require.Equal(t, ByteSize(268435455), c.Limits.MaxPacketSize, "0: no limit")
 	require.Equal(t, 10*time.Second, c.SysInterval.D())
+	require.Equal(t, 2, c.Limits.MaxQoS, "#max_qos 2")
+	require.True(t, c.Limits.RetainAvailable, "#retain_available true")
 	joined := strings.Join(w, "\n")
 	for _, opt := range []string{"allow_zero_length_clientid", "auto_id_prefix", "check_retain_source",
-		"max_inflight_bytes", "max_qos", "memory_limit", "upgrade_outgoing_qos", "user", "set_tcp_nodelay false"} {
+		"max_inflight_bytes", "memory_limit", "upgrade_outgoing_qos", "user", "set_tcp_nodelay false"} {
 		require.Contains(t, joined, opt, "warned about")
 	}
 	require.NotContains(t, joined, "max_inflight_messages")

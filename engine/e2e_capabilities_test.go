@@ -1,0 +1,182 @@
+package engine
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	pahov5 "github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+)
+
+// Optional capabilities turned off (Options.MaxQoS, NoRetain,
+// NoWildcardSubscriptions, NoSharedSubscriptions,
+// NoSubscriptionIdentifiers; capabilities.go).
+
+func capsOff() Options {
+	q := byte(1)
+	return Options{MaxQoS: &q, NoRetain: true, NoWildcardSubscriptions: true, NoSharedSubscriptions: true,
+		NoSubscriptionIdentifiers: true}
+}
+
+// TestE2EV5CapabilitiesInConnackPaho checks what paho.golang reads from
+// the CONNACK of a server with every optional capability off: Maximum
+// QoS 1 [MQTT-3.2.2-9], Retain, Wildcard Subscription, Subscription
+// Identifiers and Shared Subscription Available 0 (MQTT 5.0 sections
+// 3.2.2.3.5, 3.2.2.3.11–13); TestE2EV5ConnackAdvertisesLimits checks that
+// none is sent when they are on.
+func TestE2EV5CapabilitiesInConnackPaho(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, capsOff())
+	_, ca, err := pahoV5(t, s, nil, &pahov5.Connect{ClientID: "caps", CleanStart: true, KeepAlive: 30})
+	require.NoError(t, err)
+	require.NotNil(t, ca.Properties.MaximumQoS)
+	require.Equal(t, byte(1), *ca.Properties.MaximumQoS)
+	require.False(t, ca.Properties.RetainAvailable)
+	require.False(t, ca.Properties.WildcardSubAvailable)
+	require.False(t, ca.Properties.SubIDAvailable)
+	require.False(t, ca.Properties.SharedSubAvailable)
+
+	q := byte(0)
+	s0 := startServer(t, Options{MaxQoS: &q})
+	_, ca, err = pahoV5(t, s0, nil, &pahov5.Connect{ClientID: "qos0", CleanStart: true, KeepAlive: 30})
+	require.NoError(t, err)
+	require.NotNil(t, ca.Properties.MaximumQoS, "Maximum QoS 0 is sent, though 0")
+	require.Equal(t, byte(0), *ca.Properties.MaximumQoS)
+	require.True(t, ca.Properties.RetainAvailable)
+}
+
+// TestE2ECapabilityMaxQoS checks Options.MaxQoS 1: a subscription asking
+// for QoS 2 is granted 1 [MQTT-3.2.2-10] and gets QoS 2 messages at 1; a
+// QoS 2 PUBLISH gets DISCONNECT 0x9B (5.0; MQTT 5.0 section 3.2.2.3.4)
+// or a closed connection (3.1.1); a will at QoS 2 is refused with
+// CONNACK 0x9B [MQTT-3.2.2-12] (3.1.1: return code 3).
+func TestE2ECapabilityMaxQoS(t *testing.T) {
+	t.Parallel()
+	q := byte(1)
+	s := startServer(t, Options{MaxQoS: &q})
+	sub := connectRaw(t, s, connectPacket("mq-sub", true, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "mq/#", 2))
+	require.NoError(t, s.Publish("mq/a", []byte("x"), 2, false))
+	got := sub.expectPublish()
+	require.Equal(t, byte(1), got.QoS)
+	sub.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: got.PacketID})
+
+	c5, _ := dialV5(t, s, "mq-pub5", nil)
+	c5.publish("mq/a", "two", 2, false, 1)
+	d := expectDisconnect(t, c5, codec.QoSNotSupported)
+	require.Contains(t, string(d.Properties.ReasonString), "above the server's Maximum QoS 1")
+	c3 := connectRaw(t, s, connectPacket("mq-pub3", true, 0))
+	c3.publish("mq/a", "two", 2, false, 1)
+	require.Empty(t, c3.expectClosed(e2eWait))
+	sub.expectNothing(e2eSilent)
+
+	w5 := dialRaw(t, s)
+	ca := w5.connect(withWill5(userConnect5("mq-will5", ""), "w", "x", 2, 0))
+	require.Equal(t, codec.QoSNotSupported, ca.ReasonCode)
+	require.Contains(t, string(ca.Properties.ReasonString), "will: QoS 2")
+	w3 := dialRaw(t, s)
+	ca = w3.connect(withWill(connectPacket("mq-will3", true, 0), "w", "x", 2, false))
+	require.Equal(t, codec.ReasonCode(codec.ConnRefusedUnavailable), ca.ReasonCode)
+	require.Empty(t, w3.expectClosed(e2eWait))
+}
+
+// TestE2ECapabilityMaxQoSRestoredSubscription checks that a subscription
+// granted QoS 2 before the broker restarted with MaxQoS 1 delivers at 1.
+func TestE2ECapabilityMaxQoSRestoredSubscription(t *testing.T) {
+	s, st := startWithMemoryStore(t)
+	sub := connectRaw(t, s, connectPacket("mq-restored", false, 0))
+	require.Equal(t, byte(2), sub.subscribe(1, "mq/#", 2))
+	sub.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	commitDirect(t, st, new(store.Batch))
+	q := byte(1)
+	s = startServer(t, Options{Store: st, MaxQoS: &q})
+	sub = connectRaw(t, s, connectPacket("mq-restored", false, 0))
+	require.NoError(t, s.Publish("mq/a", []byte("x"), 2, false))
+	require.Equal(t, byte(1), sub.expectPublish().QoS)
+}
+
+// TestE2ECapabilityNoRetain checks Options.NoRetain: a PUBLISH with RETAIN
+// 1 gets DISCONNECT 0x9A (5.0; MQTT 5.0 section 3.2.2.3.5) or a closed
+// connection (3.1.1), a will with RETAIN 1 CONNACK 0x9A [MQTT-3.2.2-13]
+// (3.1.1: return code 3), and a retained message kept from before (here
+// the embedding program's) is not sent to a new subscription.
+func TestE2ECapabilityNoRetain(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{NoRetain: true})
+	require.NoError(t, s.Publish("nr/kept", []byte("x"), 0, true))
+	sub := connectRaw(t, s, connectPacket("nr-sub", true, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "nr/#", 1))
+	sub.expectNothing(e2eSilent)
+
+	c5, _ := dialV5(t, s, "nr-pub5", nil)
+	c5.publish("nr/a", "r", 1, true, 1)
+	expectDisconnect(t, c5, codec.RetainNotSupported)
+	c3 := connectRaw(t, s, connectPacket("nr-pub3", true, 0))
+	c3.publish("nr/a", "r", 0, true, 0)
+	require.Empty(t, c3.expectClosed(e2eWait))
+	sub.expectNothing(e2eSilent)
+
+	w5 := dialRaw(t, s)
+	wp := withWill5(userConnect5("nr-will5", ""), "w", "x", 0, 0)
+	wp.Will.Retain = true
+	require.Equal(t, codec.RetainNotSupported, w5.connect(wp).ReasonCode)
+	w3 := dialRaw(t, s)
+	ca := w3.connect(withWill(connectPacket("nr-will3", true, 0), "w", "x", 0, true))
+	require.Equal(t, codec.ReasonCode(codec.ConnRefusedUnavailable), ca.ReasonCode)
+
+	// RETAIN 0 is served as ever.
+	p := connectRaw(t, s, connectPacket("nr-ok", true, 0))
+	p.publish("nr/a", "plain", 1, false, 2)
+	p.expectAck(codec.PUBACK, 2)
+	require.Equal(t, "plain", string(sub.expectPublish().Payload))
+}
+
+// TestE2ECapabilitySubscriptions checks NoWildcardSubscriptions,
+// NoSharedSubscriptions and NoSubscriptionIdentifiers: the filters that
+// need one get SUBACK 0xA2, 0x9E or 0xA1 (5.0, with a Reason String
+// naming them) or 0x80 (3.1.1), the others of the same SUBSCRIBE are
+// granted (MQTT 5.0 section 3.9.3), and the refused ones are not
+// subscribed.
+func TestE2ECapabilitySubscriptions(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{NoWildcardSubscriptions: true, NoSharedSubscriptions: true,
+		NoSubscriptionIdentifiers: true})
+	filters := []codec.Subscription{{Filter: []byte("cs/+/x"), QoS: 1}, {Filter: []byte("cs/a"), QoS: 1},
+		{Filter: []byte("$share/g/cs/b"), QoS: 1}, {Filter: []byte("cs/#"), QoS: 0}}
+
+	c5, _ := dialV5(t, s, "cs5", nil)
+	c5.send(&codec.Subscribe{PacketID: 1, Subscriptions: filters})
+	sa := c5.expect(codec.SUBACK).(*codec.Suback)
+	require.Equal(t, []codec.ReasonCode{codec.WildcardSubscriptionsNotSupported, 1,
+		codec.SharedSubscriptionsNotSupported, codec.WildcardSubscriptionsNotSupported}, sa.ReasonCodes)
+	require.Equal(t, `"cs/+/x": wildcard subscriptions not supported, "$share/g/cs/b": shared subscriptions not supported, "cs/#": wildcard subscriptions not supported`,
+		string(sa.Properties.ReasonString))
+	sub := &codec.Subscribe{PacketID: 2, Subscriptions: filters[1:2]}
+	sub.Properties.SubscriptionIDs = []uint32{7}
+	c5.send(sub)
+	sa = c5.expect(codec.SUBACK).(*codec.Suback)
+	require.Equal(t, []codec.ReasonCode{codec.SubscriptionIdentifiersNotSupported}, sa.ReasonCodes)
+
+	c3 := connectRaw(t, s, connectPacket("cs3", true, 0))
+	c3.send(&codec.Subscribe{PacketID: 1, Subscriptions: filters})
+	f := codec.ReasonCode(codec.SubackFailureV3)
+	require.Equal(t, []codec.ReasonCode{f, 1, f, f}, c3.expect(codec.SUBACK).(*codec.Suback).ReasonCodes)
+
+	// Only cs/a was subscribed, by each client once.
+	p := connectRaw(t, s, connectPacket("cs-pub", true, 0))
+	p.publish("cs/b", "b", 1, false, 1)
+	p.expectAck(codec.PUBACK, 1)
+	p.publish("cs/a", "a", 1, false, 2)
+	p.expectAck(codec.PUBACK, 2)
+	require.Equal(t, "a", string(c5.expectPublish().Payload))
+	require.Equal(t, "a", string(c3.expectPublish().Payload))
+	c5.expectNothing(e2eSilent)
+	c3.expectNothing(e2eSilent)
+}
