@@ -359,8 +359,18 @@ func (c *client) writePacket(p codec.Packet) {
 // writeReasoned batches p, whose Reason String is *reason, without the
 // Reason String when p with it is larger than the client's Maximum
 // Packet Size [MQTT-3.1.2-24] (as MQTT 5.0 says of every packet that has
-// one: [MQTT-3.9.2-1], [MQTT-3.14.2-3] and so on).
+// one: [MQTT-3.9.2-1], [MQTT-3.14.2-3] and so on). A Reason String longer
+// than maxReasonString bytes (it may quote what the client sent: topics,
+// filters, a method name) is cut there, at a character boundary, and
+// ends with "...".
 func (c *client) writeReasoned(p codec.Packet, reason *[]byte) {
+	if r := *reason; len(r) > maxReasonString {
+		n := maxReasonString - 3
+		for n > 0 && r[n]&0xC0 == 0x80 { // not inside a UTF-8 sequence [MQTT-1.5.4-1]
+			n--
+		}
+		*reason = append(r[:n:n], "..."...)
+	}
 	b := c.batch()
 	start := len(b.wbuf)
 	b.wbuf = p.AppendTo(b.wbuf, c.version)
@@ -370,6 +380,9 @@ func (c *client) writeReasoned(p codec.Packet, reason *[]byte) {
 	}
 	c.addSeg(b, start)
 }
+
+// maxReasonString bounds the Reason Strings the broker sends.
+const maxReasonString = 512
 
 func (c *client) addSeg(b *writeBatch, start int) {
 	b.segs = append(b.segs, seg{start: start, end: len(b.wbuf)})

@@ -40,7 +40,7 @@ func (c *client) onConnect(p *codec.Connect) {
 		return
 	}
 	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
-	c.setLimits(p) // Receive Maximum, Maximum Packet Size, topic aliases
+	c.setLimits(p) // Receive Maximum, topic aliases
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
 	srv.attach(c)

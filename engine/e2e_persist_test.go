@@ -25,13 +25,20 @@ func startWithMemoryStore(t *testing.T) (*Server, *store.Memory) {
 // restarted on its data directory.
 func restart(t *testing.T, s *Server, st store.Store) *Server {
 	t.Helper()
+	return restartWith(t, s, st, Options{})
+}
+
+// restartWith is restart with the new server's options (Store set to st).
+func restartWith(t *testing.T, s *Server, st store.Store, opts Options) *Server {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, s.Stop(ctx))
 	// What Stop committed is applied before the new server reads the
 	// store (a store applies commits in order), as Close would ensure.
 	commitDirect(t, st, new(store.Batch))
-	return startServer(t, Options{Store: st})
+	opts.Store = st
+	return startServer(t, opts)
 }
 
 // A persistent QoS 1 subscriber that is offline while messages are

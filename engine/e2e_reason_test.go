@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	pahov5 "github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
@@ -109,9 +111,29 @@ func TestE2EV5ReasonStringsWithinMaximumPacketSize(t *testing.T) {
 	ca := r.connect(anon)
 	require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
 	require.Empty(t, ca.Properties.ReasonString)
-	r = dialRaw(t, s)
-	anon.Properties.MaximumPacketSize = 64
-	ca = r.connect(anon)
-	require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
-	require.Equal(t, "authentication failed", string(ca.Properties.ReasonString))
+	// CONNACK 0x87 with "authentication failed" is 29 bytes.
+	for size, want := range map[uint32]string{28: "", 29: "authentication failed"} {
+		r = dialRaw(t, s)
+		anon.Properties.MaximumPacketSize = size
+		ca = r.connect(anon)
+		require.Equal(t, codec.NotAuthorized, ca.ReasonCode)
+		require.Equal(t, want, string(ca.Properties.ReasonString), "Maximum Packet Size %d", size)
+	}
+}
+
+// TestE2EV5ReasonStringBounded checks that a Reason String quoting what a
+// client sent is cut at 512 bytes, between characters, and stays valid
+// UTF-8 [MQTT-1.5.4-1]: here a refused method name of 1,000 "é".
+func TestE2EV5ReasonStringBounded(t *testing.T) {
+	s := startServer(t, Options{})
+	c := dialRaw(t, s)
+	p := &codec.Connect{Version: codec.V5, ClientID: []byte("long-why"), CleanStart: true}
+	p.Properties.AuthMethod = []byte(strings.Repeat("é", 1000))
+	ca := c.connect(p)
+	require.Equal(t, codec.BadAuthenticationMethod, ca.ReasonCode)
+	why := ca.Properties.ReasonString
+	require.LessOrEqual(t, len(why), 512)
+	require.True(t, utf8.Valid(why))
+	require.True(t, strings.HasPrefix(string(why), "unsupported authentication method éé"))
+	require.True(t, strings.HasSuffix(string(why), "é..."))
 }

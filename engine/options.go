@@ -100,33 +100,43 @@ type Options struct {
 	// that pings less often is disconnected.
 	MaxKeepAlive time.Duration
 	// MaxQoS, when set to 0 or 1, is the highest QoS the broker accepts
-	// from clients and grants (Mosquitto's max_qos); nil or 2: QoS 2.
-	// A 5.0 client is told in CONNACK (Maximum QoS [MQTT-3.2.2-9]); its
-	// PUBLISH above it gets DISCONNECT 0x9B (MQTT 5.0 section 3.2.2.3.4),
-	// its will above it CONNACK 0x9B [MQTT-3.2.2-12]. A 3.x client cannot
-	// be told: its PUBLISH above it closes the connection, its will above
-	// it refuses the CONNECT (return code 3), as Mosquitto does. A
-	// subscription asking for more is granted MaxQoS [MQTT-3.2.2-10], and
-	// so is one restored from the Store.
+	// from clients and grants (Mosquitto's max_qos); nil, 2 or more: QoS
+	// 2. A 5.0 client is told in CONNACK (Maximum QoS [MQTT-3.2.2-9]);
+	// its PUBLISH above it gets DISCONNECT 0x9B (MQTT 5.0 section
+	// 3.2.2.3.4), its will above it CONNACK 0x9B [MQTT-3.2.2-12]. A 3.x
+	// client cannot be told: its PUBLISH above it closes the connection
+	// (as Mosquitto), its will above it refuses the CONNECT with return
+	// code 3 (Mosquitto closes without CONNACK). A subscription asking for
+	// more is granted MaxQoS [MQTT-3.2.2-10], and so is one restored from
+	// the Store. A QoS 2 PUBLISH sent again to finish a flow the session
+	// held before the restart is let through.
 	MaxQoS *byte
 	// NoRetain turns retained messages off (Mosquitto's retain_available
 	// false). A 5.0 client is told in CONNACK (Retain Available 0); its
 	// PUBLISH with RETAIN 1 gets DISCONNECT 0x9A (MQTT 5.0 section
 	// 3.2.2.3.5), its will with RETAIN 1 CONNACK 0x9A [MQTT-3.2.2-13]; a
 	// 3.x client's closes the connection or refuses the CONNECT (return
-	// code 3). No retained message is sent to a new subscription.
+	// code 3). Server.Publish ignores its retain flag, and no retained
+	// message, not even one kept in the Store from before, is sent to a
+	// new subscription.
 	NoRetain bool
-	// NoWildcardSubscriptions refuses topic filters with '+' or '#':
-	// SUBACK 0xA2 for each (3.x: 0x80), the other filters of the SUBSCRIBE
-	// granted, as EMQX does (MQTT 5.0 section 3.9.3). 5.0 clients are told
-	// in CONNACK (Wildcard Subscription Available 0).
+	// NoWildcardSubscriptions refuses topic filters with '+' or '#'
+	// (for a shared subscription, in its filter after $share/GROUP/): a
+	// 5.0 client is told in CONNACK (Wildcard Subscription Available 0)
+	// and a SUBSCRIBE with one is a Protocol Error, answered with
+	// DISCONNECT 0xA2 (MQTT 5.0 section 3.2.2.3.11); a 3.x client's filter
+	// gets SUBACK 0x80 and the other filters are granted.
 	NoWildcardSubscriptions bool
-	// NoSharedSubscriptions refuses $share/ filters: SUBACK 0x9E (3.x:
-	// 0x80). 5.0 clients are told (Shared Subscription Available 0).
+	// NoSharedSubscriptions refuses $share/ filters as
+	// NoWildcardSubscriptions does wildcards: DISCONNECT 0x9E (5.0; Shared
+	// Subscription Available 0 in CONNACK), SUBACK 0x80 (3.x).
 	NoSharedSubscriptions bool
-	// NoSubscriptionIdentifiers refuses a SUBSCRIBE carrying a
-	// Subscription Identifier: SUBACK 0xA1 for each of its filters. 5.0
-	// clients are told (Subscription Identifiers Available 0).
+	// NoSubscriptionIdentifiers refuses a 5.0 SUBSCRIBE carrying a
+	// Subscription Identifier with DISCONNECT 0xA1 (Subscription
+	// Identifiers Available 0 in CONNACK).
+	//
+	// Subscriptions restored from the Store that one of these three
+	// refuses stay as they were made.
 	NoSubscriptionIdentifiers bool
 	// Store keeps persistent sessions, the QoS 1/2 messages owed to them
 	// and retained messages across restarts (persist.go); Start recovers

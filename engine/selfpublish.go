@@ -20,11 +20,13 @@ var ErrNotRunning = errors.New("engine: server not running")
 // Safe for concurrent use. The payload is copied before Publish returns;
 // routing happens on one of the event loops afterwards. Before any client
 // has connected there is no loop and nobody to deliver to: a retained
-// message is stored directly.
+// message is stored directly. With Options.NoRetain, retain is ignored:
+// the message is published as any other.
 func (s *Server) Publish(topic string, payload []byte, qos byte, retain bool) error {
 	if qos > 2 {
 		return fmt.Errorf("publish %q: QoS %d", topic, qos)
 	}
+	retain = retain && !s.opts.NoRetain
 	if !codec.ValidTopicName([]byte(topic)) {
 		return fmt.Errorf("publish %q: not a valid topic name", topic)
 	}

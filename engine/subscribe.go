@@ -18,6 +18,9 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	if ids := p.Properties.SubscriptionIDs; len(ids) > 0 {
 		subID = ids[0]
 	}
+	if c.refuseSubscribe(p, subID) { // capabilities.go
+		return
+	}
 	codes := make([]codec.ReasonCode, len(p.Subscriptions))
 	type retainedWork struct {
 		filter string
