@@ -66,18 +66,12 @@ for round in $(seq "$rounds"); do
 				awk -v n="$name" -v v="${v:-3.1.1}" '/^Benchmark/ {
 					for (i = 1; i <= NF; i++) { if ($i == "broker-cpu-ns/delivery") b = $(i-1); if ($i == "cpu-ns/delivery") c = $(i-1) }
 					sub("V5", "5.0", v); print n, v, b, c }' | tee -a "$out"
-			kill $pid 2>/dev/null || true
-			wait $pid 2>/dev/null || true
-			pid=
+			stop_broker
 		done
 	done
 done
 # Medians: per build and version, and of the per-round ratios.
-awk '
-function median(a, n,   i, j, t) {
-	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk "$awk_median"'
 { k = $1 SUBSEP $2; cnt[k]++; val[k, cnt[k]] = $3; if (!($1 in seen)) { seen[$1]; order[++names] = $1 } }
 END {
 	for (i = 1; i <= names; i++) {

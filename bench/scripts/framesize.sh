@@ -39,16 +39,10 @@ for round in $(seq "$rounds"); do
 			-bench.broker 127.0.0.1:$port -bench.broker-pid $pid -bench.payload "$payload" |
 			awk -v n="$label" '/^Benchmark/ { for (i = 1; i <= NF; i++) if ($i == "broker-cpu-ns/delivery") print n, $(i-1) }' |
 			tee -a "$out"
-		kill -TERM $pid 2>/dev/null || true
-		wait $pid 2>/dev/null || true
-		pid=
+		stop_broker
 	done
 done
-awk -v big="v3_$big" '
-function median(a, n,   i, j, t) {
-	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk -v big="v3_$big" "$awk_median"'
 { r = int((NR - 1) / 3); v[r, $1] = $2; rounds = r + 1 }
 END {
 	split("v3_64 " big " v5_64", labels, " ")

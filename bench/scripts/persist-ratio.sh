@@ -49,17 +49,11 @@ for round in $(seq "$rounds"); do
 				echo "round $round $scenario $mode failed (left out):" >&2
 				tail -5 "$data/run" >&2
 			fi
-			kill -TERM $pid 2>/dev/null || true
-			wait $pid 2>/dev/null || true
-			pid=
+			stop_broker
 		done
 	done
 done
-awk '
-function median(a, n,   i, j, t) {
-	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk "$awk_median"'
 { d[$1, $2, $3] = $4; c[$1, $2, $3] = $5; if (!($2 in seen)) { seen[$2] = 1; order[++ns] = $2 }; if ($1 > rounds) rounds = $1 }
 END {
 	for (k = 1; k <= ns; k++) {

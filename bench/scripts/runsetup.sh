@@ -13,3 +13,19 @@ out=$(mktemp)
 pid=
 trap 'if [ -n "$pid" ]; then kill $pid 2>/dev/null || true; fi; rm -f "$out"' EXIT
 port=$((20000 + RANDOM % 20000))
+
+# stop_broker stops the broker the caller started (pid) and forgets it.
+stop_broker() {
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	pid=
+}
+
+# awk_median is an awk function, median(a, n), for the scripts' summaries:
+# awk "$awk_median"'...'.
+awk_median='
+function median(a, n,   i, j, t) {
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}
+'
