@@ -79,14 +79,14 @@ func (c *client) refusePublish(p *codec.Publish) bool {
 // with DISCONNECT 0x9E, 0xA1 or 0xA2 (MQTT 5.0 sections 3.2.2.3.11–13,
 // [MQTT-4.13.1-1]) before anything of it is subscribed. It reports
 // whether it did; a 3.x client's filters are refused one by one instead
-// (subscribeUnsupported).
+// (SUBACK 0x80, onSubscribe).
 func (c *client) refuseSubscribe(p *codec.Subscribe, subID uint32) bool {
 	if c.version != codec.V5 {
 		return false
 	}
 	for i := range p.Subscriptions {
 		f := p.Subscriptions[i].Filter
-		if code, unsupported := c.subscribeUnsupported(f, subID); unsupported {
+		if code, unsupported := c.loop.srv.subscribeUnsupported(f, subID); unsupported {
 			c.protocolError(&codec.Error{Code: code, Packet: codec.SUBSCRIBE,
 				Reason: strconv.Quote(string(f)) + ": " + code.String()})
 			return true
@@ -97,27 +97,20 @@ func (c *client) refuseSubscribe(p *codec.Subscribe, subID uint32) bool {
 
 // subscribeUnsupported reports whether filter, in a SUBSCRIBE that
 // carries Subscription Identifier subID (0: none), needs a capability
-// that is off, and which: 0x9E, 0xA2 or 0xA1, in that order of checks;
-// for a 3.x client, its SUBACK code 0x80.
-func (c *client) subscribeUnsupported(filter []byte, subID uint32) (codec.ReasonCode, bool) {
-	o := &c.loop.srv.opts
+// that is off, and which: 0x9E, 0xA2 or 0xA1, in that order of checks.
+func (srv *Server) subscribeUnsupported(filter []byte, subID uint32) (codec.ReasonCode, bool) {
+	o := &srv.opts
 	_, inner, shared := codec.SplitShared(filter)
 	if !shared {
 		inner = filter
 	}
-	code := codec.Success
 	switch {
 	case shared && o.NoSharedSubscriptions:
-		code = codec.SharedSubscriptionsNotSupported
+		return codec.SharedSubscriptionsNotSupported, true
 	case o.NoWildcardSubscriptions && bytes.ContainsAny(inner, "+#"):
-		code = codec.WildcardSubscriptionsNotSupported
+		return codec.WildcardSubscriptionsNotSupported, true
 	case subID != 0 && o.NoSubscriptionIdentifiers:
-		code = codec.SubscriptionIdentifiersNotSupported
-	default:
-		return 0, false
+		return codec.SubscriptionIdentifiersNotSupported, true
 	}
-	if c.version != codec.V5 {
-		code = codec.ReasonCode(codec.SubackFailureV3)
-	}
-	return code, true
+	return 0, false
 }

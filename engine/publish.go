@@ -16,6 +16,8 @@ func (c *client) onPublish(p *codec.Publish) {
 	s := c.sess
 	l.stats.msgsIn[p.QoS].Add(1) // the decoder refuses QoS 3 [MQTT-3.3.1-4]
 	l.acc.payloadIn[p.QoS] += uint64(len(p.Payload))
+	// The conditions of publishUnsupported, tested here first so that a
+	// PUBLISH within the capabilities costs two comparisons.
 	if (p.QoS > l.srv.maxQoS || p.Retain && l.srv.opts.NoRetain) && c.refusePublish(p) { // capabilities.go
 		return
 	}

@@ -31,8 +31,10 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 	var refused []byte // the Reason String: each filter refused, and why
 	for i := range p.Subscriptions {
 		sub := &p.Subscriptions[i]
-		code, unsupported := c.subscribeUnsupported(sub.Filter, subID) // capabilities.go
-		if !unsupported && !c.maySubscribe(sub.Filter) {               // authz.go
+		// A 5.0 client's unsupported filters ended the connection above.
+		_, unsupported := srv.subscribeUnsupported(sub.Filter, subID) // capabilities.go
+		code := codec.ReasonCode(codec.SubackFailureV3)
+		if !unsupported && !c.maySubscribe(sub.Filter) { // authz.go
 			code, unsupported = c.subscribeDenied(), true
 		}
 		if unsupported {
