@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"log/slog"
 	"testing"
 
 	pahov5 "github.com/eclipse/paho.golang/paho"
@@ -201,4 +202,43 @@ func TestE2ECapabilitySubscriptions(t *testing.T) {
 	p.expectAck(codec.PUBACK, 2)
 	require.Equal(t, "a", string(c3.expectPublish().Payload))
 	c3.expectNothing(e2eSilent)
+}
+
+// TestE2ECapabilitiesOffAfterRestart checks a broker restarted with
+// wildcard and shared subscriptions and Subscription Identifiers off, on
+// the store of one that granted all three: the stored wildcard and shared
+// subscriptions are dropped (their clients were told at CONNACK those are
+// not available, MQTT 5.0 sections 3.2.2.3.11–12), each with a log line
+// naming client and filter; a subscription that had an identifier stays,
+// and its messages carry none [MQTT-3.3.4-3 applies to identifiers the
+// broker supports].
+func TestE2ECapabilitiesOffAfterRestart(t *testing.T) {
+	s, st := startWithMemoryStore(t)
+	persistent := func(cp *codec.Connect) { cp.CleanStart = false; cp.Properties.SessionExpiry = 300 }
+	c, _ := dialV5(t, s, "co-sub", persistent)
+	c.send(&codec.Subscribe{PacketID: 1, Properties: codec.Properties{SubscriptionIDs: []uint32{5}},
+		Subscriptions: []codec.Subscription{{Filter: []byte("co/id"), QoS: 1}}})
+	c.expect(codec.SUBACK)
+	c.send(&codec.Subscribe{PacketID: 2, Subscriptions: []codec.Subscription{
+		{Filter: []byte("co/+/w"), QoS: 1}, {Filter: []byte("$share/g/co/s"), QoS: 1}}})
+	c.expect(codec.SUBACK)
+	c.disconnect()
+
+	var logs syncBuffer
+	s = restartWith(t, s, st, Options{NoWildcardSubscriptions: true, NoSharedSubscriptions: true,
+		NoSubscriptionIdentifiers: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	out := logs.String()
+	require.Contains(t, out, `recovered subscription dropped: wildcard subscriptions not supported by configuration" client=co-sub filter=co/+/w`)
+	require.Contains(t, out, `recovered subscription dropped: shared subscriptions not supported by configuration" client=co-sub filter=$share/g/co/s`)
+	require.Contains(t, out, `client=co-sub filter=co/id identifier=5`)
+
+	c, _ = dialV5(t, s, "co-sub", persistent)
+	for _, topic := range []string{"co/x/w", "co/s", "co/id"} {
+		require.NoError(t, s.Publish(topic, []byte(topic), 1, false))
+	}
+	p := c.expectPublish()
+	require.Equal(t, "co/id", string(p.Topic), "only co/id is still subscribed")
+	require.Empty(t, p.Properties.SubscriptionIDs)
+	c.ack(codec.PUBACK, p.PacketID)
+	c.expectNothing(e2eSilent)
 }

@@ -85,8 +85,10 @@ func (srv *Server) recoverStore() error {
 		}
 		for i := range rec.Subs {
 			sub := &rec.Subs[i]
-			o := subOptions(sub)
-			o.QoS = min(o.QoS, srv.maxQoS) // granted before Options.MaxQoS was lowered
+			o, ok := srv.restoredSubscription(s.id, sub)
+			if !ok {
+				continue
+			}
 			srv.idx.subscribe(sub.Filter, s, o)
 			if s.subs == nil {
 				s.subs = make(map[string]trie.Options, len(rec.Subs))
@@ -286,4 +288,30 @@ func (srv *Server) restoreMessage(sm *store.Message, retained bool) *message {
 	m.qos, m.retain, m.from = sm.QoS, sm.Retain || retained, sm.From
 	m.refs.Store(1)
 	return m
+}
+
+// restoredSubscription is the options a stored subscription of client id
+// comes back with under today's Options, and whether it comes back at all:
+// it was granted by a broker that may have allowed more. Its QoS is capped
+// at Options.MaxQoS; a Subscription Identifier is dropped when they are off
+// (the subscription stays); a shared or wildcard filter is dropped when
+// that capability is off, since the client was told at CONNACK it is not
+// available and a new SUBSCRIBE with it would end its connection. Each
+// change is logged with the client and filter.
+func (srv *Server) restoredSubscription(id string, sub *store.Subscription) (trie.Options, bool) {
+	o := subOptions(sub)
+	if code, unsupported := srv.subscribeUnsupported([]byte(sub.Filter), o.SubscriptionID); unsupported {
+		if code != codec.SubscriptionIdentifiersNotSupported {
+			srv.log.Warn("recovered subscription dropped: "+code.String()+" by configuration",
+				"client", id, "filter", sub.Filter)
+			return o, false
+		}
+		srv.log.Warn("recovered subscription keeps no subscription identifier: "+code.String()+" by configuration",
+			"client", id, "filter", sub.Filter, "identifier", o.SubscriptionID)
+		o.SubscriptionID = 0
+	}
+	if o.QoS > srv.maxQoS {
+		o.QoS = srv.maxQoS // granted before Options.MaxQoS was lowered
+	}
+	return o, true
 }

@@ -226,6 +226,8 @@ func TestCapabilityFlagsReachEngine(t *testing.T) {
 	require.True(t, b.opts.NoWildcardSubscriptions)
 	require.True(t, b.opts.NoSharedSubscriptions)
 	require.True(t, b.opts.NoSubscriptionIdentifiers)
+	require.Equal(t, "retain_available,wildcard_subscriptions,shared_subscriptions,subscription_identifiers",
+		capabilitiesOff(&lc.cfg.Limits), "the startup log's limits line")
 
 	lc, err = loadConfig("loopmq", []string{"-persistence=false"}, &stderr)
 	require.NoError(t, err)

@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -252,6 +253,29 @@ func startCPUProfile(file string) (stop func(), err error) {
 	}, nil
 }
 
+// capabilitiesOff names the optional capabilities l turns off, by their
+// configuration keys, or "none".
+func capabilitiesOff(l *LimitsConfig) string {
+	var off []string
+	for _, c := range []struct {
+		on  bool
+		key string
+	}{
+		{l.RetainAvailable, "retain_available"},
+		{l.WildcardSubscriptions, "wildcard_subscriptions"},
+		{l.SharedSubscriptions, "shared_subscriptions"},
+		{l.SubscriptionIdentifiers, "subscription_identifiers"},
+	} {
+		if !c.on {
+			off = append(off, c.key)
+		}
+	}
+	if len(off) == 0 {
+		return "none"
+	}
+	return strings.Join(off, ",")
+}
+
 // banner logs what the broker starts with: version, listeners, limits,
 // data directory and endpoints.
 func banner(lc *loaded, log *slog.Logger, storeOpen bool) {
@@ -266,7 +290,8 @@ func banner(lc *loaded, log *slog.Logger, storeOpen bool) {
 	l := &cfg.Limits
 	log.Info("limits", "loops", l.Loops, "max_inflight", l.MaxInflight, "max_queued", l.MaxQueued,
 		"max_queued_bytes", int64(l.MaxQueuedBytes), "max_packet_size", int64(l.MaxPacketSize),
-		"max_session_expiry", l.MaxSessionExpiry.String(), "max_keepalive", l.MaxKeepAlive.String())
+		"max_session_expiry", l.MaxSessionExpiry.String(), "max_keepalive", l.MaxKeepAlive.String(),
+		"max_qos", l.MaxQoS, "capabilities_off", capabilitiesOff(l))
 	p := &cfg.Persistence
 	switch {
 	case p.Enabled && storeOpen:

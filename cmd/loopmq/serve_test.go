@@ -213,7 +213,10 @@ func TestServeBanner(t *testing.T) {
 	p := startLoopmq(t, "-max-inflight", "7", "-persistence=true", "-data-dir", dir)
 	require.Equal(t, "loopmq "+testVersion, p.waitLog("loopmq "+testVersion, time.Second)["msg"])
 	require.Equal(t, "tcp=127.0.0.1:0", p.waitLog("listeners", time.Second)["mqtt"])
-	require.Equal(t, 7.0, p.waitLog("limits", time.Second)["max_inflight"])
+	limits := p.waitLog("limits", time.Second)
+	require.Equal(t, 7.0, limits["max_inflight"])
+	require.Equal(t, 2.0, limits["max_qos"])
+	require.Equal(t, "none", limits["capabilities_off"])
 	require.Equal(t, dir, p.waitLog("persistence", time.Second)["data_dir"])
 }
 
