@@ -45,6 +45,27 @@ type heldAcks struct {
 	acks  []heldAck
 	on    *session // the congested session this client waits for; nil once woken
 	since int64    // loop clock when the first ack was held
+	// wake runs the client's releaseHeld on its loop when called on any
+	// loop (handing itself over if need be). It is made once, with the
+	// heldAcks, before any loop is given it, and never changes: the
+	// registration with a congested session and the wake-up then
+	// allocate nothing (they used to allocate three closures per hold).
+	wake func(*loop)
+}
+
+// newHeldAcks makes c's heldAcks. Runs on c's loop.
+func newHeldAcks(c *client) *heldAcks {
+	h := &heldAcks{}
+	var wake func(*loop)
+	wake = func(l *loop) {
+		if l != c.loop {
+			l.handOff(c.loop, task{kind: taskFunc, fn: wake})
+			return
+		}
+		c.releaseHeld()
+	}
+	h.wake = wake
+	return h
 }
 
 // heldAck is one withheld acknowledgement. wait is the store batch that
@@ -75,7 +96,7 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 		return
 	}
 	if h == nil {
-		h = &heldAcks{}
+		h = newHeldAcks(c)
 		c.extras().held = h
 	}
 	if len(h.acks) == 0 {
@@ -106,8 +127,7 @@ func (c *client) ackPublish(t codec.Type, id uint16, code codec.ReasonCode, slow
 	}
 	if slow != nil && h.on == nil {
 		h.on = slow
-		l := c.loop
-		l.toOwner(slow, func(ol *loop, s *session) { s.addWaiter(ol, c) })
+		c.loop.addWaiter(slow, h.wake)
 	}
 }
 
@@ -165,33 +185,20 @@ func (c *client) releaseHeld() {
 	}
 }
 
-// toOwner runs fn on s's owner loop: inline when that is l, otherwise
-// handed off at the end of the current batch, following s if it moves.
-func (l *loop) toOwner(s *session, fn func(*loop, *session)) {
+// addWaiter registers a publisher's wake (heldAcks.wake) with s, to be
+// called when s's pressure ends, or calls it now if it already has. It
+// runs on s's owner loop: inline when that is l, otherwise handed off (a
+// taskAddWaiter, which follows s if it moves).
+func (l *loop) addWaiter(s *session, wake func(*loop)) {
 	if o := s.ownerFrom(l); o != l {
-		l.handOff(o, task{kind: taskFunc, fn: func(ol *loop) { ol.srv.onOwner(ol, s, fn) }})
+		l.handOff(o, task{kind: taskAddWaiter, sess: s, fn: wake})
 		return
 	}
-	fn(l, s)
-}
-
-// addWaiter registers publisher c to be woken when s's pressure ends, or
-// wakes it now if it already has. Runs on s's owner.
-func (s *session) addWaiter(l *loop, c *client) {
 	if !s.flag(flagPressure) || s.q == nil {
-		l.wake(c)
+		wake(l)
 		return
 	}
-	s.q.waiters = append(s.q.waiters, c)
-}
-
-// wake sends c's held acknowledgements, on c's loop.
-func (l *loop) wake(c *client) {
-	if c.loop == l {
-		c.releaseHeld()
-		return
-	}
-	l.handOff(c.loop, task{kind: taskFunc, fn: func(*loop) { c.releaseHeld() }})
+	s.q.waiters = append(s.q.waiters, wake)
 }
 
 // setPressure updates s's congestion after its queue grew or shrank, or
@@ -218,8 +225,8 @@ func (s *session) setPressure(l *loop) {
 	}
 	s.setFlag(flagPressure, on)
 	if !on && q != nil {
-		for i, c := range q.waiters {
-			l.wake(c)
+		for i, wake := range q.waiters {
+			wake(l)
 			q.waiters[i] = nil
 		}
 		q.waiters = q.waiters[:0]

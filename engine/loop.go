@@ -15,10 +15,11 @@ import (
 
 // Kinds of work one loop hands another.
 const (
-	taskDeliver  = iota // deliver out to sess
-	taskFunc            // run fn on the loop (rare control work: takeover, sweeps)
-	taskTakeBack        // take back sess's put out.put of out.msg, acknowledged on another loop (persist.go)
-	taskAcksDue         // every delivery of out.msg was acknowledged: its publisher's PUBACK may go (earlyack.go)
+	taskDeliver   = iota // deliver out to sess
+	taskFunc             // run fn on the loop (rare control work: takeover, sweeps)
+	taskTakeBack         // take back sess's put out.put of out.msg, acknowledged on another loop (persist.go)
+	taskAcksDue          // every delivery of out.msg was acknowledged: its publisher's PUBACK may go (earlyack.go)
+	taskAddWaiter        // register fn, a publisher's heldAcks.wake, with congested sess (flow.go)
 )
 
 // task is one unit of cross-loop work. A delivery, take-back or acks-due
@@ -156,6 +157,8 @@ func (l *loop) Run(context.Context) error {
 		case taskAcksDue:
 			t.out.msg.publisher.releaseEarly()
 			t.out.msg.release()
+		case taskAddWaiter:
+			l.addWaiter(t.sess, t.fn)
 		}
 		batch[i] = task{}
 	}
@@ -171,7 +174,8 @@ func (l *loop) dropInbox() {
 	l.inbox = nil
 	l.inboxMu.Unlock()
 	for _, t := range batch {
-		if t.kind != taskFunc { // the others own a reference to out.msg
+		switch t.kind {
+		case taskDeliver, taskTakeBack, taskAcksDue: // they own a reference to out.msg
 			t.out.msg.release()
 		}
 	}

@@ -94,7 +94,7 @@ type sessionQueues struct {
 	// publishers waiting for the pressure to end.
 	lastAck int64
 	stalled bool
-	waiters []*client
+	waiters []func(*loop) // their heldAcks.wake
 	// Spilling to disk (spill.go): the spill in progress, the sequence
 	// number below which every entry was read back, and the entries
 	// acknowledged during the spill.
