@@ -1,5 +1,7 @@
 package codec
 
+import "fmt"
+
 // MaxPacketSize is the largest frame the protocol can express: one type
 // byte, a four-byte remaining length and 268,435,455 bytes of body.
 const MaxPacketSize = 1 + 4 + maxVarint
@@ -48,7 +50,7 @@ func Split(b []byte, maxPacketSize int) (h FixedHeader, n int, err error) {
 	}
 	if h.Size() > maxPacketSize {
 		return h, 0, &Error{Code: PacketTooLarge, Packet: h.Type,
-			Reason: "frame exceeds the maximum packet size [MQTT-3.1.2-24]"}
+			Reason: fmt.Sprintf("a frame of %d bytes exceeds the maximum packet size, %d", h.Size(), maxPacketSize)}
 	}
 	if len(b) < h.Size() {
 		return h, 0, nil

@@ -225,18 +225,38 @@ func (l *loop) mayRead(s *session, m *message) bool {
 	return cf.a == nil || s.authorize(cf, m.topic, Read)
 }
 
-// mayPublish reports whether c may publish p; when it may not, it has
-// answered p: a 3.x client gets the usual acknowledgement (the message
-// is dropped, as Mosquitto does, so that the client does not send it
-// again), a 5.0 client PUBACK/PUBREC 0x87 Not authorized [MQTT 5.0
-// sections 3.4.2.1, 3.5.2.1], QoS 0 nothing. Runs on c's loop, the owner
-// of c's session.
+// isSysTopic reports whether topic is $SYS or below it: the broker's own
+// topics, which no client may publish to (as Mosquitto refuses them): a
+// client could otherwise replace the values every $SYS subscriber reads,
+// retained ones until the broker's value next changes. MQTT 5.0 section
+// 4.7.2: the Server SHOULD prevent Clients from using such Topic Names to
+// exchange messages with other Clients.
+func isSysTopic(topic []byte) bool {
+	return len(topic) >= 4 && string(topic[:4]) == "$SYS" && (len(topic) == 4 || topic[4] == '/')
+}
+
+// mayPublish reports whether c may publish p; when it may not (a $SYS
+// topic, or the authorizer says no), it has answered p: a 3.x client gets
+// the usual acknowledgement (the message is dropped, as Mosquitto does, so
+// that the client does not send it again), a 5.0 client PUBACK/PUBREC 0x87
+// Not authorized [MQTT 5.0 sections 3.4.2.1, 3.5.2.1], QoS 0 nothing.
+// Runs on c's loop, the owner of c's session.
 func (c *client) mayPublish(p *codec.Publish) bool {
+	if len(p.Topic) > 0 && p.Topic[0] == '$' && isSysTopic(p.Topic) {
+		c.loop.srv.log.Debug("PUBLISH refused: $SYS topics are the broker's", "client", c.id(), "topic", string(p.Topic))
+		return c.denyPublish(p)
+	}
 	cf := c.loop.srv.authz.Load()
 	if cf.a == nil || c.sess.authorize(cf, p.Topic, Write) {
 		return true
 	}
 	c.loop.srv.log.Debug("PUBLISH not authorized", "client", c.id(), "topic", string(p.Topic))
+	return c.denyPublish(p)
+}
+
+// denyPublish answers a PUBLISH c may not make, as mayPublish says, and
+// returns false.
+func (c *client) denyPublish(p *codec.Publish) bool {
 	if p.QoS == 0 {
 		return false
 	}
@@ -292,10 +312,14 @@ func (c *client) mayWill() bool {
 	}
 	w.ident = c.ident
 	cf := c.loop.srv.authz.Load()
-	if cf.a == nil || cf.a.Authorize(c.identity(), string(w.msg.topic), Write) {
+	sys := isSysTopic(w.msg.topic)
+	if !sys && (cf.a == nil || cf.a.Authorize(c.identity(), string(w.msg.topic), Write)) {
 		return true
 	}
 	why := "not authorized to publish to the will topic " + string(w.msg.topic)
+	if sys {
+		why = "a will may not be published to $SYS topics, the broker's: " + string(w.msg.topic)
+	}
 	c.will = nil
 	w.release()
 	c.refuse(codec.NotAuthorized, why)
