@@ -309,12 +309,34 @@ func decodeConfig(name string, data []byte, cfg *Config, org origins) error {
 		for _, e := range te.Errors {
 			errs = append(errs, keys.explain(name, e))
 		}
-		return errors.Join(errs...)
+		for k, line := range keys.byKey {
+			org[k] = fmt.Sprintf("%s:%d", name, line)
+		}
+		return &keyErrors{errors.Join(errs...)}
 	}
 	for k, line := range keys.byKey {
 		org[k] = fmt.Sprintf("%s:%d", name, line)
 	}
 	return nil
+}
+
+// keyErrors are a configuration file's unknown keys and values of the
+// wrong type. The rest of the file was decoded, so validating it may find
+// more errors, reported with these (validateAfter).
+type keyErrors struct{ error }
+
+func (e *keyErrors) Unwrap() error { return e.error }
+
+// validateAfter validates cfg, loaded from a file with loadErr: it returns
+// loadErr alone when the file could not be decoded, otherwise loadErr's
+// key errors (if any) followed by validate's, so that every error of the
+// file is reported at once.
+func validateAfter(loadErr error, cfg *Config, org origins) error {
+	var ke *keyErrors
+	if loadErr != nil && !errors.As(loadErr, &ke) {
+		return loadErr
+	}
+	return errors.Join(loadErr, cfg.validate(org))
 }
 
 // keyLines map a YAML document's key paths ("limits.max_inflight") to

@@ -65,10 +65,7 @@ func TestConfigFile(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := writeFile(t, "loopmq.yaml", yaml)
 			cfg, org := defaultConfig(), origins{}
-			err := loadConfigFile(path, &cfg, org)
-			if err == nil {
-				err = cfg.validate(org)
-			}
+			err := validateAfter(loadConfigFile(path, &cfg, org), &cfg, org)
 			if wantErr != "" {
 				require.Error(t, err)
 				require.Contains(t, err.Error(), strings.ReplaceAll(wantErr, "FILE", path))
@@ -239,4 +236,26 @@ func TestCapabilityFlagsReachEngine(t *testing.T) {
 
 	_, err = loadConfig("loopmq", []string{"-max-qos", "3"}, &stderr)
 	require.ErrorContains(t, err, "limits.max_qos: must be between 0 and 2, not 3")
+}
+
+// TestConfigErrorsAllAtOnce: an unknown key does not hide the file's other
+// errors, in `loopmq config check` and at start (docs/configuration.md:
+// "all errors are reported at once"). Found by exploratory QA.
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	bad := writeFile(t, "bad.yaml", "limits:\n  max_infligt: 32\n  max_qos: 3\npersistence:\n  sync: sometimes\n")
+	want := []string{bad + ":2: limits.max_infligt: unknown key",
+		bad + ":3: limits.max_qos: must be between 0 and 2, not 3",
+		bad + `:5: persistence.sync: want always, interval or none, not "sometimes"`}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, run([]string{"config", "check", bad}, &stdout, &stderr))
+	for _, w := range want {
+		require.Contains(t, stderr.String(), w)
+	}
+	_, err := loadConfig("loopmq", []string{"-config", bad}, &stderr)
+	require.Error(t, err)
+	for _, w := range want {
+		require.Contains(t, err.Error(), w)
+	}
+	_, err = loadConfig("loopmq", []string{"-config", bad, "-max-qos", "1"}, &stderr)
+	require.NotContains(t, err.Error(), ":3: limits.max_qos", "a flag overrides the file's value")
 }

@@ -85,8 +85,9 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	} else {
 		err = loadConfigFile(file, &lc.cfg, lc.org)
 	}
-	if err == nil {
-		err = lc.cfg.validate(lc.org)
+	err = validateAfter(err, &lc.cfg, lc.org)
+	if err == nil && *mosq {
+		lc.defaults = mosquittoDefaults(&lc.cfg, lc.org)
 	}
 	if err == nil {
 		// Load the files it names, as the broker would.
@@ -94,6 +95,9 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range lc.warnings {
 		fmt.Fprintf(stderr, "warning: not supported, ignored: %s\n", w)
+	}
+	for _, d := range lc.defaults {
+		fmt.Fprintf(stderr, "warning: not set, loopmq's default applies: %s\n", d)
 	}
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {

@@ -64,6 +64,7 @@ type loaded struct {
 	cfg      Config
 	org      origins
 	warnings []string // unsupported Mosquitto options, at most one line each
+	defaults []string // limits whose loopmq default differs from Mosquitto's, not set (mosquittoDefaults)
 	source   string   // the file it came from, "" for flags only
 }
 
@@ -83,13 +84,18 @@ func loadConfig(name string, args []string, stderr io.Writer) (*loaded, error) {
 		return nil, fmt.Errorf("unexpected argument %q (flags go before it; subcommands: passwd, config, version)", fs.Arg(0))
 	}
 	lc := &loaded{cfg: defaultConfig(), org: origins{}}
+	var fileErr error // the file's key errors, reported with validate's
 	switch {
 	case *configFile != "" && *mosqFile != "":
 		return nil, errors.New("-config and -mosquitto-conf exclude each other (loopmq config print -mosquitto-conf FILE converts one into the other)")
 	case *configFile != "":
 		lc.source = *configFile
 		if err := loadConfigFile(*configFile, &lc.cfg, lc.org); err != nil {
-			return nil, err
+			var ke *keyErrors
+			if !errors.As(err, &ke) {
+				return nil, err
+			}
+			fileErr = err
 		}
 	case *mosqFile != "":
 		lc.source = *mosqFile
@@ -100,8 +106,11 @@ func loadConfig(name string, args []string, stderr io.Writer) (*loaded, error) {
 		lc.warnings = w
 	}
 	applyFlags(fs, &flagCfg, &lc.cfg, lc.org)
-	if err := lc.cfg.validate(lc.org); err != nil {
+	if err := validateAfter(fileErr, &lc.cfg, lc.org); err != nil {
 		return nil, err
+	}
+	if *mosqFile != "" {
+		lc.defaults = mosquittoDefaults(&lc.cfg, lc.org)
 	}
 	return lc, nil
 }
@@ -127,6 +136,10 @@ func serve(lc *loaded, stderr io.Writer) int {
 	}
 	if len(lc.warnings) > 0 {
 		log.Warn("Mosquitto options not supported, ignored: "+joinWarnings(lc.warnings), "file", lc.source)
+	}
+	if len(lc.defaults) > 0 {
+		log.Warn("limits not set in the Mosquitto file keep loopmq's defaults: "+strings.Join(lc.defaults, ", ")+
+			"; set them there to change them", "file", lc.source)
 	}
 	if f := cfg.Pprof.CPUProfile; f != "" {
 		stop, err := startCPUProfile(f)
@@ -288,7 +301,11 @@ func banner(lc *loaded, log *slog.Logger, storeOpen bool) {
 	log.Info("listeners", "mqtt", listenerSummary(&cfg.Listeners), "metrics", cfg.Metrics.Listen,
 		"pprof", cfg.Pprof.Listen, "sys_interval", cfg.SysInterval.String())
 	l := &cfg.Limits
-	log.Info("limits", "loops", l.Loops, "max_inflight", l.MaxInflight, "max_queued", l.MaxQueued,
+	loops := any(l.Loops)
+	if l.Loops == 0 {
+		loops = "auto" // the engine's choice, in the "loopmq listening" line
+	}
+	log.Info("limits", "loops", loops, "max_inflight", l.MaxInflight, "max_queued", l.MaxQueued,
 		"max_queued_bytes", int64(l.MaxQueuedBytes), "max_packet_size", int64(l.MaxPacketSize),
 		"max_session_expiry", l.MaxSessionExpiry.String(), "max_keepalive", l.MaxKeepAlive.String(),
 		"max_qos", l.MaxQoS, "capabilities_off", capabilitiesOff(l))

@@ -23,7 +23,8 @@ import (
 // allow_anonymous, password_file, acl_file, per_listener_settings,
 // max_inflight_messages, max_queued_messages, max_queued_bytes,
 // message_size_limit, max_packet_size, max_keepalive, max_topic_alias,
-// persistence, persistence_location, persistent_client_expiration,
+// persistence, persistence_location (its loopmq subdirectory),
+// persistent_client_expiration,
 // retain_available, max_qos, set_tcp_nodelay true, sys_interval,
 // include_dir.
 // loopmq has one listener of each kind (tcp, tls, ws, wss) and one TLS
@@ -128,6 +129,27 @@ func loadMosquittoConf(path string, cfg *Config, org origins) ([]string, error) 
 		warnings = append(warnings, fmt.Sprintf("%s (%s)", n, strings.Join(wheres, ", ")))
 	}
 	return warnings, nil
+}
+
+// mosquittoDefaults names the limits whose default differs between
+// Mosquitto 2.0 and loopmq that neither the Mosquitto file nor a flag set,
+// one string each with both values: loopmq keeps its own (Mosquitto's two
+// "no limit"s would let one client's packet or one offline queue take all
+// the memory), and says so at start, since the same file then behaves
+// differently.
+func mosquittoDefaults(cfg *Config, org origins) []string {
+	l := &cfg.Limits
+	var d []string
+	if _, set := org["limits.max_packet_size"]; !set {
+		d = append(d, fmt.Sprintf("max_packet_size %d (Mosquitto: no limit)", int64(l.MaxPacketSize)))
+	}
+	if _, set := org["limits.max_queued_bytes"]; !set {
+		d = append(d, fmt.Sprintf("max_queued_bytes %d (Mosquitto: no limit)", int64(l.MaxQueuedBytes)))
+	}
+	if _, set := org["limits.max_inflight"]; !set {
+		d = append(d, fmt.Sprintf("max_inflight_messages %d (Mosquitto: 20)", l.MaxInflight))
+	}
+	return d
 }
 
 func (p *mosqParser) file(path string) error {
@@ -388,7 +410,11 @@ func (p *mosqParser) option(name, value, where string) error {
 		if err := need(); err != nil {
 			return err
 		}
-		p.set("persistence.dir", where, func(c *Config) { c.Persistence.Dir = value })
+		// Mosquitto writes mosquitto.db there, and a store refuses a
+		// directory holding other files: loopmq's store goes in a
+		// directory of its own below it.
+		dir := filepath.Join(value, "loopmq")
+		p.set("persistence.dir", where, func(c *Config) { c.Persistence.Dir = dir })
 	case "persistent_client_expiration":
 		d, err := mosqExpiration(value)
 		if err != nil {

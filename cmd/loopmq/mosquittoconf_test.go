@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"regexp"
 	"strings"
@@ -74,7 +75,7 @@ allow_anonymous true
 		require.Equal(t, 120*time.Second, c.Limits.MaxKeepAlive.D())
 		require.Zero(t, c.SysInterval)
 		require.True(t, c.Persistence.Enabled)
-		require.Equal(t, "/var/lib/loopmq", c.Persistence.Dir)
+		require.Equal(t, "/var/lib/loopmq/loopmq", c.Persistence.Dir, "a directory of its own: Mosquitto keeps mosquitto.db there")
 		require.Equal(t, 14*24*time.Hour, c.Limits.MaxSessionExpiry.D())
 		require.True(t, *c.Auth.AllowAnonymous)
 	})
@@ -174,7 +175,7 @@ func TestMosquittoDebianEtc(t *testing.T) {
 	c, w, err := loadMosq(t, "testdata/mosquitto/debian-etc.conf")
 	require.NoError(t, err)
 	require.True(t, c.Persistence.Enabled)
-	require.Equal(t, "/var/lib/mosquitto/", c.Persistence.Dir)
+	require.Equal(t, "/var/lib/mosquitto/loopmq", c.Persistence.Dir)
 	require.Equal(t, ":1883", c.Listeners.TCP, "from conf.d/10-listeners.conf")
 	require.Equal(t, "testdata/mosquitto/passwd", c.Auth.PasswordFile)
 	require.False(t, *c.Auth.AllowAnonymous)
@@ -205,4 +206,32 @@ func TestMosquittoSeveralListeners(t *testing.T) {
 	require.Contains(t, joined, "user (testdata/mosquitto/multi-listener.conf:8)")
 	require.Contains(t, joined, "connection (bridges)")
 	require.Len(t, w, 5)
+}
+
+// TestMosquittoDefaultsNamed: a Mosquitto file that leaves the packet
+// size, queued bytes and in-flight window unset runs with loopmq's
+// defaults, which differ from Mosquitto's; they are named for the start-up
+// warning unless the file or a flag sets them. (Found by exploratory QA: a
+// 1 MiB payload Mosquitto took closed the connection under loopmq with the
+// same file, and nothing said why.)
+func TestMosquittoDefaultsNamed(t *testing.T) {
+	var stderr bytes.Buffer
+	bare := writeFile(t, "bare.conf", "allow_anonymous true\n")
+	lc, err := loadConfig("loopmq", []string{"-mosquitto-conf", bare}, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Equal(t, []string{"max_packet_size 1048576 (Mosquitto: no limit)",
+		"max_queued_bytes 16777216 (Mosquitto: no limit)", "max_inflight_messages 32 (Mosquitto: 20)"}, lc.defaults)
+
+	lc, err = loadConfig("loopmq", []string{"-mosquitto-conf", bare, "-max-packet-size", "2097152"}, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Len(t, lc.defaults, 2, "a flag sets max_packet_size")
+
+	set := writeFile(t, "set.conf", "message_size_limit 500000\nmax_queued_bytes 0\nmax_inflight_messages 20\n")
+	lc, err = loadConfig("loopmq", []string{"-mosquitto-conf", set}, &stderr)
+	require.NoError(t, err, stderr.String())
+	require.Empty(t, lc.defaults)
+
+	lc, err = loadConfig("loopmq", nil, &stderr)
+	require.NoError(t, err)
+	require.Empty(t, lc.defaults, "only for a Mosquitto file")
 }

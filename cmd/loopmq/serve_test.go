@@ -403,3 +403,21 @@ func TestServeGOMAXPROCS(t *testing.T) {
 	p = startLoopmq(t)
 	require.Equal(t, float64(1), p.waitLog("loopmq listening", time.Second)["loops"])
 }
+
+// TestServeMosquittoConfPersistenceLocation: Debian's mosquitto.conf sets
+// persistence_location to the directory where Mosquitto keeps
+// mosquitto.db. loopmq run with that file starts, with its store in a
+// directory of its own below it, and leaves Mosquitto's file alone. (Found
+// by exploratory QA: it refused to start, the directory holding a file
+// that is not its store.)
+func TestServeMosquittoConfPersistenceLocation(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "mosquitto.db")
+	require.NoError(t, os.WriteFile(db, []byte("\x00\xb5\x00mosquitto db"), 0o600))
+	conf := writeFile(t, "mosquitto.conf", "persistence true\npersistence_location "+dir+"/\nallow_anonymous true\n")
+	p := startLoopmq(t, "-mosquitto-conf", conf, "-persistence=true")
+	require.Equal(t, filepath.Join(dir, "loopmq"), p.waitLog("persistence", time.Second)["data_dir"])
+	b, err := os.ReadFile(db)
+	require.NoError(t, err)
+	require.Equal(t, "\x00\xb5\x00mosquitto db", string(b))
+}
