@@ -867,8 +867,11 @@ func (l *loop) persistSession(s *session, c *client) {
 		}
 		if s.q != nil {
 			// What went out before the disconnect, to resend with DUP
-			// should the broker restart before the client is back.
+			// and, for QoS 1, the same packet identifiers
+			// [MQTT-4.4.0-1] should the broker restart before the
+			// client is back (QoS 2 entries keep theirs).
 			rec.SentTo = s.q.sentBound()
+			rec.SentIDs = s.q.sentIDs()
 		}
 	}
 	if id := s.identity(); !id.Anonymous {

@@ -75,6 +75,9 @@ func (srv *Server) recoverStore() error {
 	// any of them.
 	const sentAll = math.MaxUint64
 	sentTo := make(map[*session]uint64)
+	// sentIDs: the packet identifiers each session's QoS 1 entries in
+	// flight had when its client disconnected (store.Session.SentIDs).
+	sentIDs := make(map[*session]map[uint64]uint16)
 	err := st.Sessions(func(rec *store.Session) error {
 		s := &session{id: rec.ClientID, expiry: rec.Expiry, stored: true}
 		switch {
@@ -82,6 +85,13 @@ func (srv *Server) recoverStore() error {
 			sentTo[s] = sentAll
 		case rec.SentTo != 0:
 			sentTo[s] = rec.SentTo
+		}
+		if rec.DisconnectedAt != 0 && len(rec.SentIDs) > 0 {
+			ids := make(map[uint64]uint16, len(rec.SentIDs))
+			for _, id := range rec.SentIDs {
+				ids[id.Seq] = id.PacketID
+			}
+			sentIDs[s] = ids
 		}
 		for i := range rec.Subs {
 			sub := &rec.Subs[i]
@@ -134,11 +144,21 @@ func (srv *Server) recoverStore() error {
 	var spilled []*session
 	for _, s := range sessions {
 		queued := false
+		ids := sentIDs[s]
 		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
 			maxSeq = max(maxSeq, e.Seq)
 			if e.State == store.EntryQueued || e.PacketID == 0 {
-				queued = true
-				return true
+				pid, sent := ids[e.Seq]
+				if !sent || e.QoS != 1 {
+					queued = true
+					return true
+				}
+				// A QoS 1 message in flight when its client left: back
+				// into the window under its packet identifier (its
+				// entry stays as it is, put once, and readBack skips it).
+				inflight := *e
+				inflight.State, inflight.PacketID = store.EntryAwaitAck, pid
+				e = &inflight
 			}
 			entries++
 			srv.restoreEntry(s, e)

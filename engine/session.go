@@ -6,6 +6,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/loopmq/loopmq/store"
 	"github.com/loopmq/loopmq/trie"
 )
 
@@ -118,6 +119,18 @@ func (q *sessionQueues) sentBound() uint64 {
 		}
 	})
 	return to
+}
+
+// sentIDs returns the packet identifiers of the QoS 1 messages in flight,
+// for the session record (store.Session.SentIDs); nil for none.
+func (q *sessionQueues) sentIDs() []store.SentID {
+	var ids []store.SentID
+	q.inflight.each(func(sl *slot) {
+		if sl.state == slotAwaitAck && sl.m.msg != nil && sl.m.qos == 1 {
+			ids = append(ids, store.SentID{Seq: sl.m.msg.seq, PacketID: sl.id})
+		}
+	})
+	return ids
 }
 
 // stores reports whether s's state goes to the store (with one): it

@@ -41,10 +41,11 @@ const codecVersion byte = 1
 
 // formatVersion is the store's key layout and codec generation, stored under
 // formatKey. A store with another format is refused (ErrFormat), except
-// formats 1 (before group records, groups.go) and 2 (before message
-// records), which are read as they are and marked 3 when opened for
-// writing.
-const formatVersion byte = 3
+// formats 1 (before group records, groups.go), 2 (before message records)
+// and 3 (before Session.SentIDs), which are read as they are and marked 4
+// when opened for writing: a loopmq that reads 3 then refuses the store
+// rather than misread a session record.
+const formatVersion byte = 4
 
 // errCorrupt is wrapped by every decoding error.
 var errCorrupt = errors.New("undecodable record")
@@ -123,11 +124,18 @@ func appendSessionValue(dst []byte, s *Session) []byte {
 	if w := s.Will; w != nil && w.HasExpiry {
 		willExpiry = uint64(w.MessageExpiry) + 1
 	}
-	if s.SentTo != 0 || willExpiry != 0 {
+	if s.SentTo != 0 || willExpiry != 0 || len(s.SentIDs) > 0 {
 		dst = binary.AppendUvarint(dst, s.SentTo)
 	}
-	if willExpiry != 0 {
+	if willExpiry != 0 || len(s.SentIDs) > 0 {
 		dst = binary.AppendUvarint(dst, willExpiry)
+	}
+	if len(s.SentIDs) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(s.SentIDs)))
+		for _, id := range s.SentIDs {
+			dst = binary.AppendUvarint(dst, id.Seq)
+			dst = binary.AppendUvarint(dst, uint64(id.PacketID))
+		}
 	}
 	return dst
 }
@@ -376,10 +384,26 @@ func decodeSessionValue(v []byte, s *Session) error {
 	if d.err == nil && len(d.b) > 0 {
 		e := d.uvarint("will message expiry")
 		switch {
-		case s.Will == nil || e == 0 || e > 1<<32:
+		case e == 0: // none, written because SentIDs follow
+		case s.Will == nil || e > 1<<32:
 			d.fail("will message expiry")
 		default:
 			s.Will.MessageExpiry, s.Will.HasExpiry = uint32(e-1), true
+		}
+	}
+	s.SentIDs = nil
+	if d.err == nil && len(d.b) > 0 {
+		n := d.uvarint("sent packet identifiers")
+		if n == 0 || n > 65535 {
+			d.fail("sent packet identifiers")
+		}
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			seq := d.uvarint("sent entry")
+			pid := d.uvarint("sent packet identifier")
+			if pid == 0 || pid > 65535 {
+				d.fail("sent packet identifier")
+			}
+			s.SentIDs = append(s.SentIDs, SentID{Seq: seq, PacketID: uint16(pid)})
 		}
 	}
 	return d.end()

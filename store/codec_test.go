@@ -14,7 +14,8 @@ func codecSamples() (Session, Entry, Message) {
 		Subs: []Subscription{{Filter: "a/#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 1, SubID: 268435455}},
 		Will: &Will{Delay: 30, Msg: Message{Topic: []byte("w"), Payload: []byte{}, QoS: 1, Retain: true, From: "c"},
 			MessageExpiry: 0xFFFFFFFF, HasExpiry: true},
-		SentTo: 1<<63 + 5,
+		SentTo:  1<<63 + 5,
+		SentIDs: []SentID{{Seq: 1<<63 + 5, PacketID: 65535}, {Seq: 3, PacketID: 1}},
 	}
 	e := Entry{State: EntryAwaitRec, PacketID: 65535, QoS: 2, Retain: true, Shared: true, SubIDs: []uint32{1, 0xFFFFFFFF},
 		Msg: Message{Topic: []byte("t"), Payload: []byte("p"), Props: []byte{1, 1}, QoS: 2, Expiry: 1 << 62, From: "f"}}
@@ -33,7 +34,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	require.Equal(t, Session{}, s2)
 	// A record written before SentTo existed ends after the will.
 	old := s
-	old.SentTo = 0
+	old.SentTo, old.SentIDs = 0, nil
 	old.Will = &Will{Delay: s.Will.Delay, Msg: s.Will.Msg}
 	v := appendSessionValue(nil, &old)
 	require.NoError(t, decodeSessionValue(v, &s2))
@@ -41,11 +42,19 @@ func TestCodecRoundTrip(t *testing.T) {
 	// SentTo 0 is written when the will's expiry follows; an expiry of 0
 	// is one.
 	noSent := s
-	noSent.SentTo = 0
+	noSent.SentTo, noSent.SentIDs = 0, nil
 	noSent.Will = &Will{Msg: s.Will.Msg, HasExpiry: true}
 	require.NoError(t, decodeSessionValue(appendSessionValue(nil, &noSent), &s2))
 	require.Equal(t, noSent, s2)
 	require.Error(t, decodeSessionValue(append(appendSessionValue(nil, &s), 0), &s2), "a byte past the last field")
+	// Sent packet identifiers without a will or SentTo: both written as 0.
+	ids := Session{ClientID: "x", SentIDs: []SentID{{Seq: 9, PacketID: 7}}}
+	require.NoError(t, decodeSessionValue(appendSessionValue(nil, &ids), &s2))
+	ids.ClientID = "" // the key holds it
+	require.Equal(t, ids, s2)
+	bad := appendSessionValue(nil, &Session{SentIDs: []SentID{{Seq: 9, PacketID: 7}}})
+	bad[len(bad)-1] = 0 // packet identifier 0
+	require.Error(t, decodeSessionValue(bad, &s2))
 
 	var e2 Entry
 	ref, err := decodeEntryValue(appendEntryValue(nil, &e), &e2)

@@ -102,6 +102,7 @@ func (m *Memory) apply(b *Batch) {
 		case OpPutSession:
 			s := *op.Session
 			s.Subs = slices.Clone(op.Session.Subs)
+			s.SentIDs = slices.Clone(op.Session.SentIDs)
 			if op.Session.Will != nil {
 				w := *op.Session.Will
 				w.Msg = cloneMessage(&op.Session.Will.Msg)

@@ -262,8 +262,9 @@ func (p *Pebble) checkFormat(readOnly bool) error {
 		return fmt.Errorf("%w: %w", ErrFormat, err)
 	}
 	if f < formatVersion && f >= 1 && !readOnly {
-		// Format 1 had no group records, format 2 no message records;
-		// they read the same.
+		// Format 1 had no group records, format 2 no message records,
+		// format 3 no sent packet identifiers in session records; they
+		// read the same.
 		return p.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
 	}
 	if f > formatVersion || f < 1 {

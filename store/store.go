@@ -199,4 +199,17 @@ type Session struct {
 	// none. (A session written while its client was connected may have
 	// been sent any of its entries.)
 	SentTo uint64
+	// SentIDs are the packet identifiers its QoS 1 entries in flight were
+	// last sent with, written when its client disconnected, so that they
+	// are sent again with them after a restart [MQTT-4.4.0-1]. QoS 1
+	// entries keep none themselves (that would cost a second write per
+	// delivery); QoS 2 entries do (Entry.PacketID). At most the in-flight
+	// window, 65,535; nil none.
+	SentIDs []SentID
+}
+
+// SentID is the packet identifier an entry was last sent with.
+type SentID struct {
+	Seq      uint64
+	PacketID uint16 // 1 to 65535
 }

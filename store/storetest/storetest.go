@@ -96,6 +96,7 @@ func sampleSession(id string) store.Session {
 		Will:     &store.Will{Msg: sampleMessage("will/"+id, 3), Delay: 42, MessageExpiry: 60, HasExpiry: true},
 		Username: "user of " + id,
 		SentTo:   1 << 40,
+		SentIDs:  []store.SentID{{Seq: 1 << 40, PacketID: 65535}, {Seq: 5, PacketID: 1}},
 	}
 }
 
