@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -326,7 +328,9 @@ func (c *client) close(reason string) {
 		c.loop.stats.connected.Add(-1)
 	}
 	c.state = stateClosed
-	c.loop.srv.log.Debug("closing connection", "client", c.id(), "reason", reason)
+	if log := c.loop.srv.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("closing connection", "client", c.id(), "remote", c.remote(), "reason", reason)
+	}
 	c.flush()
 	_ = c.conn.Close()
 }

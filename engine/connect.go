@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
@@ -321,6 +323,12 @@ func (c *client) bind(s *session, present bool) {
 	c.connackTerms(&props)
 	c.connackLimits(&props)
 	c.writeConnack(present, codec.Success, &props, "")
+	if log := c.loop.srv.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		id := c.identity()
+		log.Debug("client connected", "client", c.id(), "remote", c.remote(),
+			"version", c.version.String(), "keepalive", c.keepAlive, "username", id.Username,
+			"session_present", present)
+	}
 	if s.q != nil {
 		s.q.inflight.each(func(sl *slot) {
 			if sl.hold != 0 {
