@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
@@ -38,15 +39,23 @@ type fuzzConn struct {
 	maxPacket  uint32 // 0: none
 	aliasMax   uint16
 	receiveMax uint16 // 0: none announced (65535)
+	clean      bool   // CONNECT's Clean Start
+	accepted   bool   // a successful CONNACK arrived
 
 	// Outgoing QoS 1/2 PUBLISH packets the broker sent and the client
 	// has not finished acknowledging, by packet identifier: their QoS.
 	outstanding map[uint16]byte
+	// early are the identifiers the client acknowledged while the broker
+	// had none of its PUBLISH packets with them out: the broker may
+	// have sent one meanwhile and take the acknowledgement for it, so
+	// the next PUBLISH with such an identifier is not counted.
+	early map[uint16]bool
 
 	rbuf []byte
 	tmp  []byte
 
 	trace func(format string, args ...any) // nil, or logs every packet (fuzzTrace)
+	hist  []string                         // the last packets both ways, for failure messages
 }
 
 func dialFuzz(addr net.Addr) (*fuzzConn, error) {
@@ -54,13 +63,14 @@ func dialFuzz(addr net.Addr) (*fuzzConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial fuzz broker: %w", err)
 	}
-	return &fuzzConn{conn: conn, ver: codec.V311, outstanding: make(map[uint16]byte), tmp: make([]byte, 16<<10)}, nil
+	return &fuzzConn{conn: conn, ver: codec.V311, outstanding: make(map[uint16]byte), early: make(map[uint16]bool), tmp: make([]byte, 16<<10)}, nil
 }
 
 // connectSent records what p announces, for the checks on what the broker
 // sends afterwards.
 func (c *fuzzConn) connectSent(p *codec.Connect) {
 	c.ver = p.Version
+	c.clean = p.CleanStart
 	if p.Version != codec.V5 {
 		return
 	}
@@ -89,6 +99,7 @@ func (c *fuzzConn) send(p codec.Packet) {
 	if a, ok := p.(*codec.Ack); ok {
 		c.acked(a)
 	}
+	c.note("->", p)
 	if c.trace != nil {
 		c.trace("-> %v %+v", p.Type(), p)
 	}
@@ -99,6 +110,9 @@ func (c *fuzzConn) send(p codec.Packet) {
 func (c *fuzzConn) acked(a *codec.Ack) {
 	qos, ok := c.outstanding[a.PacketID]
 	if !ok {
+		if a.PacketType != codec.PUBREL {
+			c.early[a.PacketID] = true
+		}
 		return
 	}
 	switch {
@@ -210,13 +224,15 @@ func (c *fuzzConn) next(deadline time.Time) (codec.Packet, error) {
 			c.rbuf = c.rbuf[n:]
 			p, err := codec.Decode(frame, c.ver)
 			if err != nil {
-				return nil, fmt.Errorf("broker sent an undecodable %v to a %v client (% x): %w", h.Type, c.ver, head(frame), err)
+				return nil, fmt.Errorf("broker sent an undecodable %v to a %v client (% x): %w\nlast packets:\n%s",
+					h.Type, c.ver, head(frame), err, strings.Join(c.hist, "\n"))
 			}
+			c.note("<-", p)
 			if c.trace != nil {
 				c.trace("<- %v %+v", p.Type(), p)
 			}
 			if err := c.check(p, n); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w\nlast packets:\n%s", err, strings.Join(c.hist, "\n"))
 			}
 			return p, nil
 		}
@@ -230,6 +246,27 @@ func (c *fuzzConn) next(deadline time.Time) (codec.Packet, error) {
 		}
 	}
 }
+
+// note keeps a one-line summary of p in c.hist, the last fuzzHistory.
+func (c *fuzzConn) note(dir string, p codec.Packet) {
+	line := dir + " " + p.Type().String()
+	switch p := p.(type) {
+	case *codec.Publish:
+		line += fmt.Sprintf(" %q qos %d id %d dup %v", p.Topic, p.QoS, p.PacketID, p.Dup)
+	case *codec.Ack:
+		line += fmt.Sprintf(" id %d code %#x", p.PacketID, byte(p.ReasonCode))
+	case *codec.Connack:
+		line += fmt.Sprintf(" present %v code %#x", p.SessionPresent, byte(p.ReasonCode))
+	case *codec.Connect:
+		line += fmt.Sprintf(" %q clean %v", p.ClientID, p.CleanStart)
+	}
+	if len(c.hist) == fuzzHistory {
+		c.hist = c.hist[1:]
+	}
+	c.hist = append(c.hist, line)
+}
+
+const fuzzHistory = 40
 
 func head(b []byte) []byte {
 	if len(b) > 64 {
@@ -261,6 +298,18 @@ func (c *fuzzConn) check(p codec.Packet, size int) error {
 	default:
 		return fmt.Errorf("broker sent %v, a client-to-server packet", p.Type())
 	}
+	if ca, ok := p.(*codec.Connack); ok {
+		if ca.SessionPresent && (c.clean || ca.ReasonCode != codec.Success) {
+			// [MQTT-3.2.2-2] [MQTT-3.2.2-6]
+			return fmt.Errorf("CONNACK %v with Session Present after a CONNECT with Clean Start %v", ca.ReasonCode, c.clean)
+		}
+		c.accepted = ca.ReasonCode == codec.Success
+		return nil
+	}
+	if !c.accepted && p.Type() != codec.AUTH {
+		// [MQTT-3.2.0-1] [MQTT-3.14.0-1]: CONNACK first.
+		return fmt.Errorf("broker sent %v before a successful CONNACK", p.Type())
+	}
 	pub, ok := p.(*codec.Publish)
 	if !ok {
 		return nil
@@ -275,7 +324,14 @@ func (c *fuzzConn) check(p codec.Packet, size int) error {
 	if pub.PacketID == 0 {
 		return fmt.Errorf("broker sent a QoS %d PUBLISH with packet identifier 0", pub.QoS)
 	}
-	if _, ok := c.outstanding[pub.PacketID]; !ok {
+	if c.early[pub.PacketID] {
+		delete(c.early, pub.PacketID)
+		return nil
+	}
+	if _, ok := c.outstanding[pub.PacketID]; ok && !pub.Dup {
+		// [MQTT-2.2.1-3]: an identifier is reused only once its flow ended.
+		return fmt.Errorf("broker sent a new QoS %d PUBLISH with packet identifier %d, still unacknowledged", pub.QoS, pub.PacketID)
+	} else if !ok {
 		c.outstanding[pub.PacketID] = pub.QoS
 		// Known issue, not checked: a resumed session's in-flight
 		// messages are all resent (DUP) at CONNACK whatever the new

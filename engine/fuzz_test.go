@@ -34,6 +34,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,7 +55,11 @@ var fuzzBrokers struct {
 	err        error
 	health     atomic.Int64 // numbers the health-check clients
 	restarted  time.Time    // the last fuzzRestart
+	inputs     []string     // the last fuzzRecent inputs
 }
+
+// fuzzRecent is how many inputs a failure names (FuzzConnection).
+const fuzzRecent = 200
 
 // fuzzRestartEvery spaces the restarts: one takes half a second (gnet's
 // shutdown poll), which inputs asking for one at every turn would spend
@@ -80,7 +85,20 @@ func fuzzOptions() Options {
 		MaxTopicAliasOut:  2,
 		ConnectTimeout:    2 * time.Second,
 		Authenticator:     fuzzAuthenticator{},
+		Authorizer:        AuthorizerFunc(fuzzAuthorize),
 	}
+}
+
+// fuzzAuthorize refuses a few things, so that the refusal paths run:
+// publishing to r/y, subscribing to a/+/c, and user "u" reading t/b.
+func fuzzAuthorize(id Identity, topic string, acc Access) bool {
+	switch {
+	case acc == Write && topic == "r/y", acc == Subscribe && topic == "a/+/c":
+		return false
+	case acc == Read && topic == "t/b":
+		return id.Username != "u"
+	}
+	return true
 }
 
 // fuzzServer returns the full or the restricted broker.
@@ -475,6 +493,17 @@ func (fc *fuzzConns) finish() {
 func FuzzConnection(f *testing.F) {
 	fuzzAddSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// A failure may depend on what earlier inputs left behind: it
+		// names the last ones, to replay in order.
+		if len(fuzzBrokers.inputs) == fuzzRecent {
+			fuzzBrokers.inputs = fuzzBrokers.inputs[1:]
+		}
+		fuzzBrokers.inputs = append(fuzzBrokers.inputs, fmt.Sprintf("%q", data))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("this and the inputs before it in this process, oldest first:\n%s", strings.Join(fuzzBrokers.inputs, "\n"))
+			}
+		})
 		in := &fuzzInput{b: data}
 		mode := in.byte()
 		fc := &fuzzConns{t: t, srv: fuzzServer(t, mode&0x40 != 0)}
