@@ -7,7 +7,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 
 # Fuzz targets as package:Target pairs; `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue
+FUZZ_TARGETS := ./codec:FuzzDecode ./codec:FuzzSplit ./passwd:FuzzParsePasswd ./acl:FuzzParseACL ./store:FuzzDecodeValue ./engine:FuzzConnection
 
 .PHONY: all build test vet fmt-check check-gnet alloc-check bench bench-compare fuzz clean run soak
 
