@@ -330,16 +330,22 @@ func (c *client) bind(s *session, present bool) {
 			"session_present", present)
 	}
 	if s.q != nil {
-		s.q.inflight.each(func(sl *slot) {
+		// Everything in flight goes again [MQTT-4.4.0-1]: PUBRELs now,
+		// PUBLISHes oldest first as far as this connection's Receive
+		// Maximum allows, the rest as acknowledgements make room
+		// [MQTT-3.3.4-9] (pump, resendPending).
+		w := &s.q.inflight
+		w.pending = 0
+		w.each(func(sl *slot) {
+			sl.pending = false
 			if sl.hold != 0 {
 				c.loop.rehold(s, sl) // sent once its state is durable here
 				return
 			}
 			switch sl.state {
 			case slotAwaitAck, slotAwaitRec:
-				if !c.writePublish(sl.m, sl.id, true) {
-					s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
-				}
+				sl.pending = true
+				w.pending++
 			case slotAwaitComp:
 				c.writeAck(codec.PUBREL, sl.id, codec.Success)
 			}

@@ -16,7 +16,11 @@ const (
 type slot struct {
 	id    uint16
 	state byte
-	seq   uint64 // the message's store sequence once m.msg is released (slotAwaitComp)
+	// pending marks a PUBLISH sent on an earlier connection that is not
+	// sent again on this one yet: a new connection's Receive Maximum may
+	// be smaller than the window the session kept (session.resendPending).
+	pending bool
+	seq     uint64 // the message's store sequence once m.msg is released (slotAwaitComp)
 	// hold is the owner loop's store batch that must be durable before
 	// this slot's PUBLISH (slotAwaitRec) or PUBREL (slotAwaitComp) is
 	// written; 0: none (persist.go, loop.holdForDurable).
@@ -32,9 +36,10 @@ type slot struct {
 // order [MQTT-4.6.0-2], so sequential assignment wastes nothing in practice.
 // Owned by the session's owner loop.
 type inflight struct {
-	slots []slot
-	next  uint16 // next identifier to assign, 1-based
-	used  int    // slots not free: compared with the client's Receive Maximum
+	slots   []slot
+	next    uint16 // next identifier to assign, 1-based
+	used    int    // slots not free: compared with the client's Receive Maximum
+	pending int    // slots marked pending
 	// owner is the session's owner: the loop that calls these methods,
 	// whose in-flight gauge they keep (stats.go); nil in tests.
 	owner *atomic.Pointer[loop]
@@ -155,6 +160,9 @@ func (w *inflight) free(s *slot) {
 	if s.m.msg != nil {
 		s.m.msg.release()
 	}
+	if s.pending {
+		w.pending--
+	}
 	*s = slot{}
 	w.used--
 	w.count(-1)
@@ -163,6 +171,9 @@ func (w *inflight) free(s *slot) {
 // take empties s and returns its message with the slot's reference.
 func (w *inflight) take(s *slot) outMsg {
 	m := s.m
+	if s.pending {
+		w.pending--
+	}
 	*s = slot{}
 	w.used--
 	w.count(-1)

@@ -199,6 +199,24 @@ func (c *client) onAck(a *codec.Ack) {
 	}
 }
 
+// resendPending sends again, with DUP and their packet identifiers, the
+// PUBLISHes of an earlier connection that c's Receive Maximum left
+// waiting, oldest first, while fewer than c.sendQuota slots are out
+// [MQTT-3.3.4-9]. Runs on s's owner with c connected.
+func (s *session) resendPending(c *client) {
+	w := &s.q.inflight
+	w.each(func(sl *slot) {
+		if !sl.pending || w.used-w.pending >= int(c.sendQuota) {
+			return
+		}
+		sl.pending = false
+		w.pending--
+		if !c.writePublish(sl.m, sl.id, true) {
+			w.free(sl) // too large for this connection [MQTT-3.1.2-25]
+		}
+	})
+}
+
 // route delivers m to every matching subscription and updates the retained
 // index. It consumes the caller's reference to m. Deliveries to sessions
 // owned by this loop happen now; the others are batched per target loop
@@ -414,6 +432,9 @@ func (s *session) pump() {
 	q := s.q
 	if q == nil {
 		return
+	}
+	if q.inflight.pending > 0 {
+		s.resendPending(c)
 	}
 	now := c.loop.mono
 	if q.spill != nil && q.queue.len() <= c.loop.srv.opts.MaxQueuedInMemory/2 {
