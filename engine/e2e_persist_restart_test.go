@@ -244,3 +244,44 @@ func TestE2EPersistResendKeepsPacketIdentifiers(t *testing.T) {
 		require.NotEqual(t, old, p.PacketID, "a new identifier")
 	}
 }
+
+// A retained will restored from the store and published after the
+// restart stays the topic's retained message: a subscriber that comes
+// after its publication gets it whole, after other messages have been
+// through the pool it would have been recycled into. (Found by the engine
+// fuzz target: restored wills were not pinned, so a retained one went back
+// to the message pool while the retained index held it, and later
+// subscribers got a PUBLISH with an empty topic.)
+func TestE2EPersistRetainedWillAcrossRestart(t *testing.T) {
+	s, st := startWithMemoryStore(t)
+	c := dialRaw(t, s)
+	p := withWill5(connect5("wret", false, 0, 600), "wret/w", "bye", 0, 1)
+	p.Will.Retain = true
+	c.mustConnect(p)
+	c.kill()
+	require.Eventually(t, func() bool {
+		ok := false
+		_ = st.Sessions(func(r *store.Session) error {
+			ok = ok || (r.ClientID == "wret" && r.DisconnectedAt != 0 && r.Will != nil)
+			return nil
+		})
+		return ok
+	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
+
+	s = restart(t, s, st)
+	live := connectRaw(t, s, connectPacket("wret-live", true, 0))
+	require.Equal(t, byte(0), live.subscribe(1, "wret/w", 0))
+	require.Equal(t, "bye", string(live.expectPublish().Payload), "the will, published after its delay")
+	for i := 0; i < 100; i++ { // recycle messages through the pool
+		require.NoError(t, s.Publish("wret/other", []byte("x"), 0, false))
+	}
+	for i := 0; i < 3; i++ {
+		obs := connectRaw(t, s, connectPacket(fmt.Sprintf("wret-obs%d", i), true, 0))
+		require.Equal(t, byte(0), obs.subscribe(1, "wret/w", 0))
+		w := obs.expectPublish()
+		require.Equal(t, "wret/w", string(w.Topic))
+		require.Equal(t, "bye", string(w.Payload))
+		require.True(t, w.Retain)
+		obs.disconnect()
+	}
+}

@@ -118,7 +118,7 @@ func (srv *Server) recoverStore() error {
 			s.expireAt = srv.monoFromWall(off) + int64(s.expiry)*int64(time.Second)
 		}
 		if rec.Will != nil {
-			w := &will{msg: srv.restoreMessage(&rec.Will.Msg, false), delay: rec.Will.Delay,
+			w := &will{msg: srv.restoreMessage(&rec.Will.Msg, rec.Will.Msg.Retain), delay: rec.Will.Delay, // a retained one pinned, as newMessage does
 				expiry: rec.Will.MessageExpiry, hasExpiry: rec.Will.HasExpiry}
 			if rec.Username != "" {
 				w.ident = &Identity{ClientID: s.id, Username: rec.Username}
