@@ -169,14 +169,7 @@ func TestE2EPersistWillExpiryAcrossRestart(t *testing.T) {
 	p.Will.Properties.MessageExpiry = 60
 	c.mustConnect(p)
 	c.kill()
-	require.Eventually(t, func() bool {
-		ok := false
-		_ = st.Sessions(func(r *store.Session) error {
-			ok = ok || (r.ClientID == "wexp" && r.DisconnectedAt != 0 && r.Will != nil)
-			return nil
-		})
-		return ok
-	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
+	waitOfflineWillRecord(t, st, "wexp")
 
 	s = restart(t, s, st)
 	obs := connectRaw(t, s, connect5("wexp-obs", true, 0, 0))
@@ -259,14 +252,7 @@ func TestE2EPersistRetainedWillAcrossRestart(t *testing.T) {
 	p.Will.Retain = true
 	c.mustConnect(p)
 	c.kill()
-	require.Eventually(t, func() bool {
-		ok := false
-		_ = st.Sessions(func(r *store.Session) error {
-			ok = ok || (r.ClientID == "wret" && r.DisconnectedAt != 0 && r.Will != nil)
-			return nil
-		})
-		return ok
-	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
+	waitOfflineWillRecord(t, st, "wret")
 
 	s = restart(t, s, st)
 	live := connectRaw(t, s, connectPacket("wret-live", true, 0))
@@ -284,4 +270,18 @@ func TestE2EPersistRetainedWillAcrossRestart(t *testing.T) {
 		require.True(t, w.Retain)
 		obs.disconnect()
 	}
+}
+
+// waitOfflineWillRecord waits until st holds client id's session record
+// written at its disconnect, with its will.
+func waitOfflineWillRecord(t *testing.T, st store.Store, id string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		ok := false
+		_ = st.Sessions(func(r *store.Session) error {
+			ok = ok || (r.ClientID == id && r.DisconnectedAt != 0 && r.Will != nil)
+			return nil
+		})
+		return ok
+	}, e2eWait, 10*time.Millisecond, "the offline session's record with its will")
 }

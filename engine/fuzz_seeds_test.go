@@ -11,12 +11,9 @@ package engine
 
 import (
 	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/stretchr/testify/require"
+	"github.com/loopmq/loopmq/internal/fuzzseed"
 )
 
 var fuzzWriteCorpus = flag.Bool("writecorpus", false, "rewrite the seed files under testdata/fuzz")
@@ -154,16 +151,9 @@ func fuzzSeeds() []fuzzSeed {
 
 func fuzzAddSeeds(f *testing.F) {
 	seeds := fuzzSeeds()
-	for _, s := range seeds {
-		f.Add(s.data)
+	fs := make([]fuzzseed.Seed, len(seeds))
+	for i, s := range seeds {
+		fs[i] = fuzzseed.Seed{Name: s.name, Data: s.data}
 	}
-	if !*fuzzWriteCorpus {
-		return
-	}
-	dir := filepath.Join("testdata", "fuzz", f.Name())
-	require.NoError(f, os.MkdirAll(dir, 0o755))
-	for _, s := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s.data)
-		require.NoError(f, os.WriteFile(filepath.Join(dir, "seed-"+s.name), []byte(body), 0o644))
-	}
+	fuzzseed.Add(f, fs, *fuzzWriteCorpus)
 }
