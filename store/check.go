@@ -85,6 +85,9 @@ func Check(dir string) (CheckReport, error) {
 		p, err = openPebble(dir, opts, true)
 		return err
 	})
+	if err != nil && inUse(err) {
+		return rep, fmt.Errorf("store: check %s: %w (stop the broker, or check a copy)", dir, ErrInUse)
+	}
 	if err != nil {
 		return rep, fmt.Errorf("store: check %s: open: %w", dir, err)
 	}

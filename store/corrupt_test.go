@@ -256,7 +256,30 @@ func TestOpenPebbleRecoveringRefuses(t *testing.T) {
 		require.Empty(t, rep.MovedTo)
 		require.DirExists(t, dir)
 		_, err = Check(dir)
-		require.Error(t, err, "Check of a store in use")
+		require.ErrorIs(t, err, ErrInUse, "Check of a store in use")
+	})
+	t.Run("in use, tried again and again", func(t *testing.T) {
+		// A second broker started on a live data directory (a duplicate
+		// service restarting in a loop) must neither count as a start
+		// that died opening the store nor leave anything behind: once the
+		// first broker stops, its store opens as it is.
+		dir := filepath.Join(t.TempDir(), "store")
+		total := makeDamageableStore(t, dir)
+		p, err := OpenPebble(dir, quietOptions(t))
+		require.NoError(t, err)
+		for range maxOpenAttempts + 1 {
+			_, rep, err := OpenPebbleRecovering(dir, quietOptions(t))
+			require.ErrorIs(t, err, ErrInUse)
+			require.ErrorContains(t, err, "in use by another process")
+			require.Empty(t, rep.MovedTo)
+		}
+		require.NoFileExists(t, dir+".opening")
+		require.NoError(t, p.Close())
+		p, rep, err := OpenPebbleRecovering(dir, quietOptions(t))
+		require.NoError(t, err)
+		require.Empty(t, rep.MovedTo, "a healthy store that was in use is not moved aside")
+		require.Equal(t, total, rep.Records)
+		require.NoError(t, p.Close())
 	})
 	t.Run("newer format", func(t *testing.T) {
 		dir := t.TempDir()
@@ -287,6 +310,16 @@ func TestOpenPebbleRecoveringAfterCrashedAttempts(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, rep.MovedTo)
 	require.Contains(t, rep.Reason, "did not finish")
+	require.NoFileExists(t, dir+".opening")
+	require.NoError(t, p.Close())
+
+	// The directory removed by hand after such starts: the count left
+	// behind does not stop a fresh store from opening.
+	require.NoError(t, os.RemoveAll(dir))
+	require.NoError(t, writeAttempts(dir, maxOpenAttempts))
+	p, rep, err = OpenPebbleRecovering(dir, quietOptions(t))
+	require.NoError(t, err)
+	require.Empty(t, rep.MovedTo)
 	require.NoFileExists(t, dir+".opening")
 	require.NoError(t, p.Close())
 }

@@ -582,7 +582,7 @@ func (p *Pebble) reloadGroups() {
 		err = p.db.Apply(pb, pebble.Sync)
 	}
 	if err != nil {
-		p.log.Error("store: reading entry groups after a failed commit", "err", err)
+		p.log.Error("store: reading entry groups after a failed commit", errAttr(err))
 	}
 }
 

@@ -57,6 +57,10 @@ func (o *PebbleOptions) setDefaults() {
 // (written by a newer loopmq) or something that is not a store.
 var ErrFormat = errors.New("store: not a store of this format")
 
+// ErrInUse is returned when another process (or another store in this
+// one) has the data directory open: pebble's LOCK file in it is held.
+var ErrInUse = errors.New("in use by another process")
+
 // Pebble is the on-disk Store, on github.com/cockroachdb/pebble/v2 (key
 // layout in keys.go, value encoding in codec.go).
 //

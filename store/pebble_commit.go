@@ -227,7 +227,7 @@ func (p *Pebble) runLogSyncer() {
 		if broken == nil && wrote {
 			if err := p.fs.syncAll(); err != nil {
 				broken = err
-				p.log.Error("store: log sync failed; every later commit fails", "dir", p.dir, "err", err)
+				p.log.Error("store: log sync failed; every later commit fails", "dir", p.dir, errAttr(err))
 			}
 		}
 		for i := range groups {
@@ -254,7 +254,7 @@ func (p *Pebble) runIntervalSyncer() {
 		case <-t.C:
 			if p.dirty.Swap(false) {
 				if err := p.fs.syncAll(); err != nil {
-					p.log.Error("store: periodic log sync failed", "dir", p.dir, "err", err)
+					p.log.Error("store: periodic log sync failed", "dir", p.dir, errAttr(err))
 				}
 			}
 		}
@@ -322,7 +322,7 @@ func (p *Pebble) encode(pb *pebble.Batch, c *pendingCommit) {
 			if err := p.deleteGroupedTo(pb, op.ClientID, op.Seq); err != nil {
 				// Only a failing read of the store gets here; what the
 				// group holds stays, as after a crash.
-				p.log.Error("store: deleting grouped entries", "err", err)
+				p.log.Error("store: deleting grouped entries", errAttr(err))
 			}
 		case OpPutInbound:
 			key, val = appendInboundKey(key, op.ClientID, op.PacketID), appendInboundValue(val)

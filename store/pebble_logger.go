@@ -57,3 +57,8 @@ func pebbleLogging(log *slog.Logger) (pebble.Logger, *pebble.EventListener) {
 	}
 	return pl, &el
 }
+
+// errAttr is err for a log line, as its text: slog formats an error value
+// with %+v, under which pebble's errors (cockroachdb/errors) print a stack
+// trace of many lines.
+func errAttr(err error) slog.Attr { return slog.String("err", err.Error()) }

@@ -435,7 +435,7 @@ func (l *skipLog) skip(key []byte, err error) {
 		l.logged = make(map[string]struct{})
 	}
 	l.logged[string(key)] = struct{}{}
-	l.log.Warn("store: skipping undecodable record", "kind", kindName(key[0]), "key", printableKey(key), "err", err)
+	l.log.Warn("store: skipping undecodable record", "kind", kindName(key[0]), "key", printableKey(key), errAttr(err))
 }
 
 // printableKey quotes key for a log line or report, cut to a readable

@@ -58,6 +58,19 @@ func OpenPebbleRecovering(dir string, opts PebbleOptions) (*Pebble, *RecoveryRep
 	rep := &RecoveryReport{Dir: dir}
 	defer func() { rep.Duration = time.Since(start) }()
 
+	// A store another process has open is neither opened nor counted as
+	// an attempt: a second broker on a live directory (a duplicate service
+	// restarting in a loop) would otherwise run the count up to
+	// maxOpenAttempts and have the healthy store moved aside at the first
+	// broker's next start.
+	if err := checkNotInUse(dir); err != nil {
+		return nil, rep, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// Nothing to move aside: a count left from starts before the
+		// directory was removed does not apply to the store made now.
+		clearAttempts(dir)
+	}
 	attempts := readAttempts(dir)
 	var err error
 	if attempts >= maxOpenAttempts {
@@ -71,6 +84,16 @@ func OpenPebbleRecovering(dir string, opts PebbleOptions) (*Pebble, *RecoveryRep
 		if err == nil {
 			clearAttempts(dir)
 			return p, rep, nil
+		}
+		if inUse(err) {
+			// Taken between checkNotInUse and the open: take back this
+			// attempt, leave the other process's.
+			if attempts > 0 {
+				_ = writeAttempts(dir, attempts)
+			} else {
+				clearAttempts(dir)
+			}
+			return nil, rep, inUseError(dir)
 		}
 		if !movable(err) {
 			clearAttempts(dir)
@@ -87,7 +110,7 @@ func OpenPebbleRecovering(dir string, opts PebbleOptions) (*Pebble, *RecoveryRep
 	rep.MovedTo, rep.Reason = moved, err.Error()
 	rep.Records, rep.Undecodable = 0, 0
 	opts.Logger.Error("store: unreadable; moved aside, starting with an empty store",
-		"dir", dir, "moved_to", moved, "err", err)
+		"dir", dir, "moved_to", moved, errAttr(err))
 	p, err := openPebble(dir, opts, false)
 	if err != nil {
 		return nil, rep, fmt.Errorf("store: open fresh store %s: %w", dir, err)
@@ -134,6 +157,37 @@ func movable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// checkNotInUse returns ErrInUse, wrapped with what to do about it, if
+// another process (or another store in this one) holds dir's lock. It takes
+// the lock only where pebble's LOCK file already exists, so that it creates
+// nothing in a directory that is not a store yet (or not a store at all).
+func checkNotInUse(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "LOCK")); err != nil {
+		return nil
+	}
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err == nil {
+		_ = lock.Close()
+		return nil
+	}
+	if inUse(err) {
+		return inUseError(dir)
+	}
+	return nil // anything else, the open reports
+}
+
+func inUseError(dir string) error {
+	return fmt.Errorf("store: %s: %w (pebble's LOCK file in it is held: is another loopmq running with this data directory?)", dir, ErrInUse)
+}
+
+// inUse reports whether err is pebble's failure to lock a directory that
+// another process (fcntl's EAGAIN) or this one holds. (POSIX also allows
+// EACCES for a held lock, but that is permission denied too, which the
+// open reports as it is.)
+func inUse(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock held by current process")
 }
 
 // moveAside renames dir to dir.corrupt-<UTC time> (with a -N suffix if

@@ -28,11 +28,22 @@ func newLogger(cfg LoggingConfig, w io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
 		return nil, fmt.Errorf("logging.level: %w", err)
 	}
-	ho := &slog.HandlerOptions{Level: level}
+	ho := &slog.HandlerOptions{Level: level, ReplaceAttr: errorText}
 	if cfg.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, ho)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, ho)), nil
+}
+
+// errorText logs an error as its text. slog's handlers format an error
+// value with %+v (the JSON handler with Error() already), under which
+// errors from pebble (cockroachdb/errors) print a stack trace of many
+// lines.
+func errorText(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+		return slog.String(a.Key, err.Error())
+	}
+	return a
 }
 
 // buildBroker turns cfg (validated) into engine options, loading the TLS
@@ -207,10 +218,7 @@ func openStore(p *PersistenceConfig, log *slog.Logger) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rep != nil && rep.MovedTo != "" {
-		log.Error("the data directory could not be read: moved aside, starting with an empty store",
-			"dir", dir, "moved_to", rep.MovedTo, "reason", rep.Reason)
-	}
+	// A store moved aside (rep.MovedTo) is logged by the store, with why.
 	if rep != nil && rep.Undecodable > 0 {
 		log.Error("the store holds records that cannot be read; they are skipped", "dir", dir, "count", rep.Undecodable)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -193,6 +194,17 @@ func TestConfigCheckCommand(t *testing.T) {
 	require.Equal(t, 0, run([]string{"config", "check", "-mosquitto", "testdata/mosquitto/debian-etc.conf"}, &stdout, &stderr), stderr.String())
 	require.Contains(t, stderr.String(), "warning: not supported, ignored: log_dest (testdata/mosquitto/debian-etc.conf:11)")
 
+	// The broker's flags name the file as well.
+	for _, args := range [][]string{{"-mosquitto-conf", "testdata/mosquitto/debian-etc.conf"}, {"-config", good}} {
+		stdout.Reset()
+		stderr.Reset()
+		require.Equal(t, 0, run(append([]string{"config", "check"}, args...), &stdout, &stderr), stderr.String())
+		require.Contains(t, stdout.String(), args[1]+": OK")
+	}
+	stderr.Reset()
+	require.Equal(t, 2, run([]string{"config", "check", "-config", good, "-mosquitto-conf", "testdata/mosquitto/debian-etc.conf"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "name one file")
+
 	// print turns a Mosquitto file into a loopmq.yaml that loads back to
 	// the same configuration.
 	stdout.Reset()
@@ -258,4 +270,30 @@ func TestConfigErrorsAllAtOnce(t *testing.T) {
 	}
 	_, err = loadConfig("loopmq", []string{"-config", bad, "-max-qos", "1"}, &stderr)
 	require.NotContains(t, err.Error(), ":3: limits.max_qos", "a flag overrides the file's value")
+}
+
+// stackError formats like cockroachdb/errors (pebble's): its %+v is many
+// lines with a stack trace.
+type stackError struct{}
+
+func (stackError) Error() string { return "pebble: corruption" }
+func (stackError) Format(s fmt.State, verb rune) {
+	if s.Flag('+') {
+		fmt.Fprint(s, "pebble: corruption\n(1) attached stack trace\n  -- stack trace:")
+		return
+	}
+	fmt.Fprint(s, "pebble: corruption")
+}
+
+// TestLoggerErrorsAsText: an error is logged as its text in both formats,
+// never with a stack trace.
+func TestLoggerErrorsAsText(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var out bytes.Buffer
+		log, err := newLogger(LoggingConfig{Level: "info", Format: format}, &out)
+		require.NoError(t, err)
+		log.Error("store failed", "error", fmt.Errorf("open data: %w", stackError{}), "err", stackError{})
+		require.Contains(t, out.String(), "pebble: corruption", format)
+		require.NotContains(t, out.String(), "stack trace", format)
+	}
 }

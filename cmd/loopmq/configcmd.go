@@ -15,6 +15,8 @@ const configUsage = `loopmq config checks and converts configurations.
 
 Usage: loopmq config check FILE            check a YAML config file
        loopmq config check -mosquitto FILE  check a Mosquitto config file
+                                            (-config FILE and -mosquitto-conf
+                                            FILE, the broker's flags, work too)
        loopmq config print [flags]          print the configuration the broker
                                             would run with, as YAML (takes the
                                             broker's flags, -config and
@@ -67,17 +69,30 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loopmq config check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	mosq := fs.Bool("mosquitto", false, "FILE is a Mosquitto config file (mosquitto.conf)")
+	// The broker's own flags name the file too, so that a command line
+	// that starts the broker can be checked by putting "config check"
+	// in front of it.
+	yamlFile := fs.String("config", "", "YAML config file to check (as the broker's -config)")
+	mosqFile := fs.String("mosquitto-conf", "", "Mosquitto config file to check (as the broker's -mosquitto-conf)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprint(stderr, configUsage)
+	files := fs.Args()
+	if *yamlFile != "" {
+		files = append(files, *yamlFile)
+	}
+	if *mosqFile != "" {
+		files = append(files, *mosqFile)
+		*mosq = true
+	}
+	if len(files) != 1 || (*yamlFile != "" && *mosq) {
+		fmt.Fprintf(stderr, "loopmq config check: name one file\n\n%s", configUsage)
 		return 2
 	}
-	file := fs.Arg(0)
+	file := files[0]
 	lc := &loaded{cfg: defaultConfig(), org: origins{}, source: file}
 	var err error
 	if *mosq {
