@@ -289,6 +289,9 @@ func (c *client) bind(s *session, present bool) {
 	}
 	if c.state == stateClosed {
 		// The connection went away while the session travelled.
+		if s.ended {
+			return // discarded meanwhile: nothing of it may be written again
+		}
 		s.setExpiry(c.expiry)
 		if s.flag(flagClean) {
 			s.end()
@@ -406,15 +409,30 @@ func (s *session) end() {
 	if s.ended {
 		return
 	}
-	s.ended = true
 	l := s.owner.Load()
 	srv := l.srv
+	if s.client == nil {
+		// Publishers held for s's congestion go on (flow.go), and the
+		// messages s received through shared subscriptions go to other
+		// members while s is still in its groups (shared.go).
+		s.setPressure(l)
+		s.redistributeShared(l)
+	}
+	s.ended = true
 	for filter := range s.subs {
 		if srv.idx.unsubscribe(filter, s) {
 			l.stats.subscriptions.Add(-1)
 		}
+		if !isSharedFilter(filter) {
+			delete(s.subs, filter)
+		}
 	}
-	s.subs = nil
+	if len(s.subs) == 0 {
+		// The shared filters stay (out of the index): a delivery still on
+		// its way here through one of them goes to another member of the
+		// group (loop.deliver, session.inGroup).
+		s.subs = nil
+	}
 	if s.q != nil {
 		s.q.inflight.clear()
 		s.q.queue.clear()

@@ -113,3 +113,33 @@ func TestE2EBackPressureStalledSubscriberDoesNotHoldPublisher(t *testing.T) {
 	require.NotZero(t, s.Stats().DroppedQueueFull, "the stalled subscriber's queue should have overflowed")
 	t.Log(fmt.Sprintf("publisher took %v with a stalled subscriber", took))
 }
+
+// A publisher held back by a congested clean-session subscriber (flow.go)
+// gets its PUBACKs as soon as that subscriber goes offline: session.end
+// wakes the waiters. They waited for heldBackstop (3 s) and a sweep.
+func TestE2EPressureEndsWhenCleanSubscriberLeaves(t *testing.T) {
+	s := startServer(t, Options{Loops: 1, MaxQueued: 20, MaxInflight: 2})
+	sub := connectRaw(t, s, connectPacket("sub", true, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "t", 1))
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	const n = 16 // 2 in flight, 10 queued turns the pressure on
+	for i := uint16(1); i <= n; i++ {
+		pub.publish("t", fmt.Sprintf("m%d", i), 1, false, i)
+	}
+	acked := 0
+	for {
+		pk, err := pub.next(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		require.Equal(t, codec.PUBACK, pk.Type())
+		acked++
+	}
+	require.Less(t, acked, n, "some PUBACKs held for the congested subscriber")
+	sub.disconnect() // offline (and its clean session ends): the pressure is over
+	start := time.Now()
+	for ; acked < n; acked++ {
+		_, err := pub.next(time.Second)
+		require.NoError(t, err, "PUBACK %d still held %v after the subscriber left", acked+1, time.Since(start))
+	}
+}

@@ -143,3 +143,34 @@ func (c *rawClient) expectDisconnect(timeout time.Duration) codec.ReasonCode {
 
 // hasSession reports whether the broker holds a session for id.
 func hasSession(s *Server, id string) bool { return sessionOwnerLoop(s, id) >= 0 }
+
+// connectOnLoop connects p until the connection (and its session) lands on
+// loop want. Connections that land elsewhere are closed (clean sessions
+// only, or the test must not care).
+func connectOnLoop(t *testing.T, s *Server, p *codec.Connect, want int) *rawClient {
+	t.Helper()
+	for range 20 {
+		c := dialRaw(t, s)
+		c.mustConnect(p)
+		if sessionOwnerLoop(s, string(p.ClientID)) == want {
+			return c
+		}
+		c.disconnect()
+		require.Eventually(t, func() bool { return !hasSession(s, string(p.ClientID)) || !p.CleanStart }, e2eWait, time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("could not place %s on loop %d", p.ClientID, want)
+	return nil
+}
+
+// freezeLoop blocks loop idx inside a task until the returned function is
+// called; it returns once the loop is blocked.
+func freezeLoop(s *Server, idx int) (unfreeze func()) {
+	in, out := make(chan struct{}), make(chan struct{})
+	s.loopAt(idx).post(task{kind: taskFunc, fn: func(*loop) {
+		close(in)
+		<-out
+	}})
+	<-in
+	return func() { close(out) }
+}

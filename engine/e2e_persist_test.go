@@ -348,3 +348,27 @@ func TestE2EPersistDiskBound(t *testing.T) {
 	_ = st.Entries("full", 0, 0, func(*store.Entry) bool { n++; return true })
 	require.Zero(t, n)
 }
+
+// A retained QoS 1 PUBLISH that reaches a persistent session is numbered
+// for the store (persistDelivery writes m.seq) after route put it in the
+// retained index, while SUBSCRIBEs on another loop send it from there: they
+// send a copy and never read the number (run with -race).
+func TestE2EPersistRetainedNumberedWhileSubscribing(t *testing.T) {
+	s, _ := startWithMemoryStore(t)
+	ps := connectOnLoop(t, s, connectPacket("ps", false, 0), 0)
+	require.Equal(t, byte(1), ps.subscribe(1, "r/#", 1))
+	pub := connectOnLoop(t, s, connectPacket("pub", true, 0), 0)
+	sub := connectOnLoop(t, s, connectPacket("sub", true, 0), 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= 200; i++ {
+			pub.publish("r/x", fmt.Sprintf("m%d", i), 1, true, uint16(i))
+		}
+	}()
+	for i := 1; i <= 200; i++ {
+		sub.send(&codec.Subscribe{PacketID: uint16(i), Subscriptions: []codec.Subscription{{Filter: []byte("r/x"), QoS: 0}}})
+	}
+	<-done
+	time.Sleep(200 * time.Millisecond)
+}

@@ -325,6 +325,12 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		out.msg.release()
 		return
 	}
+	if out.shared && out.qos > 0 && (s.ended || s.client == nil && !s.holding) && l.reshare(s, out) {
+		// Routed to s while it was a member online; it left while the
+		// message travelled here: another member takes it, as it would
+		// have at the disconnect (redistributeShared).
+		return
+	}
 	if s.ended || !l.mayRead(s, out.msg) { // authz.go: Read, before anything queues it
 		l.forgetEntry(s, out.msg.seq, out.qos, out.put)
 		out.msg.release()

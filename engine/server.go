@@ -279,10 +279,10 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		c.sess = nil
 		sess.client = nil
 		sess.setFlag(flagOnline, false)
-		sess.redistributeShared(l)
 		if sess.flag(flagClean) {
-			sess.end()
+			sess.end() // redistributes its shared messages first
 		} else {
+			sess.redistributeShared(l)
 			sess.setPressure(l)
 			sess.wentOffline(l, c) // expiry.go: a delayed will moves into the session
 		}

@@ -2,17 +2,21 @@ package engine
 
 import (
 	"math"
+	"strings"
 
 	"github.com/loopmq/loopmq/codec"
 )
 
-// redistributeShared runs when s's connection ends (s is already offline):
-// the QoS 1/2 messages s received through a shared subscription and has not
-// had acknowledged, in flight or queued, go to another online member of
-// the same group, so a member's disconnect does not strand them (MQTT 5.0
-// section 4.8.2; the standard allows the broker to wait for the member
-// instead — loopmq, like EMQX, does not). A message no other member can
-// take stays with s. Runs on s's owner loop.
+// redistributeShared runs when s's connection ends, and when s ends (s is
+// already offline): the messages s received through a shared subscription
+// and has not had acknowledged go to another online member of the same
+// group, so a member's disconnect does not strand them (MQTT 5.0 section
+// 4.8.2). That is every such QoS 1 message, in flight or queued (the
+// standard allows the broker to wait for the member instead — loopmq, like
+// EMQX, does not), and a QoS 2 message only if it is queued, never sent:
+// one in flight stays with s until it reconnects [MQTT-4.8.2-4], and is
+// never sent to another member, even when s ends [MQTT-4.8.2-5]. A message
+// no other member can take stays with s. Runs on s's owner loop.
 func (s *session) redistributeShared(l *loop) {
 	q := s.q
 	if q == nil {
@@ -20,13 +24,13 @@ func (s *session) redistributeShared(l *loop) {
 	}
 	var moved []outMsg
 	q.inflight.each(func(sl *slot) {
-		if sl.m.shared && (sl.state == slotAwaitAck || sl.state == slotAwaitRec) {
+		if sl.m.shared && sl.state == slotAwaitAck {
 			moved = append(moved, q.inflight.take(sl))
 		}
 	})
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
-		if out.shared {
+		if out.shared && (out.qos < 2 || !out.dup) { // dup: may have been sent before a restart
 			moved = append(moved, out)
 			continue
 		}
@@ -74,7 +78,12 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 	return false
 }
 
-// inGroup reports whether s has a subscription in shared group share.
+// isSharedFilter reports whether filter is a shared subscription's
+// ($share/GROUP/FILTER).
+func isSharedFilter(filter string) bool { return strings.HasPrefix(filter, "$share/") }
+
+// inGroup reports whether s has a subscription in shared group share
+// (also after s ended: session.end keeps its shared filters).
 func (s *session) inGroup(share string) bool {
 	for f := range s.subs {
 		if name, _, ok := codec.SplitShared([]byte(f)); ok && string(name) == share {

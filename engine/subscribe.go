@@ -81,8 +81,12 @@ func (c *client) onSubscribe(p *codec.Subscribe) {
 			if m.expired(l.mono) {
 				return // [MQTT-3.3.2-5]
 			}
-			if m.seq != 0 {
-				m = srv.copyMessage(m) // persist.go
+			if srv.ps != nil {
+				// A copy: the routing loop may be numbering m for the
+				// store right now (persistDelivery writes m.seq after
+				// route put m in the index), and a number is one
+				// session's (persist.go).
+				m = srv.copyMessage(m)
 			} else {
 				m.ref() // pinned: the reference only balances deliver's release
 			}

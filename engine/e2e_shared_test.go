@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+// A QoS 1 message routed to a shared-subscription member whose connection
+// closes while the message is still on its way from the publisher's loop
+// goes to another member (loop.deliver, reshare); it was dropped when it
+// found the member's clean session ended. The publisher had its PUBACK.
+func TestE2ESharedInTransitToMemberThatLeft(t *testing.T) {
+	s := startServer(t, Options{Loops: 2})
+	x := connectOnLoop(t, s, connectPacket("x", true, 0), 1)
+	require.Equal(t, byte(1), x.subscribe(1, "$share/g/t", 1))
+	y := connectOnLoop(t, s, connectPacket("y", true, 0), 0)
+	require.Equal(t, byte(1), y.subscribe(1, "$share/g/t", 1))
+	p := connectOnLoop(t, s, connectPacket("p", true, 0), 0)
+
+	unfreeze := freezeLoop(s, 1)
+	x.kill()                          // X's close is ready on loop 1 before the hand-off
+	time.Sleep(50 * time.Millisecond) // the FIN reaches the broker's socket
+	for i := uint16(1); i <= 2; i++ {
+		p.publish("t", fmt.Sprintf("m%d", i), 1, false, i)
+		p.expectAck(codec.PUBACK, i) // acknowledged: the broker owns both now
+	}
+	// One of the two went to Y directly (round robin), the other to X.
+	got := map[string]bool{}
+	m := y.expectPublish()
+	got[string(m.Payload)] = true
+	y.ack(codec.PUBACK, m.PacketID)
+	unfreeze()
+	pk, err := y.next(2 * time.Second)
+	require.NoError(t, err, "the message routed to X (gone) never reached Y: lost; Y had %v", got)
+	got[string(pk.(*codec.Publish).Payload)] = true
+	require.Len(t, got, 2)
+}
+
+// A member with a QoS 1 message in flight replaced by a Clean Start
+// connection with its client identifier: session.end redistributes the
+// message to the other member, as a disconnect does (MQTT 5.0 section
+// 4.8.2). It was freed with the old session.
+func TestE2ESharedMemberReplacedByCleanStart(t *testing.T) {
+	s := startServer(t, Options{Loops: 2})
+	x := connectOnLoop(t, s, connectPacket("x", false, 0), 0)
+	require.Equal(t, byte(1), x.subscribe(1, "$share/g/t", 1))
+	y := connectOnLoop(t, s, connectPacket("y", true, 0), 1)
+	require.Equal(t, byte(1), y.subscribe(1, "$share/g/t", 1))
+	p := connectRaw(t, s, connectPacket("p", true, 0))
+
+	// Publish until X has one in flight (round robin: one of two).
+	var atX *codec.Publish
+	for i := uint16(1); atX == nil && i <= 4; i++ {
+		p.publish("t", fmt.Sprintf("m%d", i), 1, false, i)
+		p.expectAck(codec.PUBACK, i)
+		if pk, err := x.next(300 * time.Millisecond); err == nil {
+			atX = pk.(*codec.Publish)
+		} else {
+			m := y.expectPublish()
+			y.ack(codec.PUBACK, m.PacketID)
+		}
+	}
+	require.NotNil(t, atX)
+	// X does not acknowledge it; a new connection with X's id and Clean
+	// Start replaces the session.
+	x2 := dialRaw(t, s)
+	x2.mustConnect(connectPacket("x", true, 0))
+	pk, err := y.next(2 * time.Second)
+	require.NoError(t, err, "%q, in flight to the replaced member, never reached the other member", atX.Payload)
+	require.Equal(t, string(atX.Payload), string(pk.(*codec.Publish).Payload))
+}
+
+// A QoS 2 message sent to a shared-subscription member that disconnects
+// before PUBREC stays with that member, which gets it again with DUP when
+// it reconnects [MQTT-4.8.2-4], and is never sent to another member
+// [MQTT-4.8.2-5] (the member may have delivered it already).
+func TestE2ESharedQoS2StaysWithMember(t *testing.T) {
+	s := startServer(t, Options{Loops: 2})
+	x := connectRaw(t, s, connectPacket("x", false, 0))
+	require.Equal(t, byte(2), x.subscribe(1, "$share/g/t", 2))
+	y := connectRaw(t, s, connectPacket("y", true, 0))
+	require.Equal(t, byte(2), y.subscribe(1, "$share/g/t", 2))
+	p := connectRaw(t, s, connectPacket("p", true, 0))
+
+	var atX *codec.Publish
+	for i := uint16(1); atX == nil && i <= 4; i++ {
+		p.publish("t", fmt.Sprintf("m%d", i), 2, false, i)
+		p.expectAck(codec.PUBREC, i)
+		p.ack(codec.PUBREL, i)
+		p.expectAck(codec.PUBCOMP, i)
+		if pk, err := x.next(300 * time.Millisecond); err == nil {
+			atX = pk.(*codec.Publish)
+		} else {
+			m := y.expectPublish()
+			y.ack(codec.PUBREC, m.PacketID)
+			y.expectAck(codec.PUBREL, m.PacketID)
+			y.ack(codec.PUBCOMP, m.PacketID)
+		}
+	}
+	require.NotNil(t, atX)
+	x.kill() // received (and, method B, delivered) by X; no PUBREC yet
+	if pk, err := y.next(time.Second); err == nil {
+		t.Fatalf("QoS 2 message %q, already sent to X, sent to Y too: %+v", atX.Payload, pk)
+	}
+	x = dialRaw(t, s)
+	require.True(t, x.mustConnect(connectPacket("x", false, 0)).SessionPresent)
+	again := x.expectPublish()
+	require.Equal(t, string(atX.Payload), string(again.Payload))
+	require.Equal(t, atX.PacketID, again.PacketID)
+	require.True(t, again.Dup)
+}
