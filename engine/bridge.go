@@ -69,6 +69,24 @@ type peerInfo struct {
 	// identity and the client presented no verified certificate: its
 	// CONNECT is refused.
 	noCert bool
+	// oc is the client's connection, whose proxy copies bytes both ways.
+	oc outerConn
+}
+
+// bridgeDrain is how long the proxy may take to write what the engine
+// sent before it closed the connection; a client that does not read it
+// in that time is cut off.
+const bridgeDrain = time.Second
+
+// engineClosed tells the proxy that the engine closed the connection.
+// The proxy sees that only when it next reads the engine's socket, which
+// it never does while a write to a client that stopped reading blocks:
+// the deadline ends that write, and with it the proxy and the client's
+// connection. Any goroutine (the engine's OnClose).
+func (p *peerInfo) engineClosed() {
+	if p.oc != nil {
+		_ = p.oc.SetWriteDeadline(time.Now().Add(bridgeDrain))
+	}
 }
 
 // bridgedConn is the engine's view of a bridged socket: the gnet.Conn
@@ -230,6 +248,7 @@ type outerConn interface {
 // starts one more for the outbound copy.
 func (b *bridge) proxy(oc outerConn, peer *peerInfo, kind string) {
 	name := b.name + "-" + strconv.FormatUint(b.seq.Add(1), 10)
+	peer.oc = oc
 	b.mu.Lock()
 	b.pending[name] = peer
 	b.mu.Unlock()
@@ -251,7 +270,7 @@ func (b *bridge) proxy(oc outerConn, peer *peerInfo, kind string) {
 		once.Do(func() {
 			_ = sock.Close()
 			// A client that stopped reading must not hold Stop.
-			_ = oc.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = oc.SetWriteDeadline(time.Now().Add(bridgeDrain))
 			_ = oc.Close()
 			b.untrack(b.outer, oc)
 		})
@@ -406,11 +425,17 @@ func (b *bridge) wait(done <-chan struct{}) {
 		return
 	case <-done:
 	}
+	// Closed outside b.mu: a Close may wait for a write in progress
+	// (wsConn), whose proxy then needs b.mu to untrack the connection.
 	b.mu.Lock()
+	left := make([]io.Closer, 0, len(b.outer))
 	for c := range b.outer {
-		_ = c.Close()
+		left = append(left, c)
 	}
 	b.mu.Unlock()
+	for _, c := range left {
+		_ = c.Close()
+	}
 	<-ended
 }
 

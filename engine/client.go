@@ -706,6 +706,12 @@ func (c *client) flush() {
 		}
 		b.segs[i] = seg{}
 	}
+	if !c.loop.inEndBatch {
+		// A flush inside an event (a close) may have freed a message
+		// whose pooled struct a later delivery of this event reuses: the
+		// header cached for it must not match that one (v5Header).
+		c.loop.hdr5 = v5HeaderCache{}
+	}
 	clear(iov)
 	c.loop.iovScratch = iov[:0]
 	b.segs = b.segs[:0]

@@ -332,3 +332,35 @@ func openSession(s *Server, id string, expiry uint32) error {
 	_, err = conn.Write((&codec.Disconnect{}).AppendTo(nil, codec.V5))
 	return err
 }
+
+// TestE2EExpiredQueuedMessagesMakeRoom: an offline session's queue full of
+// messages whose Message Expiry Interval has passed takes a live message
+// (DropNewest): the expired ones are dropped to make room [MQTT-3.3.2-5].
+// They kept their places, and the live one was refused: the client, back,
+// got nothing at all.
+func TestE2EExpiredQueuedMessagesMakeRoom(t *testing.T) {
+	s := startServer(t, Options{MaxQueued: 4, QueueOverflow: DropNewest, Loops: 1})
+	sub := dialRaw(t, s)
+	sub.mustConnect(connect5("sub", true, 0, 300))
+	require.Equal(t, byte(1), sub.subscribe(1, "q/#", 1))
+	sub.disconnect()
+	require.Eventually(t, func() bool { return hasSession(s, "sub") }, e2eWait, 10*time.Millisecond)
+
+	pub := dialRaw(t, s)
+	pub.mustConnect(connect5("pub", true, 0, 0))
+	for i := range 4 {
+		p := &codec.Publish{Topic: []byte("q/old"), Payload: []byte(fmt.Sprint("old", i)), QoS: 1, PacketID: uint16(i + 1)}
+		p.Properties.MessageExpiry = 1
+		pub.send(p)
+		pub.expect(codec.PUBACK)
+	}
+	time.Sleep(2100 * time.Millisecond) // every queued message is expired now
+	pub.send(&codec.Publish{Topic: []byte("q/live"), Payload: []byte("live"), QoS: 1, PacketID: 9})
+	pub.expect(codec.PUBACK)
+
+	sub2 := dialRaw(t, s)
+	sub2.mustConnect(connect5("sub", false, 0, 300))
+	p, err := sub2.next(2 * time.Second)
+	require.NoError(t, err, "the live message, published after the others expired, is delivered")
+	require.Equal(t, "q/live", string(p.(*codec.Publish).Topic))
+}

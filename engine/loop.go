@@ -74,18 +74,20 @@ type loop struct {
 	sweepScratch []*client // the sweep's copy of clients
 	// traffic is the client whose inbound frames onTraffic is handling,
 	// nil outside onTraffic.
-	traffic  *client
-	match    matchScratch
-	dec      codec.Decoder // decodes every frame of this loop's clients
-	subIDs   []uint32      // scratch for a PUBLISH's subscription identifiers
-	hdr5     v5HeaderCache // the last 5.0 PUBLISH header encoded
-	arena    []byte        // 5.0 headers of the current batch; reset once it is written
-	expiring expiryHeap    // offline sessions with a deadline (expiry.go)
-	st       loopStore     // writes to the store of the current event (persist.go)
-	acc      loopCounts    // counters published into stats by endBatch (stats.go)
-	accPub   loopCounts    // acc as last published
-	accAt    int64         // loop clock when acc was last published
-	stats    loopStats
+	traffic *client
+	match   matchScratch
+	dec     codec.Decoder // decodes every frame of this loop's clients
+	subIDs  []uint32      // scratch for a PUBLISH's subscription identifiers
+	// expiredScratch holds the messages session.dropExpired takes out.
+	expiredScratch []outMsg
+	hdr5           v5HeaderCache // the last 5.0 PUBLISH header encoded
+	arena          []byte        // 5.0 headers of the current batch; reset once it is written
+	expiring       expiryHeap    // offline sessions with a deadline (expiry.go)
+	st             loopStore     // writes to the store of the current event (persist.go)
+	acc            loopCounts    // counters published into stats by endBatch (stats.go)
+	accPub         loopCounts    // acc as last published
+	accAt          int64         // loop clock when acc was last published
+	stats          loopStats
 }
 
 func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {

@@ -339,6 +339,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 	if s.holding && !forwarded {
 		if len(s.move.held) >= l.srv.opts.MaxQueued {
 			l.stats.droppedQueueFull.Add(1)
+			l.forgetEntry(s, out.msg.seq, out.qos, out.put) // not left on disk
 			out.msg.release()
 			return
 		}
@@ -393,6 +394,11 @@ func (s *session) enqueue(out outMsg) {
 	if q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
 		return
 	}
+	// Expired messages leave only at the head (pump): those behind it
+	// must not push out a live one [MQTT-3.3.2-5].
+	if s.dropExpired(l) && q.push(out, o.MaxQueued, o.MaxQueuedBytes) {
+		return
+	}
 	l.stats.droppedQueueFull.Add(1)
 	s.checkStall(l)
 	if o.QueueOverflow == DropNewest || q.len() == 0 {
@@ -405,6 +411,21 @@ func (s *session) enqueue(out outMsg) {
 		l.forgetEntry(s, old.msg.seq, old.qos, old.put)
 		old.msg.release()
 	}
+}
+
+// dropExpired drops the queued messages of s whose Message Expiry has
+// passed, and reports whether there were any. Runs on s's owner.
+func (s *session) dropExpired(l *loop) bool {
+	q := &s.q.queue
+	gone := q.takeExpired(l.mono, l.expiredScratch[:0])
+	for i, out := range gone {
+		l.forgetEntry(s, out.msg.seq, out.qos, out.put)
+		l.stats.droppedExpired.Add(1)
+		out.msg.release()
+		gone[i] = outMsg{}
+	}
+	l.expiredScratch = gone[:0]
+	return len(gone) > 0
 }
 
 // send puts out (QoS 1/2) in the next in-flight slot and writes it to c.

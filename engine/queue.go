@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"math"
+	"sync/atomic"
+)
 
 // outMsg is one message owed to a session: the shared message plus what
 // is specific to this recipient. It owns one reference to msg.
@@ -35,6 +38,11 @@ type msgQueue struct {
 	items      []outMsg // ring buffer
 	head, size int
 	bytes      int
+	// soonest is no later than the earliest Message Expiry of the queued
+	// messages (loop clock; 0: none has one). Pops leave it, so it may be
+	// early, never late: dropExpired then walks for nothing and sets it
+	// right.
+	soonest int64
 	// owner is the session's owner: the loop that calls these methods,
 	// whose queued gauge they keep (stats.go); nil in tests.
 	owner *atomic.Pointer[loop]
@@ -65,7 +73,30 @@ func (q *msgQueue) push(m outMsg, maxMsgs, maxBytes int) bool {
 	q.size++
 	q.bytes += len(m.msg.payload)
 	q.count(1)
+	if e := m.msg.expiry; e != 0 && (q.soonest == 0 || e < q.soonest) {
+		q.soonest = e
+	}
 	return true
+}
+
+// takeExpired removes the messages whose Message Expiry has passed at now
+// and appends them to into, keeping the others in order; it walks the
+// queue only when one may have expired (soonest). The caller takes the
+// removed messages' references.
+func (q *msgQueue) takeExpired(now int64, into []outMsg) []outMsg {
+	if q.soonest == 0 || now < q.soonest {
+		return into
+	}
+	q.soonest = 0
+	for n := q.size; n > 0; n-- {
+		m := q.pop()
+		if m.msg.expired(now) {
+			into = append(into, m)
+			continue
+		}
+		q.push(m, math.MaxInt, math.MaxInt) // back in order; it was within bounds already
+	}
+	return into
 }
 
 func (q *msgQueue) grow(limit int) {
@@ -95,7 +126,7 @@ func (q *msgQueue) pop() outMsg {
 	q.bytes -= len(m.msg.payload)
 	q.count(-1)
 	if q.size == 0 {
-		q.head = 0
+		q.head, q.soonest = 0, 0
 	}
 	return m
 }

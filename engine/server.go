@@ -275,6 +275,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	c.flush()
 	l.removeClient(c)
 	l.stats.connsClosed.Add(1)
+	if bc, ok := c.conn.(*bridgedConn); ok {
+		bc.peer.engineClosed() // a TLS or WebSocket client (bridge.go)
+	}
 	if sess := c.sess; sess != nil {
 		c.sess = nil
 		sess.client = nil

@@ -289,6 +289,9 @@ func putFrameHeader(buf []byte, off int, compressed bool) int {
 // Close sends a normal Close frame if none was sent, and closes the
 // connection.
 func (wc *wsConn) Close() error {
+	// A write to a client that stopped reading holds wmu: end it first,
+	// so that the close does not wait for that client.
+	_ = wc.nc.SetWriteDeadline(time.Now())
 	wc.closeWith(ws.StatusNormalClosure, "")
 	return wc.nc.Close()
 }

@@ -93,6 +93,9 @@ type Pebble struct {
 	syncerStop chan struct{}
 	syncerDone chan struct{}
 	dirty      atomic.Bool // written since the interval syncer last synced
+	// syncFailed is the interval syncer's failed fsync: every later
+	// commit fails with it (SyncInterval; SyncAlways keeps its own).
+	syncFailed atomic.Pointer[error]
 
 	// readMu guards readClosed; readers counts reads in progress, which
 	// Close waits for before it closes db.

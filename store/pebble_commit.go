@@ -170,6 +170,9 @@ func (p *Pebble) runCommitter() {
 			p.synced <- appliedGroup{commits: group, err: err, wrote: wrote}
 			continue
 		}
+		if failed := p.syncFailed.Load(); err == nil && failed != nil {
+			err = *failed // SyncInterval (runIntervalSyncer)
+		}
 		p.finish(group, err)
 	}
 }
@@ -252,9 +255,15 @@ func (p *Pebble) runIntervalSyncer() {
 		case <-p.syncerStop:
 			return
 		case <-t.C:
-			if p.dirty.Swap(false) {
+			if p.dirty.Swap(false) && p.syncFailed.Load() == nil {
 				if err := p.fs.syncAll(); err != nil {
-					p.log.Error("store: periodic log sync failed", "dir", p.dir, errAttr(err))
+					// What the log held may be gone from the page cache
+					// without having reached the disk, and a later sync
+					// would not say so: as under SyncAlways, nothing
+					// committed from here on is promised.
+					err = fmt.Errorf("store: periodic log sync: %w", err)
+					p.syncFailed.Store(&err)
+					p.log.Error("store: periodic log sync failed; every later commit fails", "dir", p.dir, errAttr(err))
 				}
 			}
 		}
