@@ -41,7 +41,9 @@ func (c *client) onConnect(p *codec.Connect) {
 	if !c.mayWill() { // authz.go: refused when the will's topic is not writable
 		return
 	}
-	c.negotiate(p) // keep alive and Session Expiry Interval (lifecycle.go)
+	if !c.negotiate(p) { // keep alive and Session Expiry Interval (lifecycle.go)
+		return
+	}
 	c.setLimits(p) // Receive Maximum, topic aliases
 	c.state = stateWaiting
 	c.cleanStart = p.CleanStart
@@ -169,6 +171,19 @@ func (srv *Server) attach(c *client) {
 		if s.holding {
 			s.move.deferred = append(s.move.deferred, takeOver) // the session is still arriving here
 			return
+		}
+		now := ol.now()
+		if w := s.will; !s.ended && s.client == nil && w != nil && w.at <= now {
+			s.will = nil
+			ol.publishWill(w) // its Will Delay Interval passed, not swept yet [MQTT-3.1.2-8]
+		}
+		if !s.ended && s.client == nil && s.expireAt <= now {
+			// Past its Session Expiry Interval, not swept yet (the sweep
+			// runs every second, and after a restart only once a loop
+			// adopted the session): it ends now, will and all, as the
+			// sweep would have ended it, and is not resumed
+			// [MQTT-3.1.2-23].
+			s.expire(ol)
 		}
 		if s.ended {
 			// It ended while the request travelled: start over.

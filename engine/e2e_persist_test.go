@@ -372,3 +372,98 @@ func TestE2EPersistRetainedNumberedWhileSubscribing(t *testing.T) {
 	<-done
 	time.Sleep(200 * time.Millisecond)
 }
+
+// The overflow policy holds for an offline persistent session whose queue
+// spilled to disk (with the defaults, every one past 16 messages): with
+// DropOldest the oldest go, first the in-memory part, then entries on
+// disk (dropOldestQueued). Drop-newest was applied instead: 1,100 messages
+// to an offline `mosquitto_sub -c` gave m1..m1000 on return.
+func TestE2EPersistSpilledQueueDropsOldest(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 10, MaxQueued: 50, QueueOverflow: DropOldest})
+	sub := connectRaw(t, s, connectPacket("spill-ovf", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "spill/ovf", 1))
+	sub.disconnect()
+	waitClosed(t, s, 1) // offline before the first message: none goes in flight
+	pub := connectRaw(t, s, connectPacket("spill-ovf-pub", true, 0))
+	for i := 1; i <= 100; i++ {
+		pub.publish("spill/ovf", fmt.Sprintf("m%d", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	sub = connectRaw(t, s, connectPacket("spill-ovf", false, 0))
+	var got []string
+	for range 50 {
+		p := sub.expectPublish()
+		sub.ack(codec.PUBACK, p.PacketID)
+		got = append(got, string(p.Payload))
+	}
+	sub.expectNothing(e2eSilent)
+	require.Equal(t, "m100", got[len(got)-1], "the newest message must be kept with QueueOverflow oldest; got %v", got)
+	require.Equal(t, "m51", got[0], "the oldest messages are the ones dropped; got %v", got)
+}
+
+// MaxQueuedBytes bounds the part of an offline persistent session's queue
+// that spilled to disk too (spillState.bytes). Only messages were counted:
+// 16 small messages and 60 of 512 KiB to an offline subscriber were all
+// kept, 31 MB past the 16 MiB default.
+func TestE2EPersistSpilledQueueBytesBound(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 4, MaxQueued: 1000, MaxQueuedBytes: 1000})
+	sub := connectRaw(t, s, connectPacket("spill-qb", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "spill/qb", 1))
+	sub.disconnect()
+	waitClosed(t, s, 1) // offline before the first message: none goes in flight
+	pub := connectRaw(t, s, connectPacket("spill-qb-pub", true, 0))
+	for i := 1; i <= 30; i++ {
+		pub.publish("spill/qb", fmt.Sprintf("%-100d", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	sub = connectRaw(t, s, connectPacket("spill-qb", false, 0))
+	n, bytes := 0, 0
+	for {
+		p, err := sub.next(e2eSilent)
+		if err != nil {
+			break
+		}
+		pp := p.(*codec.Publish)
+		sub.ack(codec.PUBACK, pp.PacketID)
+		n++
+		bytes += len(pp.Payload)
+	}
+	require.LessOrEqual(t, bytes, 1000, "an offline persistent session held %d messages, %d payload bytes, past MaxQueuedBytes 1000", n, bytes)
+}
+
+// The messages an offline persistent session has on disk count towards
+// MaxQueued and MaxQueuedBytes after a restart (recovery counts them):
+// each restart let another MaxQueued in.
+func TestE2EPersistQueueBoundAcrossRestart(t *testing.T) {
+	s, st := startWithMemoryStore(t)
+	opts := Options{MaxQueued: 10}
+	s = restartWith(t, s, st, opts)
+	sub := connectRaw(t, s, connectPacket("spill-rq", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "spill/rq", 1))
+	sub.disconnect()
+	for round := range 2 {
+		pub := connectRaw(t, s, connectPacket("spill-rq-pub", true, 0))
+		for i := 1; i <= 10; i++ {
+			pub.publish("spill/rq", fmt.Sprintf("r%d-%d", round, i), 1, false, uint16(i))
+			pub.expectAck(codec.PUBACK, uint16(i))
+		}
+		pub.disconnect()
+		s = restartWith(t, s, st, opts)
+	}
+	sub = connectRaw(t, s, connectPacket("spill-rq", false, 0))
+	var got []string
+	for {
+		p, err := sub.next(e2eSilent)
+		if err != nil {
+			break
+		}
+		pp := p.(*codec.Publish)
+		sub.ack(codec.PUBACK, pp.PacketID)
+		got = append(got, string(pp.Payload))
+	}
+	require.LessOrEqual(t, len(got), 10, "MaxQueued 10, got %d after a restart: %v", len(got), got)
+}

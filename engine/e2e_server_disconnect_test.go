@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -108,7 +109,7 @@ func TestE2E_MQTT_3_2_2_21_ServerKeepAlive(t *testing.T) {
 	require.Equal(t, uint16(1), *pc.ca.Properties.ServerKeepAlive)
 
 	silent5 := connectRaw(t, s, connect5("ska-silent5", true, 60, 0))
-	silent3 := connectRaw(t, s, connectPacket("ska-silent3", true, 0))
+	silent3 := connectRaw(t, s, connectPacket("ska-silent3", true, 1)) // within the cap: accepted, held to it
 	start := time.Now()
 	require.Equal(t, codec.KeepAliveTimeout, silent5.expectDisconnect(4*time.Second))
 	require.Empty(t, silent3.expectClosed(4*time.Second))
@@ -122,4 +123,22 @@ func TestE2E_MQTT_3_2_2_21_ServerKeepAlive(t *testing.T) {
 		t.Fatal("paho.golang lost its connection")
 	default:
 	}
+}
+
+// A 3.x client cannot be told the broker's maximum keep alive: one asking
+// for more, or for none (0), is refused with CONNACK return code 2
+// (identifier rejected, as Mosquitto 2.0.12 and later answer). It was
+// accepted and then cut off after 1.5 times the broker's value while it
+// pinged as it had said it would, and reconnected to be cut off again.
+func TestE2EMaxKeepAliveRefuses3xClientsAbove(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{MaxKeepAlive: 2 * time.Second})
+	for _, ka := range []uint16{0, 5} {
+		c := dialRaw(t, s)
+		ca := c.connect(connectPacket(fmt.Sprintf("ka3-%d", ka), true, ka))
+		require.Equal(t, codec.ReasonCode(codec.ConnRefusedIdentifier), ca.ReasonCode, "keep alive %d", ka)
+		require.Empty(t, c.expectClosed(time.Second))
+	}
+	c := dialRaw(t, s)
+	require.Equal(t, codec.Success, c.connect(connectPacket("ka3-ok", true, 2)).ReasonCode)
 }

@@ -162,6 +162,15 @@ func (s *session) endLife(l *loop) {
 	}
 }
 
+// expire ends s, offline past its Session Expiry Interval: kept for its
+// interval [MQTT-3.1.2-23], and no longer: its subscriptions, queue and
+// registry entry go, its will is published. Runs on s's owner, l.
+func (s *session) expire(l *loop) {
+	l.srv.log.Debug("session expired", "client", s.id)
+	l.stats.sessionsExpired.Add(1)
+	s.end()
+}
+
 // expireSessions publishes the delayed wills and ends the sessions whose
 // time has come, at most maxExpiriesPerSweep of them. Called by the sweep.
 func (l *loop) expireSessions() {
@@ -178,11 +187,7 @@ func (l *loop) expireSessions() {
 			l.publishWill(w) // the Will Delay Interval elapsed [MQTT-3.1.2-8]
 		}
 		if s.expireAt <= now {
-			// Kept for its interval [MQTT-3.1.2-23], and no longer: its
-			// subscriptions, queue and registry entry go.
-			l.srv.log.Debug("session expired", "client", s.id)
-			l.stats.sessionsExpired.Add(1)
-			s.end()
+			s.expire(l)
 			continue
 		}
 		s.schedule(l)

@@ -202,3 +202,15 @@ func (w *inflight) clear() {
 		}
 	}
 }
+
+// holdsSeq reports whether a slot holds the message with store sequence
+// number seq. It walks the window.
+func (w *inflight) holdsSeq(seq uint64) bool {
+	for i := range w.slots {
+		sl := &w.slots[i]
+		if sl.state != slotFree && (sl.seq == seq || sl.m.msg != nil && sl.m.msg.seq == seq) {
+			return true
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
@@ -45,17 +46,26 @@ func (o *Options) capExpiry(secs uint32) uint32 {
 }
 
 // negotiate sets the keep alive and the Session Expiry Interval in force
-// for the connection that sent p, within the broker's caps.
-func (c *client) negotiate(p *codec.Connect) {
+// for the connection that sent p, within the broker's caps. It reports
+// false when it refused the CONNECT.
+func (c *client) negotiate(p *codec.Connect) bool {
 	o := &c.loop.srv.opts
 	ka := p.KeepAlive
 	if limit := o.maxKeepAliveSecs(); limit > 0 && (ka == 0 || ka > limit) {
-		// A 5.0 client is told in CONNACK and must use this value
-		// [MQTT-3.2.2-21]; a 3.x client just has it enforced.
-		ka = limit
-		if p.Version == codec.V5 {
-			c.terms |= termKeepAlive
+		if p.Version != codec.V5 {
+			// A 3.x client cannot be told the broker's value: held to it,
+			// it would be cut off while pinging as it said it would, and
+			// reconnect to be cut off again. Refused instead, with the
+			// code Mosquitto (2.0.12 on) sends for this: 2, identifier
+			// rejected.
+			c.refuse(codec.ClientIdentifierNotValid, fmt.Sprintf(
+				"keep alive %d s (0: none) is above the broker's maximum, %d s; a 3.x client cannot be told to use less", ka, limit))
+			return false
 		}
+		// A 5.0 client is told in CONNACK and must use this value
+		// [MQTT-3.2.2-21].
+		ka = limit
+		c.terms |= termKeepAlive
 	}
 	c.keepAlive = ka
 
@@ -74,6 +84,7 @@ func (c *client) negotiate(p *codec.Connect) {
 	if p.Version == codec.V5 && c.expiry != want {
 		c.terms |= termExpiryCapped
 	}
+	return true
 }
 
 // connackTerms adds to a 5.0 CONNACK's properties the terms the broker

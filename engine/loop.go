@@ -99,6 +99,12 @@ func (l *loop) setNow() {
 	l.mono = int64(time.Since(l.srv.started))
 }
 
+// now sets and returns the loop clock.
+func (l *loop) now() int64 {
+	l.setNow()
+	return l.mono
+}
+
 // addClient and removeClient keep loop.clients dense.
 func (l *loop) addClient(c *client) {
 	c.slot = int32(len(l.clients))

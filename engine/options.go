@@ -93,11 +93,12 @@ type Options struct {
 	// otherwise never expire), rounded up to whole seconds; 0 means no cap.
 	// A 5.0 client that asked for more is told the value in CONNACK.
 	MaxSessionExpiry time.Duration
-	// MaxKeepAlive caps the keep alive: a client asking for 0 or more gets
-	// this value, rounded down to whole seconds, at least 1 s; 0 accepts
-	// the client's keep alive. A 5.0 client is told (CONNACK's Server Keep
-	// Alive) and pings accordingly; a 3.x client cannot be told, so one
-	// that pings less often is disconnected.
+	// MaxKeepAlive caps the keep alive: a 5.0 client asking for 0 or more
+	// gets this value, rounded down to whole seconds, at least 1 s, in
+	// CONNACK's Server Keep Alive, and pings accordingly. A 3.x client
+	// cannot be told: one asking for 0 or more is refused (CONNACK return
+	// code 2, identifier rejected, as Mosquitto 2.0.12 and later). 0
+	// accepts every client's keep alive.
 	MaxKeepAlive time.Duration
 	// MaxQoS, when set to 0 or 1, is the highest QoS the broker accepts
 	// from clients and grants (Mosquitto's max_qos); nil, 2 or more: QoS

@@ -144,6 +144,7 @@ func (srv *Server) recoverStore() error {
 	var spilled []*session
 	for _, s := range sessions {
 		queued := false
+		var queuedN, queuedBytes int // on disk only: they count towards the queue's bounds (spill.go)
 		ids := sentIDs[s]
 		err := st.Entries(s.id, 0, 0, func(e *store.Entry) bool {
 			maxSeq = max(maxSeq, e.Seq)
@@ -151,6 +152,8 @@ func (srv *Server) recoverStore() error {
 				pid, sent := ids[e.Seq]
 				if !sent || e.QoS != 1 {
 					queued = true
+					queuedN++
+					queuedBytes += len(e.Msg.Payload)
 					return true
 				}
 				// A QoS 1 message in flight when its client left: back
@@ -171,7 +174,7 @@ func (srv *Server) recoverStore() error {
 			s.q.inflight.resume()
 		}
 		if queued {
-			s.queues().spill = &spillState{}
+			s.queues().spill = &spillState{n: queuedN, bytes: queuedBytes}
 			spilled = append(spilled, s)
 		}
 	}

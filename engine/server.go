@@ -130,7 +130,32 @@ func (s *Server) Start() error {
 			return err
 		}
 	}
+	if s.ps != nil && s.ps.orphans.Load() != nil {
+		s.discoverLoop()
+	}
 	return nil
+}
+
+// discoverLoop connects to the broker's own listener and waits until the
+// connection's loop is known (loopFor), then closes it. gnet hands loops
+// out only with connections, and recovered sessions wait for a loop's
+// sweep to adopt them (recover.go): without this, a broker restarted with
+// sessions nobody connects to never ends them when they expire, nor
+// publishes their delayed wills. Best effort: failing, the first client's
+// loop does it.
+func (s *Server) discoverLoop() {
+	if s.addr == nil {
+		return
+	}
+	c, err := net.DialTimeout("tcp", s.addr.String(), 2*time.Second)
+	if err != nil {
+		s.log.Warn("cannot reach the listener to start the recovered sessions' expiry; the first client will", "error", err)
+		return
+	}
+	defer c.Close()
+	for deadline := time.Now().Add(2 * time.Second); len(s.loopsSnapshot()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Addr returns the listener's address (useful with port 0).

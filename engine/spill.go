@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"slices"
+
 	"github.com/loopmq/loopmq/store"
 )
 
@@ -39,8 +41,9 @@ import (
 
 // spillState is a session's spill: entries on disk and not in memory.
 type spillState struct {
-	last uint64 // highest sequence number spilled
-	n    int    // entries spilled and not read back (for the MaxQueued bound)
+	last  uint64 // highest sequence number spilled
+	n     int    // entries spilled and not read back (for the MaxQueued bound)
+	bytes int    // their payload bytes (for the MaxQueuedBytes bound)
 	// wait is the owner's batch ticket that must be durable before the
 	// first read (the deletes made before the client came back); 0 none.
 	wait uint64
@@ -65,17 +68,70 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 		q.spill = &spillState{}
 	}
 	sp := q.spill
-	if q.queue.len()+sp.n >= o.MaxQueued {
-		// The overflow policy on disk is always drop-newest: the oldest
-		// are not in memory to drop.
-		l.stats.droppedQueueFull.Add(1)
-		l.forgetEntry(s, seq, out.qos, out.put)
-		out.msg.release()
-		return true
+	full := func() bool {
+		queued := q.queue.len() + sp.n
+		return queued >= o.MaxQueued || queued > 0 && q.queue.bytes+sp.bytes+len(out.msg.payload) > o.MaxQueuedBytes
+	}
+	for full() {
+		// DropOldest: the oldest are the in-memory part (queued before
+		// the spill began), then the oldest entries on disk.
+		if o.QueueOverflow != DropOldest || !l.dropOldestQueued(s, q) {
+			l.stats.droppedQueueFull.Add(1)
+			l.forgetEntry(s, seq, out.qos, out.put)
+			out.msg.release()
+			return true
+		}
 	}
 	sp.last = max(sp.last, seq)
 	sp.n++
+	sp.bytes += len(out.msg.payload)
 	out.msg.release()
+	return true
+}
+
+// dropOldestQueued drops the oldest message of s's spilling queue:
+// the in-memory part's first, else the first entry on disk after readTo
+// that is not in flight, read from the store. It reports false when it
+// cannot tell which is the oldest (an entry above the watermark may be
+// older). Moving readTo past the dropped entry keeps it from being read
+// back before its delete is applied; everything below it was in flight or
+// is gone. Runs on s's owner, l.
+func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
+	if q.queue.len() > 0 {
+		old := q.queue.pop()
+		l.stats.droppedQueueFull.Add(1)
+		l.forgetEntry(s, old.msg.seq, old.qos, old.put)
+		old.msg.release()
+		return true
+	}
+	w := l.srv.watermark()
+	var (
+		seq   uint64
+		qos   byte
+		size  int
+		found bool
+	)
+	err := l.srv.ps.st.Entries(s.id, q.readTo, 0, func(e *store.Entry) bool {
+		if e.Seq > w {
+			return false
+		}
+		if q.inflight.holdsSeq(e.Seq) || slices.Contains(q.forgotten, e.Seq) {
+			return true // in the window, or acknowledged with its delete not applied yet
+		}
+		seq, qos, size, found = e.Seq, e.QoS, len(e.Msg.Payload), true
+		if e.State != store.EntryQueued {
+			qos = 2 // marked: put more than once
+		}
+		return false
+	})
+	if err != nil || !found {
+		return false
+	}
+	l.stats.droppedQueueFull.Add(1)
+	l.forgetEntry(s, seq, qos, 0)
+	sp := q.spill
+	sp.n, sp.bytes = max(sp.n-1, 0), max(sp.bytes-size, 0)
+	q.readTo = seq + 1
 	return true
 }
 
@@ -116,6 +172,7 @@ func (l *loop) readBack(s *session) {
 	var (
 		read, last uint64
 		denied     int
+		gone       int // payload bytes of the entries read or dropped
 		full       bool
 	)
 	err := l.srv.ps.st.Entries(s.id, q.readTo, 0, func(e *store.Entry) bool {
@@ -127,6 +184,7 @@ func (l *loop) readBack(s *session) {
 			return true
 		}
 		out := l.srv.restoreOut(e)
+		gone += len(e.Msg.Payload)
 		if !l.mayRead(s, out.msg) {
 			// Checked when it was queued, but the session may have been
 			// resumed by another identity since (authz.go).
@@ -155,6 +213,7 @@ func (l *loop) readBack(s *session) {
 		return
 	}
 	sp.n = max(sp.n-int(read)-denied, 0)
+	sp.bytes = max(sp.bytes-gone, 0)
 	if full {
 		q.readTo = last + 1
 		return
@@ -182,8 +241,13 @@ func (srv *Server) watermark() uint64 {
 // forgot notes that s no longer owes entry seq while part of its queue is
 // on disk only: a read-back must skip the entry even if its delete is not
 // applied yet. Runs on s's owner.
+//
+// Only while the client is connected: the first read-back after it comes
+// back waits until the deletes made before are durable (spillState.wait),
+// and deletes made offline would otherwise pile up here for as long as
+// the session stays offline with a full queue (one per message dropped).
 func (s *session) forgot(seq uint64) {
-	if q := s.q; q != nil && q.spill != nil {
+	if q := s.q; q != nil && q.spill != nil && s.client != nil && seq >= q.readTo {
 		q.forgotten = append(q.forgotten, seq)
 	}
 }

@@ -81,7 +81,7 @@ func loadConfig(name string, args []string, stderr io.Writer) (*loaded, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags go before it; subcommands: passwd, config, version)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (flags go before it; subcommands: passwd, config, store, version)", fs.Arg(0))
 	}
 	lc := &loaded{cfg: defaultConfig(), org: origins{}}
 	var fileErr error // the file's key errors, reported with validate's
