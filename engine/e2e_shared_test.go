@@ -114,3 +114,41 @@ func TestE2ESharedQoS2StaysWithMember(t *testing.T) {
 	require.Equal(t, atX.PacketID, again.PacketID)
 	require.True(t, again.Dup)
 }
+
+// A message in flight to a member of shared group ("g", "a/+") that leaves
+// goes to the other member of that group, not to group ("g", "a/#"), which
+// has the same name and had its own copy: groups are told apart by their
+// whole filter (trie.Delivery.Filter). Its member got the message twice and
+// the leaver's group never got it.
+func TestE2ESharedHandedToTheLeaversGroup(t *testing.T) {
+	s := startServer(t, Options{Loops: 1})
+	x := connectRaw(t, s, connectPacket("x", true, 0))
+	require.Equal(t, byte(1), x.subscribe(1, "$share/g/a/+", 1))
+	u := connectRaw(t, s, connectPacket("u", true, 0))
+	require.Equal(t, byte(1), u.subscribe(1, "$share/g/a/+", 1))
+	o := connectRaw(t, s, connectPacket("t", true, 0))
+	require.Equal(t, byte(1), o.subscribe(1, "$share/g/a/#", 1))
+	p := connectRaw(t, s, connectPacket("p", true, 0))
+
+	var atX *codec.Publish
+	for i := uint16(1); atX == nil && i <= 4; i++ {
+		p.publish("a/1", fmt.Sprintf("m%d", i), 1, false, i)
+		p.expectAck(codec.PUBACK, i)
+		m := o.expectPublish() // group (g, a/#): its own copy
+		o.ack(codec.PUBACK, m.PacketID)
+		if pk, err := x.next(300 * time.Millisecond); err == nil {
+			atX = pk.(*codec.Publish)
+		} else {
+			m := u.expectPublish()
+			u.ack(codec.PUBACK, m.PacketID)
+		}
+	}
+	require.NotNil(t, atX)
+	x.kill() // unacknowledged: goes to another member of x's group
+	if pk, err := o.next(time.Second); err == nil {
+		t.Errorf("member of group (g, a/#) got %q a second time: %+v", atX.Payload, pk)
+	}
+	pk, err := u.next(time.Second)
+	require.NoError(t, err, "%q never reached u, the other member of x's group (g, a/+)", atX.Payload)
+	require.Equal(t, string(atX.Payload), string(pk.(*codec.Publish).Payload))
+}

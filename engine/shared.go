@@ -3,8 +3,6 @@ package engine
 import (
 	"math"
 	"strings"
-
-	"github.com/loopmq/loopmq/codec"
 )
 
 // redistributeShared runs when s's connection ends, and when s ends (s is
@@ -51,7 +49,7 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 	ds := l.srv.idx.match(m.topic, m.from, &l.match)
 	for i := range ds {
 		d := &ds[i]
-		if d.Share == "" || d.Unavailable || d.Handle == s || !s.inGroup(d.Share) {
+		if d.Share == "" || d.Unavailable || d.Handle == s || !s.inGroup(d.Filter) {
 			continue
 		}
 		next := deliveryOut(m, d)
@@ -82,13 +80,10 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 // ($share/GROUP/FILTER).
 func isSharedFilter(filter string) bool { return strings.HasPrefix(filter, "$share/") }
 
-// inGroup reports whether s has a subscription in shared group share
-// (also after s ended: session.end keeps its shared filters).
-func (s *session) inGroup(share string) bool {
-	for f := range s.subs {
-		if name, _, ok := codec.SplitShared([]byte(f)); ok && string(name) == share {
-			return true
-		}
-	}
-	return false
+// inGroup reports whether s is a member of the shared group subscribed as
+// filter ("$share/{name}/{filter}": a name on another filter is another
+// group), also after s ended: session.end keeps its shared filters.
+func (s *session) inGroup(filter string) bool {
+	_, ok := s.subs[filter]
+	return ok
 }

@@ -10,8 +10,11 @@ type Delivery[H any] struct {
 	// several matching subscriptions, the first one's).
 	Handle H
 	// Share is the share name for a shared subscription delivery, "" for
-	// a client's ordinary subscriptions.
-	Share string
+	// a client's ordinary subscriptions; Filter is then the group's whole
+	// filter as subscribed ("$share/{Share}/{filter}"): groups of one name
+	// on different filters are different groups.
+	Share  string
+	Filter string
 	// QoS is the maximum QoS granted over Subs [MQTT-3.3.4-2].
 	QoS byte
 	// Unavailable is set on a shared delivery when the Result's Eligible
@@ -107,7 +110,7 @@ func (r *Result[H]) add(e *entry[H], src *node[H]) {
 func (r *Result[H]) addShared(g *group[H], e *entry[H], unavailable bool) {
 	i := len(r.Deliveries)
 	r.Deliveries = append(r.Deliveries, Delivery[H]{
-		ClientID: e.key, Handle: e.val, Share: g.name, QoS: e.opts.QoS,
+		ClientID: e.key, Handle: e.val, Share: g.name, Filter: g.filter, QoS: e.opts.QoS,
 		Unavailable: unavailable, hash: e.hash, n: 1,
 	})
 	r.raw = append(r.raw, rawMatch[H]{e: e, d: int32(i)})

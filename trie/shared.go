@@ -65,6 +65,7 @@ func (Sticky) Start(_ *Cursor, publisherID string, members int) int {
 // are an entry set like a node's subscribers.
 type group[H any] struct {
 	name   string
+	filter string // as subscribed: "$share/{name}/{filter}"
 	head   atomic.Pointer[entry[H]]
 	big    atomic.Pointer[entryArray[H]]
 	cursor Cursor
@@ -115,6 +116,7 @@ func (g *group[H]) pick(s ShareStrategy, publisherID string, eligible func(H) bo
 	}
 	start := startIndex(s, &g.cursor, publisherID, n)
 	var first *entry[H]
+	gap := false
 	for k := range n {
 		i := start + k
 		if i >= n {
@@ -122,6 +124,7 @@ func (g *group[H]) pick(s ShareStrategy, publisherID string, eligible func(H) bo
 		}
 		m := a.slots[i].Load()
 		if m == nil { // removed while we looked
+			gap = true
 			continue
 		}
 		if eligible == nil || eligible(m.val) {
@@ -129,6 +132,17 @@ func (g *group[H]) pick(s ShareStrategy, publisherID string, eligible func(H) bo
 		}
 		if first == nil {
 			first = m
+		}
+	}
+	if eligible != nil && (gap || int(a.n.Load()) != n) {
+		// A removal meanwhile moves the last member down into its slot,
+		// which this scan may have passed already: look again top-down,
+		// the order in which every member present throughout is seen
+		// (entry.go).
+		for i := int(a.n.Load()) - 1; i >= 0; i-- {
+			if m := a.slots[i].Load(); m != nil && eligible(m.val) {
+				return m, false
+			}
 		}
 	}
 	return first, first != nil
@@ -142,9 +156,10 @@ func startIndex(s ShareStrategy, c *Cursor, publisherID string, n int) int {
 	return i
 }
 
-// upsertShared adds e to the group named share on n, creating the group,
-// and returns the entry it replaced. Writer only.
-func (n *node[H]) upsertShared(share string, e *entry[H]) *entry[H] {
+// upsertShared adds e to the group named share on n (subscribed as
+// filter), creating the group, and returns the entry it replaced. Writer
+// only.
+func (n *node[H]) upsertShared(share, filter string, e *entry[H]) *entry[H] {
 	x := n.extOrCreate()
 	var groups []*group[H]
 	if p := x.shared.Load(); p != nil {
@@ -155,7 +170,7 @@ func (n *node[H]) upsertShared(share string, e *entry[H]) *entry[H] {
 			return upsertEntry(&g.head, &g.big, e)
 		}
 	}
-	g := &group[H]{name: share}
+	g := &group[H]{name: share, filter: filter}
 	upsertEntry(&g.head, &g.big, e)
 	// A new slice: readers may be ranging over the old one.
 	next := make([]*group[H], len(groups), len(groups)+1)

@@ -176,3 +176,42 @@ func TestMalformedSharedFiltersAreOrdinaryFilters_MQTT_4_8_2_1(t *testing.T) {
 	require.Equal(t, "g", share)
 	require.Equal(t, "", rest)
 }
+
+// A shared group with more than entryListMax members (entryArray shape):
+// pick walks from the strategy's start upward and wraps, so a removal that
+// moves the last member into a slot already passed would hide that member.
+// The only online member exists throughout the match and must be chosen;
+// the delivery came back Unavailable (the engine then queued the message
+// for an offline member).
+func TestSharedPickSeesMemberPresentThroughout(t *testing.T) {
+	tr := New[*handle](WithShareStrategy(wildStrategy{0})) // start at slot 0
+	const members = entryListMax + 2
+	for i := range members {
+		tr.Subscribe("$share/g/jobs", clientName(i), &handle{clientName(i)}, Options{QoS: 1})
+	}
+	x := tr.exact.child("jobs").ext.Load()
+	g := (*x.shared.Load())[0]
+	a := g.big.Load()
+	require.NotNil(t, a, "group must be an entryArray")
+	n := int(a.n.Load())
+	online := a.slots[n-1].Load().key // the last slot: the only online member
+	scanned := a.slots[0].Load().key  // slot 0 is offered first
+	require.NotEqual(t, online, scanned)
+
+	var res Result[*handle]
+	calls := 0
+	res.Eligible = func(h *handle) bool {
+		calls++
+		if calls == 2 {
+			// Meanwhile, on another loop, the member already passed over
+			// (slot 0) unsubscribes: the last member moves into slot 0.
+			require.True(t, tr.Unsubscribe("$share/g/jobs", scanned))
+		}
+		return h.client == online
+	}
+	tr.Match("jobs", "", &res)
+	require.Len(t, res.Deliveries, 1)
+	d := res.Deliveries[0]
+	require.False(t, d.Unavailable, "online member %s existed throughout the match but was not offered the message (got %s, Unavailable)", online, d.ClientID)
+	require.Equal(t, online, d.ClientID)
+}

@@ -97,7 +97,7 @@ func (t *Trie[H]) Subscribe(filter, clientID string, h H, o Options) (existed bo
 	}
 	var old *entry[H]
 	if share != "" {
-		old = n.upsertShared(share, e)
+		old = n.upsertShared(share, filter, e)
 	} else {
 		old = n.upsertSub(e)
 	}
