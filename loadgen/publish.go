@@ -52,7 +52,7 @@ type publisher struct {
 	rr         int // next source, round robin
 	pace       pacer
 	wbuf       []byte
-	windowSent uint64 // messages whose intended time is in the measured window
+	windowSent uint64 // messages sent (written) within the measured window
 }
 
 type pubSource struct {
@@ -242,7 +242,10 @@ func (p *publisher) fill(now time.Duration) (n int, next time.Duration, full, do
 		src.seq++
 		src.sent++
 		n++
-		if int64(at) >= r.measureFrom {
+		if int64(now) >= r.measureFrom && int64(now) < r.measureTo {
+			// Counted when it is sent, as deliveries are when they
+			// arrive: a backlog sent during the drain is not the
+			// window's send rate.
 			p.windowSent++
 		}
 		if p.paced {

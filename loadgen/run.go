@@ -83,6 +83,7 @@ type runner struct {
 	writeLat       *recorder
 	errs           errorLog
 	warnings       []string
+	drainedQuiet   bool // the drain ended by drainQuiet, not by -drain or a cancel
 	mu             sync.Mutex
 	conns          []*conn // set up, in order; appended under mu during setup
 	wg             sync.WaitGroup
@@ -221,6 +222,7 @@ func (r *runner) finish(ctx context.Context) {
 	for time.Now().Before(deadline) && ctx.Err() == nil && !quiet() {
 		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
 	}
+	r.drainedQuiet = quiet()
 	if !quiet() && ctx.Err() == nil {
 		why := "deliveries were still arriving"
 		if n := r.inflight.Load(); n > 0 {
@@ -414,5 +416,11 @@ func (r *runner) result() *Result {
 	res.WriteLatency = r.writeLat.snapshot()
 	res.Errors = r.errs.list()
 	res.finalize()
+	if r.drainedQuiet && m.Lost > 0 && len(r.mine) > 0 {
+		// Nothing tells this process that the broker has delivered all
+		// it will: the drain ends after drainQuiet without a delivery.
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the drain ended after %v without a delivery; "+
+			"'lost' also counts messages a broker that paused longer than that still held", drainQuiet))
+	}
 	return res
 }
