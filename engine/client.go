@@ -176,6 +176,18 @@ func (c *client) onTraffic() gnet.Action {
 		c.lastSeen = l.mono // until CONNECT is accepted it is the accept time
 	}
 	buf, _ := c.conn.Peek(-1)
+	if c.state == stateNew && len(buf) > 0 && buf[0] != 0x10 {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT, whose first
+		// byte is 0x10 [MQTT-2.1.3-1]: said at the first byte, not after
+		// waiting for as many bytes as it would have been long (an HTTP
+		// request or a TLS hello to the MQTT port waited for
+		// ConnectTimeout).
+		c.loop.srv.log.Info("first packet is not CONNECT, closing", "first_byte", buf[0], "remote", c.remote())
+		_, _ = c.conn.Discard(len(buf))
+		c.close(reasonProtocol)
+		l.endBatch()
+		return gnet.Close
+	}
 	off := 0
 	frames := 0
 	l.traffic = c

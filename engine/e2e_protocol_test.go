@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -221,4 +223,27 @@ func TestE2EFramesSplitAtEveryByte(t *testing.T) {
 			gotPub = true
 		}
 	}
+}
+
+// A connection whose first byte cannot start a CONNECT (an HTTP request, a
+// TLS hello sent to the MQTT port) is closed at once [MQTT-3.1.0-1]. It
+// was held until ConnectTimeout, waiting for as many bytes as the bytes
+// after it said the packet was long; Mosquitto closes it at once.
+func TestE2E_MQTT_3_1_0_1_NotMQTTClosedAtOnce(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{ConnectTimeout: 10 * time.Second})
+	for _, first := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"} {
+		conn, err := net.Dial("tcp", s.Addr().String())
+		require.NoError(t, err)
+		_, err = conn.Write([]byte(first))
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(2*time.Second)))
+		start := time.Now()
+		_, err = io.ReadAll(conn)
+		require.NoError(t, err, "closed by the broker, not by the read deadline")
+		require.Less(t, time.Since(start), time.Second)
+		_ = conn.Close()
+	}
+	c := dialRaw(t, s)
+	c.mustConnect(connectPacket("after", true, 0)) // MQTT still served
 }
