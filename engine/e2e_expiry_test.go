@@ -364,3 +364,29 @@ func TestE2EExpiredQueuedMessagesMakeRoom(t *testing.T) {
 	require.NoError(t, err, "the live message, published after the others expired, is delivered")
 	require.Equal(t, "q/live", string(p.(*codec.Publish).Topic))
 }
+
+// Retained messages whose Message Expiry Interval has passed leave the
+// retained index (retainexp.go), whether or not a subscription meets them.
+// They were only skipped: retained messages published with an expiry to
+// ever-new topics grew the index without bound, and Stats.Retained counted
+// the dead ones.
+func TestE2EExpiredRetainedMessagesLeaveTheIndex(t *testing.T) {
+	s := startServer(t, Options{Loops: 1})
+	pub := dialRaw(t, s)
+	pub.mustConnect(connect5("pub", true, 0, 0))
+	for i := range 50 {
+		p := &codec.Publish{Topic: []byte(fmt.Sprint("req/", i)), Payload: []byte("x"), QoS: 1, Retain: true, PacketID: uint16(i + 1)}
+		p.Properties.MessageExpiry = 1
+		pub.send(p)
+		pub.expect(codec.PUBACK)
+	}
+	require.Equal(t, 50, s.Stats().Retained)
+	time.Sleep(2100 * time.Millisecond) // all expired
+	sub := dialRaw(t, s)
+	sub.mustConnect(connect5("sub", true, 0, 0))
+	require.Equal(t, byte(0), sub.subscribe(1, "req/#", 0)) // finds only expired ones
+	_, err := sub.next(300 * time.Millisecond)
+	require.Error(t, err, "expired retained messages are not delivered")
+	require.Eventually(t, func() bool { return s.Stats().Retained == 0 }, 3*time.Second, 50*time.Millisecond,
+		"expired retained messages still in the index: %d", s.Stats().Retained)
+}

@@ -19,8 +19,9 @@ import (
 // garbage collector), so a reader that found one just before it was
 // replaced can still use it without reference counting.
 type index struct {
-	subs     *trie.Trie[*session]
-	retained *trie.Retained[*message]
+	subs        *trie.Trie[*session]
+	retained    *trie.Retained[*message]
+	retainedExp retainedExpiry // deadlines of retained messages with an expiry (retainexp.go)
 }
 
 func newIndex() *index {
@@ -77,9 +78,11 @@ func (s *Server) setRetained(m *message) {
 	t := string(m.topic)
 	if len(m.payload) == 0 {
 		s.idx.retained.Delete(t)
+		s.idx.retainedExp.set(t, nil)
 		return
 	}
 	s.idx.retained.Set(t, m)
+	s.idx.retainedExp.set(t, m)
 }
 
 func (s *Server) retainedCount() int { return s.idx.retained.Count() }

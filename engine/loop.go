@@ -294,6 +294,7 @@ func (l *loop) sweep() {
 		l.checkStall(now)
 	}
 	l.expireSessions()
+	l.expireRetained()
 	l.trimMatch()
 	l.publishCounts() // an idle loop's last counts become visible too
 }

@@ -39,16 +39,12 @@ func (r *Retained[V]) Set(topic string, v V) (replaced bool) {
 		parent, _ = r.tree.descend(parent, l, false, true, nil)
 		start = next
 	}
-	var e *entry[V]
-	n := parent.child(level)
-	if n == nil {
-		// A new topic: its node and message in one block.
-		blk := &leafBlock[V]{e: entry[V]{key: topic, val: v}}
-		e = &blk.e
-		n, _ = r.tree.descend(parent, level, false, true, &blk.n)
-	} else {
-		e = &entry[V]{key: topic, val: v}
-	}
+	// The entry is an allocation of its own, not in one block with a new
+	// node (as Trie does for subscriptions): the node outlives its first
+	// message when it is replaced or deleted while topics below it hold
+	// messages, and a block would keep that message, payload and all.
+	e := &entry[V]{key: topic, val: v}
+	n, _ := r.tree.descend(parent, level, false, true, nil)
 	old := n.subs.Load()
 	n.subs.Store(e)
 	if old == nil {
@@ -75,7 +71,13 @@ func (r *Retained[V]) Get(topic string) (v V, ok bool) {
 
 // Delete removes topic's retained message (the engine calls it for a
 // retained PUBLISH with an empty payload) and reports whether there was one.
-func (r *Retained[V]) Delete(topic string) bool {
+func (r *Retained[V]) Delete(topic string) bool { return r.DeleteIf(topic, nil) }
+
+// DeleteIf removes topic's retained message if is reports true for it (nil:
+// whatever it is), and reports whether it removed one. The check and the
+// removal are one step for writers: a message set meanwhile is never
+// removed by a check made on the one it replaced.
+func (r *Retained[V]) DeleteIf(topic string, is func(V) bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var stack [16]step[V]
@@ -91,7 +93,8 @@ func (r *Retained[V]) Delete(topic string) bool {
 		path = append(path, step[V]{parent: n, n: c, via: viaLiteral})
 		n = c
 	}
-	if n.subs.Load() == nil {
+	e := n.subs.Load()
+	if e == nil || is != nil && !is(e.val) {
 		return false
 	}
 	n.subs.Store(nil)
