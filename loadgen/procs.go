@@ -60,6 +60,12 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	cfg := hello.Config
 	cfg.Procs = hello.Procs
+	if p := hello.Procs; p > 1 {
+		// -conn-rate and -conn-parallel are the run's: each worker paces
+		// its share of the connections at its share of them.
+		cfg.ConnRate /= float64(p)
+		cfg.ConnParallel = max(1, (cfg.ConnParallel+p-1)/p)
+	}
 	r, err := newRunner(cfg, hello.Worker, hello.Procs)
 	if err != nil {
 		send(workerMsg{Kind: "error", Error: err.Error()})

@@ -83,7 +83,8 @@ type runner struct {
 	writeLat       *recorder
 	errs           errorLog
 	warnings       []string
-	drainedQuiet   bool // the drain ended by drainQuiet, not by -drain or a cancel
+	drainedQuiet   bool  // the drain ended by drainQuiet, not by -drain or a cancel
+	cutAt          int64 // ns since T0 when the run was cancelled before its schedule ended; 0: it was not
 	mu             sync.Mutex
 	conns          []*conn // set up, in order; appended under mu during setup
 	wg             sync.WaitGroup
@@ -120,6 +121,14 @@ func (r *runner) maxTime() time.Duration {
 
 // sinceT0 is now in ns since the run's T0 (negative before it).
 func (r *runner) sinceT0() int64 { return int64(time.Since(r.base)) - r.t0.Load() }
+
+// scheduleEnd is when the schedule ended: its end, or the cancel.
+func (r *runner) scheduleEnd() time.Duration {
+	if r.cutAt > 0 {
+		return time.Duration(min(r.cutAt, r.measureTo))
+	}
+	return time.Duration(r.measureTo)
+}
 
 // setup opens this process's connections, at most ConnParallel at a time
 // and at most ConnRate per second, within SetupTimeout.
@@ -214,6 +223,9 @@ func (r *runner) finish(ctx context.Context) {
 	}
 	end := r.t0.Load() + r.measureTo // ns since base
 	sleepUntil(ctx, r.base.Add(time.Duration(end)))
+	if ctx.Err() != nil && r.sinceT0() < r.measureTo {
+		r.cutAt = max(r.sinceT0(), 0) // cancelled (SIGINT) before the schedule ended
+	}
 	deadline := r.base.Add(time.Duration(end) + r.cfg.Drain)
 	quiet := func() bool {
 		now := int64(time.Since(r.base))
@@ -386,7 +398,7 @@ func (r *runner) result() *Result {
 			}
 			if p.paced {
 				m.Overruns += int64(p.pace.overruns)
-				m.Unsent += int64(p.pace.unsent())
+				m.Unsent += int64(p.pace.unsentBefore(r.scheduleEnd()))
 				m.MaxLagUs = max(m.MaxLagUs, p.pace.maxLag.Microseconds())
 			}
 			m.WindowSent += int64(p.windowSent)
@@ -415,6 +427,13 @@ func (r *runner) result() *Result {
 	res.AckLatency = r.ackLat.snapshot()
 	res.WriteLatency = r.writeLat.snapshot()
 	res.Errors = r.errs.list()
+	if r.cutAt > 0 {
+		// Rates over the part of the window that ran, not -duration.
+		res.Window = float64(max(min(r.cutAt, r.measureTo)-r.measureFrom, 0)) / 1e9
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the run was cancelled after %v of its %v window: "+
+			"rates are over the %.3gs that ran, and only messages due before the cancel count as unsent",
+			time.Duration(max(r.cutAt-r.measureFrom, 0)).Round(time.Millisecond), r.cfg.Duration, res.Window))
+	}
 	res.finalize()
 	if r.drainedQuiet && m.Lost > 0 && len(r.mine) > 0 {
 		// Nothing tells this process that the broker has delivered all

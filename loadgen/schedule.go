@@ -95,10 +95,11 @@ func (p *pacer) sent(now time.Duration) {
 	p.k++
 }
 
-// unsent returns how many messages were due before the schedule's end but
-// never sent (because the window stayed full or the connection failed).
-func (p *pacer) unsent() uint64 {
-	due := p.sched.dueBefore(p.sched.end)
+// unsentBefore returns how many messages were due before end (the
+// schedule's end, or the run's cancel) but never sent (because the window
+// stayed full or the connection failed).
+func (p *pacer) unsentBefore(end time.Duration) uint64 {
+	due := p.sched.dueBefore(min(end, p.sched.end))
 	if due < p.k {
 		return 0
 	}
