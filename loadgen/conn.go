@@ -57,6 +57,7 @@ type conn struct {
 	foreign uint64   // messages not of this run, or from sources not expected
 	inWin   uint64   // messages that arrived in the measured window
 	recvN   int64    // messages received in the current batch
+	uniqueN int64    // first arrivals in the current batch (runner.delivered)
 	ackedN  int64    // publishes acknowledged in the current batch
 }
 
@@ -370,7 +371,10 @@ func (c *conn) onPublish(p *codec.Publish, now int64) {
 		c.foreign++
 		return
 	}
-	c.streams[st.source-spec.expectLo].add(st.seq)
+	sm := &c.streams[st.source-spec.expectLo]
+	before := sm.unique
+	sm.add(st.seq)
+	c.uniqueN += int64(sm.unique - before)
 	c.recvN++
 	if st.at >= r.measureFrom && st.at < r.measureTo {
 		c.lat = append(c.lat, max(now-st.at, 0)/1000)
@@ -401,6 +405,10 @@ func (c *conn) flush() {
 	if len(c.ackLat) > 0 {
 		r.ackLat.record(c.spec.index, c.ackLat)
 		c.ackLat = c.ackLat[:0]
+	}
+	if c.uniqueN > 0 {
+		r.delivered.Add(c.uniqueN)
+		c.uniqueN = 0
 	}
 	if c.recvN > 0 {
 		r.received.Add(c.recvN)

@@ -53,6 +53,7 @@ type publisher struct {
 	pace       pacer
 	wbuf       []byte
 	windowSent uint64 // messages sent (written) within the measured window
+	expect     int64  // deliveries due for the messages of the current batch (runner.expected); writer-owned
 }
 
 type pubSource struct {
@@ -170,6 +171,10 @@ func (p *publisher) run() {
 		}
 		p.wbuf = p.wbuf[:0]
 		n, next, full, done := p.fill(now)
+		if p.expect > 0 {
+			r.expected.Add(p.expect)
+			p.expect = 0
+		}
 		if len(p.wbuf) > 0 {
 			err := c.write(p.wbuf)
 			r.sent.Add(int64(n))
@@ -238,6 +243,9 @@ func (p *publisher) fill(now time.Duration) (n int, next time.Duration, full, do
 			}
 		}
 		src := &p.srcs[p.rr]
+		if int(src.id) < len(r.sinks) {
+			p.expect += int64(r.sinks[src.id])
+		}
 		p.wbuf = src.tmpl.appendTo(p.wbuf, pid, stamp{run: r.cfg.RunID, source: src.id, seq: src.seq, at: int64(at), wrote: int64(now)})
 		src.seq++
 		src.sent++

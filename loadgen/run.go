@@ -69,33 +69,39 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // runner runs one process's share of a scenario.
 type runner struct {
-	cfg            Config
-	worker, procs  int
-	plan           plan
-	mine           []*connSpec
-	dialer         *dialer
-	base           time.Time    // monotonic origin of this process
-	t0             atomic.Int64 // ns since base at the run's T0
-	measureFrom    int64        // ns since T0: start of the measured window
-	measureTo      int64        // ns since T0: end of the window and of the schedule
-	clock          *clock
-	lat, ackLat    *recorder
-	writeLat       *recorder
-	errs           errorLog
-	warnings       []string
-	drainedQuiet   bool  // the drain ended by drainQuiet, not by -drain or a cancel
-	cutAt          int64 // ns since T0 when the run was cancelled before its schedule ended; 0: it was not
-	mu             sync.Mutex
-	conns          []*conn // set up, in order; appended under mu during setup
-	wg             sync.WaitGroup
-	abort          chan struct{} // closed when the run stops
-	abortOnce      sync.Once
-	attempted, up  atomic.Int64
-	dropped        atomic.Int64
-	sent, received atomic.Int64
-	acked          atomic.Int64
-	inflight       atomic.Int64
-	lastRecv       atomic.Int64 // ns since base
+	cfg           Config
+	worker, procs int
+	plan          plan
+	mine          []*connSpec
+	dialer        *dialer
+	base          time.Time    // monotonic origin of this process
+	t0            atomic.Int64 // ns since base at the run's T0
+	measureFrom   int64        // ns since T0: start of the measured window
+	measureTo     int64        // ns since T0: end of the window and of the schedule
+	clock         *clock
+	lat, ackLat   *recorder
+	writeLat      *recorder
+	errs          errorLog
+	warnings      []string
+	drainedQuiet  bool  // the drain ended by drainQuiet, not by -drain or a cancel
+	cutAt         int64 // ns since T0 when the run was cancelled before its schedule ended; 0: it was not
+	// What the drain waits for in a one-process run: expected counts each
+	// message sent once per subscriber of this process expecting its
+	// source (sinks, by source id, fixed before the publishers start),
+	// delivered each first arrival of one.
+	sinks               []int32
+	expected, delivered atomic.Int64
+	mu                  sync.Mutex
+	conns               []*conn // set up, in order; appended under mu during setup
+	wg                  sync.WaitGroup
+	abort               chan struct{} // closed when the run stops
+	abortOnce           sync.Once
+	attempted, up       atomic.Int64
+	dropped             atomic.Int64
+	sent, received      atomic.Int64
+	acked               atomic.Int64
+	inflight            atomic.Int64
+	lastRecv            atomic.Int64 // ns since base
 }
 
 func newRunner(cfg Config, worker, procs int) (*runner, error) {
@@ -205,6 +211,16 @@ func (r *runner) connList() []*conn {
 // start fixes T0 (wall clock, ns since the Unix epoch; every process of a
 // run gets the same) and starts the publishers, which wait for it.
 func (r *runner) start(t0Wall int64) {
+	for _, c := range r.connList() {
+		if c.spec.subscribes() {
+			for id := c.spec.expectLo; id < c.spec.expectHi; id++ {
+				if int(id) >= len(r.sinks) {
+					r.sinks = append(r.sinks, make([]int32, int(id)+1-len(r.sinks))...)
+				}
+				r.sinks[id]++
+			}
+		}
+	}
 	r.t0.Store(int64(time.Since(r.base)) + (t0Wall - time.Now().UnixNano()))
 	for _, c := range r.connList() {
 		if c.pub != nil && c.state.Load() == stateUp {
@@ -229,7 +245,13 @@ func (r *runner) finish(ctx context.Context) {
 	deadline := r.base.Add(time.Duration(end) + r.cfg.Drain)
 	quiet := func() bool {
 		now := int64(time.Since(r.base))
-		return r.inflight.Load() <= 0 && now-max(r.lastRecv.Load(), end) >= int64(drainQuiet)
+		if r.inflight.Load() > 0 || now-max(r.lastRecv.Load(), end) < int64(drainQuiet) {
+			return false
+		}
+		// One process holds every publisher and subscriber: the drain
+		// also waits for what is still owed (at QoS 0 nothing else says
+		// so), until -drain. With workers, each sees part of the run.
+		return r.procs > 1 || r.delivered.Load() >= r.expected.Load()
 	}
 	for time.Now().Before(deadline) && ctx.Err() == nil && !quiet() {
 		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
@@ -237,6 +259,9 @@ func (r *runner) finish(ctx context.Context) {
 	r.drainedQuiet = quiet()
 	if !quiet() && ctx.Err() == nil {
 		why := "deliveries were still arriving"
+		if owed := r.expected.Load() - r.delivered.Load(); r.procs == 1 && owed > 0 {
+			why = fmt.Sprintf("%d deliveries had not arrived", owed)
+		}
 		if n := r.inflight.Load(); n > 0 {
 			why = fmt.Sprintf("%d publishes were unacknowledged", n)
 		}

@@ -53,7 +53,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		connPar    = fs.Int("conn-parallel", 200, "concurrent connection setups")
 		connectTO  = fs.Duration("connect-timeout", 5*time.Second, "bound on dial, TLS, CONNACK and SUBACK per connection")
 		setupTO    = fs.Duration("setup-timeout", 60*time.Second, "bound on the whole setup phase")
-		drain      = fs.Duration("drain", 3*time.Second, "wait after the schedule for messages in flight")
+		drain      = fs.Duration("drain", 3*time.Second, "wait after the schedule, at most this long, for every message sent to reach its subscribers (one process; with -procs, until 250 ms without a delivery)")
 		keepAlive  = fs.Duration("keepalive", 60*time.Second, "MQTT keep-alive; idle connections ping at half of it")
 		slack      = fs.Duration("overrun-slack", time.Millisecond, "how late a send may be before it counts as an overrun")
 		user       = fs.String("username", "", "MQTT user name")
