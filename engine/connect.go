@@ -100,7 +100,7 @@ func (c *client) connackLimits(props *codec.Properties) {
 
 // refuse answers CONNECT with a failure code and closes.
 func (c *client) refuse(code codec.ReasonCode, why string) {
-	c.loop.srv.log.Info("connection refused", "remote", c.remote(), "reason", why, "code", code)
+	c.loop.srv.log.Info("connection refused", "client", c.id(), "remote", c.remote(), "reason", why, "code", code)
 	c.loop.refused(refuseReason(code))
 	if (code == codec.BadUserNameOrPassword || code == codec.NotAuthorized) && !c.gone {
 		c.loop.srv.ipl.failed(c.conn.RemoteAddr(), time.Now())
