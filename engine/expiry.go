@@ -133,6 +133,9 @@ func (s *session) schedule(l *loop) {
 	}
 	if at != noDeadline {
 		l.expiring.push(s, at)
+		if at < l.nextExpiry.Load() {
+			l.nextExpiry.Store(at)
+		}
 	}
 }
 
@@ -192,6 +195,11 @@ func (l *loop) expireSessions() {
 		}
 		s.schedule(l)
 	}
+	next := int64(noDeadline)
+	if len(*h) > 0 {
+		next = (*h)[0].at
+	}
+	l.nextExpiry.Store(next)
 }
 
 // maxIdleMatch is the largest match result (deliveries) a loop keeps

@@ -83,15 +83,20 @@ type loop struct {
 	hdr5           v5HeaderCache // the last 5.0 PUBLISH header encoded
 	arena          []byte        // 5.0 headers of the current batch; reset once it is written
 	expiring       expiryHeap    // offline sessions with a deadline (expiry.go)
-	st             loopStore     // writes to the store of the current event (persist.go)
-	acc            loopCounts    // counters published into stats by endBatch (stats.go)
-	accPub         loopCounts    // acc as last published
-	accAt          int64         // loop clock when acc was last published
-	stats          loopStats
+	// nextExpiry is no later than the earliest deadline in expiring (loop
+	// clock; noDeadline: none), for OnTick to read from its goroutine.
+	nextExpiry atomic.Int64
+	st         loopStore  // writes to the store of the current event (persist.go)
+	acc        loopCounts // counters published into stats by endBatch (stats.go)
+	accPub     loopCounts // acc as last published
+	accAt      int64      // loop clock when acc was last published
+	stats      loopStats
 }
 
 func newLoop(srv *Server, el gnet.EventLoop, idx int) *loop {
-	return &loop{srv: srv, el: el, idx: idx, pend: make([][]task, srv.opts.Loops)}
+	l := &loop{srv: srv, el: el, idx: idx, pend: make([][]task, srv.opts.Loops)}
+	l.nextExpiry.Store(noDeadline)
+	return l
 }
 
 // setNow reads the clock once for the current event.

@@ -48,6 +48,7 @@ type Server struct {
 	addr      net.Addr
 	bridge    *bridge       // TLS and WebSocket listeners (bridge.go); nil without any
 	publishRR atomic.Uint32 // spreads Publish over the loops (selfpublish.go)
+	ticks     uint32        // OnTick calls (OnTick's goroutine only)
 	booted    chan struct{}
 	done      chan error
 	stopped   atomic.Bool
@@ -321,13 +322,33 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
-// OnTick asks every loop to sweep its clients for expired keep-alives.
+// tickEvery is how often OnTick runs: a will's delay and a session's
+// expiry are kept to within it. The full sweep (keep alives, the store,
+// retained expiry...) runs every sweepTicks ticks, a second.
+const (
+	tickEvery  = 250 * time.Millisecond
+	sweepTicks = 4
+)
+
+// OnTick asks every loop to sweep its clients for expired keep-alives
+// every second, and in between a loop with a session deadline due before
+// the next tick to run its expiries. gnet calls it from one goroutine.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.ticks++
+	if s.ticks%sweepTicks != 1 {
+		soon := int64(time.Since(s.started) + tickEvery)
+		for _, l := range s.loopsSnapshot() {
+			if l.nextExpiry.Load() <= soon {
+				l.post(task{kind: taskFunc, fn: func(l *loop) { l.setNow(); l.expireSessions() }})
+			}
+		}
+		return tickEvery, gnet.None
+	}
 	if s.ps != nil {
 		s.checkDiskBound()
 	}
 	for _, l := range s.loopsSnapshot() {
 		l.post(task{kind: taskFunc, fn: func(l *loop) { l.sweep() }})
 	}
-	return time.Second, gnet.None
+	return tickEvery, gnet.None
 }
