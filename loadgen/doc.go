@@ -18,7 +18,9 @@
 // stall shows up in the latency percentiles instead of slowing the offered
 // load down (no coordinated omission). Sends later than Config.OverrunSlack
 // are counted as overruns; messages still due when the run ends are counted
-// as unsent.
+// as unsent. A stall that lasts past the end of the run shows only there
+// and in the loss: a message never sent or never delivered has no latency,
+// and the result warns that the percentiles leave those out.
 //
 // With Rate 0 publishers send as fast as a window allows, never as an
 // unbounded flood that would only measure kernel socket buffers. At QoS 1 and

@@ -255,8 +255,12 @@ func (r *Result) WriteTable(out io.Writer) error {
 		fmt.Fprintln(w, "latency\tcount\tp50\tp90\tp99\tp99.9\tmax\tmean")
 		row := func(name string, h *Histogram) {
 			s := h.Summary()
-			fmt.Fprintf(w, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, s.Count, fmtUs(s.P50), fmtUs(s.P90),
+			fmt.Fprintf(w, "  %s\t%d\t%s\t%s\t%s\t%s\t%s\t%s", name, s.Count, fmtUs(s.P50), fmtUs(s.P90),
 				fmtUs(s.P99), fmtUs(s.P999), fmtUs(s.Max), fmtUs(int64(s.Mean)))
+			if s.Clamped > 0 {
+				fmt.Fprintf(w, "\t(%d above 10 min, counted as 10 min)", s.Clamped)
+			}
+			fmt.Fprintln(w)
 		}
 		row("end-to-end", r.Latency)
 		if r.WriteLatency != nil && r.WriteLatency.Count() > 0 {

@@ -117,6 +117,14 @@ func TestResultMergeAcrossProcesses(t *testing.T) {
 	for _, want := range []string{"lost 2 (0.500%)", "duplicated 1", "3 × run: connection closed by broker", "end-to-end"} {
 		require.Contains(t, table.String(), want)
 	}
+	require.NotContains(t, table.String(), "above 10 min")
+
+	// Latencies past the histogram's range are said in the table, not
+	// only in the JSON.
+	pub.Latency.Record(histHighest * 2)
+	table.Reset()
+	require.NoError(t, pub.WriteTable(&table))
+	require.Contains(t, table.String(), "(1 above 10 min, counted as 10 min)")
 }
 
 func TestResultParamsHidePassword(t *testing.T) {

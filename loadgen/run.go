@@ -113,6 +113,10 @@ func newRunner(cfg Config, worker, procs int) (*runner, error) {
 		measureFrom: int64(cfg.Warmup), measureTo: int64(cfg.Warmup + cfg.Duration),
 		lat: newRecorder(), ackLat: newRecorder(), writeLat: newRecorder(), abort: make(chan struct{})}
 	r.clock = newClock(r.base)
+	if !r.clock.precise() && r.cfg.Rate > 0 {
+		r.warnings = append(r.warnings, "no eventfd: publishers pace on Go timers, which wake up to about 1 ms late; "+
+			"that lateness is in every latency percentile")
+	}
 	r.t0.Store(math.MaxInt64 / 2) // far in the future until start
 	r.plan = buildPlan(&r.cfg)
 	r.mine = r.plan.share(worker, procs)
@@ -460,6 +464,12 @@ func (r *runner) result() *Result {
 			time.Duration(max(r.cutAt-r.measureFrom, 0)).Round(time.Millisecond), r.cfg.Duration, res.Window))
 	}
 	res.finalize()
+	if m.Unsent+m.Lost > 0 && res.Latency.Count() > 0 {
+		// A message never sent, or never delivered, has no latency: a
+		// broker that stalls until the end of the run shows there only.
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the latency percentiles leave out %d messages never sent "+
+			"and %d never delivered, which waited the longest", m.Unsent, m.Lost))
+	}
 	if r.drainedQuiet && m.Lost > 0 && len(r.mine) > 0 {
 		// Nothing tells this process that the broker has delivered all
 		// it will: the drain ends after drainQuiet without a delivery.
