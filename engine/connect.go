@@ -449,6 +449,9 @@ func (s *session) end() {
 		s.subs = nil
 	}
 	if s.q != nil {
+		if sp := s.q.spill; sp != nil {
+			sp.setN(s.q, 0)
+		}
 		s.q.inflight.clear()
 		s.q.queue.clear()
 		s.q = nil

@@ -467,3 +467,31 @@ func TestE2EPersistQueueBoundAcrossRestart(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(got), 10, "MaxQueued 10, got %d after a restart: %v", len(got), got)
 }
+
+// Stats.Queued (loopmq_messages_queued) counts an offline persistent
+// session's messages on disk as well as in memory, and goes back to zero
+// once they are read back and delivered. It counted the in-memory part
+// only: 16 while 1,000 were queued.
+func TestE2EPersistQueuedGaugeCountsSpilled(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, Options{Store: st, MaxQueuedInMemory: 4, Loops: 1})
+	sub := connectRaw(t, s, connectPacket("gauge", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "gauge/t", 1))
+	sub.disconnect()
+	waitClosed(t, s, 1)
+	pub := connectRaw(t, s, connectPacket("gauge-pub", true, 0))
+	for i := 1; i <= 30; i++ {
+		pub.publish("gauge/t", fmt.Sprint("m", i), 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	require.Eventually(t, func() bool { return s.Stats().Queued == 30 }, e2eWait, 20*time.Millisecond,
+		"queued %d, want 30 (4 in memory, 26 on disk)", s.Stats().Queued)
+	sub = connectRaw(t, s, connectPacket("gauge", false, 0))
+	for range 30 {
+		p := sub.expectPublish()
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	require.Eventually(t, func() bool { return s.Stats().Queued == 0 && s.Stats().Inflight == 0 }, e2eWait, 20*time.Millisecond,
+		"queued %d, in flight %d after everything was delivered", s.Stats().Queued, s.Stats().Inflight)
+}

@@ -34,6 +34,9 @@ func (s *session) ownerFrom(l *loop) *loop {
 		l.stats.subscriptions.Add(int64(len(s.subs)))
 		if q := s.q; q != nil {
 			l.acc.queued += int64(q.queue.len())
+			if q.spill != nil {
+				l.acc.queued += int64(q.spill.n) // on disk (spillState.setN)
+			}
 			l.acc.inflight += int64(q.inflight.used)
 		}
 	}

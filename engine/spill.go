@@ -49,6 +49,17 @@ type spillState struct {
 	wait uint64
 }
 
+// setN sets the count of spilled entries to n, keeping the owner loop's
+// queued gauge (Stats.Queued, loopmq_messages_queued) counting them: a
+// spilled message is queued too, on disk. A session restored from the
+// store has no owner yet: its count is added when a loop adopts it.
+func (sp *spillState) setN(q *sessionQueues, n int) {
+	if d := int64(n - sp.n); d != 0 {
+		q.queue.count(d)
+	}
+	sp.n = n
+}
+
 // readChunk bounds the entries one read-back takes from the store.
 const readChunk = 256
 
@@ -78,12 +89,17 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 		if o.QueueOverflow != DropOldest || !l.dropOldestQueued(s, q) {
 			l.stats.droppedQueueFull.Add(1)
 			l.forgetEntry(s, seq, out.qos, out.put)
+			if o.QueueOverflow == DropOldest {
+				// Rare (the oldest could not be told): its delete may
+				// not be applied when the next drop reads the store.
+				q.forgotten = append(q.forgotten, seq)
+			}
 			out.msg.release()
 			return true
 		}
 	}
 	sp.last = max(sp.last, seq)
-	sp.n++
+	sp.setN(q, sp.n+1)
 	sp.bytes += len(out.msg.payload)
 	out.msg.release()
 	return true
@@ -101,6 +117,13 @@ func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
 		old := q.queue.pop()
 		l.stats.droppedQueueFull.Add(1)
 		l.forgetEntry(s, old.msg.seq, old.qos, old.put)
+		if s.client == nil {
+			// Its delete may not be applied when a drop below reads the
+			// store: skipped there as forgotten (offline, forgot records
+			// nothing; at most MaxQueuedInMemory of these per absence,
+			// the in-memory part only shrinks while offline).
+			q.forgotten = append(q.forgotten, old.msg.seq)
+		}
 		old.msg.release()
 		return true
 	}
@@ -130,7 +153,8 @@ func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
 	l.stats.droppedQueueFull.Add(1)
 	l.forgetEntry(s, seq, qos, 0)
 	sp := q.spill
-	sp.n, sp.bytes = max(sp.n-1, 0), max(sp.bytes-size, 0)
+	sp.setN(q, max(sp.n-1, 0))
+	sp.bytes = max(sp.bytes-size, 0)
 	q.readTo = seq + 1
 	return true
 }
@@ -212,7 +236,7 @@ func (l *loop) readBack(s *session) {
 		l.srv.log.Error("reading a spilled queue back failed; trying again later", "client", s.id, "error", err)
 		return
 	}
-	sp.n = max(sp.n-int(read)-denied, 0)
+	sp.setN(q, max(sp.n-int(read)-denied, 0))
 	sp.bytes = max(sp.bytes-gone, 0)
 	if full {
 		q.readTo = last + 1
@@ -221,6 +245,7 @@ func (l *loop) readBack(s *session) {
 	q.readTo = max(q.readTo, w+1)
 	if sp.last <= w {
 		// Every spilled entry was durable and has been read.
+		sp.setN(q, 0)
 		q.spill = nil
 		q.forgotten = nil
 	}

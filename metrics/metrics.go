@@ -74,7 +74,7 @@ var (
 	dPacketsOut     = desc("packets_sent_total", "MQTT packets sent, every type.")
 	dDropped        = desc("messages_dropped_total", "Messages not delivered to a subscriber, by reason.", "reason")
 	dInflight       = desc("messages_inflight", "QoS 1/2 messages sent to clients and not acknowledged yet.")
-	dQueued         = desc("messages_queued", "Messages queued in sessions (waiting for an in-flight slot or an offline client).")
+	dQueued         = desc("messages_queued", "Messages queued in sessions (waiting for an in-flight slot or an offline client), in memory and on disk.")
 	dRetained       = desc("retained_messages", "Retained messages.")
 	dSessions       = desc("sessions", "Sessions, online and offline.")
 	dSessionsExp    = desc("sessions_expired_total", "Offline sessions ended by their Session Expiry Interval.")
