@@ -172,18 +172,13 @@ func (srv *Server) attach(c *client) {
 			s.move.deferred = append(s.move.deferred, takeOver) // the session is still arriving here
 			return
 		}
-		now := ol.now()
-		if w := s.will; !s.ended && s.client == nil && w != nil && w.at <= now {
-			s.will = nil
-			ol.publishWill(w) // its Will Delay Interval passed, not swept yet [MQTT-3.1.2-8]
-		}
-		if !s.ended && s.client == nil && s.expireAt <= now {
-			// Past its Session Expiry Interval, not swept yet (the sweep
-			// runs every second, and after a restart only once a loop
-			// adopted the session): it ends now, will and all, as the
-			// sweep would have ended it, and is not resumed
-			// [MQTT-3.1.2-23].
-			s.expire(ol)
+		if !s.ended && s.client == nil {
+			// Deadlines passed and not run yet (the expiry heap is looked
+			// at every 250 ms, and after a restart only once a loop
+			// adopted the session) run now: a will past its delay is
+			// published, a session past its expiry ends and is not
+			// resumed [MQTT-3.1.2-23].
+			s.runDue(ol, ol.now())
 		}
 		if s.ended {
 			// It ended while the request travelled: start over.

@@ -174,6 +174,22 @@ func (s *session) expire(l *loop) {
 	s.end()
 }
 
+// runDue publishes offline s's will if its Will Delay Interval has passed
+// at now [MQTT-3.1.2-8] and ends s if its Session Expiry Interval has,
+// and reports whether s ended. Runs on s's owner, l: from the expiry heap,
+// or for a client coming back before that got to s.
+func (s *session) runDue(l *loop, now int64) bool {
+	if w := s.will; w != nil && w.at <= now {
+		s.will = nil
+		l.publishWill(w)
+	}
+	if s.expireAt <= now {
+		s.expire(l)
+		return true
+	}
+	return false
+}
+
 // expireSessions publishes the delayed wills and ends the sessions whose
 // time has come, at most maxExpiriesPerSweep of them. Called by the sweep.
 func (l *loop) expireSessions() {
@@ -185,15 +201,9 @@ func (l *loop) expireSessions() {
 		if s.ended || s.client != nil {
 			continue // stale: resumed or ended without leaving the heap
 		}
-		if w := s.will; w != nil && w.at <= now {
-			s.will = nil
-			l.publishWill(w) // the Will Delay Interval elapsed [MQTT-3.1.2-8]
+		if !s.runDue(l, now) {
+			s.schedule(l)
 		}
-		if s.expireAt <= now {
-			s.expire(l)
-			continue
-		}
-		s.schedule(l)
 	}
 	next := int64(noDeadline)
 	if len(*h) > 0 {

@@ -3,6 +3,8 @@ package engine
 import (
 	"math"
 	"strings"
+
+	"github.com/loopmq/loopmq/codec"
 )
 
 // redistributeShared runs when s's connection ends, and when s ends (s is
@@ -78,7 +80,7 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 
 // isSharedFilter reports whether filter is a shared subscription's
 // ($share/GROUP/FILTER).
-func isSharedFilter(filter string) bool { return strings.HasPrefix(filter, "$share/") }
+func isSharedFilter(filter string) bool { return strings.HasPrefix(filter, codec.SharePrefix) }
 
 // inGroup reports whether s is a member of the shared group subscribed as
 // filter ("$share/{name}/{filter}": a name on another filter is another

@@ -90,9 +90,7 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 			l.stats.droppedQueueFull.Add(1)
 			l.forgetEntry(s, seq, out.qos, out.put)
 			if o.QueueOverflow == DropOldest {
-				// Rare (the oldest could not be told): its delete may
-				// not be applied when the next drop reads the store.
-				q.forgotten = append(q.forgotten, seq)
+				q.forgetOffline(s, seq) // rare: the oldest could not be told
 			}
 			out.msg.release()
 			return true
@@ -117,13 +115,7 @@ func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
 		old := q.queue.pop()
 		l.stats.droppedQueueFull.Add(1)
 		l.forgetEntry(s, old.msg.seq, old.qos, old.put)
-		if s.client == nil {
-			// Its delete may not be applied when a drop below reads the
-			// store: skipped there as forgotten (offline, forgot records
-			// nothing; at most MaxQueuedInMemory of these per absence,
-			// the in-memory part only shrinks while offline).
-			q.forgotten = append(q.forgotten, old.msg.seq)
-		}
+		q.forgetOffline(s, old.msg.seq) // at most MaxQueuedInMemory per absence: the in-memory part only shrinks offline
 		old.msg.release()
 		return true
 	}
@@ -273,6 +265,17 @@ func (srv *Server) watermark() uint64 {
 // the session stays offline with a full queue (one per message dropped).
 func (s *session) forgot(seq uint64) {
 	if q := s.q; q != nil && q.spill != nil && s.client != nil && seq >= q.readTo {
+		q.forgotten = append(q.forgotten, seq)
+	}
+}
+
+// forgetOffline records seq as forgotten (see forgot) while s is offline,
+// for the drops of a full queue under DropOldest: dropOldestQueued reads
+// the store while offline, and may meet an entry dropped earlier whose
+// delete is not applied yet. Online, forgot has recorded it. Runs on s's
+// owner.
+func (q *sessionQueues) forgetOffline(s *session, seq uint64) {
+	if s.client == nil {
 		q.forgotten = append(q.forgotten, seq)
 	}
 }

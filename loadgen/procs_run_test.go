@@ -110,17 +110,10 @@ func startRelay(t *testing.T, policy func(b *relayBroker, c net.Conn, p codec.Pu
 	t.Helper()
 	b := &relayBroker{}
 	return startFake(t, func(c net.Conn, r *frameReader) {
-		frame, _, err := r.next()
-		if err != nil {
+		v, ok := fakeHandshake(c, r, codec.Success, false)
+		if !ok {
 			return
 		}
-		p, err := codec.Decode(frame, codec.V311)
-		if err != nil {
-			return
-		}
-		v := p.(*codec.Connect).Version
-		ack := codec.Connack{}
-		_, _ = c.Write(ack.AppendTo(nil, v))
 		for {
 			frame, h, err := r.next()
 			if err != nil {

@@ -458,7 +458,7 @@ func (r *runner) result() *Result {
 	res.Errors = r.errs.list()
 	if r.cutAt > 0 {
 		// Rates over the part of the window that ran, not -duration.
-		res.Window = float64(max(min(r.cutAt, r.measureTo)-r.measureFrom, 0)) / 1e9
+		res.Window = float64(max(int64(r.scheduleEnd())-r.measureFrom, 0)) / 1e9
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the run was cancelled after %v of its %v window: "+
 			"rates are over the %.3gs that ran, and only messages due before the cancel count as unsent",
 			time.Duration(max(r.cutAt-r.measureFrom, 0)).Round(time.Millisecond), r.cfg.Duration, res.Window))
