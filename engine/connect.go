@@ -352,8 +352,23 @@ func (c *client) bind(s *session, present bool) {
 		w.each(func(sl *slot) {
 			sl.pending = false
 			if sl.hold != 0 {
-				c.loop.rehold(s, sl) // sent once its state is durable here
-				return
+				if c.loop.srv.durable(s) {
+					c.loop.rehold(s, sl) // sent once its state is durable here
+					if sl.state == slotAwaitRec {
+						// Never written: then it waits for room in
+						// this connection's Receive Maximum like the
+						// others (sendHeld, resendPending).
+						sl.pending = true
+						w.pending++
+					}
+					return
+				}
+				// Resumed with a Session Expiry Interval of 0, the
+				// session is no longer stored (forgetSession above): a
+				// mark written now would bring its entry back for good,
+				// owed to the next session of this client id. Nothing
+				// to wait for.
+				sl.hold = 0
 			}
 			switch sl.state {
 			case slotAwaitAck, slotAwaitRec:

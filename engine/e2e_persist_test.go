@@ -495,3 +495,107 @@ func TestE2EPersistQueuedGaugeCountsSpilled(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Stats().Queued == 0 && s.Stats().Inflight == 0 }, e2eWait, 20*time.Millisecond,
 		"queued %d, in flight %d after everything was delivered", s.Stats().Queued, s.Stats().Inflight)
 }
+
+// TestE2EPersistHeldPublishWaitsForNewReceiveMaximum: QoS 2 PUBLISHes to
+// a persistent session wait, before they are written, for their packet
+// identifiers to be durable. A client that comes back on a new connection
+// with a smaller Receive Maximum before that must get them within it: the
+// broker sent all five of them to a client that allowed two at once, once
+// the store caught up [MQTT-3.3.4-9]. Nothing is lost: all five arrive as
+// the client completes the flows.
+func TestE2EPersistHeldPublishWaitsForNewReceiveMaximum(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{Store: st, Loops: 1})
+	sub := dialRaw(t, s)
+	sub.ver = codec.V5
+	cp := connect5("sub", false, 0, 60)
+	cp.Properties.ReceiveMaximum = 8
+	sub.mustConnect(cp)
+	require.Equal(t, byte(2), sub.subscribe(1, "t", 2))
+	st.settle(t)
+
+	st.setOpen(false) // every write from here on waits
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	for i := range 5 {
+		pub.publish("t", fmt.Sprint("m", i), 2, false, uint16(i+1))
+	}
+	st.waitFor(t, 1)
+	sub.expectNothing(e2eSilent) // held until their identifiers are durable
+	sub.kill()
+
+	sub = dialRaw(t, s)
+	sub.ver = codec.V5
+	cp.Properties.ReceiveMaximum = 2
+	require.True(t, sub.mustConnect(cp).SessionPresent)
+	st.setOpen(true)
+
+	// PUBRECs wait until two flows are open, or the last message came.
+	out := map[uint16]bool{}
+	var waiting []uint16
+	var got []string
+	for len(got) < 5 || len(out) > 0 {
+		p, err := sub.next(e2eWait)
+		require.NoError(t, err, "received %v", got)
+		switch p := p.(type) {
+		case *codec.Publish:
+			require.False(t, out[p.PacketID], "packet identifier %d in use", p.PacketID)
+			out[p.PacketID] = true
+			require.LessOrEqual(t, len(out), 2, "QoS 2 flows open towards a client with Receive Maximum 2 [MQTT-3.3.4-9]")
+			got = append(got, string(p.Payload))
+			waiting = append(waiting, p.PacketID)
+			if len(out) < 2 && len(got) < 5 {
+				continue
+			}
+			sub.expectNothing(e2eSilent) // nothing more before a flow completes
+			for _, id := range waiting {
+				sub.ack(codec.PUBREC, id)
+			}
+			waiting = waiting[:0]
+		case *codec.Ack:
+			require.Equal(t, codec.PUBREL, p.PacketType)
+			delete(out, p.PacketID)
+			sub.ack(codec.PUBCOMP, p.PacketID)
+		}
+	}
+	require.Equal(t, []string{"m0", "m1", "m2", "m3", "m4"}, got)
+}
+
+// TestE2EPersistResumedWithExpiryZeroLeavesNoEntry: a persistent session
+// whose QoS 2 PUBLISH waits for its packet identifier to be durable is
+// resumed by a connection with a Session Expiry Interval of 0, which ends
+// its life in the store at once. The waiting PUBLISH used to be marked
+// again for the new connection after that, writing the entry back: it
+// outlived the session, was read back (with no message: an empty PUBLISH)
+// by the next persistent session of the client id, and came back after
+// every restart. Now the message is sent at once and nothing of the
+// session stays in the store.
+func TestE2EPersistResumedWithExpiryZeroLeavesNoEntry(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{Store: st, Loops: 1})
+	sub := dialRaw(t, s)
+	sub.ver = codec.V5
+	sub.mustConnect(connect5("sub", false, 0, 60))
+	require.Equal(t, byte(2), sub.subscribe(1, "t", 2))
+	st.settle(t)
+
+	st.setOpen(false)
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	pub.publish("t", "m", 2, false, 1)
+	st.waitFor(t, 1)
+	sub.expectNothing(e2eSilent) // held until its packet identifier is durable
+	sub.kill()
+
+	sub = dialRaw(t, s)
+	sub.ver = codec.V5
+	require.True(t, sub.mustConnect(connect5("sub", false, 0, 0)).SessionPresent)
+	st.setOpen(true)
+	p := sub.expectPublish()
+	require.Equal(t, "m", string(p.Payload))
+	sub.ack(codec.PUBREC, p.PacketID)
+	sub.expectAck(codec.PUBREL, p.PacketID)
+	sub.ack(codec.PUBCOMP, p.PacketID)
+	sub.disconnect()
+	require.Eventually(t, func() bool { return !hasSession(s, "sub") }, e2eWait, time.Millisecond)
+	st.settle(t)
+	require.Empty(t, entryStates(st, "sub"), "entries of an ended session left in the store")
+}

@@ -236,6 +236,10 @@ func (l *loop) sendHeld() {
 		switch {
 		case sl.state == slotAwaitComp:
 			c.writeAck(codec.PUBREL, sl.id, codec.Success)
+		case sl.pending:
+			// Held when another connection had the session: sent
+			// within this one's Receive Maximum [MQTT-3.3.4-9].
+			s.resendPending(c)
 		case !c.writePublish(sl.m, sl.id, false):
 			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]

@@ -202,11 +202,15 @@ func (c *client) onAck(a *codec.Ack) {
 // resendPending sends again, with DUP and their packet identifiers, the
 // PUBLISHes of an earlier connection that c's Receive Maximum left
 // waiting, oldest first, while fewer than c.sendQuota slots are out
-// [MQTT-3.3.4-9]. Runs on s's owner with c connected.
+// [MQTT-3.3.4-9]. A pending slot still held for its state to be durable
+// (sendHeld) waits for that. Runs on s's owner with c connected.
+//
+// A held PUBLISH was never written, so its DUP is set on what is its first
+// attempt: DUP 1 says the packet "might be" a re-delivery [MQTT 3.3.1.1].
 func (s *session) resendPending(c *client) {
 	w := &s.q.inflight
 	w.each(func(sl *slot) {
-		if !sl.pending || w.used-w.pending >= int(c.sendQuota) {
+		if !sl.pending || sl.hold != 0 || w.used-w.pending >= int(c.sendQuota) {
 			return
 		}
 		sl.pending = false
