@@ -71,7 +71,11 @@ run:
 	$(GO) run ./cmd/loopmq
 
 ## soak: the kill -9 crash tests (cmd/loopmq/crash_test.go) for many more
-## rounds than make test runs (SOAK_ROUNDS, default 50 per QoS).
+## rounds than make test runs (SOAK_ROUNDS, default 50 per QoS), and the
+## engine's randomized churn of clients (engine/churn_test.go) for
+## SOAK_CHURN per variant (default 2m) instead of a few seconds.
 SOAK_ROUNDS ?= 50
+SOAK_CHURN  ?= 2m
 soak:
 	LOOPMQ_CRASH_ROUNDS=$(SOAK_ROUNDS) $(GO) test -count=1 -timeout 60m -run 'TestCrash' -v ./cmd/loopmq/
+	LOOPMQ_CHURN=$(SOAK_CHURN) $(GO) test -count=1 -timeout 60m -run 'TestChurn' -v ./engine/

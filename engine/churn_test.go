@@ -1,0 +1,721 @@
+package engine
+
+// A randomized soak: many clients coming and going at once on a few client
+// identifiers, so that the paths between connections run concurrently as
+// no scripted test makes them: a client id taken over on another loop while
+// its old connection is still sending, wills with and without a delay,
+// shared groups losing members with messages in flight, persistent
+// sessions queueing while offline, acknowledgements withheld, Receive
+// Maximum and Maximum Packet Size and topic aliases of every size.
+//
+// Every connection checks what it receives against the rules a client can
+// check by itself (churnConn.check). At the end every session is ended and
+// every retained message cleared, and the broker must give everything back:
+// no connection, session, subscription, message in flight or queued, no
+// goroutine, and no heap beyond what a short warm-up run left.
+//
+// LOOPMQ_CHURN=DURATION runs each variant for that long instead of a few
+// seconds (`make soak` sets it), LOOPMQ_CHURN_SEED fixes the seed; the seed
+// of a failed run is in its log.
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
+)
+
+const (
+	churnIDs     = 24 // client identifiers shared by the workers: takeovers happen
+	churnWorkers = 10
+	churnTopics  = 6
+)
+
+// churnFilters are what the clients subscribe to: exact, wildcards, shared
+// groups on overlapping filters with the same share name.
+var churnFilters = []string{
+	"churn/0/a", "churn/+/a", "churn/#", "churn/+/+", "churn/will/#",
+	"$share/g/churn/+/a", "$share/g/churn/#", "$share/h/churn/+/b",
+}
+
+// churnTopic returns topic k of the set the clients publish to.
+func churnTopic(k int) string {
+	if k%2 == 0 {
+		return "churn/" + strconv.Itoa(k/2) + "/a"
+	}
+	return "churn/" + strconv.Itoa(k/2) + "/b"
+}
+
+// churnRun is one soak's shared state: the broker's address and the
+// violations the connections found.
+type churnRun struct {
+	s    *Server
+	addr string
+	mu   sync.Mutex
+	errs []string
+	// counts of what happened, for the log
+	connects, refused, takenOver, publishes, received, dupsSeen atomic.Int64
+}
+
+func (r *churnRun) violation(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.errs) < 50 {
+		r.errs = append(r.errs, fmt.Sprintf(format, args...))
+	}
+}
+
+// churnConn is one client connection of a soak. Its reader goroutine owns
+// the receive side and the state it checks; writes go through mu.
+type churnConn struct {
+	run  *churnRun
+	id   string
+	conn net.Conn
+	ver  codec.Version
+	mu   sync.Mutex // serializes writes
+
+	// Limits this client announced in CONNECT (5.0), and its ack policy.
+	recvMax   int // 0: none announced (65,535)
+	aliasMax  uint16
+	maxPacket int
+	withhold  bool // never acknowledge what the broker sends
+
+	// Reader-owned state.
+	present  bool // CONNACK's Session Present: the broker may resume QoS 2 flows of an earlier connection
+	aliases  map[uint16]string
+	unacked  map[uint16]byte // packet ids of the broker's QoS 1/2 PUBLISHes not yet acknowledged (value: QoS)
+	released map[uint16]bool // QoS 2 ids we sent PUBREC for, awaiting PUBREL
+
+	trace []string // the reader's last events, for a violation's report
+
+	connack chan *codec.Connack
+	done    chan struct{}
+
+	// Publisher side: packet identifiers of our QoS 1/2 PUBLISHes in
+	// flight, added by the session's goroutine and removed by the reader
+	// (idMu).
+	idMu      sync.Mutex
+	ours      map[uint16]byte
+	nextID    uint16
+	serverMax int // the broker's Receive Maximum
+}
+
+func (c *churnConn) write(p codec.Packet) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, err := c.conn.Write(p.AppendTo(nil, c.ver))
+	return err
+}
+
+// read runs until the connection closes, answering and checking every
+// packet.
+func (c *churnConn) read() {
+	defer close(c.done)
+	buf := make([]byte, 0, 64<<10)
+	tmp := make([]byte, 32<<10)
+	gotConnack := false
+	for {
+		h, n, err := codec.Split(buf, 0)
+		if err != nil {
+			c.run.violation("%s: unframeable bytes from the broker: %v", c.id, err)
+			return
+		}
+		if n == 0 {
+			m, err := c.conn.Read(tmp)
+			if m == 0 && err != nil {
+				return
+			}
+			buf = append(buf, tmp[:m]...)
+			continue
+		}
+		frame := append([]byte(nil), buf[:n]...)
+		buf = append(buf[:0], buf[n:]...)
+		if c.maxPacket > 0 && n > c.maxPacket {
+			c.run.violation("%s: a %v of %d bytes over the client's Maximum Packet Size %d [MQTT-3.1.2-24]", c.id, h.Type, n, c.maxPacket)
+		}
+		p, err := codec.Decode(frame, c.ver)
+		if err != nil {
+			c.run.violation("%s: undecodable %v from the broker (v%d, present %v): %v: % x", c.id, h.Type, c.ver, c.present, err, frame[:min(len(frame), 48)])
+			return
+		}
+		if ca, ok := p.(*codec.Connack); ok {
+			if gotConnack {
+				c.run.violation("%s: a second CONNACK", c.id)
+			}
+			gotConnack = true
+			c.present = ca.SessionPresent || c.ver == codec.V31 // 3.1's CONNACK cannot say
+			c.connack <- ca
+			continue
+		}
+		if !gotConnack {
+			c.run.violation("%s: %v before CONNACK", c.id, p.Type())
+			return
+		}
+		c.check(p)
+	}
+}
+
+// check answers p and checks it against the rules a client can see.
+func (c *churnConn) check(p codec.Packet) {
+	if len(c.trace) > 40 {
+		c.trace = c.trace[1:]
+	}
+	switch p := p.(type) {
+	case *codec.Publish:
+		c.trace = append(c.trace, fmt.Sprintf("PUBLISH %d q%d dup %v", p.PacketID, p.QoS, p.Dup))
+	case *codec.Ack:
+		c.trace = append(c.trace, fmt.Sprintf("%v %d", p.PacketType, p.PacketID))
+	default:
+		c.trace = append(c.trace, p.Type().String())
+	}
+	switch p := p.(type) {
+	case *codec.Publish:
+		c.run.received.Add(1)
+		if p.Dup {
+			c.run.dupsSeen.Add(1)
+		}
+		if c.ver == codec.V5 {
+			a := p.Properties.TopicAlias
+			switch {
+			case a == 0 && len(p.Topic) == 0:
+				c.run.violation("%s: PUBLISH without topic or alias", c.id)
+			case a > c.aliasMax:
+				c.run.violation("%s: topic alias %d over the client's maximum %d [MQTT-3.3.2-9]", c.id, a, c.aliasMax)
+			case a != 0 && len(p.Topic) == 0:
+				if _, ok := c.aliases[a]; !ok {
+					c.run.violation("%s: unknown topic alias %d [MQTT-3.3.2-12]", c.id, a)
+				}
+			case a != 0:
+				c.aliases[a] = string(p.Topic)
+			}
+		}
+		if p.QoS == 0 {
+			return
+		}
+		if q, ok := c.unacked[p.PacketID]; ok {
+			c.run.violation("%s: packet identifier %d reused while QoS %d PUBLISH unacknowledged [MQTT-2.2.1-3]", c.id, p.PacketID, q)
+		}
+		if _, ok := c.unacked[p.PacketID]; !ok {
+			c.unacked[p.PacketID] = p.QoS
+		}
+		limit := c.recvMax
+		if limit == 0 {
+			limit = 65535
+		}
+		if len(c.unacked) > limit {
+			if len(c.unacked) == limit+1 {
+				c.run.violation("%s: broker's window: %s", c.id, sessionWindow(c.run.s, c.id))
+			}
+			c.run.violation("%s: %d QoS 1/2 PUBLISHes unacknowledged, over the client's Receive Maximum %d [MQTT-3.3.4-9] (present %v, this one: id %d dup %v qos %d topic %q) %v", c.id, len(c.unacked), limit, c.present, p.PacketID, p.Dup, p.QoS, p.Topic, c.trace)
+		}
+		if c.withhold {
+			return
+		}
+		if p.QoS == 1 {
+			delete(c.unacked, p.PacketID)
+			_ = c.write(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID})
+			return
+		}
+		c.released[p.PacketID] = true
+		_ = c.write(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID})
+	case *codec.Ack:
+		switch p.PacketType {
+		case codec.PUBREL:
+			if !c.released[p.PacketID] && !c.present {
+				_, un := c.unacked[p.PacketID]
+				c.run.violation("%s: PUBREL %d for no PUBREC (v%d present %v withhold %v unacked %v)", c.id, p.PacketID, c.ver, c.present, c.withhold, un)
+			}
+			delete(c.released, p.PacketID)
+			delete(c.unacked, p.PacketID)
+			_ = c.write(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID})
+		case codec.PUBACK, codec.PUBCOMP:
+			c.idMu.Lock()
+			q, ok := c.ours[p.PacketID]
+			delete(c.ours, p.PacketID)
+			c.idMu.Unlock()
+			if !ok || (p.PacketType == codec.PUBACK) != (q == 1) {
+				c.run.violation("%s: %v %d for no such PUBLISH in flight", c.id, p.PacketType, p.PacketID)
+			}
+		case codec.PUBREC:
+			c.idMu.Lock()
+			q, ok := c.ours[p.PacketID]
+			c.idMu.Unlock()
+			if !ok || q != 2 {
+				c.run.violation("%s: PUBREC %d for no QoS 2 PUBLISH in flight", c.id, p.PacketID)
+				return
+			}
+			if p.ReasonCode >= 0x80 { // refused: the exchange ends here
+				c.idMu.Lock()
+				delete(c.ours, p.PacketID)
+				c.idMu.Unlock()
+				return
+			}
+			_ = c.write(&codec.Ack{PacketType: codec.PUBREL, PacketID: p.PacketID})
+		}
+	case *codec.Disconnect:
+		switch p.ReasonCode {
+		case codec.SessionTakenOver:
+			c.run.takenOver.Add(1)
+		case codec.ServerShuttingDown:
+		default:
+			c.run.violation("%s: DISCONNECT %v from the broker", c.id, p.ReasonCode)
+		}
+	case *codec.Suback, *codec.Unsuback, *codec.Pingresp:
+	default:
+		c.run.violation("%s: unexpected %v", c.id, p.Type())
+	}
+}
+
+// publish sends a PUBLISH, waiting (bounded) for room in the broker's
+// Receive Maximum for QoS 1/2. It reports false when the session should end.
+func (c *churnConn) publish(r *rand.Rand, topic string, qos byte, retain bool) bool {
+	p := &codec.Publish{Topic: []byte(topic), QoS: qos, Retain: retain}
+	p.Payload = make([]byte, r.Intn(300))
+	if r.Intn(20) == 0 {
+		p.Payload = make([]byte, 1000+r.Intn(3000)) // past small Maximum Packet Sizes
+	}
+	if c.ver == codec.V5 && r.Intn(4) == 0 {
+		p.Properties.MessageExpiry = uint32(1 + r.Intn(3))
+	}
+	if qos > 0 {
+		deadline := time.Now().Add(time.Second)
+		for {
+			c.idMu.Lock()
+			if len(c.ours) < c.serverMax {
+				for {
+					c.nextID++
+					if c.nextID == 0 {
+						c.nextID = 1
+					}
+					if _, used := c.ours[c.nextID]; !used {
+						break
+					}
+				}
+				p.PacketID = c.nextID
+				c.ours[p.PacketID] = qos
+				c.idMu.Unlock()
+				break
+			}
+			c.idMu.Unlock()
+			if time.Now().After(deadline) {
+				return false // the broker is not acknowledging: move on
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	c.run.publishes.Add(1)
+	return c.write(p) == nil
+}
+
+// churnWorker connects as random client ids with random options until
+// stop, doing random things and leaving in random ways.
+func churnWorker(run *churnRun, seed int64, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	r := rand.New(rand.NewSource(seed))
+	var lingering []*churnConn // connections left open for a takeover to close
+	defer func() {
+		for _, c := range lingering {
+			_ = c.conn.Close()
+			<-c.done
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c := churnSession(run, r)
+		if c == nil {
+			continue
+		}
+		switch r.Intn(5) {
+		case 0: // crash: no DISCONNECT
+			_ = c.conn.Close()
+		case 1: // left open: a later connection with the same id takes it over
+			lingering = append(lingering, c)
+			if len(lingering) > 3 {
+				_ = lingering[0].conn.Close()
+				<-lingering[0].done
+				lingering = lingering[1:]
+			}
+			continue
+		default:
+			d := &codec.Disconnect{}
+			if c.ver == codec.V5 && r.Intn(3) == 0 {
+				d.ReasonCode = codec.DisconnectWithWill
+			}
+			_ = c.write(d)
+			_ = c.conn.Close()
+		}
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+			run.violation("%s: reader still running 5 s after close", c.id)
+		}
+	}
+}
+
+// churnSession connects as a random client id and runs a random session;
+// it returns the connection, still open, or nil if it ended already.
+func churnSession(run *churnRun, r *rand.Rand) *churnConn {
+	id := fmt.Sprintf("churn-%02d", r.Intn(churnIDs))
+	vers := []codec.Version{codec.V31, codec.V311, codec.V5, codec.V5}
+	c := &churnConn{
+		run: run, id: id, ver: vers[r.Intn(len(vers))],
+		aliases: map[uint16]string{}, unacked: map[uint16]byte{}, released: map[uint16]bool{},
+		ours: map[uint16]byte{}, connack: make(chan *codec.Connack, 1), done: make(chan struct{}),
+		withhold: r.Intn(6) == 0,
+	}
+	cp := &codec.Connect{Version: c.ver, ClientID: []byte(id), CleanStart: r.Intn(3) == 0, KeepAlive: uint16(r.Intn(2) * 30)}
+	if c.ver == codec.V5 {
+		cp.Properties.SessionExpiry = []uint32{0, 1, 2, 60}[r.Intn(4)]
+		if r.Intn(2) == 0 {
+			c.recvMax = 1 + r.Intn(8)
+			cp.Properties.ReceiveMaximum = uint16(c.recvMax)
+		}
+		if r.Intn(2) == 0 {
+			c.aliasMax = uint16(1 + r.Intn(4))
+			cp.Properties.TopicAliasMaximum = c.aliasMax
+		}
+		if r.Intn(3) == 0 {
+			c.maxPacket = 200 + r.Intn(1000)
+			cp.Properties.MaximumPacketSize = uint32(c.maxPacket)
+		}
+	}
+	if r.Intn(3) == 0 {
+		cp.WillFlag = true
+		cp.Will.Topic = []byte("churn/will/" + id)
+		cp.Will.Payload = []byte("gone")
+		cp.Will.QoS = byte(r.Intn(3))
+		cp.Will.Retain = r.Intn(4) == 0
+		if c.ver == codec.V5 {
+			cp.Will.Properties.WillDelay = uint32(r.Intn(3))
+		}
+	}
+	conn, err := net.DialTimeout("tcp", run.addr, 5*time.Second)
+	if err != nil {
+		run.violation("%s: dial: %v", id, err)
+		return nil
+	}
+	c.conn = conn
+	go c.read()
+	if err := c.write(cp); err != nil {
+		_ = conn.Close()
+		<-c.done
+		return nil
+	}
+	var ca *codec.Connack
+	select {
+	case ca = <-c.connack:
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		run.violation("%s: no CONNACK in 5 s", id)
+	}
+	if ca == nil || ca.ReasonCode != 0 {
+		if ca != nil {
+			run.refused.Add(1)
+		}
+		_ = conn.Close()
+		<-c.done
+		return nil
+	}
+	run.connects.Add(1)
+	c.serverMax = 20
+	if rm := ca.Properties.ReceiveMaximum; rm != 0 && int(rm) < c.serverMax {
+		c.serverMax = int(rm)
+	}
+	var subID uint32
+	for range r.Intn(40) {
+		select {
+		case <-c.done:
+			return c
+		default:
+		}
+		var err error
+		switch k := r.Intn(12); {
+		case k < 2:
+			s := codec.Subscription{Filter: []byte(churnFilters[r.Intn(len(churnFilters))]), QoS: byte(r.Intn(3))}
+			sp := &codec.Subscribe{PacketID: uint16(1 + r.Intn(100)), Subscriptions: []codec.Subscription{s}}
+			if c.ver == codec.V5 {
+				sp.Subscriptions[0].NoLocal = r.Intn(4) == 0 && !isSharedFilter(string(s.Filter))
+				sp.Subscriptions[0].RetainAsPublished = r.Intn(2) == 0
+				sp.Subscriptions[0].RetainHandling = byte(r.Intn(3))
+				if r.Intn(3) == 0 {
+					subID++
+					sp.Properties.SubscriptionIDs = []uint32{subID}
+				}
+			}
+			err = c.write(sp)
+		case k < 3:
+			err = c.write(&codec.Unsubscribe{PacketID: uint16(1 + r.Intn(100)), Filters: [][]byte{[]byte(churnFilters[r.Intn(len(churnFilters))])}})
+		case k < 11:
+			if !c.publish(r, churnTopic(r.Intn(churnTopics)), byte(r.Intn(3)), r.Intn(8) == 0) {
+				return c
+			}
+		default:
+			if r.Intn(2) == 0 {
+				err = c.write(&codec.Pingreq{})
+			} else {
+				time.Sleep(time.Duration(r.Intn(20)) * time.Millisecond)
+			}
+		}
+		if err != nil {
+			return c
+		}
+	}
+	return c
+}
+
+// churn runs workers against s for d, then ends every session and clears
+// every retained message the clients could have left.
+func churn(t *testing.T, s *Server, d time.Duration, seed int64) *churnRun {
+	run := &churnRun{s: s, addr: s.Addr().String()}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range churnWorkers {
+		wg.Add(1)
+		go churnWorker(run, seed+int64(w), stop, &wg)
+	}
+	time.Sleep(d)
+	close(stop)
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("seed %d: workers still running 30 s after stop", seed)
+	}
+	// End every session: a Clean Start connection replaces it (publishing
+	// a will left in it), and its own session ends when it disconnects.
+	for i := range churnIDs {
+		c := dialRaw(t, s)
+		c.mustConnect(connectPacket(fmt.Sprintf("churn-%02d", i), true, 0))
+		c.disconnect()
+	}
+	require.Eventually(t, func() bool { return s.Stats().Sessions == 0 },
+		e2eWait, 20*time.Millisecond, "seed %d: sessions left after every client id ended its session: %d", seed, s.Stats().Sessions)
+	// Clear retained messages, wills' included.
+	c := dialRaw(t, s)
+	c.mustConnect(connectPacket("churn-clear", true, 0))
+	for k := range churnTopics {
+		c.publish(churnTopic(k), "", 0, true, 0)
+	}
+	for i := range churnIDs {
+		c.publish(fmt.Sprintf("churn/will/churn-%02d", i), "", 0, true, 0)
+	}
+	c.disconnect()
+	return run
+}
+
+// checkChurnClean requires s to hold nothing of the run's clients.
+func checkChurnClean(t *testing.T, s *Server, seed int64, goroutines int) {
+	t.Helper()
+	var st Stats
+	ok := assertEventually(func() bool {
+		st = s.Stats()
+		return st.Connections == 0 && st.Connected == 0 && st.Sessions == 0 && st.Subscriptions == 0 &&
+			st.Inflight == 0 && st.Queued == 0 && st.Retained == 0
+	}, e2eWait)
+	require.True(t, ok, "seed %d: broker state left after every client left: connections %d, connected %d, sessions %d, subscriptions %d, in flight %d, queued %d, retained %d",
+		seed, st.Connections, st.Connected, st.Sessions, st.Subscriptions, st.Inflight, st.Queued, st.Retained)
+	n := 0
+	ok = assertEventually(func() bool { n = brokerGoroutines(); return n <= goroutines }, e2eWait)
+	if !ok {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("seed %d: %d goroutines, %d before the run:\n%s", seed, n, goroutines, buf)
+	}
+}
+
+// settledGoroutines returns brokerGoroutines once s's event loops run:
+// Start returns before all of them are up.
+func settledGoroutines(t *testing.T, s *Server) int {
+	c := dialRaw(t, s)
+	c.mustConnect(connectPacket("churn-probe", true, 0))
+	c.disconnect()
+	require.Eventually(t, func() bool { return s.Stats().Connections == 0 }, e2eWait, 10*time.Millisecond)
+	return brokerGoroutines()
+}
+
+// brokerGoroutines counts the goroutines but pebble's own, which come and
+// go with its flushes and compactions.
+func brokerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "cockroachdb/pebble") {
+			count++
+		}
+	}
+	return count
+}
+
+// assertEventually polls cond every 20 ms until it holds or d passes.
+func assertEventually(cond func() bool, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// churnParams returns the run's length and seed.
+func churnParams(t *testing.T) (time.Duration, int64) {
+	d := 4 * time.Second
+	if testing.Short() {
+		d = time.Second
+	}
+	if v := os.Getenv("LOOPMQ_CHURN"); v != "" {
+		var err error
+		d, err = time.ParseDuration(v)
+		require.NoError(t, err, "LOOPMQ_CHURN")
+	}
+	seed := time.Now().UnixNano()
+	if v := os.Getenv("LOOPMQ_CHURN_SEED"); v != "" {
+		var err error
+		seed, err = strconv.ParseInt(v, 10, 64)
+		require.NoError(t, err, "LOOPMQ_CHURN_SEED")
+	}
+	t.Logf("seed %d (LOOPMQ_CHURN_SEED), %v (LOOPMQ_CHURN)", seed, d)
+	return d, seed
+}
+
+func logChurn(t *testing.T, run *churnRun, seed int64) {
+	t.Helper()
+	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP)",
+		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load())
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if len(run.errs) > 0 {
+		t.Errorf("seed %d: %d violations, the first ones:\n%s", seed, len(run.errs), joinLines(run.errs))
+	}
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for _, l := range s {
+		out += "  " + l + "\n"
+	}
+	return out
+}
+
+// heapAfterGC is the live heap after two collections.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestChurnGivesEverythingBack runs the soak in memory: no violation, and
+// when every client has left, nothing stays: no state, no goroutine, and
+// no more heap than a short warm-up run left (pools and maps keep what
+// they grew to).
+func TestChurnGivesEverythingBack(t *testing.T) {
+	d, seed := churnParams(t)
+	s := startServer(t, Options{MaxQueued: 200, MaxSessionExpiry: time.Minute})
+	goroutines := settledGoroutines(t, s) // the broker's own included
+	warm := churn(t, s, d/4, seed+1000)
+	logChurn(t, warm, seed+1000)
+	checkChurnClean(t, s, seed+1000, goroutines)
+	base := heapAfterGC()
+	run := churn(t, s, d, seed)
+	logChurn(t, run, seed)
+	checkChurnClean(t, s, seed, goroutines)
+	grown := int64(heapAfterGC()) - int64(base)
+	t.Logf("live heap %d KiB after the warm-up, %+d KiB after the run", base>>10, grown>>10)
+	require.Less(t, grown, int64(4<<20), "seed %d: live heap grew by %d KiB over the run", seed, grown>>10)
+}
+
+// TestChurnPersistentGivesEverythingBack is the soak with the on-disk store:
+// the same, and a broker restarted on the data directory finds nothing.
+func TestChurnPersistentGivesEverythingBack(t *testing.T) {
+	d, seed := churnParams(t)
+	dir := t.TempDir()
+	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
+	require.NoError(t, err)
+	s := startServer(t, Options{MaxQueued: 200, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
+	goroutines := settledGoroutines(t, s)
+	run := churn(t, s, d, seed)
+	logChurn(t, run, seed)
+	checkChurnClean(t, s, seed, goroutines)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	require.NoError(t, st.Close())
+
+	st, err = store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
+	require.NoError(t, err)
+	s = startServer(t, Options{Store: st})
+	t.Cleanup(func() { _ = st.Close() })
+	got := s.Stats()
+	require.Zero(t, got.Sessions, "seed %d: sessions restored", seed)
+	require.Zero(t, got.Retained, "seed %d: retained messages restored", seed)
+	require.Zero(t, got.Queued, "seed %d: queued messages restored", seed)
+}
+
+// sessionWindow describes the in-flight window of client id's session, as
+// its owner loop sees it.
+func sessionWindow(s *Server, id string) string {
+	sh := s.reg.shard(id)
+	sh.mu.Lock()
+	sess := sh.m[id]
+	sh.mu.Unlock()
+	if sess == nil {
+		return "no session"
+	}
+	o := sess.owner.Load()
+	if o == nil {
+		return "no owner"
+	}
+	ch := make(chan string, 1)
+	o.post(task{kind: taskFunc, fn: func(l *loop) {
+		if sess.owner.Load() != l || sess.q == nil {
+			ch <- "moved, or no queues"
+			return
+		}
+		w := &sess.q.inflight
+		quota := -1
+		if sess.client != nil {
+			quota = int(sess.client.sendQuota)
+		}
+		out := fmt.Sprintf("used %d pending %d quota %d ring %d next %d:", w.used, w.pending, quota, len(w.slots), w.next)
+		w.each(func(sl *slot) { out += fmt.Sprintf(" %d/s%d/h%d/p%v", sl.id, sl.state, sl.hold, sl.pending) })
+		ch <- out
+	}})
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Second):
+		return "timeout"
+	}
+}
