@@ -374,9 +374,13 @@ func (c *conn) onPublish(p *codec.Publish, now int64) {
 	sm := &c.streams[st.source-spec.expectLo]
 	before := sm.unique
 	sm.add(st.seq)
+	first := sm.unique > before
 	c.uniqueN += int64(sm.unique - before)
 	c.recvN++
 	if st.at >= r.measureFrom && st.at < r.measureTo {
+		if first {
+			sm.measured++
+		}
 		c.lat = append(c.lat, max(now-st.at, 0)/1000)
 		if st.wrote > 0 {
 			c.wlat = append(c.wlat, max(now-st.wrote, 0)/1000)

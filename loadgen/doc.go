@@ -18,9 +18,24 @@
 // stall shows up in the latency percentiles instead of slowing the offered
 // load down (no coordinated omission). Sends later than Config.OverrunSlack
 // are counted as overruns; messages still due when the run ends are counted
-// as unsent. A stall that lasts past the end of the run shows only there
-// and in the loss: a message never sent or never delivered has no latency,
-// and the result warns that the percentiles leave those out.
+// as unsent.
+//
+// A stall that lasts past the end of the run leaves messages that have no
+// latency, and they waited longest. So for each subscriber, every message
+// of the measured window after the last one it received from that
+// publisher (never sent, or sent and not delivered by the end of the
+// drain) is recorded at the wait it had when the drain ended: a lower
+// bound, counted as censored in the histogram's JSON ("censored") and in
+// the table. Publish-to-ack latencies are censored likewise for messages
+// never sent or never acknowledged. A message missing before a later one of
+// the same publisher arrived was dropped, not delayed: it is left out of
+// the percentiles, at every QoS, counted in the loss, and the result warns.
+// At QoS 0 this is how a broker drops by design; a QoS 0 message missing at
+// the end of the stream is censored all the same, because it cannot be told
+// from one held by a stalled broker (or sitting in a socket buffer, counted
+// as sent, behind a broker that stopped reading). Without a timetable
+// (Rate 0) there is no intended time: lost messages are left out and warned
+// about, and messages of a publisher that was never set up are not counted.
 //
 // With Rate 0 publishers send as fast as a window allows, never as an
 // unbounded flood that would only measure kernel socket buffers. At QoS 1 and

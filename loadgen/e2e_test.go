@@ -94,6 +94,8 @@ func checkCounts(t *testing.T, cfg Config, res *Result) {
 	require.Positive(t, res.Latency.Count())
 	if cfg.QoS > 0 {
 		require.Positive(t, res.AckLatency.Count())
+		require.Zero(t, res.Latency.Summary().Censored, "nothing was owed at the end")
+		require.Zero(t, res.AckLatency.Summary().Censored, "nothing was owed at the end")
 	}
 	if cfg.Rate > 0 {
 		// Open loop: the offered load was sent, on time or late, but sent.

@@ -19,9 +19,14 @@ const (
 // Histogram is a latency distribution in microseconds. It is not safe for
 // concurrent use; the run records into a recorder and hands out Histograms
 // when it ends.
+//
+// Some of its values may be censored: lower bounds recorded for messages
+// that had not arrived (or been acknowledged) when the run ended, at the
+// time they had waited by then (see the package doc).
 type Histogram struct {
-	h       *hdr.Histogram
-	clamped int64 // values above histHighest, recorded as histHighest
+	h        *hdr.Histogram
+	clamped  int64 // values above histHighest, recorded as histHighest
+	censored int64 // values recorded by RecordCensored
 }
 
 // NewHistogram returns an empty histogram.
@@ -41,6 +46,13 @@ func (h *Histogram) Record(us int64) {
 	_ = h.h.RecordValue(us) // in range by construction
 }
 
+// RecordCensored adds one lower bound in microseconds: the wait so far of
+// a message that never arrived.
+func (h *Histogram) RecordCensored(us int64) {
+	h.Record(us)
+	h.censored++
+}
+
 // Merge adds every value of o to h.
 func (h *Histogram) Merge(o *Histogram) {
 	if o == nil || o.h == nil {
@@ -48,6 +60,7 @@ func (h *Histogram) Merge(o *Histogram) {
 	}
 	h.h.Merge(o.h)
 	h.clamped += o.clamped
+	h.censored += o.censored
 }
 
 // Count is the number of values recorded.
@@ -69,6 +82,9 @@ type Summary struct {
 	Max     int64   `json:"max_us"`
 	Mean    float64 `json:"mean_us"`
 	Clamped int64   `json:"clamped,omitempty"`
+	// Censored values are among Count: lower bounds for messages not
+	// delivered (or acknowledged) by the end of the run.
+	Censored int64 `json:"censored"`
 }
 
 // Summary returns the percentiles the table and JSON report.
@@ -77,7 +93,7 @@ func (h *Histogram) Summary() Summary {
 		return Summary{}
 	}
 	return Summary{Count: h.Count(), P50: h.Quantile(0.50), P90: h.Quantile(0.90), P99: h.Quantile(0.99),
-		P999: h.Quantile(0.999), Max: h.Max(), Mean: h.h.Mean(), Clamped: h.clamped}
+		P999: h.Quantile(0.999), Max: h.Max(), Mean: h.h.Mean(), Clamped: h.clamped, Censored: h.censored}
 }
 
 type histogramJSON struct {
@@ -110,7 +126,7 @@ func (h *Histogram) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode histogram: %w", err)
 	}
-	h.h, h.clamped = d, j.Clamped
+	h.h, h.clamped, h.censored = d, j.Clamped, j.Censored
 	return nil
 }
 

@@ -37,7 +37,7 @@ func subscriberConn(r *runner) *conn {
 // publisherConn is a paced QoS 1 publisher far behind its schedule, so
 // every fill sends a full window.
 func publisherConn(r *runner) *conn {
-	r.measureTo = int64(time.Hour)
+	r.cfg.Duration, r.measureTo = time.Hour, int64(time.Hour)
 	return newConn(r, &connSpec{clientID: "p", sources: []sourceSpec{{0, "loadgen/pairs/0"}}, rate: 1e6}, nil)
 }
 

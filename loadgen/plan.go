@@ -35,6 +35,29 @@ type sourceSpec struct {
 func (s *connSpec) publishes() bool  { return len(s.sources) > 0 }
 func (s *connSpec) subscribes() bool { return s.filter != "" }
 
+// schedule is the timetable of a paced publisher (rate > 0), ending with
+// the measured window.
+func (s *connSpec) schedule(cfg *Config) schedule {
+	return schedule{rate: s.rate, ramp: cfg.Ramp, phase: s.phase, end: cfg.Warmup + cfg.Duration}
+}
+
+// sourceClocks returns the timetable of every source of a paced publisher,
+// by source id: any process can tell when any message was due.
+func (p *plan) sourceClocks(cfg *Config) map[uint32]sourceClock {
+	clocks := make(map[uint32]sourceClock)
+	for i := range p.conns {
+		s := &p.conns[i]
+		if s.rate <= 0 {
+			continue
+		}
+		sched := s.schedule(cfg)
+		for j, src := range s.sources {
+			clocks[src.id] = sourceClock{sched: sched, n: uint64(len(s.sources)), j: uint64(j)}
+		}
+	}
+	return clocks
+}
+
 // plan is a whole scenario.
 type plan struct {
 	conns    []connSpec

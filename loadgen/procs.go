@@ -34,6 +34,7 @@ type workerMsg struct {
 	Kind     string        `json:"kind"` // ready, progress, result, error
 	Progress *progressSnap `json:"progress,omitempty"`
 	Result   *Result       `json:"result,omitempty"`
+	Censor   *censorInput  `json:"censor,omitempty"` // with result
 	Error    string        `json:"error,omitempty"`
 }
 
@@ -118,10 +119,10 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	close(done)
 	<-ticked
-	res := r.result()
+	res, undelivered := r.result()
 	res.Workers = []WorkerSummary{{Index: hello.Worker, Up: res.Connections.Up, Sent: res.Messages.Sent,
 		Received: res.Messages.Received, Errors: r.errs.count()}}
-	send(workerMsg{Kind: "result", Result: res})
+	send(workerMsg{Kind: "result", Result: res, Censor: &undelivered})
 	return nil
 }
 
@@ -133,6 +134,7 @@ type worker struct {
 	ready  bool
 	exited bool
 	result *Result
+	censor *censorInput
 	last   progressSnap
 	fail   string
 }
@@ -231,7 +233,7 @@ func RunProcs(ctx context.Context, cfg Config) (*Result, error) {
 				w.last = *ev.msg.Progress
 			}
 		case "result":
-			w.result = ev.msg.Result
+			w.result, w.censor = ev.msg.Result, ev.msg.Censor
 		case "error":
 			w.fail = ev.msg.Error
 		}
@@ -301,9 +303,13 @@ collect:
 	res := newResult(cfg)
 	res.Procs = cfg.Procs
 	res.Started = started
+	var undelivered []censorInput
 	for _, w := range ws {
 		if w.result != nil {
 			res.Merge(w.result)
+			if w.censor != nil {
+				undelivered = append(undelivered, *w.censor)
+			}
 			continue
 		}
 		if w.fail == "" {
@@ -314,6 +320,8 @@ collect:
 			Example: fmt.Sprintf("worker %d: %s", w.index, w.fail)}})
 	}
 	res.finalize()
+	pl := buildPlan(&cfg)
+	res.censor(pl.sourceClocks(&cfg), cfg.Warmup, undelivered)
 	res.Elapsed = time.Since(started).Seconds()
 	res.Broker = bs.stats(res)
 	if res.Connections.Up == 0 && res.Connections.Planned > 0 {

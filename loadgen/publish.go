@@ -84,8 +84,7 @@ func newPublisher(c *conn) *publisher {
 	for _, s := range c.spec.sources {
 		p.srcs = append(p.srcs, pubSource{id: s.id, tmpl: newFrameTemplate(s.topic, p.qos, r.cfg.Size, c.ver)})
 	}
-	p.pace = pacer{sched: schedule{rate: c.spec.rate, ramp: r.cfg.Ramp, phase: c.spec.phase, end: time.Duration(r.measureTo)},
-		slack: r.cfg.OverrunSlack}
+	p.pace = pacer{sched: c.spec.schedule(&r.cfg), slack: r.cfg.OverrunSlack}
 	p.setWindow(r.cfg.Inflight)
 	return p
 }

@@ -25,9 +25,11 @@ type Result struct {
 	Messages    MsgStats  `json:"messages"`
 	// Latency is from each message's intended send time to its arrival at
 	// a subscriber, in µs, for messages intended in the measured window.
+	// Its censored values are lower bounds for messages that had not
+	// arrived when the run ended (see the package doc).
 	Latency *Histogram `json:"latency"`
 	// AckLatency is from the intended send time to PUBACK (QoS 1) or
-	// PUBCOMP (QoS 2) at the publisher, in µs.
+	// PUBCOMP (QoS 2) at the publisher, in µs; censored likewise.
 	AckLatency *Histogram `json:"ack_latency"`
 	// WriteLatency is from the time the publisher built the write carrying
 	// a message to its arrival: Latency without the generator's lateness
@@ -84,6 +86,7 @@ type MsgStats struct {
 type SourceStats struct {
 	ID         uint32 `json:"id"`
 	Sent       int64  `json:"sent"`
+	Due        int64  `json:"due"` // due by the end of the schedule (or the cancel); 0 without a timetable
 	Acked      int64  `json:"acked"`
 	Sinks      int64  `json:"sinks"` // subscribers that expect it and were set up
 	Received   int64  `json:"received"`
@@ -153,6 +156,7 @@ func (r *Result) Merge(o *Result) {
 		}
 		t := &r.Sources[i]
 		t.Sent += s.Sent
+		t.Due += s.Due
 		t.Acked += s.Acked
 		t.Sinks += s.Sinks
 		t.Received += s.Received
@@ -268,6 +272,14 @@ func (r *Result) WriteTable(out io.Writer) error {
 		}
 		if p.QoS > 0 {
 			row("publish-to-ack", r.AckLatency)
+		}
+		if e2e, ack := r.Latency.censored, r.AckLatency.censored; e2e+ack > 0 {
+			fmt.Fprintf(w, "censored\t%d end-to-end", e2e)
+			if p.QoS > 0 {
+				fmt.Fprintf(w, ", %d publish-to-ack", ack)
+			}
+			fmt.Fprintln(w, " of these values are lower bounds: messages never sent, or not delivered (acknowledged) "+
+				"when the drain ended, at their wait then")
 		}
 	}
 	if b := r.Broker; b != nil {

@@ -39,14 +39,19 @@ func TestHistogramClampsAndJSONRoundTrip(t *testing.T) {
 	h.Record(0)                // below the range: 1 µs
 	h.Record(histHighest * 10) // above: clamped
 	h.Record(1500)
-	require.Equal(t, int64(3), h.Count())
+	h.RecordCensored(2_000_000) // a message still undelivered after 2 s
+	require.Equal(t, int64(4), h.Count())
 	b, err := json.Marshal(h)
 	require.NoError(t, err)
 	var back Histogram
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, h.Summary(), back.Summary())
 	require.Equal(t, int64(1), back.Summary().Clamped)
+	require.Equal(t, int64(1), back.Summary().Censored)
 	require.Contains(t, string(b), `"p99_us"`)
+	require.Contains(t, string(b), `"censored":1`)
+	back.Merge(h)
+	require.Equal(t, int64(2), back.Summary().Censored)
 }
 
 func TestRecorderConcurrent(t *testing.T) {

@@ -57,7 +57,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stopProgress()
 	stopSampling() // the run may have ended before the window did
 	bs.wait()
-	res := r.result()
+	res, undelivered := r.result()
+	res.censor(r.plan.sourceClocks(&r.cfg), cfg.Warmup, []censorInput{undelivered})
 	res.Started = started
 	res.Elapsed = time.Since(started).Seconds()
 	res.Broker = bs.stats(res)
@@ -85,6 +86,7 @@ type runner struct {
 	warnings      []string
 	drainedQuiet  bool  // the drain ended by drainQuiet, not by -drain or a cancel
 	cutAt         int64 // ns since T0 when the run was cancelled before its schedule ended; 0: it was not
+	ended         int64 // ns since T0 when the drain ended and the subscribers stopped reading; 0: the run never started
 	// What the drain waits for in a one-process run: expected counts each
 	// message sent once per subscriber of this process expecting its
 	// source (sinks, by source id, fixed before the publishers start),
@@ -272,6 +274,7 @@ func (r *runner) finish(ctx context.Context) {
 		r.warnings = append(r.warnings, fmt.Sprintf("the drain (%v) ended before the broker caught up: %s; "+
 			"'lost' includes messages still in flight (raise -drain to tell them apart)", r.cfg.Drain, why))
 	}
+	r.ended = max(r.sinceT0(), 1)
 	r.stop()
 }
 
@@ -398,10 +401,17 @@ func (r *runner) progress(started time.Time, w io.Writer) (stop func()) {
 	return func() { close(done); <-ended }
 }
 
-// result gathers the figures of every connection; only after stop.
-func (r *runner) result() *Result {
+// result gathers the figures of every connection; only after stop. The
+// deliveries its subscribers were still owed are in the censorInput, for
+// Result.censor once every process's result is merged.
+func (r *runner) result() (*Result, censorInput) {
 	res := newResult(r.cfg)
 	res.Warnings = r.warnings
+	res.Latency = r.lat.snapshot()
+	res.AckLatency = r.ackLat.snapshot()
+	res.WriteLatency = r.writeLat.snapshot()
+	undelivered := censorInput{End: r.ended}
+	clocks := r.plan.sourceClocks(&r.cfg)
 	res.Connections.Planned = int64(len(r.mine))
 	res.Connections.Attempted = r.attempted.Load()
 	res.Connections.Up = r.up.Load()
@@ -424,6 +434,13 @@ func (r *runner) result() *Result {
 				s := get(p.srcs[i].id)
 				s.Sent += int64(p.srcs[i].sent)
 				s.Acked += int64(p.srcs[i].acked)
+				if p.paced && r.ended > 0 {
+					clk := sourceClock{sched: p.pace.sched, n: uint64(len(p.srcs)), j: uint64(i)}
+					s.Due += int64(clk.dueBefore(r.scheduleEnd()))
+				}
+			}
+			if p.qos > 0 && r.ended > 0 {
+				r.censorAcks(p, res.AckLatency)
 			}
 			if p.paced {
 				m.Overruns += int64(p.pace.overruns)
@@ -444,6 +461,9 @@ func (r *runner) result() *Result {
 				s.Reordered += int64(st.reordered)
 				s.Stale += int64(st.stale)
 				s.Gaps += int64(st.gaps)
+				if t, ok := r.tail(clocks, s.ID, st); ok {
+					undelivered.Tails = append(undelivered.Tails, t)
+				}
 			}
 			m.Foreign += int64(c.foreign)
 			m.WindowReceived += int64(c.inWin)
@@ -452,9 +472,6 @@ func (r *runner) result() *Result {
 	for _, s := range src {
 		res.Sources = append(res.Sources, *s)
 	}
-	res.Latency = r.lat.snapshot()
-	res.AckLatency = r.ackLat.snapshot()
-	res.WriteLatency = r.writeLat.snapshot()
 	res.Errors = r.errs.list()
 	if r.cutAt > 0 {
 		// Rates over the part of the window that ran, not -duration.
@@ -464,17 +481,11 @@ func (r *runner) result() *Result {
 			time.Duration(max(r.cutAt-r.measureFrom, 0)).Round(time.Millisecond), r.cfg.Duration, res.Window))
 	}
 	res.finalize()
-	if m.Unsent+m.Lost > 0 && res.Latency.Count() > 0 {
-		// A message never sent, or never delivered, has no latency: a
-		// broker that stalls until the end of the run shows there only.
-		res.Warnings = append(res.Warnings, fmt.Sprintf("the latency percentiles leave out %d messages never sent "+
-			"and %d never delivered, which waited the longest", m.Unsent, m.Lost))
-	}
 	if r.drainedQuiet && m.Lost > 0 && len(r.mine) > 0 {
 		// Nothing tells this process that the broker has delivered all
 		// it will: the drain ends after drainQuiet without a delivery.
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the drain ended after %v without a delivery; "+
 			"'lost' also counts messages a broker that paused longer than that still held", drainQuiet))
 	}
-	return res
+	return res, undelivered
 }

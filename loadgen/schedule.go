@@ -64,6 +64,27 @@ func (s *schedule) dueBefore(t time.Duration) uint64 {
 	return k
 }
 
+// sourceClock is the timetable of one source of a paced publisher, which
+// sends its n sources round robin: message k of the connection is source
+// k mod n's sequence k div n.
+type sourceClock struct {
+	sched schedule
+	n, j  uint64 // the publisher's sources; this one's position among them
+}
+
+// at returns the intended send time of the source's sequence seq.
+func (c *sourceClock) at(seq uint64) time.Duration { return c.sched.at(seq*c.n + c.j) }
+
+// dueBefore returns how many of the source's messages are due before t
+// (and before the schedule's end).
+func (c *sourceClock) dueBefore(t time.Duration) uint64 {
+	k := c.sched.dueBefore(min(t, c.sched.end))
+	if k <= c.j {
+		return 0
+	}
+	return (k - c.j + c.n - 1) / c.n
+}
+
 // pacer walks a schedule and counts how far behind it the sends fall.
 // It belongs to one writer goroutine.
 type pacer struct {

@@ -139,3 +139,23 @@ func TestClockWakesOnTimeNeverEarly(t *testing.T) {
 	t.Logf("%d of %d wake-ups less than 1 ms late", within, n)
 	require.Greater(t, within, n/2, "most wake-ups are precise")
 }
+
+// A paced publisher sends its sources round robin: each source's clock
+// gives the intended times and due counts of its own sequence numbers.
+func TestSourceClockOfRoundRobinSources(t *testing.T) {
+	sched := schedule{rate: 1000, ramp: 100 * time.Millisecond, phase: 0.3, end: time.Second}
+	const n = 3
+	for j := range uint64(n) {
+		clk := sourceClock{sched: sched, n: n, j: j}
+		for seq := range uint64(300) {
+			require.Equal(t, sched.at(seq*n+j), clk.at(seq))
+		}
+		for _, tm := range []time.Duration{0, time.Millisecond, 50 * time.Millisecond, 333 * time.Millisecond, time.Second, 2 * time.Second} {
+			var want uint64
+			for seq := uint64(0); clk.at(seq) < min(tm, sched.end); seq++ {
+				want++
+			}
+			require.Equal(t, want, clk.dueBefore(tm), "source %d before %v", j, tm)
+		}
+	}
+}

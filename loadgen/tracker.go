@@ -19,6 +19,7 @@ type stream struct {
 	reordered uint64 // arrivals after a higher sequence (late, not duplicate)
 	stale     uint64 // arrivals too far behind to classify
 	gaps      uint64 // sequences skipped when a higher one arrived (some may come later)
+	measured  uint64 // distinct arrivals intended in the measured window; counted by the reader
 }
 
 func (s *stream) bit(seq uint64) (word int, mask uint64) {
