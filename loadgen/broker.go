@@ -34,7 +34,7 @@ type BrokerStats struct {
 	// its clients to receive, and they for what it receives).
 	UserPerMsgUs    float64 `json:"user_per_msg_us"`
 	SysPerMsgUs     float64 `json:"sys_per_msg_us"`
-	Delivered       int64   `json:"delivered"`       // messages delivered in the window, this broker's share
+	Delivered       int64   `json:"delivered"`       // distinct messages delivered in the window, this broker's share
 	Connections     int64   `json:"connections"`     // connections up, this broker's share
 	RSSBaselineKB   int64   `json:"rss_baseline_kb"` // before any connection
 	RSSStartKB      int64   `json:"rss_start_kb"`    // at the window's start

@@ -55,7 +55,7 @@ type conn struct {
 	ackLat  []int64  // publish-to-ack latencies (µs) to flush
 	streams []stream // one per expected source, from spec.expectLo
 	foreign uint64   // messages not of this run, or from sources not expected
-	inWin   uint64   // messages that arrived in the measured window
+	inWin   uint64   // distinct messages that arrived in the measured window
 	recvN   int64    // messages received in the current batch
 	uniqueN int64    // first arrivals in the current batch (runner.delivered)
 	ackedN  int64    // publishes acknowledged in the current batch
@@ -374,13 +374,15 @@ func (c *conn) onPublish(p *codec.Publish, now int64) {
 	sm := &c.streams[st.source-spec.expectLo]
 	before := sm.unique
 	sm.add(st.seq)
-	first := sm.unique > before
-	c.uniqueN += int64(sm.unique - before)
 	c.recvN++
+	if sm.unique == before {
+		// A duplicate is counted in its stream (duplicated), and is
+		// neither a delivery of the window nor a message's latency.
+		return
+	}
+	c.uniqueN++
 	if st.at >= r.measureFrom && st.at < r.measureTo {
-		if first {
-			sm.measured++
-		}
+		sm.measured++
 		c.lat = append(c.lat, max(now-st.at, 0)/1000)
 		if st.wrote > 0 {
 			c.wlat = append(c.wlat, max(now-st.wrote, 0)/1000)

@@ -23,8 +23,9 @@ type Result struct {
 
 	Connections ConnStats `json:"connections"`
 	Messages    MsgStats  `json:"messages"`
-	// Latency is from each message's intended send time to its arrival at
-	// a subscriber, in µs, for messages intended in the measured window.
+	// Latency is from each message's intended send time to its first
+	// arrival at a subscriber, in µs, for messages intended in the
+	// measured window (duplicates add none).
 	// Its censored values are lower bounds for messages that had not
 	// arrived when the run ended (see the package doc).
 	Latency *Histogram `json:"latency"`
@@ -75,10 +76,10 @@ type MsgStats struct {
 	MaxLagUs int64 `json:"max_lag_us"` // latest send behind its intended time
 
 	WindowSent     int64   `json:"window_sent"`
-	WindowReceived int64   `json:"window_received"`
+	WindowReceived int64   `json:"window_received"` // distinct messages: duplicates are only in Duplicated
 	OfferedPerSec  float64 `json:"offered_per_s"`
 	SentPerSec     float64 `json:"sent_per_s"`
-	ReceivedPerSec float64 `json:"received_per_s"`
+	ReceivedPerSec float64 `json:"received_per_s"` // distinct messages delivered per second
 }
 
 // SourceStats are the counts of one publisher stream, over every
