@@ -54,7 +54,8 @@ type Config struct {
 	// of PersistentExpiry (5.0). A broker with persistence then writes
 	// each QoS 1/2 delivery to them, and a publisher's acknowledgement
 	// may wait for that write (AckLatency). The sessions are ended after
-	// the run by a clean reconnection. Needs QoS 1 or 2.
+	// the run by a clean reconnection, paced like setup (ConnRate,
+	// ConnParallel, within SetupTimeout). Needs QoS 1 or 2.
 	Persistent bool `json:"persistent,omitempty"`
 	// Size is the payload size in bytes, at least PayloadHeaderSize. Default 64.
 	Size int `json:"size"`
@@ -79,7 +80,8 @@ type Config struct {
 	// (and QoS 0 messages not yet fenced by a PINGRESP with Rate 0).
 	// Default 100, at most 65535.
 	Inflight int `json:"inflight"`
-	// ConnRate is the rate of new connections per second during setup;
+	// ConnRate is the rate of new connections per second during setup,
+	// and of the reconnections that end Persistent sessions after the run;
 	// 0 means as fast as ConnParallel allows.
 	ConnRate float64 `json:"conn_rate"`
 	// ConnParallel bounds concurrent connection setups. Default 200.

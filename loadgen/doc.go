@@ -59,7 +59,9 @@
 // Result.AckLatency shows what that costs. Client identifiers carry the
 // run id, so runs never share sessions, and after the run each subscriber
 // connects once more with a clean session, which makes the broker discard
-// its session and queue; one that cannot is reported as a warning.
+// its session and queue; one that cannot is reported as a warning. These
+// connections are paced as setup is: -conn-rate, -conn-parallel, and all
+// within -setup-timeout.
 //
 // # Payload
 //

@@ -159,7 +159,7 @@ func RunProcs(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.WorkerCommand == nil {
 		return nil, errors.New("RunProcs needs Config.WorkerCommand")
 	}
-	bound := cfg.SetupTimeout + cfg.Warmup + cfg.Duration + cfg.Drain + stopGrace
+	bound := cfg.runBound()
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	hardStop := time.After(bound + workerSlack)

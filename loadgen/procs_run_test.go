@@ -65,6 +65,73 @@ func TestConnRateSharedByProcs(t *testing.T) {
 		"%d connections opened in %v: %.1f/s with -conn-rate %g", len(ats), span.Round(time.Millisecond), perSec, cfg.ConnRate)
 }
 
+// With -persistent the subscribers connect once more after the run, with a
+// clean session, to end their sessions. Those connections ignored
+// -conn-rate: every one at once, the connect storm setup was paced to
+// avoid.
+func TestEndSessionsPacedByConnRate(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		ends []time.Time
+	)
+	addr := startFake(t, func(c net.Conn, r *frameReader) {
+		frame, _, err := r.next()
+		if err != nil {
+			return
+		}
+		p, err := codec.Decode(frame, codec.V311)
+		if err != nil {
+			return
+		}
+		cp := p.(*codec.Connect)
+		if cp.CleanStart && strings.Contains(string(cp.ClientID), "-s") {
+			mu.Lock()
+			ends = append(ends, time.Now())
+			mu.Unlock()
+		}
+		v := cp.Version
+		ack := codec.Connack{}
+		_, _ = c.Write(ack.AppendTo(nil, v))
+		for {
+			frame, h, err := r.next()
+			if err != nil {
+				return
+			}
+			switch h.Type {
+			case codec.SUBSCRIBE:
+				p, _ := codec.Decode(frame, v)
+				s := p.(*codec.Subscribe)
+				sa := codec.Suback{PacketID: s.PacketID, ReasonCodes: []codec.ReasonCode{codec.ReasonCode(s.Subscriptions[0].QoS)}}
+				_, _ = c.Write(sa.AppendTo(nil, v))
+			case codec.PUBLISH:
+				p, err := codec.Decode(frame, v)
+				if err != nil {
+					return
+				}
+				puback(c, v, p.(*codec.Publish))
+			case codec.PINGREQ:
+				_, _ = c.Write([]byte{byte(codec.PINGRESP) << 4, 0})
+			case codec.DISCONNECT:
+				return
+			}
+		}
+	})
+	cfg := Config{Brokers: []string{addr}, Scenario: ScenarioPairs, N: 5, QoS: 1, Rate: 100, Persistent: true,
+		ConnRate: 10, Duration: 300 * time.Millisecond, Drain: 200 * time.Millisecond}
+	res, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Equal(t, int64(10), res.Connections.Up)
+	require.NotContains(t, strings.Join(res.Warnings, "\n"), "sessions", "every session ended")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, ends, 5, "each subscriber ended its session")
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+	span := ends[len(ends)-1].Sub(ends[0])
+	perSec := float64(len(ends)-1) / span.Seconds()
+	require.LessOrEqual(t, perSec, 1.25*cfg.ConnRate,
+		"%d sessions ended in %v: %.1f connections/s with -conn-rate %g", len(ends), span.Round(time.Millisecond), perSec, cfg.ConnRate)
+}
+
 // A run cut short (SIGINT, ctx cancelled) reports its rates over the part
 // of the window that ran, and warns. They were divided by -duration: 1.5 s
 // of a 60 s window at 300/s reported 7.5/s.

@@ -18,9 +18,19 @@ import (
 var ErrNoConnections = errors.New("no connection could be set up")
 
 // stopGrace bounds closing the connections and joining their goroutines
-// after the drain; the run's total time is at most
-// SetupTimeout + Warmup + Duration + Drain + stopGrace.
+// after the drain; the run's total time is at most Config.runBound.
 const stopGrace = 5 * time.Second
+
+// runBound is the longest a run may take: SetupTimeout + Warmup + Duration
+// + Drain + stopGrace, and with Persistent another SetupTimeout to end the
+// sessions at ConnRate.
+func (c *Config) runBound() time.Duration {
+	d := c.SetupTimeout + c.Warmup + c.Duration + c.Drain + stopGrace
+	if c.Persistent {
+		d += c.SetupTimeout
+	}
+	return d
+}
 
 // drainQuiet is how long nothing may arrive, with nothing in flight, before
 // the drain ends early.
@@ -28,8 +38,9 @@ const drainQuiet = 250 * time.Millisecond
 
 // Run runs the configured scenario and returns its result. With Procs > 1
 // it runs worker processes (see RunProcs). It returns within
-// SetupTimeout + Warmup + Duration + Drain + 5 s whatever the broker does;
-// cancelling ctx ends it early with the result so far.
+// SetupTimeout + Warmup + Duration + Drain + 5 s whatever the broker does
+// (with Persistent, plus SetupTimeout to end the sessions); cancelling ctx
+// ends it early with the result so far.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -126,10 +137,7 @@ func newRunner(cfg Config, worker, procs int) (*runner, error) {
 	return r, nil
 }
 
-func (r *runner) maxTime() time.Duration {
-	c := &r.cfg
-	return c.SetupTimeout + c.Warmup + c.Duration + c.Drain + stopGrace
-}
+func (r *runner) maxTime() time.Duration { return r.cfg.runBound() }
 
 // sinceT0 is now in ns since the run's T0 (negative before it).
 func (r *runner) sinceT0() int64 { return int64(time.Since(r.base)) - r.t0.Load() }

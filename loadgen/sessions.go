@@ -24,34 +24,56 @@ const PersistentExpiry = 600
 // endSessions ends the persistent sessions of conns' subscribers: each
 // client identifier connects again with Clean Session / Clean Start 1,
 // which makes the broker discard its session [MQTT-3.1.2-6]
-// [MQTT-3.1.2-4], and disconnects. At most ConnParallel at a time, each
-// bounded by ConnectTimeout. It returns a warning for the run, "" when
-// every one was ended.
+// [MQTT-3.1.2-4], and disconnects. Paced as setup is: at most
+// ConnParallel at a time and ConnRate per second, each bounded by
+// ConnectTimeout and all by SetupTimeout. It returns a warning for the
+// run, "" when every one was ended.
 func (r *runner) endSessions(conns []*conn) string {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SetupTimeout)
+	defer cancel()
 	var (
 		mu     sync.Mutex
 		failed int
 		first  error
 		wg     sync.WaitGroup
 	)
+	fail := func(spec *connSpec, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failed++
+		if first == nil {
+			first = fmt.Errorf("%s: %w", spec.clientID, err)
+		}
+	}
 	sem := make(chan struct{}, r.cfg.ConnParallel)
+	begin := time.Now()
+	i := 0
 	for _, c := range conns {
-		if !c.spec.subscribes() {
+		spec := c.spec
+		if !spec.subscribes() {
+			continue
+		}
+		if r.cfg.ConnRate > 0 {
+			at := begin.Add(time.Duration(float64(i) / r.cfg.ConnRate * 1e9))
+			if !sleepUntil(ctx, at) {
+				fail(spec, fmt.Errorf("not attempted within -setup-timeout %v", r.cfg.SetupTimeout))
+				continue
+			}
+		}
+		i++
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			fail(spec, fmt.Errorf("not attempted within -setup-timeout %v", r.cfg.SetupTimeout))
 			continue
 		}
 		wg.Add(1)
-		sem <- struct{}{}
-		go func(spec *connSpec) {
+		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := r.endSession(spec); err != nil {
-				mu.Lock()
-				failed++
-				if first == nil {
-					first = fmt.Errorf("%s: %w", spec.clientID, err)
-				}
-				mu.Unlock()
+			if err := r.endSession(ctx, spec); err != nil {
+				fail(spec, err)
 			}
-		}(c.spec)
+		}()
 	}
 	wg.Wait()
 	if failed == 0 {
@@ -62,8 +84,8 @@ func (r *runner) endSessions(conns []*conn) string {
 
 // endSession connects spec's client identifier with a clean session and
 // disconnects once the CONNACK says the broker accepted it.
-func (r *runner) endSession(spec *connSpec) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ConnectTimeout)
+func (r *runner) endSession(ctx context.Context, spec *connSpec) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
 	defer cancel()
 	nc, err := r.dialer.dial(ctx, spec.index, r.cfg.Brokers[spec.broker])
 	if err != nil {

@@ -49,7 +49,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ramp       = fs.Duration("ramp", 0, "raise each publisher's rate linearly from 0 over this time")
 		version    = fs.Int("version", 3, "MQTT version: 3 (3.1.1) or 5 (5.0)")
 		inflight   = fs.Int("inflight", 100, "un-acknowledged messages per publisher (QoS 1/2; QoS 0 with -rate 0: messages not yet fenced by PINGRESP)")
-		connRate   = fs.Float64("conn-rate", 0, "new connections/s during setup; 0 = as fast as -conn-parallel allows")
+		connRate   = fs.Float64("conn-rate", 0, "new connections/s during setup (and when -persistent ends the sessions); 0 = as fast as -conn-parallel allows")
 		connPar    = fs.Int("conn-parallel", 200, "concurrent connection setups")
 		connectTO  = fs.Duration("connect-timeout", 5*time.Second, "bound on dial, TLS, CONNACK and SUBACK per connection")
 		setupTO    = fs.Duration("setup-timeout", 60*time.Second, "bound on the whole setup phase")
