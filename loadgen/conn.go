@@ -215,9 +215,16 @@ func (c *conn) await(ctx context.Context, t codec.Type) (handshake, error) {
 
 // write writes whole frames; a net.Conn serialises concurrent writers.
 func (c *conn) write(b []byte) error {
-	_, err := c.nc.Write(b)
-	c.lastWrite.Store(int64(time.Since(c.r.base)))
+	_, err := c.writeN(b)
 	return err
+}
+
+// writeN is write, and says how many bytes were written (all of b unless
+// err is set).
+func (c *conn) writeN(b []byte) (int, error) {
+	n, err := c.nc.Write(b)
+	c.lastWrite.Store(int64(time.Since(c.r.base)))
+	return n, err
 }
 
 // dropped records, once, that the connection ended during the run.

@@ -52,15 +52,23 @@ type publisher struct {
 	rr         int // next source, round robin
 	pace       pacer
 	wbuf       []byte
-	windowSent uint64 // messages sent (written) within the measured window
-	expect     int64  // deliveries due for the messages of the current batch (runner.expected); writer-owned
+	frames     []batchFrame // the messages in wbuf
+	windowSent uint64       // messages sent (written) within the measured window
+	expect     int64        // deliveries due for the messages of the current batch (runner.expected); writer-owned
+}
+
+// batchFrame is one message of the write buffer.
+type batchFrame struct {
+	end int    // offset in wbuf just past its frame
+	src int32  // index into srcs
+	pid uint16 // packet identifier; 0 at QoS 0
 }
 
 type pubSource struct {
 	id    uint32
 	tmpl  frameTemplate
 	seq   uint64 // next sequence number; writer-owned
-	sent  uint64 // writer-owned
+	sent  uint64 // messages written; writer-owned
 	acked uint64 // under publisher.mu
 }
 
@@ -169,14 +177,20 @@ func (p *publisher) run() {
 			continue
 		}
 		p.wbuf = p.wbuf[:0]
-		n, next, full, done := p.fill(now)
+		pace := p.pace // as before fill, should the write fail
+		_, next, full, done := p.fill(now)
 		if p.expect > 0 {
+			// Before the write: a subscriber may see a message before
+			// the write returns, and the drain waits for what is owed.
 			r.expected.Add(p.expect)
 			p.expect = 0
 		}
 		if len(p.wbuf) > 0 {
-			err := c.write(p.wbuf)
-			r.sent.Add(int64(n))
+			w, err := c.writeN(p.wbuf)
+			if err != nil {
+				p.unwind(w, pace, now)
+			}
+			p.sent()
 			if err != nil {
 				return // the reader sees the connection fail and reports it
 			}
@@ -196,11 +210,61 @@ func (p *publisher) run() {
 	}
 }
 
-// fill appends to wbuf every message due at now that the window admits.
-// It reports how many it appended, when the next one is due (0 when it is
-// due now), and whether the window is full or the schedule over.
+// sent counts the messages of the batch, written now.
+func (p *publisher) sent() {
+	r := p.c.r
+	for _, f := range p.frames {
+		p.srcs[f.src].sent++
+	}
+	n := len(p.frames)
+	if now := r.sinceT0(); now >= r.measureFrom && now < r.measureTo {
+		// Counted when the write completes, as deliveries are when they
+		// arrive: a backlog sent during the drain, or a write that
+		// blocked until then, is not the window's send rate.
+		p.windowSent += uint64(n)
+	}
+	r.sent.Add(int64(n))
+}
+
+// unwind takes the messages of the batch that the failed write did not
+// wholly carry (it wrote w bytes) back out of it: they were never sent.
+// Their packet identifiers are freed, their deliveries no longer owed,
+// and the timetable is as if only the written ones had gone out at now
+// (the rest count as unsent).
+func (p *publisher) unwind(w int, pace pacer, now time.Duration) {
+	r := p.c.r
+	k := 0
+	for k < len(p.frames) && p.frames[k].end <= w {
+		k++
+	}
+	p.mu.Lock()
+	for _, f := range p.frames[k:] {
+		if f.pid != 0 && p.slots[f.pid].state != slotFree { // not freed by a bogus acknowledgement
+			p.slots[f.pid] = pubSlot{}
+			p.free = append(p.free, f.pid)
+			r.inflight.Add(-1)
+		}
+		if id := p.srcs[f.src].id; int(id) < len(r.sinks) {
+			r.expected.Add(-int64(r.sinks[id]))
+		}
+	}
+	p.mu.Unlock()
+	p.frames = p.frames[:k]
+	if p.paced {
+		p.pace = pace
+		for range k {
+			p.pace.sent(now)
+		}
+	}
+}
+
+// fill appends to wbuf every message due at now that the window admits,
+// and each one's place to frames. It reports how many it appended, when
+// the next one is due (0 when it is due now), and whether the window is
+// full or the schedule over.
 func (p *publisher) fill(now time.Duration) (n int, next time.Duration, full, done bool) {
 	r := p.c.r
+	p.frames = p.frames[:0]
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fenced {
@@ -246,15 +310,9 @@ func (p *publisher) fill(now time.Duration) (n int, next time.Duration, full, do
 			p.expect += int64(r.sinks[src.id])
 		}
 		p.wbuf = src.tmpl.appendTo(p.wbuf, pid, stamp{run: r.cfg.RunID, source: src.id, seq: src.seq, at: int64(at), wrote: int64(now)})
+		p.frames = append(p.frames, batchFrame{end: len(p.wbuf), src: int32(p.rr), pid: pid})
 		src.seq++
-		src.sent++
 		n++
-		if int64(now) >= r.measureFrom && int64(now) < r.measureTo {
-			// Counted when it is sent, as deliveries are when they
-			// arrive: a backlog sent during the drain is not the
-			// window's send rate.
-			p.windowSent++
-		}
 		if p.paced {
 			p.pace.sent(now)
 		}

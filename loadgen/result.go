@@ -59,7 +59,7 @@ type ConnStats struct {
 // MsgStats counts messages over the whole run (warm-up and drain included)
 // except the Window* figures and rates, which cover the measured window.
 type MsgStats struct {
-	Sent       int64   `json:"sent"`
+	Sent       int64   `json:"sent"`     // wholly written to the socket (a failed write's messages are unsent)
 	Acked      int64   `json:"acked"`    // PUBACK/PUBCOMP received (QoS 1/2)
 	Expected   int64   `json:"expected"` // deliveries due: sent × subscribers of each source
 	Received   int64   `json:"received"` // deliveries, duplicates included
@@ -75,7 +75,7 @@ type MsgStats struct {
 	Unsent   int64 `json:"unsent"`     // due before the end but never sent
 	MaxLagUs int64 `json:"max_lag_us"` // latest send behind its intended time
 
-	WindowSent     int64   `json:"window_sent"`
+	WindowSent     int64   `json:"window_sent"`     // by when the write carrying them completed
 	WindowReceived int64   `json:"window_received"` // distinct messages: duplicates are only in Duplicated
 	OfferedPerSec  float64 `json:"offered_per_s"`
 	SentPerSec     float64 `json:"sent_per_s"`
