@@ -68,6 +68,7 @@ type churnRun struct {
 	errs []string
 	// counts of what happened, for the log
 	connects, refused, takenOver, publishes, received, dupsSeen atomic.Int64
+	audited                                                     int // acknowledged messages the audit followed (under mu)
 }
 
 func (r *churnRun) violation(format string, args ...any) {
@@ -491,6 +492,7 @@ func churn(t *testing.T, s *Server, d time.Duration, seed int64) *churnRun {
 		wg.Add(1)
 		go churnWorker(run, seed+int64(w), stop, &wg)
 	}
+	check := newAudit(run, seed, stop)
 	time.Sleep(d)
 	close(stop)
 	waited := make(chan struct{})
@@ -500,11 +502,18 @@ func churn(t *testing.T, s *Server, d time.Duration, seed int64) *churnRun {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("seed %d: workers still running 30 s after stop", seed)
 	}
+	for _, v := range check() {
+		run.violation("%s", v)
+	}
 	// End every session: a Clean Start connection replaces it (publishing
 	// a will left in it), and its own session ends when it disconnects.
+	ids := auditIDs()
 	for i := range churnIDs {
+		ids = append(ids, fmt.Sprintf("churn-%02d", i))
+	}
+	for _, id := range ids {
 		c := dialRaw(t, s)
-		c.mustConnect(connectPacket(fmt.Sprintf("churn-%02d", i), true, 0))
+		c.mustConnect(connectPacket(id, true, 0))
 		c.disconnect()
 	}
 	require.Eventually(t, func() bool { return s.Stats().Sessions == 0 },
@@ -610,10 +619,10 @@ func churnParams(t *testing.T) (time.Duration, int64) {
 
 func logChurn(t *testing.T, run *churnRun, seed int64) {
 	t.Helper()
-	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP)",
-		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load())
 	run.mu.Lock()
 	defer run.mu.Unlock()
+	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP); audit: %d acknowledged messages followed",
+		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load(), run.audited)
 	if len(run.errs) > 0 {
 		t.Errorf("seed %d: %d violations, the first ones:\n%s", seed, len(run.errs), joinLines(run.errs))
 	}
@@ -642,7 +651,7 @@ func heapAfterGC() uint64 {
 // they grew to).
 func TestChurnGivesEverythingBack(t *testing.T) {
 	d, seed := churnParams(t)
-	s := startServer(t, Options{MaxQueued: 200, MaxSessionExpiry: time.Minute})
+	s := startServer(t, Options{MaxQueued: 2000, MaxSessionExpiry: time.Minute})
 	goroutines := settledGoroutines(t, s) // the broker's own included
 	warm := churn(t, s, d/4, seed+1000)
 	logChurn(t, warm, seed+1000)
@@ -663,7 +672,7 @@ func TestChurnPersistentGivesEverythingBack(t *testing.T) {
 	dir := t.TempDir()
 	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
 	require.NoError(t, err)
-	s := startServer(t, Options{MaxQueued: 200, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
+	s := startServer(t, Options{MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
 	goroutines := settledGoroutines(t, s)
 	run := churn(t, s, d, seed)
 	logChurn(t, run, seed)

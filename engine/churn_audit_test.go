@@ -1,0 +1,383 @@
+package engine
+
+// The audit: the broker's promise checked end to end while the churn runs
+// (churn_test.go). Two persistent subscribers come and go (a 5.0 one at
+// QoS 1, a 3.1.1 one at QoS 2), and publishers of their own send numbered
+// QoS 1 and 2 messages, reconnecting now and then. Every message the
+// broker acknowledged (PUBACK, or PUBREC for QoS 2) must reach both
+// subscribers, and a QoS 2 message the QoS 2 subscriber exactly once
+// [MQTT-4.3.3]: it keeps its session's packet identifiers awaiting PUBREL
+// across its connections, as a client must.
+
+import (
+	"fmt"
+	"math/rand"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/loopmq/loopmq/codec"
+)
+
+const auditPublishers = 3
+
+// audit is what the audit saw: acknowledged messages and receipts.
+type audit struct {
+	run *churnRun
+	mu  sync.Mutex
+	// acked: message key ("apub-N/seq") to its QoS, for every PUBLISH the
+	// broker acknowledged.
+	acked map[string]byte
+	// got: per subscriber, message key to the times the client took it
+	// as a new message.
+	got map[string]map[string]int
+}
+
+// auditConn is a plain blocking MQTT connection for the audit's clients,
+// which read and write from one goroutine.
+type auditConn struct {
+	conn net.Conn
+	ver  codec.Version
+	rbuf []byte
+	tmp  []byte
+}
+
+func dialAudit(addr string, ver codec.Version, cp *codec.Connect) (*auditConn, *codec.Connack, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &auditConn{conn: conn, ver: ver, tmp: make([]byte, 32<<10)}
+	if err := c.send(cp); err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	p, err := c.next(5 * time.Second)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	ca, ok := p.(*codec.Connack)
+	if !ok || ca.ReasonCode != 0 {
+		_ = conn.Close()
+		return nil, nil, fmt.Errorf("refused: %+v", p)
+	}
+	return c, ca, nil
+}
+
+func (c *auditConn) send(p codec.Packet) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, err := c.conn.Write(p.AppendTo(nil, c.ver))
+	return err
+}
+
+func (c *auditConn) next(timeout time.Duration) (codec.Packet, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, n, err := codec.Split(c.rbuf, 0)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			frame := append([]byte(nil), c.rbuf[:n]...)
+			c.rbuf = append(c.rbuf[:0], c.rbuf[n:]...)
+			return codec.Decode(frame, c.ver)
+		}
+		_ = c.conn.SetReadDeadline(deadline)
+		m, err := c.conn.Read(c.tmp)
+		c.rbuf = append(c.rbuf, c.tmp[:m]...)
+		if err != nil && m == 0 {
+			return nil, err
+		}
+	}
+}
+
+// auditPublisher publishes numbered messages to audit/N one at a time,
+// reconnecting with a clean session every 10 to 60 messages, until stop.
+func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	id := fmt.Sprintf("apub-%d", n)
+	topic := fmt.Sprintf("audit/%d", n)
+	seq := 0
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		ver := []codec.Version{codec.V311, codec.V5}[r.Intn(2)]
+		c, _, err := dialAudit(a.run.addr, ver, &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: true})
+		if err != nil {
+			a.run.violation("%s: connect: %v", id, err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		for range 10 + r.Intn(50) {
+			select {
+			case <-stop:
+			default:
+				seq++
+				qos := byte(1 + r.Intn(2))
+				key := fmt.Sprintf("%s/%d", id, seq)
+				if err := c.send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: 1, Payload: []byte(key)}); err != nil {
+					break
+				}
+				if !a.awaitAck(c, id, key, qos) {
+					break
+				}
+				time.Sleep(time.Duration(r.Intn(3)) * time.Millisecond)
+				continue
+			}
+			break
+		}
+		if r.Intn(2) == 0 {
+			_ = c.send(&codec.Disconnect{})
+		}
+		_ = c.conn.Close()
+	}
+}
+
+// awaitAck waits for the acknowledgement of key (packet identifier 1) and
+// records it; a QoS 2 flow is completed. It reports false when the
+// connection should be dropped.
+func (a *audit) awaitAck(c *auditConn, id, key string, qos byte) bool {
+	for {
+		p, err := c.next(5 * time.Second)
+		if err != nil {
+			a.run.violation("%s: no acknowledgement for %s: %v", id, key, err)
+			return false
+		}
+		ack, ok := p.(*codec.Ack)
+		if !ok || ack.PacketID != 1 {
+			a.run.violation("%s: unexpected %+v", id, p)
+			return false
+		}
+		if ack.ReasonCode >= 0x80 {
+			a.run.violation("%s: %v %v for %s", id, ack.PacketType, ack.ReasonCode, key)
+			return false
+		}
+		switch ack.PacketType {
+		case codec.PUBACK, codec.PUBREC:
+			a.mu.Lock()
+			a.acked[key] = qos
+			a.mu.Unlock()
+			if ack.PacketType == codec.PUBACK {
+				return true
+			}
+			if c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 1}) != nil {
+				return false
+			}
+		case codec.PUBCOMP:
+			return true
+		default:
+			a.run.violation("%s: unexpected %v", id, ack.PacketType)
+			return false
+		}
+	}
+}
+
+// auditSubscriber is one persistent subscriber of audit/#: it connects,
+// takes what comes for a while, leaves (DISCONNECT or not), stays away a
+// while, and again until stop; then it collects what it is owed.
+type auditSubscriber struct {
+	a        *audit
+	id       string
+	ver      codec.Version
+	qos      byte
+	awaitRel map[uint16]string // QoS 2 packet identifiers received, PUBREL not yet: the session's state
+	subbed   bool
+}
+
+func (s *auditSubscriber) connect() (*auditConn, bool) {
+	cp := &codec.Connect{Version: s.ver, ClientID: []byte(s.id), CleanStart: false}
+	if s.ver == codec.V5 {
+		cp.Properties.SessionExpiry = 300
+		cp.Properties.ReceiveMaximum = 5
+	}
+	c, ca, err := dialAudit(s.a.run.addr, s.ver, cp)
+	if err != nil {
+		s.a.run.violation("%s: connect: %v", s.id, err)
+		return nil, false
+	}
+	if s.subbed && !ca.SessionPresent {
+		s.a.run.violation("%s: session lost: CONNACK without Session Present", s.id)
+	}
+	if !s.subbed {
+		if c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("audit/#"), QoS: s.qos}}}) != nil {
+			_ = c.conn.Close()
+			return nil, false
+		}
+		s.subbed = true // the SUBACK is read with the rest
+	}
+	return c, true
+}
+
+// take reads for d, acknowledging everything, and reports whether
+// anything arrived.
+func (s *auditSubscriber) take(c *auditConn, d time.Duration) (any bool, ok bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		p, err := c.next(time.Until(deadline))
+		if err != nil {
+			if ne, isNet := err.(net.Error); isNet && ne.Timeout() {
+				return any, true
+			}
+			return any, false
+		}
+		any = true
+		switch p := p.(type) {
+		case *codec.Publish:
+			key := string(p.Payload)
+			switch p.QoS {
+			case 2:
+				if _, dup := s.awaitRel[p.PacketID]; !dup {
+					s.awaitRel[p.PacketID] = key
+					s.count(key)
+				} else if s.awaitRel[p.PacketID] != key {
+					s.a.run.violation("%s: packet identifier %d awaiting PUBREL for %s reused for %s", s.id, p.PacketID, s.awaitRel[p.PacketID], key)
+				}
+				if c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
+					return any, false
+				}
+			case 1:
+				s.count(key)
+				if c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}) != nil {
+					return any, false
+				}
+			default:
+				s.a.run.violation("%s: %s at QoS 0", s.id, key)
+			}
+		case *codec.Ack:
+			if p.PacketType == codec.PUBREL {
+				delete(s.awaitRel, p.PacketID)
+				if c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
+					return any, false
+				}
+			}
+		case *codec.Suback:
+		default:
+			s.a.run.violation("%s: unexpected %v", s.id, p.Type())
+		}
+	}
+	return any, true
+}
+
+func (s *auditSubscriber) count(key string) {
+	s.a.mu.Lock()
+	s.a.got[s.id][key]++
+	s.a.mu.Unlock()
+}
+
+func (s *auditSubscriber) churn(r *rand.Rand, stop <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c, ok := s.connect()
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		s.take(c, time.Duration(50+r.Intn(350))*time.Millisecond)
+		if r.Intn(2) == 0 {
+			_ = c.send(&codec.Disconnect{})
+		}
+		_ = c.conn.Close()
+		time.Sleep(time.Duration(r.Intn(200)) * time.Millisecond)
+	}
+}
+
+// collect connects once more and takes what is owed, until a second
+// passes with nothing (at most 20 s).
+func (s *auditSubscriber) collect() {
+	c, ok := s.connect()
+	if !ok {
+		return
+	}
+	defer func() {
+		_ = c.send(&codec.Disconnect{})
+		_ = c.conn.Close()
+	}()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
+		any, ok := s.take(c, time.Second)
+		if !ok || !any {
+			return
+		}
+	}
+}
+
+// newAudit starts the audit's subscribers, and its publishers once both
+// subscribers have subscribed; stop ends them, and the returned function
+// waits for them, collects, and checks.
+func newAudit(run *churnRun, seed int64, stop <-chan struct{}) (check func() []string) {
+	a := &audit{run: run, acked: map[string]byte{}, got: map[string]map[string]int{}}
+	subs := []*auditSubscriber{
+		{a: a, id: "audit-sub-5", ver: codec.V5, qos: 1, awaitRel: map[uint16]string{}},
+		{a: a, id: "audit-sub-3", ver: codec.V311, qos: 2, awaitRel: map[uint16]string{}},
+	}
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		a.got[s.id] = map[string]int{}
+		// Subscribed before anything is published: every message is owed.
+		c, ok := s.connect()
+		if ok {
+			s.take(c, 100*time.Millisecond)
+			_ = c.conn.Close()
+		}
+		wg.Add(1)
+		go s.churn(rand.New(rand.NewSource(seed+100+int64(i))), stop, &wg)
+	}
+	for n := range auditPublishers {
+		wg.Add(1)
+		go a.publisher(n, rand.New(rand.NewSource(seed+200+int64(n))), stop, &wg)
+	}
+	return func() []string {
+		wg.Wait()
+		for _, s := range subs {
+			s.collect()
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		var bad []string
+		keys := make([]string, 0, len(a.acked))
+		for k := range a.acked {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, s := range subs {
+			lost, twice := 0, 0
+			var first []string
+			for _, k := range keys {
+				n := a.got[s.id][k]
+				switch {
+				case n == 0:
+					lost++
+					if len(first) < 5 {
+						first = append(first, k)
+					}
+				case n > 1 && s.qos == 2 && a.acked[k] == 2:
+					twice++
+					if len(first) < 5 {
+						first = append(first, k+" twice")
+					}
+				}
+			}
+			if lost+twice > 0 {
+				bad = append(bad, fmt.Sprintf("%s: of %d acknowledged messages %d never arrived, %d QoS 2 ones arrived more than once: %s",
+					s.id, len(keys), lost, twice, strings.Join(first, ", ")))
+			}
+		}
+		run.mu.Lock()
+		run.audited = len(keys)
+		run.mu.Unlock()
+		return bad
+	}
+}
+
+// auditIDs are the client identifiers of the audit's persistent sessions.
+func auditIDs() []string { return []string{"audit-sub-5", "audit-sub-3"} }
