@@ -85,8 +85,11 @@ func (a *Auth) HasPasswords() bool { return a.pwPath != "" }
 // Authenticate implements engine.Authenticator. Clients without a User
 // Name reach it only when anonymous clients are allowed
 // (engine.Options.AllowAnonymous); with a password file, a User Name needs
-// the matching password. A refusal is 0x86 Bad User Name or Password for
-// 5.0 and return code 5 (not authorized) for 3.x, as Mosquitto answers.
+// the matching password. A refusal is Bad User Name or Password: CONNACK
+// 0x86 for 5.0, return code 4 for 3.1 and 3.1.1, counted as
+// engine.RefusedBadCredentials. Mosquitto 2.0 answers Not Authorized
+// instead (0x87, return code 5), as it does a client refused for having no
+// User Name, which loopmq's engine answers so too.
 func (a *Auth) Authenticate(info engine.ConnectInfo) codec.ReasonCode {
 	pw := a.pw.Load()
 	if pw == nil || info.Username == nil {
@@ -100,10 +103,7 @@ func (a *Auth) Authenticate(info engine.ConnectInfo) codec.ReasonCode {
 	// Never log the password.
 	a.log.Warn("authentication failed", "client", info.ClientID, "username", string(info.Username),
 		"remote", addr(info), "password_given", info.Password != nil)
-	if info.Version == codec.V5 {
-		return codec.BadUserNameOrPassword
-	}
-	return codec.NotAuthorized
+	return codec.BadUserNameOrPassword // 3.1/3.1.1: return code 4 (MQTT 3.1.1 section 3.2.2.3)
 }
 
 func addr(info engine.ConnectInfo) string {

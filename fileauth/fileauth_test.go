@@ -1,15 +1,21 @@
 package fileauth_test
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	pahov5 "github.com/eclipse/paho.golang/paho"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -123,8 +129,8 @@ func (c *conn) connect(id, user, pw string) *codec.Connack {
 
 // TestPasswordFileFromMosquittoPasswd: a password file written by
 // mosquitto_passwd authenticates; a wrong password, an unknown user and a
-// client without user name are refused with 0x05 (3.1.1) / 0x86 and 0x87
-// (5.0), as Mosquitto answers.
+// user name without password are refused with 0x04 (3.1.1) / 0x86 (5.0),
+// a client without user name with 0x05 / 0x87.
 func TestPasswordFileFromMosquittoPasswd(t *testing.T) {
 	s := start(t, false)
 	for _, tc := range []struct {
@@ -133,9 +139,9 @@ func TestPasswordFileFromMosquittoPasswd(t *testing.T) {
 		want     codec.ReasonCode
 	}{
 		{codec.V311, "alice", "alice-pw", 0},
-		{codec.V311, "alice", "wrong", 5},
-		{codec.V311, "mallory", "alice-pw", 5},
-		{codec.V311, "alice", "", 5},
+		{codec.V311, "alice", "wrong", 4},
+		{codec.V311, "mallory", "alice-pw", 4},
+		{codec.V311, "alice", "", 4},
 		{codec.V311, "", "", 5},
 		{codec.V5, "bob", "bob-pw", codec.Success},
 		{codec.V5, "bob", "wrong", codec.BadUserNameOrPassword},
@@ -202,4 +208,78 @@ func TestACLFileEndToEnd(t *testing.T) {
 	require.Equal(t, codec.ReasonCode(0), anon.connect("anon-1", "", "").ReasonCode)
 	anon.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("sensors/bob/t"), QoS: 0}}})
 	require.Equal(t, []codec.ReasonCode{0x80}, anon.next(5*time.Second).(*codec.Suback).ReasonCodes)
+}
+
+// syncBuffer is a log destination safe for the loops' goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestWrongPasswordRefusedAsBadCredentials: a wrong password is refused
+// as Bad User Name or Password at every protocol level — return code 4
+// for 3.1 and 3.1.1 (MQTT 3.1.1 section 3.2.2.3, paho.mqtt.golang), 0x86
+// for 5.0 (paho.golang) — and counted and logged under that reason
+// (loopmq_connections_refused_total{reason="bad_credentials"}); an
+// anonymous client refused gets Not Authorized and is counted so. (QA: a
+// 3.1.1 client with a wrong password got return code 5 and was counted
+// as not_authorized, as if the ACL had refused it.)
+func TestWrongPasswordRefusedAsBadCredentials(t *testing.T) {
+	pw, ac := files(t)
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	a, err := fileauth.Load(pw, ac, log)
+	require.NoError(t, err)
+	no := false
+	s := engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: 2, Logger: log,
+		Authenticator: a, Authorizer: a, AllowAnonymous: &no})
+	require.NoError(t, s.Start())
+	t.Cleanup(func() { _ = s.Stop(t.Context()) })
+
+	c31 := dial(t, s, codec.V31)
+	require.Equal(t, codec.ReasonCode(codec.ConnRefusedBadCredentials), c31.connect("pw31", "alice", "wrong").ReasonCode)
+
+	o := paho.NewClientOptions().AddBroker("tcp://" + s.Addr().String()).SetClientID("pw311").
+		SetUsername("alice").SetPassword("wrong").SetProtocolVersion(4).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+	tok := paho.NewClient(o).Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.Error(t, tok.Error())
+	require.Equal(t, codec.ConnRefusedBadCredentials, tok.(*paho.ConnectToken).ReturnCode())
+
+	nc, err := net.Dial("tcp", s.Addr().String())
+	require.NoError(t, err)
+	cl := pahov5.NewClient(pahov5.ClientConfig{Conn: nc, OnClientError: func(error) {}})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	ca, err := cl.Connect(ctx, &pahov5.Connect{ClientID: "pw5", CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("wrong")})
+	require.Error(t, err)
+	require.NotNil(t, ca)
+	require.Equal(t, byte(codec.BadUserNameOrPassword), ca.ReasonCode)
+	_ = nc.Close()
+
+	anon := dial(t, s, codec.V311)
+	require.Equal(t, codec.ReasonCode(codec.ConnRefusedNotAuthorized), anon.connect("anon", "", "").ReasonCode)
+
+	require.Eventually(t, func() bool {
+		st := s.Stats()
+		return st.Refused[engine.RefusedBadCredentials]+st.Refused[engine.RefusedNotAuthorized] == 4
+	}, 5*time.Second, 10*time.Millisecond)
+	st := s.Stats()
+	require.Equal(t, uint64(3), st.Refused[engine.RefusedBadCredentials], "3.1, 3.1.1 and 5.0 wrong passwords")
+	require.Equal(t, uint64(1), st.Refused[engine.RefusedNotAuthorized], "the anonymous client")
+	require.Equal(t, 3, strings.Count(logs.String(), `code="bad user name or password"`), "%s", logs.String())
 }
