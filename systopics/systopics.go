@@ -45,11 +45,11 @@ type Publisher struct {
 	started time.Time
 	last    map[string]string // topic → payload last published, to publish changes only
 
-	prevAt   time.Time
-	prev     counters
-	loads    map[string]*[3]float64 // load topic stem → 1, 5 and 15 minute averages
-	maxConns int64
-	maxHeap  uint64
+	prevAt  time.Time
+	prev    counters
+	loads   map[string]*[3]float64 // load topic stem → 1, 5 and 15 minute averages
+	maxSeen int64                  // clients/maximum: the most clients/total seen at an update
+	maxHeap uint64
 }
 
 // counters are the monotonic counters the load averages are computed from.
@@ -90,7 +90,12 @@ func (p *Publisher) Update(now time.Time) {
 	st := p.o.Server.Stats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	p.maxConns = max(p.maxConns, st.Connected)
+	// Mosquitto's clients/maximum is the largest clients/total it has
+	// seen at an update (sys_tree.c: client_max follows count_total, every
+	// client it knows, connected or not), so it is never below
+	// clients/total: after a restart it counts the persistent sessions
+	// restored, and it keeps the peak while clients come and go.
+	p.maxSeen = max(p.maxSeen, int64(st.Sessions), st.Connected)
 	p.maxHeap = max(p.maxHeap, ms.HeapAlloc)
 	dropped := st.DroppedSlowConsumer + st.DroppedQueueFull + st.DroppedQoS0Offline + st.DroppedTooLarge + st.DroppedExpired
 	cur := counters{msgsIn: st.PacketsIn, msgsOut: st.PacketsOut, pubIn: st.MessagesIn, pubOut: st.MessagesOut,
@@ -108,7 +113,7 @@ func (p *Publisher) Update(now time.Time) {
 	disconnected := max(int64(st.Sessions)-st.Connected, 0)
 	p.set(b+"clients/disconnected", i(disconnected))
 	p.set(b+"clients/inactive", i(disconnected))
-	p.set(b+"clients/maximum", i(p.maxConns))
+	p.set(b+"clients/maximum", i(p.maxSeen))
 	p.set(b+"clients/expired", u(st.SessionsExpired, 10))
 	p.set(b+"messages/received", u(cur.msgsIn, 10))
 	p.set(b+"messages/sent", u(cur.msgsOut, 10))

@@ -17,12 +17,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/engine"
+	"github.com/loopmq/loopmq/store"
 )
 
 func startBroker(t *testing.T) *engine.Server {
 	t.Helper()
-	s := engine.New(engine.Options{Listen: "127.0.0.1:0", Loops: 2,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startBrokerWith(t, engine.Options{})
+}
+
+// startBrokerWith starts a broker with o on a free loopback port; the
+// test's cleanup stops it.
+func startBrokerWith(t *testing.T, o engine.Options) *engine.Server {
+	t.Helper()
+	o.Listen, o.Loops = "127.0.0.1:0", 2
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := engine.New(o)
 	require.NoError(t, s.Start())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -168,4 +177,62 @@ func TestLoadAverage(t *testing.T) {
 	p2 := New(Options{Server: s, Interval: time.Second})
 	p2.load("x", 60, 60) // one minute at 1/s from 0
 	require.InDelta(t, 60*(1-1/2.718281828), p2.loads["x"][0], 0.01)
+}
+
+// TestClientsMaximumAfterRestart: $SYS/broker/clients/maximum is
+// Mosquitto's, the largest clients/total (connected clients and
+// persistent disconnected ones) seen at an update since the broker
+// started: after a restart that restored persistent sessions it counts
+// them, it is never below clients/total, and it keeps its peak when
+// clients go. (QA: it read 0 after a restart that restored 3 sessions,
+// while clients/total read 3.)
+func TestClientsMaximumAfterRestart(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s := startBrokerWith(t, engine.Options{Store: st})
+	connect := func(s *engine.Server, id string, clean bool) paho.Client {
+		t.Helper()
+		o := paho.NewClientOptions().AddBroker("tcp://" + s.Addr().String()).SetClientID(id).
+			SetCleanSession(clean).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		require.True(t, tok.WaitTimeout(5*time.Second))
+		require.NoError(t, tok.Error())
+		return c
+	}
+	settled := func(s *engine.Server, sessions int, connected int64) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			st := s.Stats()
+			return st.Sessions == sessions && st.Connected == connected
+		}, 5*time.Second, 10*time.Millisecond)
+	}
+	for i := range 3 {
+		connect(s, "dev"+strconv.Itoa(i), false).Disconnect(50)
+	}
+	settled(s, 3, 0)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+
+	s = startBrokerWith(t, engine.Options{Store: st}) // restores the 3 sessions
+	p := New(Options{Server: s, Interval: time.Hour})
+	update := func() map[string]string {
+		p.Update(time.Now())
+		const c = "$SYS/broker/clients/"
+		return map[string]string{"total": p.last[c+"total"], "connected": p.last[c+"connected"],
+			"disconnected": p.last[c+"disconnected"], "maximum": p.last[c+"maximum"]}
+	}
+	require.Equal(t, map[string]string{"total": "3", "connected": "0", "disconnected": "3", "maximum": "3"}, update())
+
+	back := connect(s, "dev0", false)
+	a, b := connect(s, "new-a", true), connect(s, "new-b", true)
+	settled(s, 5, 3)
+	require.Equal(t, map[string]string{"total": "5", "connected": "3", "disconnected": "2", "maximum": "5"}, update())
+
+	for _, c := range []paho.Client{back, a, b} {
+		c.Disconnect(50)
+	}
+	settled(s, 3, 0)
+	require.Equal(t, map[string]string{"total": "3", "connected": "0", "disconnected": "3", "maximum": "5"}, update())
 }
