@@ -460,7 +460,7 @@ func (s *session) end() {
 	}
 	if s.q != nil {
 		if sp := s.q.spill; sp != nil {
-			sp.setN(s.q, 0)
+			sp.set(s.q, 0, 0)
 		}
 		s.q.inflight.clear()
 		s.q.queue.clear()

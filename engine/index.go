@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/loopmq/loopmq/trie"
@@ -18,10 +20,19 @@ import (
 // Retained messages are pinned messages (never recycled, freed by the
 // garbage collector), so a reader that found one just before it was
 // replaced can still use it without reference counting.
+//
+// The retained index's writers (setRetained, expireRetained: retained
+// PUBLISHes and the sweep, on any loop) hold retainedW, so that finding
+// the message a write replaces or removes and making the write are one
+// step: retainedBytes stays the sum of the retained payloads, and the
+// expiry deadlines follow the writes in their order. The trie serializes
+// its writers on a mutex of its own anyway; readers take neither.
 type index struct {
-	subs        *trie.Trie[*session]
-	retained    *trie.Retained[*message]
-	retainedExp retainedExpiry // deadlines of retained messages with an expiry (retainexp.go)
+	subs          *trie.Trie[*session]
+	retained      *trie.Retained[*message]
+	retainedExp   retainedExpiry // deadlines of retained messages with an expiry (retainexp.go)
+	retainedW     sync.Mutex
+	retainedBytes atomic.Int64 // payload bytes of the retained messages; written under retainedW
 }
 
 func newIndex() *index {
@@ -76,13 +87,33 @@ func (x *index) matchRetained(filter string, fn func(*message)) {
 // empty [MQTT-3.3.1-10] [MQTT-3.3.1-11].
 func (s *Server) setRetained(m *message) {
 	t := string(m.topic)
+	x := s.idx
+	x.retainedW.Lock()
+	defer x.retainedW.Unlock()
+	size := int64(len(m.payload))
+	if old, ok := x.retained.Get(t); ok {
+		size -= int64(len(old.payload))
+	}
+	x.retainedBytes.Add(size)
 	if len(m.payload) == 0 {
-		s.idx.retained.Delete(t)
-		s.idx.retainedExp.set(t, nil)
+		x.retained.Delete(t)
+		x.retainedExp.set(t, nil)
 		return
 	}
-	s.idx.retained.Set(t, m)
-	s.idx.retainedExp.set(t, m)
+	x.retained.Set(t, m)
+	x.retainedExp.set(t, m)
+}
+
+// deleteRetainedIf removes topic's retained message if it is m, and
+// reports whether it did (expireRetained).
+func (x *index) deleteRetainedIf(topic string, m *message) bool {
+	x.retainedW.Lock()
+	defer x.retainedW.Unlock()
+	if !x.retained.DeleteIf(topic, func(v *message) bool { return v == m }) {
+		return false
+	}
+	x.retainedBytes.Add(-int64(len(m.payload)))
+	return true
 }
 
 func (s *Server) retainedCount() int { return s.idx.retained.Count() }

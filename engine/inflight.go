@@ -45,11 +45,13 @@ type inflight struct {
 	owner *atomic.Pointer[loop]
 }
 
-// count adds n to the owner loop's in-flight gauge (see msgQueue.count).
-func (w *inflight) count(n int64) {
+// count adds n messages of size payload bytes to the owner loop's
+// in-flight gauges (see msgQueue.count).
+func (w *inflight) count(n, size int64) {
 	if w.owner != nil {
 		if l := w.owner.Load(); l != nil {
 			l.acc.inflight += n
+			l.acc.inflightBytes += size
 		}
 	}
 }
@@ -96,7 +98,7 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 	}
 	*s = slot{id: id, state: state, m: m}
 	w.used++
-	w.count(1)
+	w.count(1, m.payloadSize())
 	if int(w.next) >= w.cycle() {
 		w.next = 1
 	} else {
@@ -157,6 +159,7 @@ func (w *inflight) at(id uint16) *slot {
 
 // free empties s and releases its message.
 func (w *inflight) free(s *slot) {
+	size := s.m.payloadSize()
 	if s.m.msg != nil {
 		s.m.msg.release()
 	}
@@ -165,7 +168,7 @@ func (w *inflight) free(s *slot) {
 	}
 	*s = slot{}
 	w.used--
-	w.count(-1)
+	w.count(-1, -size)
 }
 
 // take empties s and returns its message with the slot's reference.
@@ -176,8 +179,25 @@ func (w *inflight) take(s *slot) outMsg {
 	}
 	*s = slot{}
 	w.used--
-	w.count(-1)
+	w.count(-1, -m.payloadSize())
 	return m
+}
+
+// delivered releases the message of s, a QoS 2 slot whose PUBREC came in:
+// from then on only its packet identifier remains (MQTT 4.3.3).
+func (w *inflight) delivered(s *slot) {
+	w.count(0, -s.m.payloadSize())
+	s.m.msg.release()
+	s.m.msg = nil
+}
+
+// bytes returns the payload bytes the window holds. It walks the window.
+func (w *inflight) bytes() int64 {
+	var n int64
+	for i := range w.slots {
+		n += w.slots[i].m.payloadSize()
+	}
+	return n
 }
 
 // each calls fn for every used slot, oldest first.

@@ -162,8 +162,7 @@ func (c *client) onAck(a *codec.Ack) {
 			return
 		}
 		sl.seq = sl.m.msg.seq
-		sl.m.msg.release() // delivered: from PUBREC on only the packet id remains (MQTT 4.3.3)
-		sl.m.msg = nil
+		s.q.inflight.delivered(sl) // from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.state = slotAwaitComp
 		sl.hold = 0
 		if sl.seq != 0 && c.loop.srv.durable(s) {

@@ -30,6 +30,15 @@ type outMsg struct {
 	stored bool
 }
 
+// payloadSize is the payload bytes out holds: none once its message was
+// released (an in-flight slot in slotAwaitComp).
+func (out *outMsg) payloadSize() int64 {
+	if out.msg == nil {
+		return 0
+	}
+	return int64(len(out.msg.payload))
+}
+
 // msgQueue is a session's FIFO of messages waiting for an in-flight slot
 // or for the client to come back. It is bounded by message count and by
 // payload bytes; what does not fit is dropped per the overflow policy and
@@ -48,12 +57,14 @@ type msgQueue struct {
 	owner *atomic.Pointer[loop]
 }
 
-// count adds n to the owner loop's queued gauge. A recovered session has
-// no owner yet: the loop that adopts it counts what it holds then.
-func (q *msgQueue) count(n int64) {
+// count adds n messages of size payload bytes to the owner loop's queued
+// gauges. A recovered session has no owner yet: the loop that adopts it
+// counts what it holds then.
+func (q *msgQueue) count(n, size int64) {
 	if q.owner != nil {
 		if l := q.owner.Load(); l != nil {
 			l.acc.queued += n
+			l.acc.queuedBytes += size
 		}
 	}
 }
@@ -72,7 +83,7 @@ func (q *msgQueue) push(m outMsg, maxMsgs, maxBytes int) bool {
 	q.items[(q.head+q.size)%len(q.items)] = m
 	q.size++
 	q.bytes += len(m.msg.payload)
-	q.count(1)
+	q.count(1, int64(len(m.msg.payload)))
 	if e := m.msg.expiry; e != 0 && (q.soonest == 0 || e < q.soonest) {
 		q.soonest = e
 	}
@@ -124,7 +135,7 @@ func (q *msgQueue) pop() outMsg {
 	q.head = (q.head + 1) % len(q.items)
 	q.size--
 	q.bytes -= len(m.msg.payload)
-	q.count(-1)
+	q.count(-1, -int64(len(m.msg.payload)))
 	if q.size == 0 {
 		q.head, q.soonest = 0, 0
 	}

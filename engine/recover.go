@@ -34,10 +34,13 @@ func (s *session) ownerFrom(l *loop) *loop {
 		l.stats.subscriptions.Add(int64(len(s.subs)))
 		if q := s.q; q != nil {
 			l.acc.queued += int64(q.queue.len())
-			if q.spill != nil {
-				l.acc.queued += int64(q.spill.n) // on disk (spillState.setN)
+			l.acc.queuedBytes += int64(q.queue.bytes)
+			if sp := q.spill; sp != nil {
+				l.acc.queued += int64(sp.n) // on disk (spillState.set)
+				l.acc.queuedBytes += int64(sp.bytes)
 			}
 			l.acc.inflight += int64(q.inflight.used)
+			l.acc.inflightBytes += q.inflight.bytes()
 		}
 	}
 	return s.owner.Load()

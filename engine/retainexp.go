@@ -150,17 +150,11 @@ func (l *loop) expireRetained() {
 		if !ok {
 			return
 		}
-		m := d.m
-		if srv.idx.retained.DeleteIf(d.topic, func(v *message) bool { return v == m }) {
-			if srv.ps != nil {
-				l.batch().DeleteRetained([]byte(d.topic))
-			}
-			continue
-		}
-		// Replaced meanwhile by a message whose deadline two loops'
-		// retained PUBLISHes recorded in the other order: record it again.
-		if cur, ok := srv.idx.retained.Get(d.topic); ok && cur.expiry != 0 {
-			srv.idx.retainedExp.set(d.topic, cur)
+		// A message that replaced d.m since recorded its own deadline
+		// (setRetained writes both in one step), so there is nothing to
+		// do when d.m is not there any more.
+		if srv.idx.deleteRetainedIf(d.topic, d.m) && srv.ps != nil {
+			l.batch().DeleteRetained([]byte(d.topic))
 		}
 	}
 }

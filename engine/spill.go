@@ -49,15 +49,18 @@ type spillState struct {
 	wait uint64
 }
 
-// setN sets the count of spilled entries to n, keeping the owner loop's
-// queued gauge (Stats.Queued, loopmq_messages_queued) counting them: a
-// spilled message is queued too, on disk. A session restored from the
-// store has no owner yet: its count is added when a loop adopts it.
-func (sp *spillState) setN(q *sessionQueues, n int) {
-	if d := int64(n - sp.n); d != 0 {
-		q.queue.count(d)
+// set sets the count of spilled entries to n and their payload bytes to
+// size (negative values count as 0), keeping the owner loop's queued
+// gauges (Stats.Queued and QueuedBytes, loopmq_messages_queued) counting
+// them: a spilled message is queued too, on disk. A session restored
+// from the store has no owner yet: its count is added when a loop adopts
+// it.
+func (sp *spillState) set(q *sessionQueues, n, size int) {
+	n, size = max(n, 0), max(size, 0)
+	if dn, ds := int64(n-sp.n), int64(size-sp.bytes); dn != 0 || ds != 0 {
+		q.queue.count(dn, ds)
 	}
-	sp.n = n
+	sp.n, sp.bytes = n, size
 }
 
 // readChunk bounds the entries one read-back takes from the store.
@@ -97,8 +100,7 @@ func (l *loop) spillOut(s *session, q *sessionQueues, out outMsg) bool {
 		}
 	}
 	sp.last = max(sp.last, seq)
-	sp.setN(q, sp.n+1)
-	sp.bytes += len(out.msg.payload)
+	sp.set(q, sp.n+1, sp.bytes+len(out.msg.payload))
 	out.msg.release()
 	return true
 }
@@ -145,8 +147,7 @@ func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
 	l.stats.droppedQueueFull.Add(1)
 	l.forgetEntry(s, seq, qos, 0)
 	sp := q.spill
-	sp.setN(q, max(sp.n-1, 0))
-	sp.bytes = max(sp.bytes-size, 0)
+	sp.set(q, sp.n-1, sp.bytes-size)
 	q.readTo = seq + 1
 	return true
 }
@@ -228,8 +229,7 @@ func (l *loop) readBack(s *session) {
 		l.srv.log.Error("reading a spilled queue back failed; trying again later", "client", s.id, "error", err)
 		return
 	}
-	sp.setN(q, max(sp.n-int(read)-denied, 0))
-	sp.bytes = max(sp.bytes-gone, 0)
+	sp.set(q, sp.n-int(read)-denied, sp.bytes-gone)
 	if full {
 		q.readTo = last + 1
 		return
@@ -237,7 +237,7 @@ func (l *loop) readBack(s *session) {
 	q.readTo = max(q.readTo, w+1)
 	if sp.last <= w {
 		// Every spilled entry was durable and has been read.
-		sp.setN(q, 0)
+		sp.set(q, 0, 0)
 		q.spill = nil
 		q.forgotten = nil
 	}

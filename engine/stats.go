@@ -91,10 +91,12 @@ type loopCounts struct {
 	inboxRuns     uint64
 	tasks         uint64
 	// Gauges: QoS 1/2 messages in flight and queued in the sessions the
-	// loop owns, or rather the net changes the loop made (a session
-	// queues on one loop and drains on another after a takeover), so a
-	// loop's value may be negative; the sum over loops is the broker's.
-	inflight, queued int64
+	// loop owns, and their payload bytes, or rather the net changes the
+	// loop made (a session queues on one loop and drains on another after
+	// a takeover), so a loop's value may be negative; the sum over loops
+	// is the broker's.
+	inflight, queued           int64
+	inflightBytes, queuedBytes int64
 	// How long each traffic event and inbox drain kept the loop busy.
 	eventHist  [EventBuckets]uint64
 	eventNanos uint64
@@ -139,6 +141,12 @@ func (l *loop) publishCounts() {
 	}
 	if a.queued != p.queued {
 		s.queued.Store(a.queued)
+	}
+	if a.inflightBytes != p.inflightBytes {
+		s.inflightBytes.Store(a.inflightBytes)
+	}
+	if a.queuedBytes != p.queuedBytes {
+		s.queuedBytes.Store(a.queuedBytes)
 	}
 	*p = *a
 }
@@ -186,6 +194,8 @@ type loopStats struct {
 	subscriptions atomic.Int64
 	inflight      atomic.Int64 // published from loop.acc
 	queued        atomic.Int64 // published from loop.acc
+	inflightBytes atomic.Int64 // published from loop.acc
+	queuedBytes   atomic.Int64 // published from loop.acc
 
 	// Published from loop.acc.
 	trafficEvents atomic.Uint64
@@ -249,7 +259,11 @@ type Stats struct {
 	Sessions               int   // sessions, online and offline
 	Subscriptions          int64 // subscriptions (a client's filter counts once)
 	Retained               int   // retained messages
-	Inflight, Queued       int64 // QoS 1/2 messages in flight to clients, and queued in sessions
+	Inflight, Queued       int64 // QoS 1/2 messages in flight to clients, and queued in sessions (in memory and on disk)
+	// Payload bytes: of the retained messages, and of the messages in
+	// Inflight and Queued (a message held for several sessions counts in
+	// each; a QoS 2 message whose PUBREC came in holds none).
+	RetainedBytes, InflightBytes, QueuedBytes int64
 	// Store (Options.Store): batches committed and fsyncs, commits that
 	// failed, deliveries not written because the store was past
 	// MaxStoreBytes, and its size on disk. StoreStalls counts the times
@@ -298,6 +312,8 @@ func (s *Server) Stats() Stats {
 		st.Subscriptions += ls.subscriptions.Load()
 		st.Inflight += ls.inflight.Load()
 		st.Queued += ls.queued.Load()
+		st.InflightBytes += ls.inflightBytes.Load()
+		st.QueuedBytes += ls.queuedBytes.Load()
 	}
 	if ps := s.ps; ps != nil {
 		ss := ps.st.Stats()
@@ -313,6 +329,7 @@ func (s *Server) Stats() Stats {
 	st.Connections = int64(st.ConnectionsOpened) - int64(st.ConnectionsClosed)
 	st.Sessions = s.reg.count()
 	st.Retained = s.retainedCount()
+	st.RetainedBytes = s.idx.retainedBytes.Load()
 	return st
 }
 

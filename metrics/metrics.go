@@ -76,6 +76,9 @@ var (
 	dInflight       = desc("messages_inflight", "QoS 1/2 messages sent to clients and not acknowledged yet.")
 	dQueued         = desc("messages_queued", "Messages queued in sessions (waiting for an in-flight slot or an offline client), in memory and on disk.")
 	dRetained       = desc("retained_messages", "Retained messages.")
+	dInflightBytes  = desc("messages_inflight_payload_bytes", "Payload bytes of the messages in loopmq_messages_inflight (a QoS 2 message's until its PUBREC).")
+	dQueuedBytes    = desc("messages_queued_payload_bytes", "Payload bytes of the messages in loopmq_messages_queued, in memory and on disk.")
+	dRetainedBytes  = desc("retained_payload_bytes", "Payload bytes of the retained messages.")
 	dSessions       = desc("sessions", "Sessions, online and offline.")
 	dSessionsExp    = desc("sessions_expired_total", "Offline sessions ended by their Session Expiry Interval.")
 	dSubscriptions  = desc("subscriptions", "Subscriptions (one per client and filter).")
@@ -101,7 +104,8 @@ var qosLabels = [3]string{"0", "1", "2"}
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dBuildInfo, dConnections, dConnected, dOpened, dClosed, dConnects,
 		dRefused, dProtocolErrors, dMsgsIn, dMsgsOut, dPayloadIn, dPayloadOut, dBytesIn, dBytesOut,
-		dPacketsIn, dPacketsOut, dDropped, dInflight, dQueued, dRetained, dSessions, dSessionsExp,
+		dPacketsIn, dPacketsOut, dDropped, dInflight, dQueued, dRetained,
+		dInflightBytes, dQueuedBytes, dRetainedBytes, dSessions, dSessionsExp,
 		dSubscriptions, dLoopEvents, dLoopTasks, dLoopConns, dLoopLatency} {
 		ch <- d
 	}
@@ -150,6 +154,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dInflight, float64(st.Inflight))
 	gauge(dQueued, float64(st.Queued))
 	gauge(dRetained, float64(st.Retained))
+	gauge(dInflightBytes, float64(st.InflightBytes))
+	gauge(dQueuedBytes, float64(st.QueuedBytes))
+	gauge(dRetainedBytes, float64(st.RetainedBytes))
 	gauge(dSessions, float64(st.Sessions))
 	counter(dSessionsExp, st.SessionsExpired)
 	gauge(dSubscriptions, float64(st.Subscriptions))

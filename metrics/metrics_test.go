@@ -146,6 +146,10 @@ wait:
 	require.Zero(t, value(t, mf, "loopmq_messages_dropped_total"))
 	require.Zero(t, value(t, mf, "loopmq_messages_inflight"))
 	require.Zero(t, value(t, mf, "loopmq_messages_queued"))
+	for _, name := range []string{"loopmq_messages_inflight_payload_bytes", "loopmq_messages_queued_payload_bytes", "loopmq_retained_payload_bytes"} {
+		require.Contains(t, mf, name)
+		require.Zero(t, value(t, mf, name))
+	}
 	require.Zero(t, value(t, mf, "loopmq_connections_refused_total"))
 	require.Equal(t, 1.0, value(t, mf, "loopmq_build_info", "version", "test"))
 	require.Positive(t, value(t, mf, "loopmq_loop_event_duration_seconds"))

@@ -117,9 +117,14 @@ func (p *Publisher) Update(now time.Time) {
 	p.set(b+"clients/expired", u(st.SessionsExpired, 10))
 	p.set(b+"messages/received", u(cur.msgsIn, 10))
 	p.set(b+"messages/sent", u(cur.msgsOut, 10))
+	// Mosquitto's message store holds the retained messages and those
+	// owed to clients. loopmq counts the latter per session: a message
+	// queued for two sessions counts twice (Mosquitto stores it once), one
+	// spilled to disk counts too.
 	stored := int64(st.Retained) + st.Queued + st.Inflight
 	p.set(b+"messages/stored", i(stored))
 	p.set(b+"store/messages/count", i(stored))
+	p.set(b+"store/messages/bytes", i(st.RetainedBytes+st.QueuedBytes+st.InflightBytes))
 	p.set(b+"subscriptions/count", i(st.Subscriptions))
 	p.set(b+"retained messages/count", strconv.Itoa(st.Retained))
 	p.set(b+"heap/current", u(ms.HeapAlloc, 10))

@@ -58,7 +58,7 @@ var mosquittoNames = []string{
 	"$SYS/broker/clients/total", "$SYS/broker/clients/connected", "$SYS/broker/clients/disconnected",
 	"$SYS/broker/clients/maximum", "$SYS/broker/clients/expired", "$SYS/broker/clients/active", "$SYS/broker/clients/inactive",
 	"$SYS/broker/messages/received", "$SYS/broker/messages/sent", "$SYS/broker/messages/stored",
-	"$SYS/broker/store/messages/count",
+	"$SYS/broker/store/messages/count", "$SYS/broker/store/messages/bytes",
 	"$SYS/broker/subscriptions/count", "$SYS/broker/retained messages/count",
 	"$SYS/broker/heap/current", "$SYS/broker/heap/maximum",
 	"$SYS/broker/publish/messages/received", "$SYS/broker/publish/messages/sent", "$SYS/broker/publish/messages/dropped",
@@ -119,6 +119,9 @@ func TestSysWithPaho(t *testing.T) {
 	retained, err := strconv.Atoi(get("$SYS/broker/retained messages/count"))
 	require.NoError(t, err)
 	require.Greater(t, retained, len(mosquittoNames)/2, "$SYS topics are retained")
+	storeBytes, err := strconv.Atoi(get("$SYS/broker/store/messages/bytes"))
+	require.NoError(t, err)
+	require.Greater(t, storeBytes, retained, "the retained $SYS payloads are in store/messages/bytes")
 }
 
 // TestSysWithMosquittoSub reads $SYS with Debian's mosquitto_sub, as an
