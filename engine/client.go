@@ -62,7 +62,9 @@ type client struct {
 
 	// lastSeen is the loop clock of the last inbound bytes once CONNECT
 	// is accepted, and the time of the accept until then (the connect
-	// timeout runs from it, checked by the 1 s sweep).
+	// timeout runs from it, checked by the 1 s sweep); once the
+	// connection is closed, the time of the close (a delayed will's
+	// interval runs from it: parkWill).
 	lastSeen int64
 	slot     int32 // index in loop.clients
 	// Terms granted at CONNECT (lifecycle.go): the Session Expiry

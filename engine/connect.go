@@ -181,8 +181,16 @@ func (srv *Server) attach(c *client) {
 			s.runDue(ol, ol.now())
 		}
 		if s.ended {
-			// It ended while the request travelled: start over.
-			l.post(task{kind: taskFunc, fn: func(*loop) { srv.attach(c) }})
+			// It ended while the request travelled: start over, unless c
+			// is gone meanwhile (its session ended: the will goes now; a
+			// closed connection must not take over another one's).
+			l.post(task{kind: taskFunc, fn: func(*loop) {
+				if c.state == stateClosed {
+					c.sendWill()
+					return
+				}
+				srv.attach(c)
+			}})
 			return
 		}
 		s.kick()
@@ -298,16 +306,19 @@ func (c *client) bind(s *session, present bool) {
 		return
 	}
 	if c.state == stateClosed {
-		// The connection went away while the session travelled.
-		if s.ended {
-			return // discarded meanwhile: nothing of it may be written again
+		// The connection went away while the session travelled: s goes
+		// offline as at any close, and OnClose left c's will to this, so
+		// that a delayed one waits in s, its delay counted from the close
+		// [MQTT-3.1.2-8].
+		if !s.ended { // discarded meanwhile: nothing of it may be written again
+			s.setExpiry(c.expiry)
+			if s.flag(flagClean) {
+				s.end()
+			} else {
+				s.wentOffline(c.loop, c)
+			}
 		}
-		s.setExpiry(c.expiry)
-		if s.flag(flagClean) {
-			s.end()
-		} else {
-			s.wentOffline(c.loop, nil)
-		}
+		c.sendWill() // unless it waits in s: the session it was for ended
 		return
 	}
 	s.client = c
@@ -422,6 +433,7 @@ func (s *session) kick() {
 	c.loop.srv.log.Info("session taken over, closing old connection", "client", s.id, "remote", c.remote())
 	// A will with a delay waits in the session: cancelled if the session
 	// is resumed (resume), published if it ends (end) [MQTT-3.1.3-9].
+	c.lastSeen = c.loop.mono // closed now
 	c.parkWill(s)
 	c.sendWill()
 	c.close(reasonTakeover)

@@ -144,3 +144,60 @@ func TestE2EV5WillDelayMosquittoSub(t *testing.T) {
 	require.Equal(t, pahoMsg{topic: "mwd/will", payload: "crashed", qos: 1}, recv(t, wills, "mosquitto_sub's delayed will"))
 	require.GreaterOrEqual(t, time.Since(closed), 900*time.Millisecond, "will before its delay")
 }
+
+// dialAwayFrom dials s until a connection lands on a loop other than
+// frozen, which freezeLoop holds: a connection given to it is not even
+// opened (OnOpen) until it thaws.
+func dialAwayFrom(t *testing.T, s *Server) *rawClient {
+	t.Helper()
+	for range 10 {
+		before := s.Stats().ConnectionsOpened
+		c := dialRaw(t, s)
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if s.Stats().ConnectionsOpened > before {
+				return c
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c.kill() // on the frozen loop
+	}
+	t.Fatal("every connection landed on the frozen loop")
+	return nil
+}
+
+// TestE2E_MQTT_3_1_2_8_WillDelayedWhenClosedDuringHandover: a connection
+// that closes while the session it connected to is still on its way to
+// its loop — taken over from the loop that owns it (Clean Start 0), or
+// ended there to be replaced (Clean Start 1) — keeps its Will Delay
+// Interval: the will goes out once the delay has passed after the close,
+// not at the close [MQTT-3.1.2-8] [MQTT-3.1.3-9]; the session stays for
+// its expiry. (QA: OnClose found no session bound yet and published the
+// will at once.)
+func TestE2E_MQTT_3_1_2_8_WillDelayedWhenClosedDuringHandover(t *testing.T) {
+	t.Parallel()
+	for _, cleanStart := range []bool{false, true} {
+		s := startServer(t, Options{Loops: 2})
+		wills := willObserver(t, s, "wd/move")
+		connectRaw(t, s, connect5("wd-move", true, 0, 60)) // owns the session on its loop
+		unfreeze := freezeLoop(s, sessionOwnerLoop(s, "wd-move"))
+		c := dialAwayFrom(t, s)
+		closedBefore := s.Stats().ConnectionsClosed
+		c.sendBytes(withWill5(connect5("wd-move", cleanStart, 0, 60), "wd/move", "late", 1, 2).AppendTo(nil, codec.V5))
+		closed := time.Now()
+		c.kill()
+		// Its loop sees CONNECT, asks the frozen owner for the session,
+		// and sees the connection close before the answer.
+		require.Eventually(t, func() bool { return s.Stats().ConnectionsClosed > closedBefore }, e2eWait, time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
+		unfreeze()
+
+		recvNone(t, wills, time.Until(closed.Add(1500*time.Millisecond)))
+		require.Equal(t, pahoMsg{topic: "wd/move", payload: "late", qos: 1}, recv(t, wills, "delayed will"),
+			"clean start %v", cleanStart)
+		waited := time.Since(closed)
+		require.GreaterOrEqual(t, waited, 2*time.Second, "will before its delay")
+		require.Less(t, waited, 4*time.Second, "delay 2 s, ticks every 250 ms")
+		require.True(t, hasSession(s, "wd-move"), "the session outlives the connection")
+	}
+}

@@ -296,7 +296,9 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	if c.state == stateConnected {
 		l.stats.connected.Add(-1)
 	}
+	waiting := c.state == stateWaiting
 	c.state = stateClosed
+	c.lastSeen = l.mono
 	c.gone = true
 	c.flush()
 	l.removeClient(c)
@@ -316,7 +318,13 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 			sess.wentOffline(l, c) // expiry.go: a delayed will moves into the session
 		}
 	}
-	c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused
+	if waiting {
+		// Its session is on its way here (attach): the binding, on this
+		// loop, finds c closed and takes the will, which may have to
+		// wait for its delay in the session (bind).
+	} else {
+		c.sendWill() // no-op after DISCONNECT or when the CONNECT was refused
+	}
 
 	l.endBatch()
 	return gnet.None

@@ -14,7 +14,11 @@ import (
 // and a session that outlives the connection, moved into the session
 // (owner loop, session.will) until the delay elapses or the session ends,
 // whichever is first [MQTT-3.1.2-8]; a new connection that resumes the
-// session cancels it [MQTT-3.1.3-9].
+// session cancels it [MQTT-3.1.3-9]. A connection that ends while its
+// session is still on its way to its loop (stateWaiting: a takeover from
+// another loop, or a Clean Start waiting for the old session to end
+// there) keeps its will until the binding finds it closed (client.bind),
+// on the same loop, which then does the same.
 type will struct {
 	// msg carries the will's topic, payload and 5.0 properties (copied
 	// into the message at CONNECT, like a PUBLISH's [MQTT-3.1.3-10]);
@@ -54,8 +58,8 @@ func (w *will) release() {
 
 // parkWill moves c's will into s when it has to wait for its Will Delay
 // Interval: the connection ended without DISCONNECT 0x00 and s outlives
-// it. Otherwise the will stays with c for sendWill. Runs on s's owner,
-// c's loop.
+// it. The interval runs from the close (c.lastSeen). Otherwise the will
+// stays with c for sendWill. Runs on s's owner, c's loop.
 func (c *client) parkWill(s *session) {
 	w := c.will
 	if w == nil || w.delay == 0 || c.disconnect || s.flag(flagClean) {
@@ -65,7 +69,7 @@ func (c *client) parkWill(s *session) {
 	if old := s.will; old != nil {
 		old.release() // not reached: a resumed session's will was cancelled
 	}
-	w.at = c.loop.mono + int64(w.delay)*int64(time.Second)
+	w.at = c.lastSeen + int64(w.delay)*int64(time.Second)
 	s.will = w
 }
 
