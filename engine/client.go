@@ -596,9 +596,7 @@ func (l *loop) forwardHeader(h *codec.ForwardHeader, out outMsg, dup bool, remai
 	}
 	if out.subID != 0 {
 		ids := append(l.subIDs[:0], out.subID)
-		if out.more != nil {
-			ids = append(ids, *out.more...)
-		}
+		ids = append(ids, out.moreSubIDs()...)
 		h.SubIDs = ids
 		l.subIDs = ids[:0]
 	}

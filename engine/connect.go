@@ -456,20 +456,14 @@ func (s *session) end() {
 		s.redistributeShared(l)
 	}
 	s.ended = true
+	// A delivery still on its way here through a shared subscription goes
+	// to another member of its group (loop.deliver): it names the group.
 	for filter := range s.subs {
 		if srv.idx.unsubscribe(filter, s) {
 			l.stats.subscriptions.Add(-1)
 		}
-		if !isSharedFilter(filter) {
-			delete(s.subs, filter)
-		}
 	}
-	if len(s.subs) == 0 {
-		// The shared filters stay (out of the index): a delivery still on
-		// its way here through one of them goes to another member of the
-		// group (loop.deliver, session.inGroup).
-		s.subs = nil
-	}
+	s.subs = nil
 	if s.q != nil {
 		if sp := s.q.spill; sp != nil {
 			sp.set(s.q, 0, 0)

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -151,4 +153,43 @@ func TestE2ESharedHandedToTheLeaversGroup(t *testing.T) {
 	pk, err := u.next(time.Second)
 	require.NoError(t, err, "%q never reached u, the other member of x's group (g, a/+)", atX.Payload)
 	require.Equal(t, string(atX.Payload), string(pk.(*codec.Publish).Payload))
+}
+
+// A member of two groups of one share name on overlapping filters,
+// ("g", "a/+") and ("g", "a/#"), holds a copy of a message from each;
+// when it leaves, each copy goes to another member of the group it came
+// from (MQTT 5.0 section 4.8.2), not both to whichever of its groups the
+// match lists first. The delivery did not remember its group: both
+// copies went to one group's member, the other group lost its copy.
+func TestE2ESharedMemberOfOverlappingGroupsLeaves(t *testing.T) {
+	s := startServer(t, Options{Loops: 1})
+	// The other members, offline when the message is published, so that
+	// both groups choose s.
+	x := connectPaho5(t, s, paho5Connect("ovl-x", true, u32(60)))
+	x.subscribe(t, "$share/g/a/+", 1)
+	require.NoError(t, x.Disconnect(&paho5.Disconnect{}))
+	y := connectPaho5(t, s, paho5Connect("ovl-y", true, u32(60)))
+	y.subscribe(t, "$share/g/a/#", 1)
+	require.NoError(t, y.Disconnect(&paho5.Disconnect{}))
+	require.Eventually(t, func() bool { return s.Stats().Connected == 0 }, e2eWait, time.Millisecond)
+
+	m := connectRaw(t, s, connect5("ovl-s", true, 0, 0))
+	require.Equal(t, byte(1), m.subscribe(1, "$share/g/a/+", 1))
+	require.Equal(t, byte(1), m.subscribe(2, "$share/g/a/#", 1))
+	pub := connectPaho5(t, s, paho5Connect("ovl-pub", true, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	_, err := pub.Publish(ctx, &paho5.Publish{Topic: "a/1", QoS: 1, Payload: []byte("one")})
+	require.NoError(t, err)
+	for range 2 { // one copy per group, neither acknowledged
+		require.Equal(t, "one", string(m.expectPublish().Payload))
+	}
+
+	x = connectPaho5(t, s, paho5Connect("ovl-x", false, u32(60)))
+	y = connectPaho5(t, s, paho5Connect("ovl-y", false, u32(60)))
+	m.kill()
+	require.Equal(t, "one", string(x.recv(t, "the copy of group (g, a/+)").Payload))
+	require.Equal(t, "one", string(y.recv(t, "the copy of group (g, a/#)").Payload))
+	x.recvNone(t, e2eSilent)
+	y.recvNone(t, 0)
 }

@@ -652,7 +652,7 @@ func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint
 	ls := &l.st
 	e := &ls.entry
 	ls.subIDs = out.appendSubIDs(ls.subIDs[:0])
-	*e = store.Entry{Seq: seq, State: state, PacketID: pid, QoS: out.qos, Retain: out.retain, Shared: out.shared, SubIDs: ls.subIDs}
+	*e = store.Entry{Seq: seq, State: state, PacketID: pid, QoS: out.qos, Retain: out.retain, Shared: out.glen != 0, SubIDs: ls.subIDs}
 	if out.msg != nil {
 		l.srv.storeMessage(&e.Msg, out.msg)
 	}
@@ -669,10 +669,7 @@ func (out *outMsg) appendSubIDs(dst []uint32) []uint32 {
 	if out.subID != 0 {
 		dst = append(dst, out.subID)
 	}
-	if out.more != nil {
-		dst = append(dst, *out.more...)
-	}
-	return dst
+	return append(dst, out.moreSubIDs()...)
 }
 
 // entryNow reports whether a write to entry seq may go into the open

@@ -288,27 +288,16 @@ func (l *loop) route(m *message) (slow *session, n int) {
 // unless Retain As Published), the subscription identifiers of every
 // matching subscription, and whether a shared group chose the session.
 func deliveryOut(m *message, d *trie.Delivery[*session]) outMsg {
-	out := outMsg{msg: m, qos: min(m.qos, d.QoS), shared: d.Share != ""}
+	out := outMsg{msg: m, qos: min(m.qos, d.QoS)}
+	if d.Share != "" {
+		out.setGroup(d.Filter)
+	}
 	for i := range d.Subs {
 		o := &d.Subs[i]
 		out.retain = out.retain || (m.retain && o.RetainAsPublished)
 		out.addSubID(o.SubscriptionID)
 	}
 	return out
-}
-
-// addSubID adds a matching subscription's identifier (0: none) to out.
-func (out *outMsg) addSubID(id uint32) {
-	switch {
-	case id == 0 || id == out.subID:
-	case out.subID == 0:
-		out.subID = id
-	default:
-		if out.more == nil {
-			out.more = new([]uint32)
-		}
-		*out.more = append(*out.more, id)
-	}
 }
 
 // deliver gives out to s, which this loop owns, or forwards it to the loop
@@ -328,7 +317,7 @@ func (l *loop) deliver(s *session, out outMsg, forwarded bool) {
 		out.msg.release()
 		return
 	}
-	if out.shared && out.qos > 0 && (s.ended || s.client == nil && !s.holding) && l.reshare(s, out) {
+	if out.glen != 0 && out.qos > 0 && (s.ended || s.client == nil && !s.holding) && l.reshare(s, out) {
 		// Routed to s while it was a member online; it left while the
 		// message travelled here: another member takes it, as it would
 		// have at the disconnect (redistributeShared).

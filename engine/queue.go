@@ -2,32 +2,91 @@ package engine
 
 import (
 	"math"
+	"strconv"
 	"sync/atomic"
+	"unsafe"
 )
 
 // outMsg is one message owed to a session: the shared message plus what
 // is specific to this recipient. It owns one reference to msg.
+//
+// It fills in-flight windows, queue rings and hand-off tasks, so it is
+// kept at 32 bytes (TestOutMsgSize): ext is one word for two things that
+// never meet (see group and moreSubIDs).
 type outMsg struct {
 	msg *message
-	// more holds the Subscription Identifiers after subID when several
-	// subscriptions of the client matched with different identifiers
-	// (rare; allocated then) [MQTT-3.3.4-3].
-	more   *[]uint32
-	subID  uint32 // 5.0 Subscription Identifier of the matching subscription; 0 for none
-	qos    byte   // delivered QoS: min(published, granted)
-	retain bool   // retain flag to send
-	shared bool   // chosen from a shared subscription group: another member may take it over
-	dup    bool   // may have been sent before: recovered from the store after a restart
+	// ext is, when glen > 0, the bytes of the filter of the shared
+	// subscription group that chose this session (group); otherwise nil
+	// or a *[]uint32 holding the Subscription Identifiers after subID,
+	// when several subscriptions of the client matched with different
+	// identifiers (rare; allocated then) [MQTT-3.3.4-3]. A group's
+	// delivery comes from one subscription: it never has more than subID.
+	ext   unsafe.Pointer
+	subID uint32 // 5.0 Subscription Identifier of the matching subscription; 0 for none
 	// put is 1 + the index of this delivery's PutEntry in its routing
 	// loop's open batch (persistDelivery, QoS 1), 0 if none: the put is
 	// taken back there if the delivery is acknowledged before the batch is
 	// committed (takeBackPut). The index may be stale by then: the batch
 	// checks that it names this put.
-	put int32
+	put    int32
+	glen   uint16 // length of the group's filter in ext; 0: not through a shared subscription
+	qos    byte   // delivered QoS: min(published, granted)
+	retain bool   // retain flag to send
+	dup    bool   // may have been sent before: recovered from the store after a restart
 	// stored says the routing loop wrote this delivery's entry
 	// (persistDelivery). The owner deletes it should the session have
 	// stopped storing meanwhile (forgetStray).
 	stored bool
+}
+
+// group returns the shared subscription group that chose the session for
+// out, by its whole filter ("$share/{name}/{filter}" as
+// trie.Delivery.Filter: one name on two filters is two groups), or "" for
+// a delivery through the session's own subscriptions. Another member of
+// that group may take the message over (shared.go). groupUnknown for one
+// read back from the store, which keeps only that it was shared.
+func (out *outMsg) group() string {
+	if out.glen == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(out.ext), int(out.glen))
+}
+
+// setGroup records that shared group g chose the session for out. Call it
+// before adding subscription identifiers.
+func (out *outMsg) setGroup(g string) {
+	if len(g) == 0 || len(g) > math.MaxUint16 {
+		// A filter is a SUBSCRIBE's UTF-8 string: at most 65,535 bytes.
+		panic("BUG: shared group filter of " + strconv.Itoa(len(g)) + " bytes")
+	}
+	out.ext, out.glen = unsafe.Pointer(unsafe.StringData(g)), uint16(len(g))
+}
+
+// moreSubIDs returns out's Subscription Identifiers after subID, nil for
+// none. The slice is out's: valid while out is.
+func (out *outMsg) moreSubIDs() []uint32 {
+	if out.glen != 0 || out.ext == nil {
+		return nil
+	}
+	return *(*[]uint32)(out.ext)
+}
+
+// addSubID adds a matching subscription's identifier (0: none) to out.
+func (out *outMsg) addSubID(id uint32) {
+	switch {
+	case id == 0 || id == out.subID:
+	case out.subID == 0:
+		out.subID = id
+	case out.glen != 0:
+		// Not reached: a shared group's delivery has one subscription.
+	default:
+		more := (*[]uint32)(out.ext)
+		if more == nil {
+			more = new([]uint32)
+			out.ext = unsafe.Pointer(more)
+		}
+		*more = append(*more, id)
+	}
 }
 
 // payloadSize is the payload bytes out holds: none once its message was

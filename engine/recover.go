@@ -279,7 +279,10 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 func (srv *Server) restoreOut(e *store.Entry) outMsg {
 	m := srv.restoreMessage(&e.Msg, false)
 	m.seq = e.Seq
-	out := outMsg{msg: m, qos: e.QoS, retain: e.Retain, shared: e.Shared, dup: e.State != store.EntryQueued}
+	out := outMsg{msg: m, qos: e.QoS, retain: e.Retain, dup: e.State != store.EntryQueued}
+	if e.Shared {
+		out.setGroup(groupUnknown)
+	}
 	for _, id := range e.SubIDs {
 		out.addSubID(id)
 	}

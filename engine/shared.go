@@ -2,16 +2,15 @@ package engine
 
 import (
 	"math"
-	"strings"
 
 	"github.com/loopmq/loopmq/codec"
 )
 
 // redistributeShared runs when s's connection ends, and when s ends (s is
 // already offline): the messages s received through a shared subscription
-// and has not had acknowledged go to another online member of the same
-// group, so a member's disconnect does not strand them (MQTT 5.0 section
-// 4.8.2). That is every such QoS 1 message, in flight or queued (the
+// and has not had acknowledged go to another online member of the group
+// that chose s for them (outMsg.group), so a member's disconnect does not
+// strand them (MQTT 5.0 section 4.8.2). That is every such QoS 1 message, in flight or queued (the
 // standard allows the broker to wait for the member instead — loopmq, like
 // EMQX, does not), and a QoS 2 message only if it is queued, never sent:
 // one in flight stays with s until it reconnects [MQTT-4.8.2-4], and is
@@ -24,13 +23,13 @@ func (s *session) redistributeShared(l *loop) {
 	}
 	var moved []outMsg
 	q.inflight.each(func(sl *slot) {
-		if sl.m.shared && sl.state == slotAwaitAck {
+		if sl.m.glen != 0 && sl.state == slotAwaitAck {
 			moved = append(moved, q.inflight.take(sl))
 		}
 	})
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
-		if out.shared && (out.qos < 2 || !out.dup) { // dup: may have been sent before a restart
+		if out.glen != 0 && (out.qos < 2 || !out.dup) { // dup: may have been sent before a restart
 			moved = append(moved, out)
 			continue
 		}
@@ -43,16 +42,19 @@ func (s *session) redistributeShared(l *loop) {
 	}
 }
 
-// reshare delivers out to another online member of a shared group of s
-// that matches its topic. It reports false, keeping out's reference, when
+// reshare delivers out to another online member of the group out came
+// through (out.group). It reports false, keeping out's reference, when
 // there is none.
 func (l *loop) reshare(s *session, out outMsg) bool {
 	m := out.msg
 	ds := l.srv.idx.match(m.topic, m.from, &l.match)
 	for i := range ds {
 		d := &ds[i]
-		if d.Share == "" || d.Unavailable || d.Handle == s || !s.inGroup(d.Filter) {
+		if d.Share == "" || d.Unavailable || d.Handle == s {
 			continue
+		}
+		if g := out.group(); d.Filter != g && (g != groupUnknown || !s.inGroup(d.Filter)) {
+			continue // another group, which had its own copy
 		}
 		next := deliveryOut(m, d)
 		next.retain = out.retain // as it was first sent
@@ -78,13 +80,15 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 	return false
 }
 
-// isSharedFilter reports whether filter is a shared subscription's
-// ($share/GROUP/FILTER).
-func isSharedFilter(filter string) bool { return strings.HasPrefix(filter, codec.SharePrefix) }
+// groupUnknown is outMsg.group of a shared delivery read back from the
+// store, which keeps only that it was shared (store.Entry.Shared): it may
+// go to a member of any group of the session that matches its topic.
+// Never a group's filter, which has a share name after the prefix.
+const groupUnknown = codec.SharePrefix
 
 // inGroup reports whether s is a member of the shared group subscribed as
 // filter ("$share/{name}/{filter}": a name on another filter is another
-// group), also after s ended: session.end keeps its shared filters.
+// group).
 func (s *session) inGroup(filter string) bool {
 	_, ok := s.subs[filter]
 	return ok
