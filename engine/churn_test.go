@@ -453,7 +453,8 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 			s := codec.Subscription{Filter: []byte(churnFilters[r.Intn(len(churnFilters))]), QoS: byte(r.Intn(3))}
 			sp := &codec.Subscribe{PacketID: uint16(1 + r.Intn(100)), Subscriptions: []codec.Subscription{s}}
 			if c.ver == codec.V5 {
-				sp.Subscriptions[0].NoLocal = r.Intn(4) == 0 && !isSharedFilter(string(s.Filter))
+				_, _, shared := codec.SplitShared(s.Filter)
+				sp.Subscriptions[0].NoLocal = r.Intn(4) == 0 && !shared
 				sp.Subscriptions[0].RetainAsPublished = r.Intn(2) == 0
 				sp.Subscriptions[0].RetainHandling = byte(r.Intn(3))
 				if r.Intn(3) == 0 {
