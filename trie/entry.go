@@ -56,14 +56,18 @@ func newEntryArray[H any](capacity int, items []*entry[H]) *entryArray[H] {
 		slots: make([]atomic.Pointer[entry[H]], capacity),
 		idx:   make([]int32, capacity*2),
 	}
-	// Copies of the entries, side by side: a fan-out to thousands of
-	// subscribers then reads them in order instead of chasing one cache
-	// miss per entry. Readers still holding the originals see the same
-	// contents.
-	chunk := make([]entry[H], len(items))
+	// Fresh copies of the entries, allocated one after the other: the
+	// allocator puts them mostly side by side, so a fan-out to thousands of
+	// subscribers reads them in order instead of chasing one cache miss per
+	// entry. Readers still holding the originals see the same contents.
+	//
+	// Each copy is an allocation of its own, not an element of one chunk:
+	// a chunk stays reachable while any of its entries is in the array, and
+	// with it the handles of the entries removed or replaced since. Nor
+	// are the originals kept: one from a list may point to another, whose
+	// handle it would keep after that subscription leaves.
 	for i, old := range items {
-		e := &chunk[i]
-		e.key, e.val, e.opts, e.hash = old.key, old.val, old.opts, old.hash
+		e := &entry[H]{key: old.key, val: old.val, opts: old.opts, hash: old.hash}
 		a.slots[i].Store(e)
 		s, _ := a.find(e.key, e.hash)
 		a.idx[s] = int32(i + 1)
