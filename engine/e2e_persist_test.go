@@ -599,3 +599,57 @@ func TestE2EPersistResumedWithExpiryZeroLeavesNoEntry(t *testing.T) {
 	st.settle(t)
 	require.Empty(t, entryStates(st, "sub"), "entries of an ended session left in the store")
 }
+
+// TestE2EPersistSharedAndOwnSubscriptionKeepBothDeliveries: a persistent
+// session subscribed to a topic both through a shared group and on its own
+// gets a message twice, and owes each delivery separately. Both used to be
+// stored under one key (the session and the message's number): the
+// acknowledgement of one deleted the other's entry, so after a restart the
+// unacknowledged one was lost, and two entries of one number in one group
+// record made the record undecodable (closing the store failed with "bad
+// group entry seq: not ascending"). Now the second delivery is a copy
+// with a number of its own.
+func TestE2EPersistSharedAndOwnSubscriptionKeepBothDeliveries(t *testing.T) {
+	for _, ack := range []int{-1, 0, 1} { // which delivery is acknowledged before the restart, -1: none
+		t.Run(fmt.Sprint("ack", ack), func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := store.OpenPebble(dir, store.PebbleOptions{})
+			require.NoError(t, err)
+			s := startServer(t, Options{Store: st, Loops: 1})
+			sub := connectRaw(t, s, connectPacket("sub", false, 0))
+			require.Equal(t, byte(1), sub.subscribe(1, "$share/g/t", 1))
+			require.Equal(t, byte(1), sub.subscribe(2, "t", 1))
+			pub := connectRaw(t, s, connectPacket("pub", true, 0))
+			pub.publish("t", "m", 1, false, 1)
+			pub.expectAck(codec.PUBACK, 1)
+			got := []*codec.Publish{sub.expectPublish(), sub.expectPublish()}
+			if ack >= 0 {
+				sub.ack(codec.PUBACK, got[ack].PacketID)
+			}
+			sub.disconnect()
+			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+			defer cancel()
+			require.NoError(t, s.Stop(ctx))
+			require.NoError(t, st.Close(), "closing the store")
+
+			st, err = store.OpenPebble(dir, store.PebbleOptions{})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = st.Close() })
+			s = startServer(t, Options{Store: st, Loops: 1})
+			sub = dialRaw(t, s)
+			require.True(t, sub.mustConnect(connectPacket("sub", false, 0)).SessionPresent)
+			owed := 2
+			if ack >= 0 {
+				owed = 1
+			}
+			for range owed {
+				p := sub.expectPublish()
+				require.Equal(t, "m", string(p.Payload))
+				require.True(t, p.Dup, "sent before the restart [MQTT-4.4.0-1]")
+				sub.ack(codec.PUBACK, p.PacketID)
+			}
+			sub.expectNothing(e2eSilent)
+		})
+	}
+}

@@ -587,7 +587,9 @@ func (srv *Server) storeMessage(sm *store.Message, m *message) {
 // copyMessage returns a copy of m with one reference and no sequence
 // number, for a delivery of m, numbered for other sessions' entries, that
 // has no entry of its own under that number: a retained message sent on
-// SUBSCRIBE, a shared one handed to another member. The spill
+// SUBSCRIBE, a shared one handed to another member, a second delivery of m
+// to one session (route: trie.Result.Again; numbered then by
+// persistDelivery, as a message of its own). The spill
 // (spill.go) assumes that a session owes a numbered message under its
 // number and only ever receives numbers that grow: it would drop such a
 // delivery as read back already, or spill it without an entry.

@@ -255,11 +255,20 @@ func (l *loop) route(m *message) (slow *session, n int) {
 				if srv.ps.full.Load() {
 					srv.ps.notStored.Add(1)
 				} else {
+					if d.Share != "" && l.match.Again(i) {
+						// s gets m twice (a shared group and another
+						// subscription): its entries are keyed by
+						// session and message number, so this one is a
+						// copy with a number of its own.
+						out.msg = srv.copyMessage(m)
+					}
 					l.persistDelivery(s, &out)
 				}
 			}
 		}
-		m.ref()
+		if out.msg == m {
+			m.ref()
+		}
 		if o := s.ownerFrom(l); o != l {
 			t := task{kind: taskDeliver, sess: s, out: out}
 			if out.qos > 0 {

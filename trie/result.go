@@ -116,6 +116,52 @@ func (r *Result[H]) addShared(g *group[H], e *entry[H], unavailable bool) {
 	r.raw = append(r.raw, rawMatch[H]{e: e, d: int32(i)})
 }
 
+// Again reports whether Deliveries[i] goes to a client that another
+// delivery of the last match goes to as well, before it: the client's
+// ordinary delivery (always counted first), or an earlier shared group's.
+// Of a client's deliveries it is false for exactly one. (The engine keys
+// what it stores per client and message, so the others need a key of their
+// own.) For a shared delivery it costs a lookup and a scan of the
+// deliveries before it; ask only when it matters.
+func (r *Result[H]) Again(i int) bool {
+	d := &r.Deliveries[i]
+	if d.Share == "" {
+		return false
+	}
+	if r.ordinary(d.hash, d.ClientID) >= 0 {
+		return true
+	}
+	for j := range r.Deliveries[:i] {
+		if e := &r.Deliveries[j]; e.Share != "" && e.hash == d.hash && e.ClientID == d.ClientID {
+			return true
+		}
+	}
+	return false
+}
+
+// ordinary returns the index of the ordinary delivery of the client with
+// the given key and hash, or -1 if it has none.
+func (r *Result[H]) ordinary(hash uint64, key string) int {
+	if !r.tableOn {
+		for i := range r.Deliveries {
+			if d := &r.Deliveries[i]; d.hash == hash && d.Share == "" && d.ClientID == key {
+				return i
+			}
+		}
+		return -1
+	}
+	mask := uint64(len(r.table) - 1)
+	for j := hash & mask; ; j = (j + 1) & mask {
+		s := &r.table[j]
+		if s.gen != r.gen {
+			return -1
+		}
+		if d := &r.Deliveries[s.d]; d.hash == hash && d.ClientID == key {
+			return int(s.d)
+		}
+	}
+}
+
 // clientDelivery returns the index of the ordinary delivery for e's client,
 // creating it.
 func (r *Result[H]) clientDelivery(e *entry[H]) int {

@@ -47,6 +47,43 @@ func TestSharedSubscriptionDeliversOncePerGroup(t *testing.T) {
 	}
 }
 
+// A client that gets a message more than once (its own subscription and
+// shared groups, or several groups) is Again on all of those deliveries
+// but one, with few deliveries and past linearMax (the dedup table).
+func TestSharedDeliveryAgain(t *testing.T) {
+	for _, others := range []int{0, linearMax + 2} {
+		tr := New[*handle]()
+		for i := range others {
+			tr.Subscribe("jobs/+", clientName(100+i), &handle{clientName(100 + i)}, Options{})
+		}
+		tr.Subscribe("jobs/1", "a", &handle{"a"}, Options{})
+		tr.Subscribe("$share/g/jobs/+", "a", &handle{"a"}, Options{})
+		tr.Subscribe("$share/h/jobs/#", "a", &handle{"a"}, Options{})
+		tr.Subscribe("$share/k/jobs/1", "b", &handle{"b"}, Options{})
+		tr.Subscribe("$share/m/jobs/+", "b", &handle{"b"}, Options{})
+		tr.Subscribe("$share/n/jobs/#", "c", &handle{"c"}, Options{})
+
+		var res Result[*handle]
+		tr.Match("jobs/1", "", &res)
+		require.Len(t, res.Deliveries, others+6)
+		once := map[string]int{}
+		for i, d := range res.Deliveries {
+			if !res.Again(i) {
+				once[d.ClientID]++
+			}
+			if d.Share == "" {
+				require.False(t, res.Again(i), "an ordinary delivery is the client's first")
+			}
+		}
+		require.Equal(t, 1, once["a"], "%d others", others)
+		require.Equal(t, 1, once["b"], "%d others", others)
+		require.Equal(t, 1, once["c"], "%d others", others)
+		for i := range others {
+			require.Equal(t, 1, once[clientName(100+i)])
+		}
+	}
+}
+
 func TestSharedRoundRobinVisitsEveryMemberInTurn(t *testing.T) {
 	for _, members := range []int{3, 20} { // list and array shapes
 		tr := New[*handle]()
