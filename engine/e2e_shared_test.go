@@ -193,3 +193,36 @@ func TestE2ESharedMemberOfOverlappingGroupsLeaves(t *testing.T) {
 	x.recvNone(t, e2eSilent)
 	y.recvNone(t, 0)
 }
+
+// TestE2ESharedInFlightStaysWhenNoOtherMember: a member that leaves with a
+// QoS 1 message of its group unacknowledged, when no other member can
+// take it, gets it again on return under its packet identifier, with DUP
+// [MQTT-4.4.0-1]. It used to be taken out of the window, offered to the
+// group, and queued again: sent anew under a new identifier without DUP.
+func TestE2ESharedInFlightStaysWhenNoOtherMember(t *testing.T) {
+	s := startServer(t, Options{Loops: 1})
+	sub := connectRaw(t, s, connectPacket("sub", false, 0))
+	require.Equal(t, byte(1), sub.subscribe(1, "$share/g/t", 1))
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	for i := range 3 {
+		pub.publish("t", fmt.Sprint("m", i), 1, false, uint16(i+1))
+	}
+	var ids []uint16
+	for range 3 {
+		ids = append(ids, sub.expectPublish().PacketID)
+	}
+	sub.ack(codec.PUBACK, ids[0])
+	sub.disconnect()
+	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, time.Millisecond)
+
+	sub = dialRaw(t, s)
+	require.True(t, sub.mustConnect(connectPacket("sub", false, 0)).SessionPresent)
+	for i, id := range ids[1:] {
+		p := sub.expectPublish()
+		require.Equal(t, fmt.Sprint("m", i+1), string(p.Payload))
+		require.Equal(t, id, p.PacketID, "its original packet identifier [MQTT-4.4.0-1]")
+		require.True(t, p.Dup)
+		sub.ack(codec.PUBACK, p.PacketID)
+	}
+	sub.expectNothing(e2eSilent)
+}

@@ -226,4 +226,7 @@ func (l *loop) trimMatch() {
 	if cap(l.match.Deliveries) > maxIdleMatch {
 		l.match = matchScratch{}
 	}
+	if cap(l.rematch.Deliveries) > maxIdleMatch {
+		l.rematch = matchScratch{}
+	}
 }

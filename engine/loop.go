@@ -76,6 +76,9 @@ type loop struct {
 	// nil outside onTraffic.
 	traffic *client
 	match   matchScratch
+	// rematch is reshare's: it can run inside route's iteration of match
+	// (a delivery to a member that left), which must not see it change.
+	rematch matchScratch
 	dec     codec.Decoder // decodes every frame of this loop's clients
 	subIDs  []uint32      // scratch for a PUBLISH's subscription identifiers
 	// expiredScratch holds the messages session.dropExpired takes out.

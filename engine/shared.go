@@ -10,23 +10,26 @@ import (
 // already offline): the messages s received through a shared subscription
 // and has not had acknowledged go to another online member of the group
 // that chose s for them (outMsg.group), so a member's disconnect does not
-// strand them (MQTT 5.0 section 4.8.2). That is every such QoS 1 message, in flight or queued (the
+// strand them (MQTT 5.0 section 4.8.2). That is every such QoS 1 message,
+// in flight or queued (the
 // standard allows the broker to wait for the member instead — loopmq, like
 // EMQX, does not), and a QoS 2 message only if it is queued, never sent:
 // one in flight stays with s until it reconnects [MQTT-4.8.2-4], and is
 // never sent to another member, even when s ends [MQTT-4.8.2-5]. A message
-// no other member can take stays with s. Runs on s's owner loop.
+// no other member can take stays with s where it was: one in flight keeps
+// its slot, to be sent again under its packet identifier with DUP when s
+// returns [MQTT-4.4.0-1]. Runs on s's owner loop.
 func (s *session) redistributeShared(l *loop) {
 	q := s.q
 	if q == nil {
 		return
 	}
-	var moved []outMsg
 	q.inflight.each(func(sl *slot) {
-		if sl.m.glen != 0 && sl.state == slotAwaitAck {
-			moved = append(moved, q.inflight.take(sl))
+		if sl.m.glen != 0 && sl.state == slotAwaitAck && l.reshare(s, sl.m) {
+			q.inflight.take(sl) // its reference went with the message
 		}
 	})
+	var moved []outMsg
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
 		if out.glen != 0 && (out.qos < 2 || !out.dup) { // dup: may have been sent before a restart
@@ -47,7 +50,7 @@ func (s *session) redistributeShared(l *loop) {
 // there is none.
 func (l *loop) reshare(s *session, out outMsg) bool {
 	m := out.msg
-	ds := l.srv.idx.match(m.topic, m.from, &l.match)
+	ds := l.srv.idx.match(m.topic, m.from, &l.rematch)
 	for i := range ds {
 		d := &ds[i]
 		if d.Share == "" || d.Unavailable || d.Handle == s {
