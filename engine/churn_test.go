@@ -597,6 +597,15 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 	}
 }
 
+// churnLoops is the broker's number of event loops for a run: 2 to 4 by
+// the seed, so that runs move sessions and deliveries between more loops
+// than the machine has cores too.
+func churnLoops(t *testing.T, seed int64) int {
+	n := 2 + int(uint64(seed)%3)
+	t.Logf("%d loops", n)
+	return n
+}
+
 // churnParams returns the run's length and seed.
 func churnParams(t *testing.T) (time.Duration, int64) {
 	d := 4 * time.Second
@@ -652,7 +661,7 @@ func heapAfterGC() uint64 {
 // they grew to).
 func TestChurnGivesEverythingBack(t *testing.T) {
 	d, seed := churnParams(t)
-	s := startServer(t, Options{MaxQueued: 2000, MaxSessionExpiry: time.Minute})
+	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxSessionExpiry: time.Minute})
 	goroutines := settledGoroutines(t, s) // the broker's own included
 	warm := churn(t, s, d/4, seed+1000)
 	logChurn(t, warm, seed+1000)
@@ -673,7 +682,7 @@ func TestChurnPersistentGivesEverythingBack(t *testing.T) {
 	dir := t.TempDir()
 	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
 	require.NoError(t, err)
-	s := startServer(t, Options{MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
+	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
 	goroutines := settledGoroutines(t, s)
 	run := churn(t, s, d, seed)
 	logChurn(t, run, seed)
