@@ -183,6 +183,17 @@ func (w *inflight) take(s *slot) outMsg {
 	return m
 }
 
+// untake puts back into s what take took from it: kept is the slot as it
+// was, its message's reference included.
+func (w *inflight) untake(s *slot, kept slot) {
+	*s = kept
+	if kept.pending {
+		w.pending++
+	}
+	w.used++
+	w.count(1, kept.m.payloadSize())
+}
+
 // delivered releases the message of s, a QoS 2 slot whose PUBREC came in:
 // from then on only its packet identifier remains (MQTT 4.3.3).
 func (w *inflight) delivered(s *slot) {

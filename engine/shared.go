@@ -25,8 +25,14 @@ func (s *session) redistributeShared(l *loop) {
 		return
 	}
 	q.inflight.each(func(sl *slot) {
-		if sl.m.glen != 0 && sl.state == slotAwaitAck && l.reshare(s, sl.m) {
-			q.inflight.take(sl) // its reference went with the message
+		if sl.m.glen == 0 || sl.state != slotAwaitAck {
+			return
+		}
+		// Out of the window first: once reshare has it, the message may
+		// be released and reused on another loop.
+		kept := *sl
+		if !l.reshare(s, q.inflight.take(sl)) {
+			q.inflight.untake(sl, kept)
 		}
 	})
 	var moved []outMsg
