@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/internal/mqttclient"
 )
 
 const auditPublishers = 3
@@ -35,65 +36,6 @@ type audit struct {
 	got map[string]map[string]int
 }
 
-// auditConn is a plain blocking MQTT connection for the audit's clients,
-// which read and write from one goroutine.
-type auditConn struct {
-	conn net.Conn
-	ver  codec.Version
-	rbuf []byte
-	tmp  []byte
-}
-
-func dialAudit(addr string, ver codec.Version, cp *codec.Connect) (*auditConn, *codec.Connack, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	c := &auditConn{conn: conn, ver: ver, tmp: make([]byte, 32<<10)}
-	if err := c.send(cp); err != nil {
-		_ = conn.Close()
-		return nil, nil, err
-	}
-	p, err := c.next(5 * time.Second)
-	if err != nil {
-		_ = conn.Close()
-		return nil, nil, err
-	}
-	ca, ok := p.(*codec.Connack)
-	if !ok || ca.ReasonCode != 0 {
-		_ = conn.Close()
-		return nil, nil, fmt.Errorf("refused: %+v", p)
-	}
-	return c, ca, nil
-}
-
-func (c *auditConn) send(p codec.Packet) error {
-	_ = c.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	_, err := c.conn.Write(p.AppendTo(nil, c.ver))
-	return err
-}
-
-func (c *auditConn) next(timeout time.Duration) (codec.Packet, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		_, n, err := codec.Split(c.rbuf, 0)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			frame := append([]byte(nil), c.rbuf[:n]...)
-			c.rbuf = append(c.rbuf[:0], c.rbuf[n:]...)
-			return codec.Decode(frame, c.ver)
-		}
-		_ = c.conn.SetReadDeadline(deadline)
-		m, err := c.conn.Read(c.tmp)
-		c.rbuf = append(c.rbuf, c.tmp[:m]...)
-		if err != nil && m == 0 {
-			return nil, err
-		}
-	}
-}
-
 // auditPublisher publishes numbered messages to audit/N one at a time,
 // reconnecting with a clean session every 10 to 60 messages, until stop.
 func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -108,7 +50,7 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 		default:
 		}
 		ver := []codec.Version{codec.V311, codec.V5}[r.Intn(2)]
-		c, _, err := dialAudit(a.run.addr, ver, &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: true})
+		c, _, err := mqttclient.Dial(a.run.addr, &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: true})
 		if err != nil {
 			a.run.violation("%s: connect: %v", id, err)
 			time.Sleep(50 * time.Millisecond)
@@ -121,7 +63,7 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 				seq++
 				qos := byte(1 + r.Intn(2))
 				key := fmt.Sprintf("%s/%d", id, seq)
-				if err := c.send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: 1, Payload: []byte(key)}); err != nil {
+				if err := c.Send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: 1, Payload: []byte(key)}); err != nil {
 					break
 				}
 				if !a.awaitAck(c, id, key, qos) {
@@ -133,18 +75,18 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 			break
 		}
 		if r.Intn(2) == 0 {
-			_ = c.send(&codec.Disconnect{})
+			_ = c.Send(&codec.Disconnect{})
 		}
-		_ = c.conn.Close()
+		_ = c.Close()
 	}
 }
 
 // awaitAck waits for the acknowledgement of key (packet identifier 1) and
 // records it; a QoS 2 flow is completed. It reports false when the
 // connection should be dropped.
-func (a *audit) awaitAck(c *auditConn, id, key string, qos byte) bool {
+func (a *audit) awaitAck(c *mqttclient.Conn, id, key string, qos byte) bool {
 	for {
-		p, err := c.next(5 * time.Second)
+		p, err := c.Next(5 * time.Second)
 		if err != nil {
 			a.run.violation("%s: no acknowledgement for %s: %v", id, key, err)
 			return false
@@ -166,7 +108,7 @@ func (a *audit) awaitAck(c *auditConn, id, key string, qos byte) bool {
 			if ack.PacketType == codec.PUBACK {
 				return true
 			}
-			if c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 1}) != nil {
+			if c.Send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 1}) != nil {
 				return false
 			}
 		case codec.PUBCOMP:
@@ -190,13 +132,13 @@ type auditSubscriber struct {
 	subbed   bool
 }
 
-func (s *auditSubscriber) connect() (*auditConn, bool) {
+func (s *auditSubscriber) connect() (*mqttclient.Conn, bool) {
 	cp := &codec.Connect{Version: s.ver, ClientID: []byte(s.id), CleanStart: false}
 	if s.ver == codec.V5 {
 		cp.Properties.SessionExpiry = 300
 		cp.Properties.ReceiveMaximum = 5
 	}
-	c, ca, err := dialAudit(s.a.run.addr, s.ver, cp)
+	c, ca, err := mqttclient.Dial(s.a.run.addr, cp)
 	if err != nil {
 		s.a.run.violation("%s: connect: %v", s.id, err)
 		return nil, false
@@ -205,8 +147,8 @@ func (s *auditSubscriber) connect() (*auditConn, bool) {
 		s.a.run.violation("%s: session lost: CONNACK without Session Present", s.id)
 	}
 	if !s.subbed {
-		if c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("audit/#"), QoS: s.qos}}}) != nil {
-			_ = c.conn.Close()
+		if c.Send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("audit/#"), QoS: s.qos}}}) != nil {
+			_ = c.Close()
 			return nil, false
 		}
 		s.subbed = true // the SUBACK is read with the rest
@@ -216,10 +158,10 @@ func (s *auditSubscriber) connect() (*auditConn, bool) {
 
 // take reads for d, acknowledging everything, and reports whether
 // anything arrived.
-func (s *auditSubscriber) take(c *auditConn, d time.Duration) (any bool, ok bool) {
+func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, ok bool) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		p, err := c.next(time.Until(deadline))
+		p, err := c.Next(time.Until(deadline))
 		if err != nil {
 			if ne, isNet := err.(net.Error); isNet && ne.Timeout() {
 				return any, true
@@ -238,12 +180,12 @@ func (s *auditSubscriber) take(c *auditConn, d time.Duration) (any bool, ok bool
 				} else if s.awaitRel[p.PacketID] != key {
 					s.a.run.violation("%s: packet identifier %d awaiting PUBREL for %s reused for %s", s.id, p.PacketID, s.awaitRel[p.PacketID], key)
 				}
-				if c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
+				if c.Send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
 					return any, false
 				}
 			case 1:
 				s.count(key)
-				if c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}) != nil {
+				if c.Send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}) != nil {
 					return any, false
 				}
 			default:
@@ -252,7 +194,7 @@ func (s *auditSubscriber) take(c *auditConn, d time.Duration) (any bool, ok bool
 		case *codec.Ack:
 			if p.PacketType == codec.PUBREL {
 				delete(s.awaitRel, p.PacketID)
-				if c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
+				if c.Send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
 					return any, false
 				}
 			}
@@ -285,9 +227,9 @@ func (s *auditSubscriber) churn(r *rand.Rand, stop <-chan struct{}, wg *sync.Wai
 		}
 		s.take(c, time.Duration(50+r.Intn(350))*time.Millisecond)
 		if r.Intn(2) == 0 {
-			_ = c.send(&codec.Disconnect{})
+			_ = c.Send(&codec.Disconnect{})
 		}
-		_ = c.conn.Close()
+		_ = c.Close()
 		time.Sleep(time.Duration(r.Intn(200)) * time.Millisecond)
 	}
 }
@@ -300,8 +242,8 @@ func (s *auditSubscriber) collect() {
 		return
 	}
 	defer func() {
-		_ = c.send(&codec.Disconnect{})
-		_ = c.conn.Close()
+		_ = c.Send(&codec.Disconnect{})
+		_ = c.Close()
 	}()
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
 		any, ok := s.take(c, time.Second)
@@ -327,7 +269,7 @@ func newAudit(run *churnRun, seed int64, stop <-chan struct{}) (check func() []s
 		c, ok := s.connect()
 		if ok {
 			s.take(c, 100*time.Millisecond)
-			_ = c.conn.Close()
+			_ = c.Close()
 		}
 		wg.Add(1)
 		go s.churn(rand.New(rand.NewSource(seed+100+int64(i))), stop, &wg)

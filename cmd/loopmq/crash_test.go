@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/internal/mqttclient"
 	"github.com/loopmq/loopmq/store"
 )
 
@@ -100,58 +101,9 @@ func (p *brokerProc) output() string {
 	return string(b)
 }
 
-// mqttConn is a minimal MQTT 3.1.1 client on codec for these tests.
-type mqttConn struct {
-	conn net.Conn
-	rbuf []byte
-	tmp  []byte
-}
-
-func dialMQTT(addr, id string, clean bool) (*mqttConn, *codec.Connack, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	c := &mqttConn{conn: nc, tmp: make([]byte, 64<<10)}
-	if err := c.send(&codec.Connect{Version: codec.V311, ClientID: []byte(id), CleanStart: clean, KeepAlive: 60}); err != nil {
-		return nil, nil, err
-	}
-	p, err := c.next(5 * time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, ok := p.(*codec.Connack)
-	if !ok || ca.ReasonCode != codec.Success {
-		return nil, nil, fmt.Errorf("CONNACK: %+v", p)
-	}
-	return c, ca, nil
-}
-
-func (c *mqttConn) send(p codec.Packet) error {
-	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.conn.Write(p.AppendTo(nil, codec.V311))
-	return err
-}
-
-func (c *mqttConn) next(timeout time.Duration) (codec.Packet, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		_, n, err := codec.Split(c.rbuf, 0)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			frame := append([]byte(nil), c.rbuf[:n]...)
-			c.rbuf = c.rbuf[n:]
-			return codec.Decode(frame, codec.V311)
-		}
-		_ = c.conn.SetReadDeadline(deadline)
-		m, err := c.conn.Read(c.tmp)
-		c.rbuf = append(c.rbuf, c.tmp[:m]...)
-		if err != nil && m == 0 {
-			return nil, err
-		}
-	}
+// dialMQTT connects a 3.1.1 client (keep alive 60 s) to addr.
+func dialMQTT(addr, id string, clean bool) (*mqttclient.Conn, *codec.Connack, error) {
+	return mqttclient.Dial(addr, &codec.Connect{Version: codec.V311, ClientID: []byte(id), CleanStart: clean, KeepAlive: 60})
 }
 
 // crashRounds is how many kill -9 rounds each crash test runs.
@@ -172,7 +124,7 @@ func crashPublish(addr, topic string, qos byte, n, window int) (acked map[int]bo
 	if err != nil {
 		return acked
 	}
-	defer c.conn.Close()
+	defer c.Close()
 	var mu sync.Mutex
 	credit := make(chan struct{}, window)
 	for range window {
@@ -184,7 +136,7 @@ func crashPublish(addr, topic string, qos byte, n, window int) (acked map[int]bo
 	go func() {
 		defer close(readerDone)
 		for {
-			p, err := c.next(10 * time.Second)
+			p, err := c.Next(10 * time.Second)
 			if err != nil {
 				return
 			}
@@ -203,7 +155,7 @@ func crashPublish(addr, topic string, qos byte, n, window int) (acked map[int]bo
 				}
 				mu.Unlock()
 				if a.PacketType == codec.PUBREC {
-					if c.send(&codec.Ack{PacketType: codec.PUBREL, PacketID: a.PacketID}) != nil {
+					if c.Send(&codec.Ack{PacketType: codec.PUBREL, PacketID: a.PacketID}) != nil {
 						return
 					}
 					continue
@@ -229,7 +181,7 @@ func crashPublish(addr, topic string, qos byte, n, window int) (acked map[int]bo
 		mu.Lock()
 		numOf[id] = i
 		mu.Unlock()
-		if c.send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: id, Payload: []byte(strconv.Itoa(i))}) != nil {
+		if c.Send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: id, Payload: []byte(strconv.Itoa(i))}) != nil {
 			break
 		}
 	}
@@ -258,10 +210,10 @@ func crashReceive(t *testing.T, addr, id string, qos byte, quiet time.Duration) 
 	t.Helper()
 	c, _, err := dialMQTT(addr, id, false)
 	require.NoError(t, err)
-	defer c.conn.Close()
+	defer c.Close()
 	count = make(map[int]int)
 	for {
-		p, err := c.next(quiet)
+		p, err := c.Next(quiet)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return count, repeatNoDup
@@ -277,13 +229,13 @@ func crashReceive(t *testing.T, addr, id string, qos byte, quiet time.Duration) 
 			}
 			switch p.QoS {
 			case 1:
-				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}))
+				require.NoError(t, c.Send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}))
 			case 2:
-				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}))
+				require.NoError(t, c.Send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}))
 			}
 		case *codec.Ack:
 			if p.PacketType == codec.PUBREL {
-				require.NoError(t, c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}))
+				require.NoError(t, c.Send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}))
 			}
 		}
 	}
@@ -294,12 +246,12 @@ func subscribeOffline(t *testing.T, addr, id, filter string, qos byte) {
 	t.Helper()
 	c, _, err := dialMQTT(addr, id, false)
 	require.NoError(t, err)
-	require.NoError(t, c.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}))
-	p, err := c.next(5 * time.Second)
+	require.NoError(t, c.Send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}))
+	p, err := c.Next(5 * time.Second)
 	require.NoError(t, err)
 	require.IsType(t, &codec.Suback{}, p)
-	require.NoError(t, c.send(&codec.Disconnect{}))
-	_ = c.conn.Close()
+	require.NoError(t, c.Send(&codec.Disconnect{}))
+	_ = c.Close()
 }
 
 func runCrashRounds(t *testing.T, qos byte) {
@@ -370,10 +322,10 @@ func TestCrashRetained(t *testing.T) {
 	c, _, err := dialMQTT(b.addr, "ret-pub", true)
 	require.NoError(t, err)
 	for i := range 100 {
-		require.NoError(t, c.send(&codec.Publish{Topic: []byte(fmt.Sprintf("ret/%d", i)), QoS: 1, Retain: true, PacketID: uint16(i + 1), Payload: []byte("v")}))
+		require.NoError(t, c.Send(&codec.Publish{Topic: []byte(fmt.Sprintf("ret/%d", i)), QoS: 1, Retain: true, PacketID: uint16(i + 1), Payload: []byte("v")}))
 	}
 	for range 100 {
-		p, err := c.next(5 * time.Second)
+		p, err := c.Next(5 * time.Second)
 		require.NoError(t, err)
 		require.IsType(t, &codec.Ack{}, p)
 	}
@@ -381,10 +333,10 @@ func TestCrashRetained(t *testing.T) {
 	b2 := startBroker(t, dir)
 	s, _, err := dialMQTT(b2.addr, "ret-sub", true)
 	require.NoError(t, err)
-	require.NoError(t, s.send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("ret/#"), QoS: 0}}}))
+	require.NoError(t, s.Send(&codec.Subscribe{PacketID: 1, Subscriptions: []codec.Subscription{{Filter: []byte("ret/#"), QoS: 0}}}))
 	got := 0
 	for {
-		p, err := s.next(time.Second)
+		p, err := s.Next(time.Second)
 		if err != nil {
 			break
 		}
@@ -430,7 +382,7 @@ func TestCorruptDataDirectory(t *testing.T) {
 	c, ca, err := dialMQTT(b2.addr, "corrupt-sub", false)
 	require.NoError(t, err)
 	require.False(t, ca.SessionPresent, "a clean start")
-	_ = c.conn.Close()
+	_ = c.Close()
 	require.Contains(t, b2.output(), "moved aside")
 	matches, _ := filepath.Glob(dir + ".corrupt-*")
 	require.Len(t, matches, 1, "the damaged directory is kept for inspection")
@@ -482,9 +434,9 @@ type qos2Receiver struct {
 }
 
 // run reads from c until it fails, answering and recording.
-func (r *qos2Receiver) run(c *mqttConn) {
+func (r *qos2Receiver) run(c *mqttclient.Conn) {
 	for {
-		p, err := c.next(30 * time.Second)
+		p, err := c.Next(30 * time.Second)
 		if err != nil {
 			return
 		}
@@ -498,7 +450,7 @@ func (r *qos2Receiver) run(c *mqttConn) {
 				}
 			}
 			r.mu.Unlock()
-			if c.send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
+			if c.Send(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID}) != nil {
 				return
 			}
 		case *codec.Ack:
@@ -506,7 +458,7 @@ func (r *qos2Receiver) run(c *mqttConn) {
 				r.mu.Lock()
 				delete(r.pending, p.PacketID)
 				r.mu.Unlock()
-				if c.send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
+				if c.Send(&codec.Ack{PacketType: codec.PUBCOMP, PacketID: p.PacketID}) != nil {
 					return
 				}
 			}
@@ -520,7 +472,7 @@ func (r *qos2Receiver) run(c *mqttConn) {
 // random point; the broker restarts on the same directory and the
 // subscriber reconnects, r reading again for 1.5 s. It returns the
 // numbers the publisher got acknowledged and when the kill came.
-func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqttConn) }) (acked map[int]bool, killAfter time.Duration) {
+func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqttclient.Conn) }) (acked map[int]bool, killAfter time.Duration) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	b := startBroker(t, dir)
@@ -542,13 +494,13 @@ func crashOnline(t *testing.T, id, topic string, qos byte, r interface{ run(*mqt
 
 // runReceiver connects id's persistent session and runs r on it until
 // stop closes the connection.
-func runReceiver(t *testing.T, addr, id string, r interface{ run(*mqttConn) }) (stop func()) {
+func runReceiver(t *testing.T, addr, id string, r interface{ run(*mqttclient.Conn) }) (stop func()) {
 	t.Helper()
 	sc, _, err := dialMQTT(addr, id, false)
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { r.run(sc); close(done) }()
-	return func() { _ = sc.conn.Close(); <-done }
+	return func() { _ = sc.Close(); <-done }
 }
 
 // TestCrashQoS1FanOut: one stream to three persistent subscribers, two
@@ -648,9 +600,9 @@ type qos1Receiver struct {
 }
 
 // run reads from c until it fails.
-func (r *qos1Receiver) run(c *mqttConn) {
+func (r *qos1Receiver) run(c *mqttclient.Conn) {
 	for {
-		p, err := c.next(30 * time.Second)
+		p, err := c.Next(30 * time.Second)
 		if err != nil {
 			return
 		}
@@ -666,7 +618,7 @@ func (r *qos1Receiver) run(c *mqttConn) {
 			}
 			r.mu.Unlock()
 		}
-		if c.send(&codec.Ack{PacketType: codec.PUBACK, PacketID: pub.PacketID}) != nil {
+		if c.Send(&codec.Ack{PacketType: codec.PUBACK, PacketID: pub.PacketID}) != nil {
 			return
 		}
 	}
