@@ -14,6 +14,7 @@ import (
 	"math/rand"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,13 @@ type auditSubscriber struct {
 	qos      byte
 	awaitRel map[uint16]string // QoS 2 packet identifiers received, PUBREL not yet: the session's state
 	subbed   bool
+	// newest is, per publisher and delivered QoS, the highest number
+	// received so far: a publisher's messages (one topic, each sent after
+	// the previous one was acknowledged) arrive in order the first time,
+	// among those of one QoS [MQTT-4.6.0-6] (with a store, a QoS 2 message
+	// waits for its packet identifier to be durable, and a QoS 1 one
+	// published after it may arrive first).
+	newest map[string]int
 }
 
 func (s *auditSubscriber) connect() (*mqttclient.Conn, bool) {
@@ -176,7 +184,7 @@ func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, o
 			case 2:
 				if _, dup := s.awaitRel[p.PacketID]; !dup {
 					s.awaitRel[p.PacketID] = key
-					s.count(key)
+					s.count(key, p.QoS)
 				} else if s.awaitRel[p.PacketID] != key {
 					s.a.run.violation("%s: packet identifier %d awaiting PUBREL for %s reused for %s", s.id, p.PacketID, s.awaitRel[p.PacketID], key)
 				}
@@ -184,7 +192,7 @@ func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, o
 					return any, false
 				}
 			case 1:
-				s.count(key)
+				s.count(key, p.QoS)
 				if c.Send(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID}) != nil {
 					return any, false
 				}
@@ -206,10 +214,22 @@ func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, o
 	return any, true
 }
 
-func (s *auditSubscriber) count(key string) {
+func (s *auditSubscriber) count(key string, qos byte) {
 	s.a.mu.Lock()
 	s.a.got[s.id][key]++
+	first := s.a.got[s.id][key] == 1
 	s.a.mu.Unlock()
+	pub, num, ok := strings.Cut(key, "/")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil {
+		s.a.run.violation("%s: a message that is not the audit's: %q", s.id, key)
+		return
+	}
+	k := pub + "/" + strconv.Itoa(int(qos))
+	if first && n < s.newest[k] {
+		s.a.run.violation("%s: %s arrived at QoS %d after %s/%d [MQTT-4.6.0-6]", s.id, key, qos, pub, s.newest[k])
+	}
+	s.newest[k] = max(s.newest[k], n)
 }
 
 func (s *auditSubscriber) churn(r *rand.Rand, stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -259,8 +279,8 @@ func (s *auditSubscriber) collect() {
 func newAudit(run *churnRun, seed int64, stop <-chan struct{}) (check func() []string) {
 	a := &audit{run: run, acked: map[string]byte{}, got: map[string]map[string]int{}}
 	subs := []*auditSubscriber{
-		{a: a, id: "audit-sub-5", ver: codec.V5, qos: 1, awaitRel: map[uint16]string{}},
-		{a: a, id: "audit-sub-3", ver: codec.V311, qos: 2, awaitRel: map[uint16]string{}},
+		{a: a, id: "audit-sub-5", ver: codec.V5, qos: 1, awaitRel: map[uint16]string{}, newest: map[string]int{}},
+		{a: a, id: "audit-sub-3", ver: codec.V311, qos: 2, awaitRel: map[uint16]string{}, newest: map[string]int{}},
 	}
 	var wg sync.WaitGroup
 	for i, s := range subs {

@@ -20,6 +20,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand"
 	"net"
@@ -32,6 +33,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
@@ -64,11 +67,51 @@ func churnTopic(k int) string {
 type churnRun struct {
 	s    *Server
 	addr string
-	mu   sync.Mutex
-	errs []string
+	// tlsConf, when set, sends some connections through the broker's TLS
+	// and WebSocket listeners (the bridge, engine/bridge.go).
+	tlsConf *tls.Config
+	mu      sync.Mutex
+	errs    []string
 	// counts of what happened, for the log
 	connects, refused, takenOver, publishes, received, dupsSeen atomic.Int64
 	audited                                                     int // acknowledged messages the audit followed (under mu)
+}
+
+// dial opens a connection to the broker: plain TCP, or, with tlsConf, one
+// time in six through its TLS listener and one in six through its
+// WebSocket one.
+func (r *churnRun) dial(rnd *rand.Rand) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	k := -1 // plain TCP
+	if r.tlsConf != nil {
+		k = rnd.Intn(6)
+	}
+	switch k {
+	case 0:
+		nc, err := d.Dial("tcp", r.s.TLSAddr().String())
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(nc, r.tlsConf)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		_ = tc.SetDeadline(time.Time{})
+		return tc, nil
+	case 1:
+		wd := ws.Dialer{Protocols: []string{"mqtt"}, Timeout: 5 * time.Second}
+		c, br, _, err := wd.Dial(context.Background(), "ws://"+r.s.WSAddr().String()+"/mqtt")
+		if err != nil {
+			return nil, err
+		}
+		if br != nil {
+			ws.PutReader(br)
+		}
+		return &wsStream{Conn: c, rd: wsutil.NewClientSideReader(c)}, nil
+	}
+	return d.Dial("tcp", r.addr)
 }
 
 func (r *churnRun) violation(format string, args ...any) {
@@ -408,7 +451,7 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 			cp.Will.Properties.WillDelay = uint32(r.Intn(3))
 		}
 	}
-	conn, err := net.DialTimeout("tcp", run.addr, 5*time.Second)
+	conn, err := run.dial(r)
 	if err != nil {
 		run.violation("%s: dial: %v", id, err)
 		return nil
@@ -485,8 +528,8 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 
 // churn runs workers against s for d, then ends every session and clears
 // every retained message the clients could have left.
-func churn(t *testing.T, s *Server, d time.Duration, seed int64) *churnRun {
-	run := &churnRun{s: s, addr: s.Addr().String()}
+func churn(t *testing.T, s *Server, d time.Duration, seed int64, tlsConf *tls.Config) *churnRun {
+	run := &churnRun{s: s, addr: s.Addr().String(), tlsConf: tlsConf}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range churnWorkers {
@@ -661,13 +704,17 @@ func heapAfterGC() uint64 {
 // they grew to).
 func TestChurnGivesEverythingBack(t *testing.T) {
 	d, seed := churnParams(t)
-	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxSessionExpiry: time.Minute})
+	pki := newTestPKI(t)
+	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxSessionExpiry: time.Minute,
+		TLSListen: "127.0.0.1:0", WSListen: "127.0.0.1:0", TLSConfig: pki.serverConfig(t, tls.NoClientCert)})
+	tlsConf := pki.clientConfig()
+	tlsConf.ServerName = "127.0.0.1"
 	goroutines := settledGoroutines(t, s) // the broker's own included
-	warm := churn(t, s, d/4, seed+1000)
+	warm := churn(t, s, d/4, seed+1000, tlsConf)
 	logChurn(t, warm, seed+1000)
 	checkChurnClean(t, s, seed+1000, goroutines)
 	base := heapAfterGC()
-	run := churn(t, s, d, seed)
+	run := churn(t, s, d, seed, tlsConf)
 	logChurn(t, run, seed)
 	checkChurnClean(t, s, seed, goroutines)
 	grown := int64(heapAfterGC()) - int64(base)
@@ -684,7 +731,7 @@ func TestChurnPersistentGivesEverythingBack(t *testing.T) {
 	require.NoError(t, err)
 	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
 	goroutines := settledGoroutines(t, s)
-	run := churn(t, s, d, seed)
+	run := churn(t, s, d, seed, nil)
 	logChurn(t, run, seed)
 	checkChurnClean(t, s, seed, goroutines)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
