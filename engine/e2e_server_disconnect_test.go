@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +56,66 @@ func TestE2EV5ServerShuttingDownDisconnect(t *testing.T) {
 	require.Equal(t, codec.ServerShuttingDown, raw5.expectDisconnect(e2eWait))
 	require.Empty(t, raw3.expectClosed(e2eWait), "3.1.1 has no server DISCONNECT")
 	require.Empty(t, pending.expectClosed(e2eWait), "no DISCONNECT before CONNACK")
+}
+
+// TestStopClosesConnectionsAcceptedWhileStopping: a connection the
+// listener accepts while Stop runs is closed too. gnet's acceptor hands a
+// connection to a loop as a task in the loop's queue; one queued behind
+// the loop's shutdown was never opened nor closed, and its client waited
+// for a CONNACK that never came (third_party/gnet, LOOPMQ.md, change 4).
+// Clients dial as fast as they can while the broker stops, as clients
+// cut off by a restart do.
+func TestStopClosesConnectionsAcceptedWhileStopping(t *testing.T) {
+	t.Parallel()
+	for round := range 4 {
+		s := startServer(t, Options{Loops: 4})
+		addr := s.Addr().String()
+		var (
+			mu    sync.Mutex
+			conns []net.Conn
+			wg    sync.WaitGroup
+		)
+		stop := make(chan struct{})
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.DialTimeout("tcp", addr, time.Second)
+					if err != nil {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					mu.Lock()
+					conns = append(conns, c)
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(10 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		require.NoError(t, s.Stop(ctx))
+		cancel()
+		close(stop)
+		wg.Wait()
+		open := 0
+		var buf [16]byte
+		deadline := time.Now().Add(time.Second)
+		for _, c := range conns {
+			_ = c.SetReadDeadline(deadline)
+			_, err := c.Read(buf[:])
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				open++
+			}
+			_ = c.Close()
+		}
+		require.Zero(t, open, "round %d: of %d connections, %d still open a second after Stop returned", round, len(conns), open)
+	}
 }
 
 // TestE2E_MQTT_3_1_4_3_TakenOverDisconnect: when a second connection

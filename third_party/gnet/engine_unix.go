@@ -36,6 +36,7 @@ type engine struct {
 	listeners    map[int]*listener // listeners for accepting incoming connections
 	opts         *Options          // options with engine
 	ingress      *eventloop        // main event-loop that monitors all listeners
+	ingressDone  chan struct{}     // closed when the main event-loop has exited (loopmq patch)
 	eventLoops   loadBalancer      // event-loops for handling events
 	inShutdown   atomic.Bool       // whether the engine is in shutdown
 	turnOff      context.CancelFunc
@@ -172,9 +173,13 @@ func (eng *engine) activateReactors(ctx context.Context, numEventLoop int) error
 		}
 	}
 	eng.ingress = el
+	eng.ingressDone = make(chan struct{})
 
 	// Start the main reactor in the background.
-	eng.concurrency.Go(el.rotate)
+	eng.concurrency.Go(func() error {
+		defer close(eng.ingressDone)
+		return el.rotate()
+	})
 
 	// Start the ticker.
 	if eng.opts.Ticker {
@@ -201,6 +206,20 @@ func (eng *engine) stop(ctx context.Context, s Engine) {
 
 	eng.eventHandler.OnShutdown(s)
 
+	// loopmq patch: the main reactor exits first. A connection it accepts
+	// goes to an event-loop as a task in that loop's queue, and one queued
+	// behind the loop's shutdown signal was neither opened nor closed: its
+	// socket stayed open with nobody reading it. Once the main reactor has
+	// exited, every connection it accepted is queued ahead of the signal,
+	// so the loop opens it and then closes it with the others.
+	if eng.ingress != nil {
+		err := eng.ingress.poller.Trigger(queue.HighPriority, func(_ any) error { return errorx.ErrEngineShutdown }, nil)
+		if err != nil {
+			eng.opts.Logger.Errorf("failed to enqueue shutdown signal of high-priority for main event-loop: %v", err)
+		}
+		<-eng.ingressDone
+	}
+
 	// Notify all event-loops to exit.
 	eng.eventLoops.iterate(func(i int, el *eventloop) bool {
 		err := el.poller.Trigger(queue.HighPriority, func(_ any) error { return errorx.ErrEngineShutdown }, nil)
@@ -209,12 +228,6 @@ func (eng *engine) stop(ctx context.Context, s Engine) {
 		}
 		return true
 	})
-	if eng.ingress != nil {
-		err := eng.ingress.poller.Trigger(queue.HighPriority, func(_ any) error { return errorx.ErrEngineShutdown }, nil)
-		if err != nil {
-			eng.opts.Logger.Errorf("failed to enqueue shutdown signal of high-priority for main event-loop: %v", err)
-		}
-	}
 
 	if err := eng.concurrency.Wait(); err != nil {
 		eng.opts.Logger.Errorf("engine shutdown error: %v", err)
