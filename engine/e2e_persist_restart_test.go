@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -371,4 +372,56 @@ func TestE2EPersistWillOfSessionExpiredWhileDown(t *testing.T) {
 	require.True(t, obs.mustConnect(connect5("wexp-obs", false, 0, 300)).SessionPresent)
 	p := obs.expectPublish()
 	require.Equal(t, "bye", string(p.Payload), "the will of the session that ended [MQTT-3.1.2-8]")
+}
+
+// TestRecoveredReleaseDroppedStaysUnsent: a QoS 2 release (EntryAwaitComp,
+// which keeps no message) that recovery cannot put back in a window
+// smaller than the one it was sent in is never sent as a PUBLISH. Its
+// entry stayed on disk, and reading the session's queue back took it for
+// a queued message: a PUBLISH with no topic and no payload.
+func TestRecoveredReleaseDroppedStaysUnsent(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	var b store.Batch
+	b.PutSession(&store.Session{ClientID: "shrunk", Version: 4, Expiry: 300, DisconnectedAt: time.Now().UnixNano(),
+		Subs: []store.Subscription{{Filter: "shrunk/#", QoS: 2}}})
+	// Packet identifiers 2 and 7 were in flight in a window of 32; in one
+	// of 5 they share a slot.
+	b.PutEntry("shrunk", &store.Entry{Seq: 1, State: store.EntryAwaitComp, PacketID: 2, QoS: 2})
+	b.PutEntry("shrunk", &store.Entry{Seq: 2, State: store.EntryAwaitComp, PacketID: 7, QoS: 2})
+	b.PutEntry("shrunk", &store.Entry{Seq: 3, State: store.EntryQueued, QoS: 1,
+		Msg: store.Message{Topic: []byte("shrunk/a"), Payload: []byte("m3"), QoS: 1}})
+	done := make(chan error, 1)
+	st.Commit(&b, func(err error) { done <- err })
+	require.NoError(t, <-done)
+
+	s := startServer(t, Options{Store: st, MaxInflight: 5})
+	c := dialRaw(t, s)
+	ca := c.mustConnect(connectPacket("shrunk", false, 0))
+	require.True(t, ca.SessionPresent)
+	var got []string
+	for {
+		p, err := c.next(500 * time.Millisecond)
+		if err != nil {
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded, "after %v", got)
+			break
+		}
+		switch p := p.(type) {
+		case *codec.Publish:
+			got = append(got, fmt.Sprintf("PUBLISH %q %q", p.Topic, p.Payload))
+			c.ack(codec.PUBACK, p.PacketID)
+		case *codec.Ack:
+			got = append(got, fmt.Sprintf("%v %d", p.PacketType, p.PacketID))
+			if p.PacketType == codec.PUBREL {
+				c.ack(codec.PUBCOMP, p.PacketID)
+			}
+		}
+	}
+	require.Equal(t, []string{"PUBREL 2", `PUBLISH "shrunk/a" "m3"`}, got)
+	// The release that had no slot is forgotten with the rest.
+	require.Eventually(t, func() bool {
+		n := 0
+		require.NoError(t, st.Entries("shrunk", 0, 0, func(*store.Entry) bool { n++; return true }))
+		return n == 0
+	}, e2eWait, 10*time.Millisecond, "entries left in the store")
 }

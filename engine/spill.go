@@ -132,8 +132,8 @@ func (l *loop) dropOldestQueued(s *session, q *sessionQueues) bool {
 		if e.Seq > w {
 			return false
 		}
-		if q.inflight.holdsSeq(e.Seq) || slices.Contains(q.forgotten, e.Seq) {
-			return true // in the window, or acknowledged with its delete not applied yet
+		if q.inflight.holdsSeq(e.Seq) || slices.Contains(q.forgotten, e.Seq) || e.State == store.EntryAwaitComp {
+			return true // in the window, acknowledged with its delete not applied yet, or a release (readBack drops it)
 		}
 		seq, qos, size, found = e.Seq, e.QoS, len(e.Msg.Payload), true
 		if e.State != store.EntryQueued {
@@ -198,6 +198,15 @@ func (l *loop) readBack(s *session) {
 		}
 		last = e.Seq
 		if _, ok := skip[e.Seq]; ok {
+			return true
+		}
+		if e.State == store.EntryAwaitComp {
+			// A release outside the window: one recovery could not put
+			// back (its slot taken, recover.go restoreEntry). It keeps no
+			// message and the client has it: there is nothing to send,
+			// and its PUBREL cannot be sent without the slot. Not counted
+			// in the spill (it was not queued).
+			l.forgetEntry(s, e.Seq, 2, 0)
 			return true
 		}
 		out := l.srv.restoreOut(e)
