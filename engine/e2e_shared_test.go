@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,4 +226,34 @@ func TestE2ESharedInFlightStaysWhenNoOtherMember(t *testing.T) {
 		sub.ack(codec.PUBACK, p.PacketID)
 	}
 	sub.expectNothing(e2eSilent)
+}
+
+// TestE2ESharedResharedInflightBytesCounted: a member leaving with QoS 1
+// messages in flight hands them to another member, who may drop them at
+// once (here: over its Maximum Packet Size), releasing the message. The
+// in-flight bytes gauge must still go back down by their payloads: the
+// size was read after the reference had gone, from a message already
+// released (0 bytes, or another loop's new message in the pooled memory:
+// a data race), and the gauge stayed up for good (300 bytes here).
+func TestE2ESharedResharedInflightBytesCounted(t *testing.T) {
+	s := startServer(t, Options{Loops: 1})
+	a := connectRaw(t, s, connectPacket("reshare-a", true, 0))
+	require.Equal(t, byte(1), a.subscribe(1, "$share/g/reshare/t", 1))
+	small := connect5("reshare-b", true, 0, 0)
+	small.Properties.MaximumPacketSize = 40
+	b := dialRaw(t, s)
+	b.ver = codec.V5
+	b.mustConnect(small)
+	require.Equal(t, byte(1), b.subscribe(1, "$share/g/reshare/t", 1))
+	pub := connectRaw(t, s, connectPacket("reshare-pub", true, 0))
+	payload := strings.Repeat("x", 100)
+	for i := 1; i <= 6; i++ {
+		pub.publish("reshare/t", payload, 1, false, uint16(i))
+		pub.expectAck(codec.PUBACK, uint16(i))
+	}
+	a.expectPublish() // in flight at a, not acknowledged
+	require.Eventually(t, func() bool { return s.Stats().Inflight > 0 }, e2eWait, 10*time.Millisecond)
+	a.kill()
+	require.Eventually(t, func() bool { st := s.Stats(); return st.Inflight == 0 && st.InflightBytes == 0 },
+		e2eWait, 10*time.Millisecond, "in flight %d messages, %d bytes", s.Stats().Inflight, s.Stats().InflightBytes)
 }
