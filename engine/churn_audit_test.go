@@ -10,6 +10,7 @@ package engine
 // across its connections, as a client must.
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -53,7 +54,7 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 		ver := []codec.Version{codec.V311, codec.V5}[r.Intn(2)]
 		c, _, err := mqttclient.Dial(a.run.addr, &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: true})
 		if err != nil {
-			a.run.violation("%s: connect: %v", id, err)
+			a.connectFailed(id, err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -89,7 +90,13 @@ func (a *audit) awaitAck(c *mqttclient.Conn, id, key string, qos byte) bool {
 	for {
 		p, err := c.Next(5 * time.Second)
 		if err != nil {
+			if a.run.restarts && !isTimeout(err) { // closed by a restart: not acknowledged
+				return false
+			}
 			a.run.violation("%s: no acknowledgement for %s: %v", id, key, err)
+			return false
+		}
+		if shuttingDown(p) {
 			return false
 		}
 		ack, ok := p.(*codec.Ack)
@@ -148,7 +155,7 @@ func (s *auditSubscriber) connect() (*mqttclient.Conn, bool) {
 	}
 	c, ca, err := mqttclient.Dial(s.a.run.addr, cp)
 	if err != nil {
-		s.a.run.violation("%s: connect: %v", s.id, err)
+		s.a.connectFailed(s.id, err)
 		return nil, false
 	}
 	if s.subbed && !ca.SessionPresent {
@@ -171,9 +178,12 @@ func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, o
 	for time.Now().Before(deadline) {
 		p, err := c.Next(time.Until(deadline))
 		if err != nil {
-			if ne, isNet := err.(net.Error); isNet && ne.Timeout() {
+			if isTimeout(err) {
 				return any, true
 			}
+			return any, false
+		}
+		if shuttingDown(p) {
 			return any, false
 		}
 		any = true
@@ -212,6 +222,27 @@ func (s *auditSubscriber) take(c *mqttclient.Conn, d time.Duration) (any bool, o
 		}
 	}
 	return any, true
+}
+
+// connectFailed reports a failed connect of client id, unless the broker
+// was down for a restart.
+func (a *audit) connectFailed(id string, err error) {
+	if a.run.restarts && !errors.Is(err, mqttclient.ErrRefused) {
+		return
+	}
+	a.run.violation("%s: connect: %v", id, err)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// shuttingDown reports whether p is a 5.0 DISCONNECT Server shutting down,
+// which a broker stopping sends.
+func shuttingDown(p codec.Packet) bool {
+	d, ok := p.(*codec.Disconnect)
+	return ok && d.ReasonCode == codec.ServerShuttingDown
 }
 
 func (s *auditSubscriber) count(key string, qos byte) {

@@ -12,7 +12,9 @@ package engine
 // check by itself (churnConn.check). At the end every session is ended and
 // every retained message cleared, and the broker must give everything back:
 // no connection, session, subscription, message in flight or queued, no
-// goroutine, and no heap beyond what a short warm-up run left.
+// goroutine, and no heap beyond what a short warm-up run left. A variant
+// restarts the broker on its data directory while the clients run
+// (churn_restart_test.go).
 //
 // LOOPMQ_CHURN=DURATION runs each variant for that long instead of a few
 // seconds (`make soak` sets it), LOOPMQ_CHURN_SEED fixes the seed; the seed
@@ -65,17 +67,23 @@ func churnTopic(k int) string {
 // churnRun is one soak's shared state: the broker's address and the
 // violations the connections found.
 type churnRun struct {
-	s    *Server
-	addr string
+	srv  atomic.Pointer[Server] // the broker now: a restart replaces it (server)
+	addr string                 // the broker's address, the same across restarts
+	// restarts: the broker restarts during the run, so a client that
+	// cannot connect tries again and a connection may end at any time.
+	restarts bool
 	// tlsConf, when set, sends some connections through the broker's TLS
 	// and WebSocket listeners (the bridge, engine/bridge.go).
 	tlsConf *tls.Config
 	mu      sync.Mutex
 	errs    []string
 	// counts of what happened, for the log
-	connects, refused, takenOver, publishes, received, dupsSeen atomic.Int64
-	audited                                                     int // acknowledged messages the audit followed (under mu)
+	connects, refused, takenOver, publishes, received, dupsSeen, restarted atomic.Int64
+	audited                                                                int // acknowledged messages the audit followed (under mu)
 }
+
+// server returns the broker running now.
+func (r *churnRun) server() *Server { return r.srv.Load() }
 
 // dial opens a connection to the broker: plain TCP, or, with tlsConf, one
 // time in six through its TLS listener and one in six through its
@@ -88,7 +96,7 @@ func (r *churnRun) dial(rnd *rand.Rand) (net.Conn, error) {
 	}
 	switch k {
 	case 0:
-		nc, err := d.Dial("tcp", r.s.TLSAddr().String())
+		nc, err := d.Dial("tcp", r.server().TLSAddr().String())
 		if err != nil {
 			return nil, err
 		}
@@ -102,7 +110,7 @@ func (r *churnRun) dial(rnd *rand.Rand) (net.Conn, error) {
 		return tc, nil
 	case 1:
 		wd := ws.Dialer{Protocols: []string{"mqtt"}, Timeout: 5 * time.Second}
-		c, br, _, err := wd.Dial(context.Background(), "ws://"+r.s.WSAddr().String()+"/mqtt")
+		c, br, _, err := wd.Dial(context.Background(), "ws://"+r.server().WSAddr().String()+"/mqtt")
 		if err != nil {
 			return nil, err
 		}
@@ -262,7 +270,7 @@ func (c *churnConn) check(p codec.Packet) {
 		}
 		if len(c.unacked) > limit {
 			if len(c.unacked) == limit+1 {
-				c.run.violation("%s: broker's window: %s", c.id, sessionWindow(c.run.s, c.id))
+				c.run.violation("%s: broker's window: %s", c.id, sessionWindow(c.run.server(), c.id))
 			}
 			c.run.violation("%s: %d QoS 1/2 PUBLISHes unacknowledged, over the client's Receive Maximum %d [MQTT-3.3.4-9] (present %v, this one: id %d dup %v qos %d topic %q) %v", c.id, len(c.unacked), limit, c.present, p.PacketID, p.Dup, p.QoS, p.Topic, c.trace)
 		}
@@ -453,6 +461,10 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 	}
 	conn, err := run.dial(r)
 	if err != nil {
+		if run.restarts { // down for a restart: try again
+			time.Sleep(20 * time.Millisecond)
+			return nil
+		}
 		run.violation("%s: dial: %v", id, err)
 		return nil
 	}
@@ -526,10 +538,23 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 	return c
 }
 
+// churnOpts are a soak's variations: some connections through the TLS
+// and WebSocket bridge (tls), and restarts of the broker while the clients
+// run (restart stops the broker running now and returns a new one
+// listening on the same address).
+type churnOpts struct {
+	tls     *tls.Config
+	restart func() (*Server, error)
+}
+
 // churn runs workers against s for d, then ends every session and clears
-// every retained message the clients could have left.
-func churn(t *testing.T, s *Server, d time.Duration, seed int64, tlsConf *tls.Config) *churnRun {
-	run := &churnRun{s: s, addr: s.Addr().String(), tlsConf: tlsConf}
+// every retained message the clients could have left. With o.restart, the
+// broker is restarted while they run, 0.3 s after the start and then every
+// 0.7 to 1.5 s (from the start of one restart to the next's: 3 to 6 times
+// in 4 s).
+func churn(t *testing.T, s *Server, d time.Duration, seed int64, o churnOpts) *churnRun {
+	run := &churnRun{addr: s.Addr().String(), restarts: o.restart != nil, tlsConf: o.tls}
+	run.srv.Store(s)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range churnWorkers {
@@ -537,8 +562,42 @@ func churn(t *testing.T, s *Server, d time.Duration, seed int64, tlsConf *tls.Co
 		go churnWorker(run, seed+int64(w), stop, &wg)
 	}
 	check := newAudit(run, seed, stop)
-	time.Sleep(d)
+	restarted := make(chan error, 1)
+	if o.restart != nil {
+		go func() {
+			r := rand.New(rand.NewSource(seed + 300))
+			next := time.Now().Add(300 * time.Millisecond)
+			for {
+				select {
+				case <-stop:
+					restarted <- nil
+					return
+				case <-time.After(time.Until(next)):
+				}
+				next = time.Now().Add(700*time.Millisecond + time.Duration(r.Int63n(int64(800*time.Millisecond))))
+				s, err := o.restart()
+				if err != nil {
+					restarted <- err
+					return
+				}
+				run.srv.Store(s)
+				run.restarted.Add(1)
+			}
+		}()
+	}
+	select {
+	case <-time.After(d):
+	case err := <-restarted: // failed: the broker is down
+		close(stop)
+		t.Fatalf("seed %d: restart: %v", seed, err)
+	}
 	close(stop)
+	if o.restart != nil {
+		if err := <-restarted; err != nil {
+			t.Fatalf("seed %d: restart: %v", seed, err)
+		}
+		s = run.server()
+	}
 	waited := make(chan struct{})
 	go func() { wg.Wait(); close(waited) }()
 	select {
@@ -674,8 +733,8 @@ func logChurn(t *testing.T, run *churnRun, seed int64) {
 	t.Helper()
 	run.mu.Lock()
 	defer run.mu.Unlock()
-	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP); audit: %d acknowledged messages followed",
-		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load(), run.audited)
+	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP); audit: %d acknowledged messages followed; %d restarts",
+		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load(), run.audited, run.restarted.Load())
 	if len(run.errs) > 0 {
 		t.Errorf("seed %d: %d violations, the first ones:\n%s", seed, len(run.errs), joinLines(run.errs))
 	}
@@ -710,11 +769,11 @@ func TestChurnGivesEverythingBack(t *testing.T) {
 	tlsConf := pki.clientConfig()
 	tlsConf.ServerName = "127.0.0.1"
 	goroutines := settledGoroutines(t, s) // the broker's own included
-	warm := churn(t, s, d/4, seed+1000, tlsConf)
+	warm := churn(t, s, d/4, seed+1000, churnOpts{tls: tlsConf})
 	logChurn(t, warm, seed+1000)
 	checkChurnClean(t, s, seed+1000, goroutines)
 	base := heapAfterGC()
-	run := churn(t, s, d, seed, tlsConf)
+	run := churn(t, s, d, seed, churnOpts{tls: tlsConf})
 	logChurn(t, run, seed)
 	checkChurnClean(t, s, seed, goroutines)
 	grown := int64(heapAfterGC()) - int64(base)
@@ -731,7 +790,7 @@ func TestChurnPersistentGivesEverythingBack(t *testing.T) {
 	require.NoError(t, err)
 	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
 	goroutines := settledGoroutines(t, s)
-	run := churn(t, s, d, seed, nil)
+	run := churn(t, s, d, seed, churnOpts{})
 	logChurn(t, run, seed)
 	checkChurnClean(t, s, seed, goroutines)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

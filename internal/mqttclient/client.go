@@ -7,12 +7,17 @@
 package mqttclient
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/loopmq/loopmq/codec"
 )
+
+// ErrRefused is Dial's error when the broker answered the CONNECT with
+// something else than a CONNACK accepting it (wrapped, with the packet).
+var ErrRefused = errors.New("CONNECT not accepted")
 
 // Conn is one client connection.
 type Conn struct {
@@ -23,7 +28,7 @@ type Conn struct {
 }
 
 // Dial connects to addr, sends cp and waits (5 s at most) for a CONNACK,
-// which must accept the connection.
+// which must accept the connection (ErrRefused otherwise).
 func Dial(addr string, cp *codec.Connect) (*Conn, *codec.Connack, error) {
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -42,7 +47,7 @@ func Dial(addr string, cp *codec.Connect) (*Conn, *codec.Connack, error) {
 	ca, ok := p.(*codec.Connack)
 	if !ok || ca.ReasonCode != codec.Success {
 		_ = nc.Close()
-		return nil, nil, fmt.Errorf("CONNACK: %+v", p)
+		return nil, nil, fmt.Errorf("%w: %+v", ErrRefused, p)
 	}
 	return c, ca, nil
 }
