@@ -464,11 +464,15 @@ func (s *session) pump() {
 	if q.inflight.pending > 0 {
 		s.resendPending(c)
 	}
+	// Queued messages follow the ones still pending (an earlier
+	// connection's, or held for the store): a topic stays ordered
+	// [MQTT-4.6.0-6].
+	resent := q.inflight.pending == 0
 	now := c.loop.mono
 	if q.spill != nil && q.queue.len() <= c.loop.srv.opts.MaxQueuedInMemory/2 {
 		c.loop.readBack(s)
 	}
-	for q.queue.len() > 0 {
+	for resent && q.queue.len() > 0 {
 		if q.queue.peek().msg.expired(now) {
 			// [MQTT-3.3.2-5] not delivered once expired.
 			out := q.queue.pop()

@@ -156,10 +156,11 @@ func (s *session) lookup(id uint16, state byte) *slot {
 }
 
 // canSendNow reports whether a QoS 1/2 message may go straight into the
-// in-flight window of s's client c: nothing queued ahead of it and a free
-// slot within the client's Receive Maximum.
+// in-flight window of s's client c: nothing queued ahead of it, no
+// earlier connection's message still to be sent again (pending), and a
+// free slot within the client's Receive Maximum.
 func (s *session) canSendNow(c *client) bool {
-	return s.q == nil || (s.q.queue.len() == 0 && s.q.spill == nil && !s.q.windowFull(c))
+	return s.q == nil || (s.q.queue.len() == 0 && s.q.spill == nil && s.q.inflight.pending == 0 && !s.q.windowFull(c))
 }
 
 // windowFull reports whether no more QoS 1/2 messages may be sent to c:
