@@ -374,23 +374,34 @@ func TestE2EPersistWillOfSessionExpiredWhileDown(t *testing.T) {
 	require.Equal(t, "bye", string(p.Payload), "the will of the session that ended [MQTT-3.1.2-8]")
 }
 
-// TestRecoveredReleaseDroppedStaysUnsent: a QoS 2 release (EntryAwaitComp,
-// which keeps no message) that recovery cannot put back in a window
-// smaller than the one it was sent in is never sent as a PUBLISH. Its
-// entry stayed on disk, and reading the session's queue back took it for
-// a queued message: a PUBLISH with no topic and no payload.
-func TestRecoveredReleaseDroppedStaysUnsent(t *testing.T) {
+// TestRecoveredFlowsKeepIdentifiersInSmallerWindow: a broker restarted
+// with a smaller MaxInflight recovers QoS 2 flows whose packet identifiers
+// share a slot of the smaller window. They used to be dropped (a release:
+// the client kept its identifier awaiting PUBREL, and would have
+// acknowledged without delivering the next message sent under it) or
+// queued (a PUBLISH: sent again under a new identifier, which the client
+// delivers a second time). Now the window widens and every flow goes on
+// under its own identifier [MQTT-4.4.0-1]; the queued message follows.
+// A release's entry that is never put back in the window (two entries
+// under one identifier) must still not be read back as a PUBLISH with no
+// topic, as it once was.
+func TestRecoveredFlowsKeepIdentifiersInSmallerWindow(t *testing.T) {
 	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
 	var b store.Batch
 	b.PutSession(&store.Session{ClientID: "shrunk", Version: 4, Expiry: 300, DisconnectedAt: time.Now().UnixNano(),
 		Subs: []store.Subscription{{Filter: "shrunk/#", QoS: 2}}})
-	// Packet identifiers 2 and 7 were in flight in a window of 32; in one
-	// of 5 they share a slot.
+	// In flight in a window of 32; in one of 5, 2 and 7 share a slot, and
+	// so do 3 and 8. 9 is a second release under 2's identifier.
 	b.PutEntry("shrunk", &store.Entry{Seq: 1, State: store.EntryAwaitComp, PacketID: 2, QoS: 2})
-	b.PutEntry("shrunk", &store.Entry{Seq: 2, State: store.EntryAwaitComp, PacketID: 7, QoS: 2})
-	b.PutEntry("shrunk", &store.Entry{Seq: 3, State: store.EntryQueued, QoS: 1,
-		Msg: store.Message{Topic: []byte("shrunk/a"), Payload: []byte("m3"), QoS: 1}})
+	b.PutEntry("shrunk", &store.Entry{Seq: 2, State: store.EntryAwaitRec, PacketID: 3, QoS: 2,
+		Msg: store.Message{Topic: []byte("shrunk/a"), Payload: []byte("m2"), QoS: 2}})
+	b.PutEntry("shrunk", &store.Entry{Seq: 4, State: store.EntryAwaitComp, PacketID: 7, QoS: 2})
+	b.PutEntry("shrunk", &store.Entry{Seq: 5, State: store.EntryAwaitRec, PacketID: 8, QoS: 2,
+		Msg: store.Message{Topic: []byte("shrunk/a"), Payload: []byte("m5"), QoS: 2}})
+	b.PutEntry("shrunk", &store.Entry{Seq: 6, State: store.EntryAwaitComp, PacketID: 2, QoS: 2})
+	b.PutEntry("shrunk", &store.Entry{Seq: 7, State: store.EntryQueued, QoS: 1,
+		Msg: store.Message{Topic: []byte("shrunk/a"), Payload: []byte("m7"), QoS: 1}})
 	done := make(chan error, 1)
 	st.Commit(&b, func(err error) { done <- err })
 	require.NoError(t, <-done)
@@ -408,8 +419,13 @@ func TestRecoveredReleaseDroppedStaysUnsent(t *testing.T) {
 		}
 		switch p := p.(type) {
 		case *codec.Publish:
-			got = append(got, fmt.Sprintf("PUBLISH %q %q", p.Topic, p.Payload))
-			c.ack(codec.PUBACK, p.PacketID)
+			if p.QoS == 1 {
+				got = append(got, fmt.Sprintf("PUBLISH %q", p.Payload))
+				c.ack(codec.PUBACK, p.PacketID)
+				continue
+			}
+			got = append(got, fmt.Sprintf("PUBLISH %q %d dup=%v", p.Payload, p.PacketID, p.Dup))
+			c.ack(codec.PUBREC, p.PacketID)
 		case *codec.Ack:
 			got = append(got, fmt.Sprintf("%v %d", p.PacketType, p.PacketID))
 			if p.PacketType == codec.PUBREL {
@@ -417,8 +433,13 @@ func TestRecoveredReleaseDroppedStaysUnsent(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, []string{"PUBREL 2", `PUBLISH "shrunk/a" "m3"`}, got)
-	// The release that had no slot is forgotten with the rest.
+	// Releases first, then the PUBLISHes, each in the order they were sent
+	// [MQTT-4.6.0-1]; then, in an order the store's writes decide, the
+	// queued message and the releases of the two PUBLISHes.
+	require.Len(t, got, 7, "%v", got)
+	require.Equal(t, []string{"PUBREL 2", "PUBREL 7", `PUBLISH "m2" 3 dup=true`, `PUBLISH "m5" 8 dup=true`}, got[:4])
+	require.ElementsMatch(t, []string{"PUBREL 3", "PUBREL 8", `PUBLISH "m7"`}, got[4:])
+	// Everything completed, the dropped release included.
 	require.Eventually(t, func() bool {
 		n := 0
 		require.NoError(t, st.Entries("shrunk", 0, 0, func(*store.Entry) bool { n++; return true }))

@@ -107,6 +107,50 @@ func (w *inflight) add(m outMsg, size int) uint16 {
 	return id
 }
 
+// widen rebuilds w at the smallest larger size under which id and every
+// identifier in use have slots of their own, each kept under its
+// identifier. Recovery calls it when the window shrank across a restart
+// (a smaller MaxInflight) and two recovered identifiers would share a
+// slot: the client still holds them, so they cannot change. A QoS 2
+// release dropped instead would leave the client holding its identifier,
+// and until a PUBREL comes it acknowledges a PUBLISH under it without
+// delivering it (MQTT 4.3.3); a QoS 2 PUBLISH sent again under a new
+// identifier would be delivered twice. id must not be in use.
+// Both sizes (old and new) fit in the 65535 identifiers, and at 65535
+// every identifier has its own slot, so the search ends.
+func (w *inflight) widen(id uint16) {
+	ids := []uint16{id}
+	for i := range w.slots {
+		if w.slots[i].state != slotFree {
+			ids = append(ids, w.slots[i].id)
+		}
+	}
+	n := len(w.slots) + 1
+	taken := make(map[int]bool, len(ids))
+	for ; n < 65535; n++ {
+		clear(taken)
+		distinct := true
+		for _, x := range ids {
+			k := int(x-1) % n
+			if taken[k] {
+				distinct = false
+				break
+			}
+			taken[k] = true
+		}
+		if distinct {
+			break
+		}
+	}
+	old := w.slots
+	w.slots = make([]slot, n)
+	for i := range old {
+		if old[i].state != slotFree {
+			w.slots[w.index(old[i].id)] = old[i]
+		}
+	}
+}
+
 // resume sets next after the newest identifier in use, once recovery has
 // put the messages that were in flight back into their slots: each then
 // visits them in the order they were sent, and new identifiers follow

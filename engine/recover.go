@@ -245,7 +245,24 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 			q.inflight.owner = owner
 		}
 		sl := &q.inflight.slots[q.inflight.index(e.PacketID)]
-		if sl.state == slotFree {
+		if sl.state != slotFree && sl.id != e.PacketID {
+			// The window shrank since (a smaller MaxInflight): the client
+			// holds both identifiers, so the window grows to keep them.
+			before := len(q.inflight.slots)
+			q.inflight.widen(e.PacketID)
+			srv.log.Info("in-flight window widened for a recovered session: its messages keep their packet identifiers",
+				"client", s.id, "window_was", before, "window", len(q.inflight.slots))
+			sl = &q.inflight.slots[q.inflight.index(e.PacketID)]
+		}
+		if sl.state != slotFree {
+			// Two entries under one identifier: only one can be the
+			// client's. A release has nothing to send again; a message
+			// goes out again as a new one.
+			if e.State == store.EntryAwaitComp {
+				srv.log.Warn("recovered QoS 2 release dropped: its packet identifier is in use by another entry", "client", s.id, "packet", e.PacketID)
+				return
+			}
+		} else {
 			state := slotAwaitAck
 			switch e.State {
 			case store.EntryAwaitRec:
@@ -258,12 +275,6 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 				sl.m = srv.restoreOut(e)
 			}
 			q.inflight.used++
-			return
-		}
-		if e.State == store.EntryAwaitComp {
-			// Its slot is taken (the window shrank): the client gets no
-			// PUBREL for it and keeps the identifier until it is reused.
-			srv.log.Warn("recovered QoS 2 release dropped: in-flight window too small", "client", s.id, "packet", e.PacketID)
 			return
 		}
 	}
