@@ -56,7 +56,7 @@ type conn struct {
 	streams []stream // one per expected source, from spec.expectLo
 	foreign uint64   // messages not of this run, or from sources not expected
 	inWin   uint64   // distinct messages that arrived in the measured window
-	recvN   int64    // messages received in the current batch
+	recvN   int64    // messages received in the current batch, duplicates included (runner.lastRecv)
 	uniqueN int64    // first arrivals in the current batch (runner.delivered)
 	ackedN  int64    // publishes acknowledged in the current batch
 }
@@ -424,7 +424,6 @@ func (c *conn) flush() {
 		c.uniqueN = 0
 	}
 	if c.recvN > 0 {
-		r.received.Add(c.recvN)
 		r.lastRecv.Store(int64(time.Since(r.base)))
 		c.recvN = 0
 	}

@@ -304,9 +304,11 @@ collect:
 	res.Procs = cfg.Procs
 	res.Started = started
 	var undelivered []censorInput
+	window := -1.0 // the longest window a worker measured
 	for _, w := range ws {
 		if w.result != nil {
 			res.Merge(w.result)
+			window = max(window, w.result.Window)
 			if w.censor != nil {
 				undelivered = append(undelivered, *w.censor)
 			}
@@ -318,6 +320,11 @@ collect:
 		res.Workers = append(res.Workers, WorkerSummary{Index: w.index, Exit: w.fail})
 		res.Errors = mergeErrors(res.Errors, []ErrorCount{{Kind: "worker process failed", Count: 1,
 			Example: fmt.Sprintf("worker %d: %s", w.index, w.fail)}})
+	}
+	if window >= 0 {
+		// A cancelled run's workers measured less than -duration (each
+		// says so in its warning): rates are over what they measured.
+		res.Window = window
 	}
 	res.finalize()
 	pl := buildPlan(&cfg)

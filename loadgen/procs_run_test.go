@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -135,22 +136,32 @@ func TestEndSessionsPacedByConnRate(t *testing.T) {
 // A run cut short (SIGINT, ctx cancelled) reports its rates over the part
 // of the window that ran, and warns. They were divided by -duration: 1.5 s
 // of a 60 s window at 300/s reported 7.5/s.
+// With -procs the workers measured the shorter window, but the merged
+// result divided by -duration again.
 func TestRatesAfterCancel(t *testing.T) {
-	addr := startEngine(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { time.Sleep(1500 * time.Millisecond); cancel() }()
-	cfg := Config{Brokers: []string{addr}, Scenario: ScenarioPairs, N: 3, QoS: 1, Rate: 300,
-		Duration: time.Minute, Drain: time.Second}
-	res, err := Run(ctx, cfg)
-	require.NoError(t, err)
-	var table strings.Builder
-	_ = res.WriteTable(&table)
-	t.Logf("\n%s", table.String())
-	require.InDelta(t, cfg.Rate, res.Messages.SentPerSec, cfg.Rate*0.2,
-		"sent_per_s over the part of the window that ran (window_s %g, window_sent %d)", res.Window, res.Messages.WindowSent)
-	require.Less(t, res.Messages.Unsent, int64(cfg.Rate), "only messages due before the cancel count as unsent")
-	require.Contains(t, strings.Join(res.Warnings, "\n"), "cancelled")
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprint("procs", procs), func(t *testing.T) {
+			addr := startEngine(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() { time.Sleep(1500 * time.Millisecond); cancel() }()
+			cfg := Config{Brokers: []string{addr}, Scenario: ScenarioPairs, N: 4, QoS: 1, Rate: 300,
+				Duration: time.Minute, Drain: time.Second, Procs: procs}
+			if procs > 1 {
+				cfg.WorkerCommand = workerProcessCommand
+			}
+			res, err := Run(ctx, cfg)
+			require.NoError(t, err)
+			var table strings.Builder
+			_ = res.WriteTable(&table)
+			t.Logf("\n%s", table.String())
+			require.InDelta(t, cfg.Rate, res.Messages.SentPerSec, cfg.Rate*0.2,
+				"sent_per_s over the part of the window that ran (window_s %g, window_sent %d)", res.Window, res.Messages.WindowSent)
+			require.InDelta(t, cfg.Rate, res.Messages.ReceivedPerSec, cfg.Rate*0.2, "received_per_s likewise")
+			require.Less(t, res.Messages.Unsent, int64(cfg.Rate), "only messages due before the cancel count as unsent")
+			require.Contains(t, strings.Join(res.Warnings, "\n"), "cancelled")
+		})
+	}
 }
 
 // relayBroker is a minimal MQTT broker for one subscriber: it answers

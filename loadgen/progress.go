@@ -14,7 +14,7 @@ type progressSnap struct {
 	Attempted int64      `json:"attempted"`
 	Up        int64      `json:"up"` // set up and not dropped
 	Sent      int64      `json:"sent"`
-	Received  int64      `json:"received"`
+	Received  int64      `json:"received"` // distinct messages
 	Acked     int64      `json:"acked"`
 	Inflight  int64      `json:"inflight"`
 	Errors    int64      `json:"errors"`

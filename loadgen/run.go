@@ -111,7 +111,7 @@ type runner struct {
 	abortOnce           sync.Once
 	attempted, up       atomic.Int64
 	dropped             atomic.Int64
-	sent, received      atomic.Int64
+	sent                atomic.Int64
 	acked               atomic.Int64
 	inflight            atomic.Int64
 	lastRecv            atomic.Int64 // ns since base
@@ -356,10 +356,12 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// snapshot is what the progress line shows.
+// snapshot is what the progress line shows. Its received count is of
+// distinct messages, as the result's received_per_s: duplicates are not
+// throughput.
 func (r *runner) snapshot(withLatency bool) progressSnap {
 	s := progressSnap{Phase: r.phase(), Planned: int64(len(r.mine)), Attempted: r.attempted.Load(),
-		Up: r.up.Load() - r.dropped.Load(), Sent: r.sent.Load(), Received: r.received.Load(),
+		Up: r.up.Load() - r.dropped.Load(), Sent: r.sent.Load(), Received: r.delivered.Load(),
 		Acked: r.acked.Load(), Inflight: r.inflight.Load(), Errors: r.errs.count()}
 	if withLatency {
 		s.Latency = r.lat.snapshot()
