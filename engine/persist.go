@@ -81,8 +81,10 @@ type loopStore struct {
 	deferred []entryKey
 	w        uint64
 	// held are QoS 2 slots whose PUBLISH or PUBREL waits for the batch
-	// that records the slot's state to be durable.
-	held []heldSend
+	// that records the slot's state to be durable, in the order they were
+	// held. heldWaiting is sendHeld's scratch.
+	held        []heldSend
+	heldWaiting []*session
 	// routing is the message loop.route is routing: the puts of its
 	// entries are in the open batch, so writes to them may follow there.
 	routing *message
@@ -211,10 +213,15 @@ func (l *loop) rehold(s *session, sl *slot) {
 
 // sendHeld writes the held packets whose records are durable to the
 // session's client. One whose client went away meanwhile is sent when the
-// session is resumed, like any unacknowledged message. Runs on l.
+// session is resumed, like any unacknowledged message. A PUBLISH also
+// waits for the held PUBLISHes of its session before it: its mark may be
+// durable first (a message routed on this loop is marked at once, one
+// routed elsewhere waits for its put: markEntry), and a topic stays in
+// order [MQTT-4.6.0-6]. Runs on l.
 func (l *loop) sendHeld() {
 	ls := &l.st
 	keep := ls.held[:0]
+	waiting := ls.heldWaiting[:0] // sessions with a PUBLISH still held
 	for _, h := range ls.held {
 		s := h.s
 		if s.owner.Load() != l || s.q == nil {
@@ -224,8 +231,13 @@ func (l *loop) sendHeld() {
 		if sl == nil || sl.hold == 0 {
 			continue // acknowledged, or sent
 		}
-		if sl.hold > ls.durable {
+		publish := sl.state == slotAwaitRec
+		if sl.hold > ls.durable || (publish && s.heldWaiting) {
 			keep = append(keep, h)
+			if publish && !s.heldWaiting {
+				s.heldWaiting = true
+				waiting = append(waiting, s)
+			}
 			continue
 		}
 		sl.hold = 0
@@ -247,6 +259,11 @@ func (l *loop) sendHeld() {
 	}
 	clear(ls.held[len(keep):])
 	ls.held = keep
+	for i, s := range waiting {
+		s.heldWaiting = false
+		waiting[i] = nil
+	}
+	ls.heldWaiting = waiting[:0]
 }
 
 // entryKey is one write to an entry waiting in loopStore.deferred: its

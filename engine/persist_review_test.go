@@ -648,3 +648,56 @@ func TestE2EPersistStrayEntryDeleted(t *testing.T) {
 	require.Eventually(t, func() bool { return len(entryStates(st, "sd-sub")) == 0 },
 		e2eWait, 10*time.Millisecond, "stray entry deleted")
 }
+
+// TestE2EPersistQoS2HeldStaysInOrder: a QoS 2 message routed by another
+// loop waits on the subscriber's owner for its mark, which waits for the
+// routing loop's put (markEntry: deferred). A later message of the same
+// publisher, reconnected onto the owner's loop, is routed there: its mark
+// goes straight into the owner's open batch. Its PUBLISH went out as soon
+// as that batch was durable, ahead of the earlier one still waiting: out
+// of order [MQTT-4.6.0-6] (the churn audit: 596–599 after 601). Now a
+// held PUBLISH waits for the held ones of its session before it.
+func TestE2EPersistQoS2HeldStaysInOrder(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{Store: st, Loops: 2})
+	other := connectRaw(t, s, connectPacket("oo-other", false, 0))
+	other.subscribe(1, "oo/other", 1)
+	disconnectStored(t, st, other, "oo-other")
+	sub := connectRaw(t, s, connectPacket("oo-sub", false, 0))
+	sub.subscribe(1, "oo/b", 2)
+	owner := sessionOwnerLoop(s, "oo-sub")
+	pub := dialOnLoop(t, s, "oo-pub", true, 1-owner)
+	require.Equal(t, 1-owner, sessionOwnerLoop(s, "oo-pub"))
+	st.settle(t)
+
+	st.setOpen(false)
+	pub.publish("oo/other", "first", 1, false, 1) // the publisher's loop has a commit outstanding
+	st.waitFor(t, 1)
+	pub.publish("oo/b", "m1", 2, false, 2) // its entry waits in that loop's open batch
+	sub.expectNothing(e2eSilent)           // held: its mark waits for the entry's put
+	pub.kill()
+
+	pub = dialOnLoop(t, s, "oo-pub", true, owner)
+	require.Equal(t, owner, sessionOwnerLoop(s, "oo-pub"))
+	pub.publish("oo/b", "m2", 2, false, 1) // routed on the owner: its mark is written at once
+	st.waitFor(t, 2)
+	st.setOpen(true)
+	pub.expectAck(codec.PUBREC, 1)
+	var got []string
+	open := 0
+	for len(got) < 2 || open > 0 {
+		p, err := sub.next(e2eWait)
+		require.NoError(t, err, "received %v", got)
+		switch p := p.(type) {
+		case *codec.Publish:
+			got = append(got, string(p.Payload))
+			open++
+			sub.ack(codec.PUBREC, p.PacketID)
+		case *codec.Ack:
+			require.Equal(t, codec.PUBREL, p.PacketType)
+			open--
+			sub.ack(codec.PUBCOMP, p.PacketID)
+		}
+	}
+	require.Equal(t, []string{"m1", "m2"}, got, "one publisher's QoS 2 messages on one topic [MQTT-4.6.0-6]")
+}

@@ -34,6 +34,9 @@ type session struct {
 	holding bool // moving to a new owner loop: see sessionMove
 	// stored: the store holds a record of s (persist.go).
 	stored bool
+	// heldWaiting: a held PUBLISH of s waits, during one pass of
+	// loop.sendHeld (persist.go); false otherwise.
+	heldWaiting bool
 
 	client      *client                 // current connection, nil while offline
 	subs        map[string]trie.Options // its filters and their options; allocated by the first SUBSCRIBE
