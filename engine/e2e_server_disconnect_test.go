@@ -2,10 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,18 +62,37 @@ func TestE2EV5ServerShuttingDownDisconnect(t *testing.T) {
 	require.Empty(t, pending.expectClosed(e2eWait), "no DISCONNECT before CONNACK")
 }
 
-// TestStopClosesConnectionsAcceptedWhileStopping: a connection the
-// listener accepts while Stop runs is closed too (not yet always: see the
-// bound below). gnet's acceptor hands a
-// connection to a loop as a task in the loop's queue; one queued behind
-// the loop's shutdown was never opened nor closed, and its client waited
-// for a CONNACK that never came (third_party/gnet, LOOPMQ.md, change 4).
-// Clients dial as fast as they can while the broker stops, as clients
-// cut off by a restart do.
+// TestStopClosesConnectionsAcceptedWhileStopping: every connection made
+// while Stop runs is closed when Stop returns (the test waits a second),
+// or, for the one kind below, at the client's first send. Clients dial as
+// fast as they can while the broker stops, as clients cut off by a
+// restart do. gnet's acceptor hands a connection to a loop as a task in
+// the loop's queue; one queued behind the loop's shutdown was never
+// opened nor closed, and its client waited for a CONNACK that never came
+// (third_party/gnet, LOOPMQ.md, change 4). Connections still in the
+// listen backlog are reset by the kernel when the listener closes.
+//
+// What is left is Linux's, not the broker's: a handshake the kernel
+// completes at the instant the listening socket closes can lose its
+// server side without a reset (the ACK is dropped as a listen overflow
+// and the new socket freed silently, as the tcp and skb tracepoints
+// show). The client holds an established connection with no socket
+// behind it, silent until it sends: its first segment is answered with
+// a reset. An MQTT client sends CONNECT at once, so it learns then. Here
+// that befell one connection in 43 of 1,400 rounds, seen only with the
+// listener on port 0, as tests have it: a listener on a port it named
+// lost none in 240 rounds (170,405 connections). So a connection still
+// silent a second after Stop returned must be reset when it sends
+// CONNECT, and none may stay open.
+//
+// The broker listens on a loopback address of its own: between the
+// listener's close and Stop's return its port is free, and a dial that
+// reached another test's broker on that port would stay open.
 func TestStopClosesConnectionsAcceptedWhileStopping(t *testing.T) {
 	t.Parallel()
+	host := ownLoopbackAddr(t)
 	for round := range 4 {
-		s := startServer(t, Options{Loops: 4})
+		s := startServer(t, Options{Loops: 4, Listen: net.JoinHostPort(host, "0")})
 		addr := s.Addr().String()
 		var (
 			mu    sync.Mutex
@@ -78,8 +100,7 @@ func TestStopClosesConnectionsAcceptedWhileStopping(t *testing.T) {
 			wg    sync.WaitGroup
 		)
 		stop := make(chan struct{})
-		// Connections made after Stop returned are not the broker's: its
-		// port is free then, and another test's broker may listen on it.
+		// Connections made after Stop returned are not the broker's.
 		var stopped atomic.Bool
 		for range 8 {
 			wg.Add(1)
@@ -113,24 +134,65 @@ func TestStopClosesConnectionsAcceptedWhileStopping(t *testing.T) {
 		cancel()
 		close(stop)
 		wg.Wait()
-		open := 0
-		var buf [16]byte
+		// Each connection is read on its own: one read that waits out a
+		// shared deadline would make every later one time out unread.
+		var silent, open atomic.Int64
+		var example atomic.Value
+		var rwg sync.WaitGroup
 		deadline := time.Now().Add(time.Second)
 		for _, c := range conns {
-			_ = c.SetReadDeadline(deadline)
-			_, err := c.Read(buf[:])
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				open++
-			}
-			_ = c.Close()
+			rwg.Add(1)
+			go func() {
+				defer rwg.Done()
+				defer c.Close()
+				if !openAt(c, deadline) {
+					return // closed by the broker, or reset by the kernel
+				}
+				silent.Add(1)
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = c.Write(connectPacket("stopping", true, 60).AppendTo(nil, codec.V311))
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				var buf [16]byte
+				if _, err := c.Read(buf[:]); !errors.Is(err, syscall.ECONNRESET) {
+					if open.Add(1) == 1 {
+						example.Store(fmt.Sprintf("%v: %v", c.LocalAddr(), err))
+					}
+				}
+			}()
 		}
-		// Not fixed whole: about one run in three still leaves a few open
-		// (up to 4 of 390 seen), where before change 4 most were. The
-		// bound keeps what change 4 gained; the rest is an open defect
-		// (stop 24's note).
-		t.Logf("round %d: of %d connections, %d still open a second after Stop returned", round, len(conns), open)
-		require.LessOrEqual(t, open, len(conns)/20, "round %d: of %d connections, %d still open a second after Stop returned", round, len(conns), open)
+		rwg.Wait()
+		t.Logf("round %d: of %d connections, %d silent a second after Stop returned, %d of them not reset at CONNECT",
+			round, len(conns), silent.Load(), open.Load())
+		require.Zero(t, open.Load(), "round %d: connections open after Stop and CONNECT (one read: %v)", round, example.Load())
 	}
+}
+
+// openAt reads c until it ends (EOF or reset) or deadline passes, and
+// reports whether it was still open then.
+func openAt(c net.Conn, deadline time.Time) bool {
+	_ = c.SetReadDeadline(deadline)
+	var buf [64]byte
+	for {
+		_, err := c.Read(buf[:])
+		if err != nil {
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout()
+		}
+	}
+}
+
+// ownLoopbackAddr returns a loopback address in 127.0.0.0/8 other than
+// 127.0.0.1, where the other tests listen, or 127.0.0.1 where the
+// system has no other (macOS).
+func ownLoopbackAddr(t *testing.T) string {
+	host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Logf("listening on 127.0.0.1: %s unusable: %v", host, err)
+		return "127.0.0.1"
+	}
+	_ = ln.Close()
+	return host
 }
 
 // TestE2E_MQTT_3_1_4_3_TakenOverDisconnect: when a second connection
