@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
 )
 
 // A QoS 1 message routed to a shared-subscription member whose connection
@@ -256,4 +257,92 @@ func TestE2ESharedResharedInflightBytesCounted(t *testing.T) {
 	a.kill()
 	require.Eventually(t, func() bool { st := s.Stats(); return st.Inflight == 0 && st.InflightBytes == 0 },
 		e2eWait, 10*time.Millisecond, "in flight %d messages, %d bytes", s.Stats().Inflight, s.Stats().InflightBytes)
+}
+
+// TestE2ESharedGroupAcrossRestart: a persistent member of two groups of
+// one share name on overlapping filters, ("g", "a/+") and ("g", "+/b"),
+// holds a copy of a message on a/b from each, unacknowledged, when the
+// broker stops. After the restart it gets them again, and when it leaves,
+// each copy goes to the other member of the group it came from, as
+// without a restart (TestE2ESharedMemberOfOverlappingGroupsLeaves). Both
+// copies in flight at the stop (restored into the window, recover.go), or
+// one queued (read back from the store, spill.go). The store kept only
+// that the entries were shared: both copies read back went to the member
+// of whichever group the match listed first, the other group lost its
+// copy.
+func TestE2ESharedGroupAcrossRestart(t *testing.T) {
+	for _, inflight := range []int{0, 1} { // 0: the default window, both copies in flight
+		t.Run(fmt.Sprint("inflight", inflight), func(t *testing.T) {
+			testSharedGroupAcrossRestart(t, inflight)
+		})
+	}
+}
+
+func testSharedGroupAcrossRestart(t *testing.T, inflight int) {
+	dir := t.TempDir()
+	st, err := store.OpenPebble(dir, store.PebbleOptions{})
+	require.NoError(t, err)
+	opts := Options{Store: st, Loops: 1, MaxInflight: inflight}
+	s := startServer(t, opts)
+	// The other members, offline when the message is published, so that
+	// both groups choose m.
+	for id, filter := range map[string]string{"x": "$share/g/a/+", "y": "$share/g/+/b"} {
+		c := connectRaw(t, s, connectPacket(id, false, 0))
+		require.Equal(t, byte(1), c.subscribe(1, filter, 1))
+		c.disconnect()
+	}
+	m := connectRaw(t, s, connectPacket("m", false, 0))
+	require.Equal(t, byte(1), m.subscribe(1, "$share/g/a/+", 1))
+	require.Equal(t, byte(1), m.subscribe(2, "$share/g/+/b", 1))
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	pub.publish("a/b", "one", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	pub.disconnect()
+	sent := 2 // one copy per group, neither acknowledged
+	if inflight == 1 {
+		sent = 1 // the other waits in the queue
+	}
+	for range sent {
+		require.Equal(t, "one", string(m.expectPublish().Payload))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	require.NoError(t, st.Close(), "closing the store")
+
+	st, err = store.OpenPebble(dir, store.PebbleOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	opts.Store = st
+	s = startServer(t, opts)
+	x := dialRaw(t, s)
+	require.True(t, x.mustConnect(connectPacket("x", false, 0)).SessionPresent)
+	y := dialRaw(t, s)
+	require.True(t, y.mustConnect(connectPacket("y", false, 0)).SessionPresent)
+	m = dialRaw(t, s)
+	require.True(t, m.mustConnect(connectPacket("m", false, 0)).SessionPresent)
+	for range sent {
+		p := m.expectPublish()
+		require.Equal(t, "one", string(p.Payload))
+		require.True(t, p.Dup, "sent before the restart")
+	}
+	if inflight == 1 {
+		// The queued copy is read back into memory on the reconnect.
+		require.Eventually(t, func() bool { return queuedInMemory(t, s, "m") == 1 }, e2eWait, time.Millisecond)
+	}
+	m.kill() // unacknowledged: each copy goes to the other member of its group
+	got := map[string]int{}
+	for name, c := range map[string]*rawClient{"x (g, a/+)": x, "y (g, +/b)": y} {
+		for {
+			pk, err := c.next(time.Second)
+			if err != nil {
+				break
+			}
+			p := pk.(*codec.Publish)
+			require.Equal(t, "one", string(p.Payload))
+			c.ack(codec.PUBACK, p.PacketID)
+			got[name]++
+		}
+	}
+	require.Equal(t, map[string]int{"x (g, a/+)": 1, "y (g, +/b)": 1}, got, "copies each group's other member got")
 }

@@ -671,7 +671,8 @@ func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint
 	ls := &l.st
 	e := &ls.entry
 	ls.subIDs = out.appendSubIDs(ls.subIDs[:0])
-	*e = store.Entry{Seq: seq, State: state, PacketID: pid, QoS: out.qos, Retain: out.retain, Shared: out.glen != 0, SubIDs: ls.subIDs}
+	*e = store.Entry{Seq: seq, State: state, PacketID: pid, QoS: out.qos, Retain: out.retain,
+		Shared: out.glen != 0, Group: out.storedGroup(), SubIDs: ls.subIDs}
 	if out.msg != nil {
 		l.srv.storeMessage(&e.Msg, out.msg)
 	}
@@ -681,6 +682,16 @@ func (l *loop) putEntry(id string, out *outMsg, seq uint64, state byte, pid uint
 		l.batch().PutEntry(id, e)
 	}
 	e.Msg = store.Message{}
+}
+
+// storedGroup is the group out's entry keeps (store.Entry.Group): out's
+// group, "" for a delivery through the session's own subscriptions or one
+// whose group is not known (groupUnknown).
+func (out *outMsg) storedGroup() string {
+	if g := out.group(); g != groupUnknown {
+		return g
+	}
+	return ""
 }
 
 // appendSubIDs appends out's subscription identifiers to dst.

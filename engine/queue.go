@@ -43,8 +43,9 @@ type outMsg struct {
 // out, by its whole filter ("$share/{name}/{filter}" as
 // trie.Delivery.Filter: one name on two filters is two groups), or "" for
 // a delivery through the session's own subscriptions. Another member of
-// that group may take the message over (shared.go). groupUnknown for one
-// read back from the store, which keeps only that it was shared.
+// that group may take the message over (shared.go). The store keeps it
+// with the delivery's entry (store.Entry.Group); groupUnknown for one read
+// back from an entry written before it did.
 func (out *outMsg) group() string {
 	if out.glen == 0 {
 		return ""

@@ -292,7 +292,11 @@ func (srv *Server) restoreOut(e *store.Entry) outMsg {
 	m.seq = e.Seq
 	out := outMsg{msg: m, qos: e.QoS, retain: e.Retain, dup: e.State != store.EntryQueued}
 	if e.Shared {
-		out.setGroup(groupUnknown)
+		g := e.Group // a copy the store made, or its own: kept as long as out
+		if g == "" || len(g) > math.MaxUint16 {
+			g = groupUnknown // written by a loopmq that kept only Shared (store format 4)
+		}
+		out.setGroup(g)
 	}
 	for _, id := range e.SubIDs {
 		out.addSubID(id)

@@ -89,10 +89,11 @@ func (l *loop) reshare(s *session, out outMsg) bool {
 	return false
 }
 
-// groupUnknown is outMsg.group of a shared delivery read back from the
-// store, which keeps only that it was shared (store.Entry.Shared): it may
-// go to a member of any group of the session that matches its topic.
-// Never a group's filter, which has a share name after the prefix.
+// groupUnknown is outMsg.group of a shared delivery read back from an
+// entry that keeps only that it was shared (store.Entry.Shared without
+// Group: written by a loopmq of store format 4 or older): it may go to a
+// member of any group of the session that matches its topic. Never a
+// group's filter, which has a share name after the prefix.
 const groupUnknown = codec.SharePrefix
 
 // inGroup reports whether s is a member of the shared group subscribed as

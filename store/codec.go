@@ -25,9 +25,11 @@ import (
 //	         SubID uint32; then 0 (no will) or 1, Will.Delay uint32,
 //	         Will.Msg Message
 //	Entry    State byte, PacketID uint16, QoS byte, flags
-//	         (entryRetain|entryShared|entryMsgRef), uvarint count of
-//	         SubIDs, each uint32, then Msg Message unless entryMsgRef says
-//	         it is in the message record of the entry's Seq (groups.go)
+//	         (entryRetain|entryShared|entryMsgRef|entryHasGroup), uvarint
+//	         count of SubIDs, each uint32, then Group string if
+//	         entryHasGroup (only with entryShared, never empty), then Msg
+//	         Message unless entryMsgRef says it is in the message record
+//	         of the entry's Seq (groups.go)
 //	MsgRec   Message (a message record, kindMessage)
 //	Retained Message whose Topic is empty (the topic is the key)
 //	Meta     the value's bytes, all the rest
@@ -36,16 +38,17 @@ import (
 // Decoders never panic and never allocate more than the input's length
 // justifies: any malformed input, trailing bytes included, is an error
 // wrapping errCorrupt. Decoded byte slices alias the input; strings are
-// copies.
+// copies (an entry's Group may be the one the Entry held already).
 const codecVersion byte = 1
 
 // formatVersion is the store's key layout and codec generation, stored under
 // formatKey. A store with another format is refused (ErrFormat), except
-// formats 1 (before group records, groups.go), 2 (before message records)
-// and 3 (before Session.SentIDs), which are read as they are and marked 4
-// when opened for writing: a loopmq that reads 3 then refuses the store
-// rather than misread a session record.
-const formatVersion byte = 4
+// formats 1 (before group records, groups.go), 2 (before message records),
+// 3 (before Session.SentIDs) and 4 (before Entry.Group), which are read as
+// they are and marked 5 when opened for writing: a loopmq that reads 4 then
+// refuses the store rather than fail to decode (and skip) the entries of
+// shared deliveries, whose flags it does not know.
+const formatVersion byte = 5
 
 // errCorrupt is wrapped by every decoding error.
 var errCorrupt = errors.New("undecodable record")
@@ -57,6 +60,7 @@ const (
 	entryRetain          byte = 1
 	entryShared          byte = 2
 	entryMsgRef          byte = 4
+	entryHasGroup        byte = 8
 )
 
 func appendBytesField(dst, p []byte) []byte {
@@ -157,15 +161,29 @@ func appendEntryFields(dst []byte, e *Entry, flags byte) []byte {
 	if e.Retain {
 		flags |= entryRetain
 	}
+	group := e.keepsGroup()
 	if e.Shared {
 		flags |= entryShared
+		if group {
+			flags |= entryHasGroup
+		}
 	}
 	dst = append(dst, e.QoS, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(e.SubIDs)))
 	for _, id := range e.SubIDs {
 		dst = binary.AppendUvarint(dst, uint64(id))
 	}
+	if group {
+		dst = appendStringField(dst, e.Group)
+	}
 	return dst
+}
+
+// keepsGroup reports whether a store keeps e.Group: only with Shared, and
+// only one an MQTT string can hold (any other is kept as not known, ""),
+// so that the record stays readable.
+func (e *Entry) keepsGroup() bool {
+	return e.Shared && e.Group != "" && len(e.Group) <= math.MaxUint16
 }
 
 // entryValueIsRef reports whether an encoded entry value leaves its message
@@ -322,6 +340,20 @@ func (d *decoder) string(what string) string {
 	return string(d.raw(what, n))
 }
 
+// stringLike is string, returning prev rather than a copy when it holds
+// the same bytes.
+func (d *decoder) stringLike(what, prev string) string {
+	n := d.uvarint(what)
+	if n == 0 || d.err != nil {
+		return ""
+	}
+	b := d.raw(what, n)
+	if string(b) == prev {
+		return prev
+	}
+	return string(b)
+}
+
 func (d *decoder) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
@@ -418,7 +450,7 @@ func decodeEntryValue(v []byte, e *Entry) (ref bool, err error) {
 	e.State = d.byte("entry state")
 	e.PacketID = d.uint16("entry packet id")
 	e.QoS = d.byte("entry QoS")
-	f := d.flags("entry flags", entryRetain|entryShared|entryMsgRef)
+	f := d.flags("entry flags", entryRetain|entryShared|entryMsgRef|entryHasGroup)
 	e.Retain = f&entryRetain != 0
 	e.Shared = f&entryShared != 0
 	n := d.count("entry subscription id count", 1)
@@ -429,6 +461,17 @@ func decodeEntryValue(v []byte, e *Entry) (ref bool, err error) {
 	if len(e.SubIDs) == 0 {
 		e.SubIDs = nil
 	}
+	group := ""
+	if f&entryHasGroup != 0 {
+		// The group e holds from the entry decoded into it before, if the
+		// same: a client's entries mostly come through the same groups,
+		// and reads reuse their Entry.
+		group = d.stringLike("entry group", e.Group)
+		if !e.Shared || group == "" || len(group) > math.MaxUint16 {
+			d.fail("entry group")
+		}
+	}
+	e.Group = group
 	ref = f&entryMsgRef != 0
 	if ref {
 		e.Msg = Message{}

@@ -2,8 +2,12 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -17,7 +21,7 @@ func codecSamples() (Session, Entry, Message) {
 		SentTo:  1<<63 + 5,
 		SentIDs: []SentID{{Seq: 1<<63 + 5, PacketID: 65535}, {Seq: 3, PacketID: 1}},
 	}
-	e := Entry{State: EntryAwaitRec, PacketID: 65535, QoS: 2, Retain: true, Shared: true, SubIDs: []uint32{1, 0xFFFFFFFF},
+	e := Entry{State: EntryAwaitRec, PacketID: 65535, QoS: 2, Retain: true, Shared: true, SubIDs: []uint32{1, 0xFFFFFFFF}, Group: "$share/g/t",
 		Msg: Message{Topic: []byte("t"), Payload: []byte("p"), Props: []byte{1, 1}, QoS: 2, Expiry: 1 << 62, From: "f"}}
 	m := Message{Payload: []byte("retained"), QoS: 1, Retain: true, Expiry: -1}
 	return s, e, m
@@ -89,6 +93,76 @@ func TestCodecRoundTrip(t *testing.T) {
 	require.NoError(t, decodeInboundValue(appendInboundValue(nil)))
 }
 
+// TestCodecEntryGolden: entry values byte for byte. Those without a group
+// are what store format 4 wrote (so it reads them, and this reads its
+// records); a shared entry with its group has the entryHasGroup flag and
+// the group after the subscription identifiers.
+func TestCodecEntryGolden(t *testing.T) {
+	e := Entry{State: EntryAwaitAck, PacketID: 0x1234, QoS: 1, Retain: true, SubIDs: []uint32{7},
+		Msg: Message{Topic: []byte("a/b"), Payload: []byte("pl"), QoS: 1, Expiry: 5, From: "p"}}
+	shared, grouped := e, e
+	shared.Shared = true
+	grouped.Shared, grouped.Group = true, "$share/g/a/+"
+	ignored := e // a group is kept only with Shared
+	ignored.Group = "$share/g/a/+"
+	msg := "04612f6203706c0001000a0170" // topic, payload, props, QoS, flags, expiry, from
+	for _, c := range []struct {
+		name     string
+		e        *Entry
+		val, ref string
+	}{
+		{"plain", &e, "0101123401" + "01" + "0107" + msg, "0101123401" + "05" + "0107"},
+		{"group ignored", &ignored, "0101123401" + "01" + "0107" + msg, "0101123401" + "05" + "0107"},
+		{"shared", &shared, "0101123401" + "03" + "0107" + msg, "0101123401" + "07" + "0107"},
+		{"shared with group", &grouped,
+			"0101123401" + "0b" + "0107" + "0c" + hex.EncodeToString([]byte("$share/g/a/+")) + msg,
+			"0101123401" + "0f" + "0107" + "0c" + hex.EncodeToString([]byte("$share/g/a/+"))},
+	} {
+		require.Equal(t, c.val, hex.EncodeToString(appendEntryValue(nil, c.e)), c.name)
+		require.Equal(t, c.ref, hex.EncodeToString(appendEntryRefValue(nil, c.e)), c.name+": reference")
+		want := *c.e
+		if !want.Shared {
+			want.Group = ""
+		}
+		for _, v := range []string{c.val, c.ref} {
+			b, err := hex.DecodeString(v)
+			require.NoError(t, err)
+			var got Entry
+			ref, err := decodeEntryValue(b, &got)
+			require.NoError(t, err, c.name)
+			if ref {
+				want.Msg = Message{}
+			}
+			require.Equal(t, want, got, c.name)
+		}
+	}
+	// A group longer than an MQTT string is not kept: the record stays
+	// readable, with the group unknown.
+	long := grouped
+	long.Group = "$share/g/" + strings.Repeat("x", 65536)
+	require.Equal(t, hex.EncodeToString(appendEntryValue(nil, &shared)), hex.EncodeToString(appendEntryValue(nil, &long)))
+}
+
+// TestDecodeEntryKeepsItsGroup: decoding an entry of the group the Entry
+// holds already (a reader reuses its Entry for a client's entries, which
+// mostly come through the same groups) keeps that string rather than
+// allocate a copy; another group is a copy of its own.
+func TestDecodeEntryKeepsItsGroup(t *testing.T) {
+	v := appendEntryValue(nil, &Entry{Shared: true, Group: "$share/g/t", Msg: Message{Topic: []byte("t")}})
+	var e Entry
+	_, err := decodeEntryValue(v, &e)
+	require.NoError(t, err)
+	g := e.Group
+	require.Equal(t, "$share/g/t", g)
+	require.Zero(t, testing.AllocsPerRun(20, func() { _, _ = decodeEntryValue(v, &e) }))
+	require.Same(t, unsafe.StringData(g), unsafe.StringData(e.Group))
+	other := appendEntryValue(nil, &Entry{Shared: true, Group: "$share/g/u", Msg: Message{Topic: []byte("t")}})
+	_, err = decodeEntryValue(other, &e)
+	require.NoError(t, err)
+	require.Equal(t, "$share/g/u", e.Group)
+	require.Equal(t, "$share/g/t", g, "the first entry's group is left as it was")
+}
+
 func TestCodecRejects(t *testing.T) {
 	s, e, _ := codecSamples()
 	sv := appendSessionValue(nil, &s)
@@ -114,7 +188,23 @@ func TestCodecRejects(t *testing.T) {
 	bad := bytes.Clone(ev)
 	bad[5] |= 0x80
 	f("entry flags", bad)
-	_, err := decodeMetaValue(nil)
+	// A group without the shared flag, an empty one, one longer than an
+	// MQTT string.
+	bad = bytes.Clone(ev)
+	bad[5] &^= entryShared
+	f("group of an entry not shared", bad)
+	noGroup := e
+	noGroup.Group = ""
+	bad = appendEntryRefValue(nil, &noGroup)
+	bad[5] |= entryHasGroup
+	f("group flag without a group", bad)
+	f("empty group", append(bytes.Clone(bad), 0))
+	long := binary.AppendUvarint(bytes.Clone(bad), 65536)
+	f("group too long", append(long, bytes.Repeat([]byte{'x'}, 65536)...))
+	ok := binary.AppendUvarint(bytes.Clone(bad), 65535)
+	_, err := decodeEntryValue(append(ok, bytes.Repeat([]byte{'x'}, 65535)...), new(Entry))
+	require.NoError(t, err, "a group of 65,535 bytes")
+	_, err = decodeMetaValue(nil)
 	require.ErrorIs(t, err, errCorrupt)
 	require.ErrorIs(t, decodeInboundValue([]byte{codecVersion, 0}), errCorrupt)
 }
@@ -170,4 +260,46 @@ func roundTrip[T any](t *testing.T, v []byte, decode func([]byte, *T) error, enc
 	}
 	require.NoError(t, decode(encode(nil, &a), &b))
 	require.Equal(t, a, b)
+}
+
+// BenchmarkEntryValue: encoding and decoding one entry value as the
+// committer and reads do (appendEntryValue, appendEntryRefValue,
+// decodeEntryValue), a 100-byte payload, for an entry delivered through
+// a subscription of the client's own and one delivered through a shared
+// subscription group.
+func BenchmarkEntryValue(b *testing.B) {
+	plain := Entry{State: EntryQueued, QoS: 1, SubIDs: []uint32{7},
+		Msg: Message{Topic: []byte("sensors/42/temp"), Payload: bytes.Repeat([]byte{'x'}, 100), QoS: 1, From: "publisher-1"}}
+	shared := plain
+	shared.Shared, shared.Group = true, "$share/workers/sensors/+/temp"
+	for _, c := range []struct {
+		name string
+		e    *Entry
+	}{{"plain", &plain}, {"shared", &shared}} {
+		var buf []byte
+		b.Run(c.name+"/encode", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendEntryValue(buf[:0], c.e)
+			}
+			b.ReportMetric(float64(len(buf)), "value-bytes")
+		})
+		b.Run(c.name+"/encode-ref", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendEntryRefValue(buf[:0], c.e)
+			}
+			b.ReportMetric(float64(len(buf)), "value-bytes")
+		})
+		v := appendEntryValue(nil, c.e)
+		b.Run(c.name+"/decode", func(b *testing.B) {
+			b.ReportAllocs()
+			var e Entry
+			for b.Loop() {
+				if _, err := decodeEntryValue(v, &e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -114,12 +115,12 @@ func TestPebbleGroupDeletesAfterCrashAndClose(t *testing.T) {
 	require.Equal(t, []uint64{5, 6}, entrySeqs(t, p, "gone"))
 }
 
-// A store of format 1 (before group records) or 2 (before message
-// records) opens, and is marked with the current format once opened for
-// writing: an older loopmq, which would not read the new records, then
-// refuses it.
+// A store of format 1 (before group records), 2 (before message
+// records), 3 (before sent packet identifiers) or 4 (before entry groups)
+// opens, and is marked with the current format once opened for writing:
+// an older loopmq, which would not read the new records, then refuses it.
 func TestPebbleOpensOlderFormats(t *testing.T) {
-	for _, f := range []byte{1, 2} {
+	for f := byte(1); f < formatVersion; f++ {
 		dir := t.TempDir()
 		p, err := OpenPebble(dir, quietOptions(t))
 		require.NoError(t, err)
@@ -140,6 +141,72 @@ func TestPebbleOpensOlderFormats(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, formatVersion, rep.Format)
 	}
+}
+
+// A store of format 4 keeps only that an entry was shared (its values are
+// those TestCodecEntryGolden pins: Group ""): its shared entries, in entry
+// records, group records and referring to message records, read back
+// shared with the group unknown, beside the groups of entries written
+// once it is format 5.
+func TestPebbleOpensFormat4SharedEntries(t *testing.T) {
+	dir := t.TempDir()
+	p, err := OpenPebble(dir, quietOptions(t))
+	require.NoError(t, err)
+	shared := func(seq uint64, group string) *Entry {
+		e := onceEntry(seq)
+		e.Shared, e.Group = true, group
+		return e
+	}
+	var b Batch
+	b.PutEntry("a", shared(1, ""))     // an entry record
+	b.PutEntryOnce("b", shared(2, "")) // a group record
+	b.PutEntryOnce("b", shared(3, "")) //
+	b.PutEntryOnce("c", shared(4, "")) // groups referring to a message record
+	b.PutEntryOnce("d", shared(4, "")) //
+	b.PutEntryOnce("c", shared(5, "")) //
+	b.PutEntryOnce("d", shared(5, "")) //
+	b.PutEntryOnce("e", onceEntry(6))  // not shared
+	commitWait(t, p, &b)
+	require.NoError(t, p.db.Set(formatKey, []byte{4}, nil))
+	require.NoError(t, p.Close())
+	rep, err := Check(dir)
+	require.NoError(t, err)
+	require.Equal(t, byte(4), rep.Format)
+	require.Equal(t, 2, rep.Messages, "the layout under test")
+	require.Equal(t, 4, rep.EntryRefs, "the layout under test")
+
+	got := func(s Store, id string) []string {
+		t.Helper()
+		var out []string
+		require.NoError(t, s.Entries(id, 0, 0, func(e *Entry) bool {
+			out = append(out, fmt.Sprint(e.Seq, " ", e.Shared, " ", e.Group))
+			return true
+		}))
+		return out
+	}
+	check := func(s Store) {
+		t.Helper()
+		require.Equal(t, []string{"1 true "}, got(s, "a"))
+		require.Equal(t, []string{"2 true ", "3 true "}, got(s, "b"))
+		require.Equal(t, []string{"4 true ", "5 true "}, got(s, "c"))
+		require.Equal(t, []string{"4 true ", "5 true "}, got(s, "d"))
+		require.Equal(t, []string{"6 false "}, got(s, "e"))
+	}
+	p, err = OpenPebble(dir, quietOptions(t))
+	require.NoError(t, err)
+	check(p)
+	b.Reset()
+	b.PutEntry("f", shared(7, "$share/g/t"))
+	commitWait(t, p, &b)
+	require.NoError(t, p.Close())
+	rep, err = Check(dir)
+	require.NoError(t, err)
+	require.Equal(t, formatVersion, rep.Format)
+	p, err = OpenPebble(dir, quietOptions(t))
+	require.NoError(t, err)
+	defer p.Close()
+	check(p)
+	require.Equal(t, []string{"7 true $share/g/t"}, got(p, "f"))
 }
 
 // bigEntry is an entry of seq whose message has a 1 KiB payload.

@@ -122,6 +122,10 @@ func (m *Memory) apply(b *Batch) {
 			e := op.Entry
 			e.SubIDs = slices.Clone(op.Entry.SubIDs)
 			e.Msg = cloneMessage(&op.Entry.Msg)
+			e.Group = ""
+			if op.Entry.keepsGroup() { // as the on-disk store's codec
+				e.Group = strings.Clone(op.Entry.Group)
+			}
 			es[op.Seq] = &e
 		case OpDeleteEntry:
 			if es := m.entries[op.ClientID]; es != nil {

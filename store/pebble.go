@@ -270,8 +270,8 @@ func (p *Pebble) checkFormat(readOnly bool) error {
 	}
 	if f < formatVersion && f >= 1 && !readOnly {
 		// Format 1 had no group records, format 2 no message records,
-		// format 3 no sent packet identifiers in session records; they
-		// read the same.
+		// format 3 no sent packet identifiers in session records, format
+		// 4 no groups in shared entries; they read the same.
 		return p.db.Set(formatKey, []byte{formatVersion}, pebble.Sync)
 	}
 	if f > formatVersion || f < 1 {

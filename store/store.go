@@ -157,6 +157,13 @@ type Entry struct {
 	Shared   bool   // it came through a shared subscription
 	SubIDs   []uint32
 	Msg      Message
+	// Group is the shared subscription group it came through, as the
+	// group's members subscribed ("$share/{name}/{filter}": one name on
+	// two filters is two groups), if Shared; "" when that is not known
+	// (an entry written by a loopmq of store format 4 or older, which
+	// kept only Shared). Stores keep it only with Shared, at most 65,535
+	// bytes (an MQTT string).
+	Group string
 }
 
 // Subscription is one of a session's subscriptions with its options.

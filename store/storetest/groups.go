@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -127,6 +129,9 @@ func sharedEntry(seq uint64, i int) *store.Entry {
 	if i%2 == 1 {
 		e.SubIDs = []uint32{uint32(i + 1)}
 	}
+	if i == 1 {
+		e.Group = "$share/g/shared/+" // i 5: shared, group unknown
+	}
 	return e
 }
 
@@ -211,5 +216,60 @@ func testPutEntryOnceShared(t *testing.T, open opener, reopen reopener) {
 		want(s, "c3", 3, 3)
 		require.Empty(t, entries(t, s, "c4", 0, 0))
 		want(s, "late", 5, 2)
+	}
+}
+
+// testEntryGroup: the shared subscription group of a shared entry reads
+// back as it was put, in an entry put on its own, with others of its
+// client in one commit, and sharing its message with other clients' entries
+// (the on-disk store's entry records, group records and message records);
+// a shared entry put without one reads back without one (not known), and
+// a group is kept only with Shared, and only one an MQTT string can hold.
+func testEntryGroup(t *testing.T, open opener, reopen reopener) {
+	s := open(t)
+	const g1, g2 = "$share/g/a/+", "$share/g/+/b" // one name, two groups
+	entry := func(seq uint64, shared bool, group string) *store.Entry {
+		e := onceEntry(seq)
+		e.Shared, e.Group = shared, group
+		return e
+	}
+	one(t, s, func(b *store.Batch) {
+		b.PutEntry("single", entry(1, true, g1))
+		b.PutEntry("single", entry(2, true, ""))
+		b.PutEntry("single", entry(3, false, g1))
+		b.PutEntry("single", entry(4, true, "$share/g/"+strings.Repeat("x", 65536)))
+		b.PutEntry("single", entry(5, true, "$share/g/"+strings.Repeat("x", 65535-len("$share/g/"))))
+		for seq := uint64(10); seq < 14; seq++ { // one client's several
+			b.PutEntryOnce("grouped", entry(seq, seq != 13, []string{g1, g2, ""}[seq%3]))
+		}
+		for seq, g := range map[uint64]string{20: g2, 21: g1} { // one message, several clients
+			for _, id := range []string{"r0", "r1", "r2"} {
+				b.PutEntryOnce(id, entry(seq, true, g))
+			}
+		}
+		b.PutEntryOnce("r2", entry(22, true, ""))
+	})
+	check := func(s store.Store) {
+		t.Helper()
+		group := func(id string) []string {
+			var gs []string
+			for _, e := range entries(t, s, id, 0, 0) {
+				require.Equal(t, []byte{byte(e.Seq)}, e.Msg.Payload, "client %s entry %d", id, e.Seq)
+				gs = append(gs, fmt.Sprint(e.Shared, " ", e.Group))
+			}
+			return gs
+		}
+		require.Equal(t, []string{"true " + g1, "true ", "false ", "true ",
+			"true $share/g/" + strings.Repeat("x", 65535-len("$share/g/"))}, group("single"))
+		require.Equal(t, []string{"true " + g2, "true ", "true " + g1, "false "}, group("grouped"))
+		for _, id := range []string{"r0", "r1"} {
+			require.Equal(t, []string{"true " + g2, "true " + g1}, group(id), "client %s", id)
+		}
+		require.Equal(t, []string{"true " + g2, "true " + g1, "true "}, group("r2"))
+	}
+	check(s)
+	if reopen != nil {
+		s = reopen(t, s)
+		check(s)
 	}
 }

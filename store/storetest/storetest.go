@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, reopen func(t *testi
 		{"PutEntryOnce", testPutEntryOnce},
 		{"PutEntryOnceMany", testPutEntryOnceMany},
 		{"PutEntryOnceShared", testPutEntryOnceShared},
+		{"EntryGroup", testEntryGroup},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, o, r) })
@@ -100,8 +101,10 @@ func sampleSession(id string) store.Session {
 	}
 }
 
+// sampleEntry's Group is set on half its shared entries; the others are
+// shared with the group unknown.
 func sampleEntry(seq uint64) store.Entry {
-	return store.Entry{
+	e := store.Entry{
 		Seq:      seq,
 		State:    byte(seq % 4),
 		PacketID: uint16(seq*7 + 1),
@@ -111,4 +114,8 @@ func sampleEntry(seq uint64) store.Entry {
 		SubIDs:   []uint32{uint32(seq), 268435455},
 		Msg:      sampleMessage(fmt.Sprintf("t/%d", seq), int(seq)),
 	}
+	if e.Shared && seq%2 == 1 {
+		e.Group = fmt.Sprintf("$share/g%d/t/+", seq)
+	}
+	return e
 }
