@@ -39,12 +39,21 @@ type audit struct {
 }
 
 // auditPublisher publishes numbered messages to audit/N one at a time,
-// reconnecting with a clean session every 10 to 60 messages, until stop.
+// reconnecting every 10 to 60 messages, until stop. Publisher 0 has a
+// persistent session and, as a client must [MQTT-4.4.0-1], finishes on
+// the next connection the flow a dropped one left: the PUBLISH again
+// with DUP, or the PUBREL (a QoS 2 message must then still arrive once:
+// the broker keeps its packet identifier across connections, loops and
+// restarts). The others connect with a clean session and give such a
+// message up.
 func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	id := fmt.Sprintf("apub-%d", n)
 	topic := fmt.Sprintf("audit/%d", n)
+	persistent := n == 0
 	seq := 0
+	var left *auditFlow // persistent: the flow a dropped connection left
+	had := false        // persistent: a session was made
 	for {
 		select {
 		case <-stop:
@@ -52,29 +61,61 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 		default:
 		}
 		ver := []codec.Version{codec.V311, codec.V5}[r.Intn(2)]
-		c, _, err := mqttclient.Dial(a.run.addr, &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: true})
+		cp := &codec.Connect{Version: ver, ClientID: []byte(id), CleanStart: !persistent}
+		if persistent && ver == codec.V5 {
+			cp.Properties.SessionExpiry = 300
+		}
+		c, ca, err := mqttclient.Dial(a.run.addr, cp)
 		if err != nil {
 			a.connectFailed(id, err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		for range 10 + r.Intn(50) {
+		if persistent && had && !ca.SessionPresent {
+			a.run.violation("%s: session lost: CONNACK without Session Present", id)
+		}
+		had = persistent
+		ok := true
+		if f := left; f != nil {
+			left = nil
+			switch {
+			case !ca.SessionPresent:
+				// The flow went with the session (a violation above):
+				// given up, as the other publishers do.
+			case f.released:
+				if ok = c.Send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 1}) == nil; ok {
+					ok = a.awaitAck(c, id, f)
+				}
+			default:
+				// Again, with DUP [MQTT-3.3.1-1].
+				p := &codec.Publish{Topic: []byte(topic), QoS: f.qos, PacketID: 1, Payload: []byte(f.key), Dup: true}
+				if ok = c.Send(p) == nil; ok {
+					ok = a.awaitAck(c, id, f)
+				}
+			}
+			if !ok {
+				left = f
+			}
+		}
+		for i := 10 + r.Intn(50); ok && i > 0; i-- {
 			select {
 			case <-stop:
-			default:
-				seq++
-				qos := byte(1 + r.Intn(2))
-				key := fmt.Sprintf("%s/%d", id, seq)
-				if err := c.Send(&codec.Publish{Topic: []byte(topic), QoS: qos, PacketID: 1, Payload: []byte(key)}); err != nil {
-					break
-				}
-				if !a.awaitAck(c, id, key, qos) {
-					break
-				}
-				time.Sleep(time.Duration(r.Intn(3)) * time.Millisecond)
+				ok = false
 				continue
+			default:
 			}
-			break
+			seq++
+			f := &auditFlow{key: fmt.Sprintf("%s/%d", id, seq), qos: byte(1 + r.Intn(2))}
+			drop := persistent && r.Intn(12) == 0 // leave the flow to the next connection
+			f.dropAtRec = drop && f.qos == 2 && r.Intn(2) == 0
+			if c.Send(&codec.Publish{Topic: []byte(topic), QoS: f.qos, PacketID: 1, Payload: []byte(f.key)}) != nil ||
+				drop && !f.dropAtRec || !a.awaitAck(c, id, f) {
+				if persistent {
+					left = f
+				}
+				break
+			}
+			time.Sleep(time.Duration(r.Intn(3)) * time.Millisecond)
 		}
 		if r.Intn(2) == 0 {
 			_ = c.Send(&codec.Disconnect{})
@@ -83,10 +124,20 @@ func (a *audit) publisher(n int, r *rand.Rand, stop <-chan struct{}, wg *sync.Wa
 	}
 }
 
-// awaitAck waits for the acknowledgement of key (packet identifier 1) and
+// auditFlow is a publisher's message in flight: its key and QoS, and
+// whether its PUBREC came (the PUBREL is what is left).
+type auditFlow struct {
+	key       string
+	qos       byte
+	released  bool
+	dropAtRec bool // at PUBREC, leave the PUBREL to the next connection
+}
+
+// awaitAck waits for the acknowledgement of f (packet identifier 1) and
 // records it; a QoS 2 flow is completed. It reports false when the
 // connection should be dropped.
-func (a *audit) awaitAck(c *mqttclient.Conn, id, key string, qos byte) bool {
+func (a *audit) awaitAck(c *mqttclient.Conn, id string, f *auditFlow) bool {
+	key := f.key
 	for {
 		p, err := c.Next(5 * time.Second)
 		if err != nil {
@@ -104,25 +155,33 @@ func (a *audit) awaitAck(c *mqttclient.Conn, id, key string, qos byte) bool {
 			a.run.violation("%s: unexpected %+v", id, p)
 			return false
 		}
+		if ack.ReasonCode == codec.PacketIdentifierNotFound && ack.PacketType == codec.PUBCOMP && f.released {
+			return true // its PUBREL went on the dropped connection, the PUBCOMP was lost with it
+		}
 		if ack.ReasonCode >= 0x80 {
 			a.run.violation("%s: %v %v for %s", id, ack.PacketType, ack.ReasonCode, key)
 			return false
 		}
-		switch ack.PacketType {
-		case codec.PUBACK, codec.PUBREC:
+		switch {
+		case ack.PacketType == codec.PUBACK && f.qos == 1, ack.PacketType == codec.PUBREC && f.qos == 2 && !f.released:
 			a.mu.Lock()
-			a.acked[key] = qos
+			a.acked[key] = f.qos
 			a.mu.Unlock()
 			if ack.PacketType == codec.PUBACK {
 				return true
 			}
+			f.released = true
+			if f.dropAtRec {
+				f.dropAtRec = false
+				return false
+			}
 			if c.Send(&codec.Ack{PacketType: codec.PUBREL, PacketID: 1}) != nil {
 				return false
 			}
-		case codec.PUBCOMP:
+		case ack.PacketType == codec.PUBCOMP && f.released:
 			return true
 		default:
-			a.run.violation("%s: unexpected %v", id, ack.PacketType)
+			a.run.violation("%s: unexpected %v for %s (QoS %d, released %v)", id, ack.PacketType, key, f.qos, f.released)
 			return false
 		}
 	}
@@ -372,5 +431,6 @@ func newAudit(run *churnRun, seed int64, stop <-chan struct{}) (check func() []s
 	}
 }
 
-// auditIDs are the client identifiers of the audit's persistent sessions.
-func auditIDs() []string { return []string{"audit-sub-5", "audit-sub-3"} }
+// auditIDs are the client identifiers of the audit's persistent sessions:
+// its subscribers' and publisher 0's.
+func auditIDs() []string { return []string{"audit-sub-5", "audit-sub-3", "apub-0"} }

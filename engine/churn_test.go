@@ -80,6 +80,82 @@ type churnRun struct {
 	// counts of what happened, for the log
 	connects, refused, takenOver, publishes, received, dupsSeen, restarted atomic.Int64
 	audited                                                                int // acknowledged messages the audit followed (under mu)
+	// left: per client id, the QoS 1/2 PUBLISHes its last connection to
+	// end had not acknowledged (packet id to QoS), under mu; a later
+	// connection resuming the session may acknowledge them before the
+	// broker sends them again (churnConn.ackLeft).
+	left map[string]leftAcks
+	// gen counts each client id's successful connections (under mu): only
+	// what the one just before a connection left is acknowledged there.
+	gen map[string]int
+}
+
+// leftAcks is what a connection of generation gen left unacknowledged.
+type leftAcks struct {
+	gen int
+	ids map[uint16]byte
+}
+
+// leave records what c had not acknowledged when it ended, unless a
+// later connection of its client id connected meanwhile (a takeover: what
+// c had is that one's to resend). Runs on c's reader, as it ends.
+func (c *churnConn) leave() {
+	r := c.run
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.gen == 0 || r.gen[c.id] != c.gen {
+		return
+	}
+	m := make(map[uint16]byte, len(c.unacked))
+	for id, q := range c.unacked {
+		m[id] = q
+	}
+	r.left[c.id] = leftAcks{gen: c.gen, ids: m}
+}
+
+// connected numbers c's connection among its client id's. Runs on c's
+// reader, at the CONNACK that accepted it.
+func (c *churnConn) connected() {
+	r := c.run
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen == nil {
+		r.gen, r.left = map[string]int{}, map[string]leftAcks{}
+	}
+	r.gen[c.id]++
+	c.gen = r.gen[c.id]
+}
+
+// ackLeft acknowledges, on a connection that resumed the session, what
+// the connection of its client id just before it left unacknowledged,
+// before the broker sends it again: the client had those messages, and
+// nothing in MQTT forbids acknowledging one before it comes again. One
+// the broker sends again before it reads the acknowledgement is answered
+// again and not counted unacknowledged (churnConn.early).
+func (c *churnConn) ackLeft() {
+	r := c.run
+	r.mu.Lock()
+	l, ok := r.left[c.id]
+	delete(r.left, c.id)
+	r.mu.Unlock()
+	if !ok || l.gen != c.gen-1 {
+		return
+	}
+	c.idMu.Lock()
+	c.early = make(map[uint16]bool, len(l.ids))
+	for id := range l.ids {
+		c.early[id] = true
+	}
+	c.idMu.Unlock()
+	for id, q := range l.ids {
+		t := codec.PUBACK
+		if q == 2 {
+			t = codec.PUBREC
+		}
+		if c.write(&codec.Ack{PacketType: t, PacketID: id}) != nil {
+			return
+		}
+	}
 }
 
 // server returns the broker running now.
@@ -144,6 +220,7 @@ type churnConn struct {
 	aliasMax  uint16
 	maxPacket int
 	withhold  bool // never acknowledge what the broker sends
+	ackEarly  bool // on a resumed session, acknowledge what the last connection left (ackLeft)
 
 	// Reader-owned state.
 	present  bool // CONNACK's Session Present: the broker may resume QoS 2 flows of an earlier connection
@@ -163,6 +240,11 @@ type churnConn struct {
 	ours      map[uint16]byte
 	nextID    uint16
 	serverMax int // the broker's Receive Maximum
+	// early: packet ids this connection acknowledged before the broker
+	// sent them again (ackLeft), under idMu; gen: its number among its
+	// client id's connections (connected).
+	early map[uint16]bool
+	gen   int
 }
 
 func (c *churnConn) write(p codec.Packet) error {
@@ -177,6 +259,7 @@ func (c *churnConn) write(p codec.Packet) error {
 // packet.
 func (c *churnConn) read() {
 	defer close(c.done)
+	defer c.leave()
 	buf := make([]byte, 0, 64<<10)
 	tmp := make([]byte, 32<<10)
 	gotConnack := false
@@ -210,6 +293,12 @@ func (c *churnConn) read() {
 			}
 			gotConnack = true
 			c.present = ca.SessionPresent || c.ver == codec.V31 // 3.1's CONNACK cannot say
+			if ca.ReasonCode == 0 {
+				c.connected()
+				if ca.SessionPresent && c.ackEarly {
+					c.ackLeft() // before the broker's first PUBLISH is read
+				}
+			}
 			c.connack <- ca
 			continue
 		}
@@ -256,6 +345,20 @@ func (c *churnConn) check(p codec.Packet) {
 			}
 		}
 		if p.QoS == 0 {
+			return
+		}
+		c.idMu.Lock()
+		early := c.early[p.PacketID]
+		delete(c.early, p.PacketID)
+		c.idMu.Unlock()
+		if early {
+			// Acknowledged before it came (ackLeft): again now.
+			if p.QoS == 1 {
+				_ = c.write(&codec.Ack{PacketType: codec.PUBACK, PacketID: p.PacketID})
+			} else {
+				c.released[p.PacketID] = true
+				_ = c.write(&codec.Ack{PacketType: codec.PUBREC, PacketID: p.PacketID})
+			}
 			return
 		}
 		if q, ok := c.unacked[p.PacketID]; ok {
@@ -431,7 +534,7 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 		run: run, id: id, ver: vers[r.Intn(len(vers))],
 		aliases: map[uint16]string{}, unacked: map[uint16]byte{}, released: map[uint16]bool{},
 		ours: map[uint16]byte{}, connack: make(chan *codec.Connack, 1), done: make(chan struct{}),
-		withhold: r.Intn(6) == 0,
+		withhold: r.Intn(6) == 0, ackEarly: r.Intn(3) == 0,
 	}
 	cp := &codec.Connect{Version: c.ver, ClientID: []byte(id), CleanStart: r.Intn(3) == 0, KeepAlive: uint16(r.Intn(2) * 30)}
 	if c.ver == codec.V5 {

@@ -996,3 +996,47 @@ func nilIfEmpty(b []byte) []byte {
 	}
 	return b
 }
+
+// TestE2EV5PubrecForPendingPublish: a session resumed with a smaller
+// Receive Maximum keeps a QoS 2 PUBLISH of the earlier connection pending
+// (not sent again yet); the client, which had it, sends PUBREC for it
+// anyway. The flow goes on from there (PUBREL), and the PUBLISH, whose
+// message is released at PUBREC, is not sent again once room opens: that
+// wrote a PUBLISH without a message and took the broker down.
+func TestE2EV5PubrecForPendingPublish(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	old := connectRaw(t, s, connectPacket("rmp", false, 0))
+	require.Equal(t, byte(2), old.subscribe(1, "rmp", 2))
+	var sent []uint16
+	for i := 0; i < 2; i++ {
+		require.NoError(t, s.Publish("rmp", []byte(strconv.Itoa(i)), 2, false))
+		sent = append(sent, old.expectPublish().PacketID)
+	}
+	old.kill()
+
+	sub, _ := dialV5(t, s, "rmp", func(cp *codec.Connect) {
+		cp.CleanStart = false
+		cp.Properties.SessionExpiry = 60
+		cp.Properties.ReceiveMaximum = 1
+	})
+	p := sub.expectPublish()
+	require.Equal(t, "0", string(p.Payload))
+	require.Equal(t, sent[0], p.PacketID)
+	sub.ack(codec.PUBREC, sent[1]) // the one still pending
+	sub.expectAck(codec.PUBREL, sent[1])
+	sub.ack(codec.PUBREC, sent[0])
+	sub.expectAck(codec.PUBREL, sent[0])
+	sub.ack(codec.PUBCOMP, sent[0]) // room: nothing is pending any more
+	sub.expectNothing(e2eSilent)
+	sub.ack(codec.PUBCOMP, sent[1])
+
+	require.NoError(t, s.Publish("rmp", []byte("new"), 2, false))
+	p = sub.expectPublish()
+	require.Equal(t, "new", string(p.Payload))
+	require.False(t, p.Dup)
+	sub.ack(codec.PUBREC, p.PacketID)
+	sub.expectAck(codec.PUBREL, p.PacketID)
+	sub.ack(codec.PUBCOMP, p.PacketID)
+	require.Eventually(t, func() bool { return s.Stats().Inflight == 0 }, e2eWait, 10*time.Millisecond)
+}

@@ -161,6 +161,13 @@ func (c *client) onAck(a *codec.Ack) {
 			s.pump()
 			return
 		}
+		if sl.pending {
+			// An earlier connection's PUBLISH not sent again yet on this
+			// one: the client had it. Its message goes now, so it must
+			// not be sent again (resendPending).
+			sl.pending = false
+			s.q.inflight.pending--
+		}
 		sl.seq = sl.m.msg.seq
 		s.q.inflight.delivered(sl) // from PUBREC on only the packet id remains (MQTT 4.3.3)
 		sl.state = slotAwaitComp
