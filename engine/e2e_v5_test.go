@@ -1040,3 +1040,25 @@ func TestE2EV5PubrecForPendingPublish(t *testing.T) {
 	sub.ack(codec.PUBCOMP, p.PacketID)
 	require.Eventually(t, func() bool { return s.Stats().Inflight == 0 }, e2eWait, 10*time.Millisecond)
 }
+
+// TestE2EV5PubrecAgainGetsPubrel: a PUBREC repeated for a QoS 2 message
+// already released (PUBREL sent, PUBCOMP awaited) is answered with PUBREL
+// Success: the broker holds that identifier. It was answered 0x92 (Packet
+// Identifier not found).
+func TestE2EV5PubrecAgainGetsPubrel(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	sub, _ := dialV5(t, s, "rec2", nil)
+	require.Equal(t, byte(2), sub.subscribe(1, "rec2", 2))
+	require.NoError(t, s.Publish("rec2", []byte("x"), 2, false))
+	p := sub.expectPublish()
+	for range 2 {
+		sub.ack(codec.PUBREC, p.PacketID)
+		a, ok := sub.expect(codec.PUBREL).(*codec.Ack)
+		require.True(t, ok)
+		require.Equal(t, p.PacketID, a.PacketID)
+		require.Equal(t, codec.Success, a.ReasonCode)
+	}
+	sub.ack(codec.PUBCOMP, p.PacketID)
+	require.Eventually(t, func() bool { return s.Stats().Inflight == 0 }, e2eWait, 10*time.Millisecond)
+}

@@ -143,8 +143,12 @@ func (c *client) onAck(a *codec.Ack) {
 	case codec.PUBREC:
 		sl := s.lookup(a.PacketID, slotAwaitRec)
 		if sl == nil {
-			if rel := s.lookup(a.PacketID, slotAwaitComp); rel != nil && rel.hold != 0 {
-				return // its PUBREL follows once the release is durable
+			if rel := s.lookup(a.PacketID, slotAwaitComp); rel != nil {
+				if rel.hold == 0 {
+					// A PUBREC again: the release stands [MQTT-4.3.3].
+					c.writeAck(codec.PUBREL, a.PacketID, codec.Success)
+				}
+				return // else its PUBREL follows once the release is durable
 			}
 			code := codec.Success
 			if c.version == codec.V5 {
