@@ -179,6 +179,30 @@ func (c *rawClient) expectNothing(d time.Duration) {
 	require.True(c.t, errors.As(err, &ne) && ne.Timeout(), "expected silence, got %v", err)
 }
 
+// receiveQoS2 receives n QoS 2 PUBLISHes and completes every flow:
+// PUBREC for each PUBLISH, PUBCOMP for each PUBREL, until none is open.
+// It returns the payloads in the order they came.
+func (c *rawClient) receiveQoS2(n int) []string {
+	c.t.Helper()
+	var got []string
+	open := 0
+	for len(got) < n || open > 0 {
+		p, err := c.next(e2eWait)
+		require.NoError(c.t, err, "received %v", got)
+		switch p := p.(type) {
+		case *codec.Publish:
+			got = append(got, string(p.Payload))
+			open++
+			c.ack(codec.PUBREC, p.PacketID)
+		case *codec.Ack:
+			require.Equal(c.t, codec.PUBREL, p.PacketType)
+			open--
+			c.ack(codec.PUBCOMP, p.PacketID)
+		}
+	}
+	return got
+}
+
 // connect sends p and returns the CONNACK.
 func (c *rawClient) connect(p *codec.Connect) *codec.Connack {
 	c.t.Helper()

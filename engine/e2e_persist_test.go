@@ -43,6 +43,23 @@ func restartWith(t *testing.T, s *Server, st store.Store, opts Options) *Server 
 	return startServer(t, opts)
 }
 
+// restartOnDisk stops s gracefully, closes its on-disk store st (as a
+// real shutdown does: Close rewrites what it must), opens the store in dir
+// again and starts a server on it with opts (Store set), which the test
+// closes at its end.
+func restartOnDisk(t *testing.T, s *Server, st *store.Pebble, dir string, opts Options) (*Server, *store.Pebble) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	require.NoError(t, s.Stop(ctx))
+	require.NoError(t, st.Close(), "closing the store")
+	st, err := store.OpenPebble(dir, store.PebbleOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	opts.Store = st
+	return startServer(t, opts), st
+}
+
 // A persistent QoS 1 subscriber that is offline while messages are
 // published gets all of them after the broker restarted, in order; the
 // store holds nothing once they are acknowledged.
@@ -601,23 +618,7 @@ func TestE2EPersistResumedHeldPublishStaysAhead(t *testing.T) {
 	pub.send(&codec.Pingreq{})
 	pub.expect(codec.PINGRESP) // m2 was routed (one loop, in order)
 	st.setOpen(true)
-	var got []string
-	open := 0
-	for len(got) < 3 || open > 0 {
-		p, err := sub.next(e2eWait)
-		require.NoError(t, err, "received %v", got)
-		switch p := p.(type) {
-		case *codec.Publish:
-			got = append(got, string(p.Payload))
-			open++
-			sub.ack(codec.PUBREC, p.PacketID)
-		case *codec.Ack:
-			require.Equal(t, codec.PUBREL, p.PacketType)
-			open--
-			sub.ack(codec.PUBCOMP, p.PacketID)
-		}
-	}
-	require.Equal(t, []string{"m0", "m1", "m2"}, got, "order of one publisher's QoS 2 messages on one topic [MQTT-4.6.0-6]")
+	require.Equal(t, []string{"m0", "m1", "m2"}, sub.receiveQoS2(3), "order of one publisher's QoS 2 messages on one topic [MQTT-4.6.0-6]")
 }
 
 // TestE2EPersistResumedWithExpiryZeroLeavesNoEntry: a persistent session
@@ -688,15 +689,7 @@ func TestE2EPersistSharedAndOwnSubscriptionKeepBothDeliveries(t *testing.T) {
 			}
 			sub.disconnect()
 			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, time.Millisecond)
-			ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
-			defer cancel()
-			require.NoError(t, s.Stop(ctx))
-			require.NoError(t, st.Close(), "closing the store")
-
-			st, err = store.OpenPebble(dir, store.PebbleOptions{})
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = st.Close() })
-			s = startServer(t, Options{Store: st, Loops: 1})
+			s, _ = restartOnDisk(t, s, st, dir, Options{Loops: 1})
 			sub = dialRaw(t, s)
 			require.True(t, sub.mustConnect(connectPacket("sub", false, 0)).SessionPresent)
 			owed := 2

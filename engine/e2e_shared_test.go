@@ -305,16 +305,7 @@ func testSharedGroupAcrossRestart(t *testing.T, inflight int) {
 	for range sent {
 		require.Equal(t, "one", string(m.expectPublish().Payload))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
-	defer cancel()
-	require.NoError(t, s.Stop(ctx))
-	require.NoError(t, st.Close(), "closing the store")
-
-	st, err = store.OpenPebble(dir, store.PebbleOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	opts.Store = st
-	s = startServer(t, opts)
+	s, _ = restartOnDisk(t, s, st, dir, opts)
 	x := dialRaw(t, s)
 	require.True(t, x.mustConnect(connectPacket("x", false, 0)).SessionPresent)
 	y := dialRaw(t, s)
