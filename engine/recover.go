@@ -254,15 +254,7 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 				"client", s.id, "window_was", before, "window", len(q.inflight.slots))
 			sl = &q.inflight.slots[q.inflight.index(e.PacketID)]
 		}
-		if sl.state != slotFree {
-			// Two entries under one identifier: only one can be the
-			// client's. A release has nothing to send again; a message
-			// goes out again as a new one.
-			if e.State == store.EntryAwaitComp {
-				srv.log.Warn("recovered QoS 2 release dropped: its packet identifier is in use by another entry", "client", s.id, "packet", e.PacketID)
-				return
-			}
-		} else {
+		if sl.state == slotFree {
 			state := slotAwaitAck
 			switch e.State {
 			case store.EntryAwaitRec:
@@ -275,6 +267,13 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 				sl.m = srv.restoreOut(e)
 			}
 			q.inflight.used++
+			return
+		}
+		// Two entries under one identifier: only one can be the client's.
+		// A release has nothing to send again (readBack deletes its entry);
+		// a message goes out again as a new one.
+		if e.State == store.EntryAwaitComp {
+			srv.log.Warn("recovered QoS 2 release dropped: its packet identifier is in use by another entry", "client", s.id, "packet", e.PacketID)
 			return
 		}
 	}

@@ -202,10 +202,11 @@ func (l *loop) readBack(s *session) {
 		}
 		if e.State == store.EntryAwaitComp {
 			// A release outside the window: one recovery could not put
-			// back (its slot taken, recover.go restoreEntry). It keeps no
-			// message and the client has it: there is nothing to send,
-			// and its PUBREL cannot be sent without the slot. Not counted
-			// in the spill (it was not queued).
+			// back (its packet identifier held by another entry,
+			// recover.go restoreEntry). It keeps no message and the
+			// client has it: there is nothing to send, and its PUBREL
+			// cannot be sent without the slot. Not counted in the spill
+			// (it was not queued).
 			l.forgetEntry(s, e.Seq, 2, 0)
 			return true
 		}
