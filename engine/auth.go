@@ -29,7 +29,8 @@ import (
 // memory (reload them on another goroutine). One Authenticator serves
 // every loop, so its methods must be safe for concurrent use; an
 // AuthExchange belongs to one connection and is only ever used by one
-// loop at a time.
+// loop at a time. A hook that panics has its connection closed and the
+// panic logged and counted (guard.go); the process goes on.
 
 // Authenticator decides whether a client may connect. Options.Authenticator
 // nil admits every client and supports no enhanced authentication.

@@ -57,6 +57,9 @@ func (b *churnBroker) stop() error {
 	if cerr := b.st.Close(); err == nil {
 		err = cerr
 	}
+	if n := b.s.Stats().Panics; n != 0 && err == nil {
+		err = fmt.Errorf("the broker recovered %d panics", n)
+	}
 	return err
 }
 

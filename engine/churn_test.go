@@ -740,6 +740,7 @@ func churn(t *testing.T, s *Server, d time.Duration, seed int64, o churnOpts) *c
 // checkChurnClean requires s to hold nothing of the run's clients.
 func checkChurnClean(t *testing.T, s *Server, seed int64, goroutines int) {
 	t.Helper()
+	require.Zero(t, s.Stats().Panics, "seed %d: panics recovered on the event loops", seed)
 	var st Stats
 	ok := assertEventually(func() bool {
 		st = s.Stats()

@@ -31,7 +31,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -56,6 +55,18 @@ var fuzzBrokers struct {
 	health     atomic.Int64 // numbers the health-check clients
 	restarted  time.Time    // the last fuzzRestart
 	inputs     []string     // the last fuzzRecent inputs
+	errors     syncBuffer   // what the brokers logged at error level: a recovered panic's stack
+}
+
+// fuzzPanics fails t if a fuzz broker recovered a panic (guard.go), which
+// without the guard would have ended the process.
+func fuzzPanics(t *testing.T) {
+	t.Helper()
+	for _, s := range []*Server{fuzzBrokers.full, fuzzBrokers.restricted} {
+		if n := s.Stats().Panics; n != 0 {
+			t.Fatalf("the broker recovered %d panics:\n%s", n, fuzzBrokers.errors.String())
+		}
+	}
 }
 
 // fuzzRecent is how many inputs a failure names (FuzzConnection).
@@ -73,7 +84,7 @@ func fuzzOptions() Options {
 	return Options{
 		Listen:            "127.0.0.1:0",
 		Loops:             2,
-		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:            slog.New(slog.NewTextHandler(&fuzzBrokers.errors, &slog.HandlerOptions{Level: slog.LevelError})),
 		MaxInflight:       3,
 		MaxQueued:         6,
 		MaxQueuedInMemory: 2,
@@ -139,6 +150,7 @@ func fuzzServer(t *testing.T, restricted bool) *Server {
 // then meets sessions, windows and subscriptions made under other limits.
 func fuzzRestart(t *testing.T, v byte) *Server {
 	t.Helper()
+	fuzzPanics(t) // the count goes with the broker
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
 	if err := fuzzBrokers.full.Stop(ctx); err != nil {
@@ -514,6 +526,7 @@ func FuzzConnection(f *testing.F) {
 			fc.run(in)
 		}
 		fc.finish()
+		fuzzPanics(t)
 		if err := fuzzHealthy(fc.srv); err != nil {
 			t.Fatalf("a well-behaved client after this input: %v", err)
 		}

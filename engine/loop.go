@@ -157,31 +157,34 @@ func (l *loop) Run(context.Context) error {
 	start := l.mono
 	l.acc.inboxRuns++
 	l.acc.tasks += uint64(len(batch))
-	for i := range batch {
-		t := &batch[i]
-		switch t.kind {
-		case taskDeliver:
-			if t.transit {
-				t.sess.inTransit.Add(-1)
-			}
-			l.deliver(t.sess, t.out, t.forwarded)
-		case taskFunc:
-			t.fn(l)
-		case taskTakeBack:
-			l.takeBackPut(t.sess, t.out.put, t.out.msg.seq)
-			t.out.msg.release()
-		case taskAcksDue:
-			t.out.msg.publisher.releaseEarly()
-			t.out.msg.release()
-		case taskAddWaiter:
-			l.addWaiter(t.sess, t.fn)
-		}
-		batch[i] = task{}
+	for i := 0; i < len(batch); {
+		i = l.runTasks(batch, i) // guard.go: a task that panics is skipped
 	}
 	l.spare = batch[:0]
 	l.endBatch()
 	l.observeEvent(start)
 	return nil
+}
+
+// runTask runs one task handed to l.
+func (l *loop) runTask(t *task) {
+	switch t.kind {
+	case taskDeliver:
+		if t.transit {
+			t.sess.inTransit.Add(-1)
+		}
+		l.deliver(t.sess, t.out, t.forwarded)
+	case taskFunc:
+		t.fn(l)
+	case taskTakeBack:
+		l.takeBackPut(t.sess, t.out.put, t.out.msg.seq)
+		t.out.msg.release()
+	case taskAcksDue:
+		t.out.msg.publisher.releaseEarly()
+		t.out.msg.release()
+	case taskAddWaiter:
+		l.addWaiter(t.sess, t.fn)
+	}
 }
 
 func (l *loop) dropInbox() {
@@ -222,8 +225,10 @@ func (l *loop) endBatch() {
 		l.flushStore() // group commit (persist.go)
 	}
 	for i := 0; i < len(l.dirty); i++ {
-		l.dirty[i].flush()
-		l.dirty[i] = nil
+		if c := l.dirty[i]; c != nil { // nil: flushed before a panic (guard.go)
+			l.dirty[i] = nil
+			c.flush()
+		}
 	}
 	l.dirty = l.dirty[:0]
 	for _, idx := range l.pendTo {

@@ -242,7 +242,13 @@ func (s *Server) loopAt(idx int) *loop { return (*s.loopArr.Load())[idx] }
 func (s *Server) loopsSnapshot() []*loop { return *s.loopArr.Load() }
 
 // OnOpen creates the client for a new connection on its loop.
-func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
+func (s *Server) OnOpen(conn gnet.Conn) (out []byte, action gnet.Action) {
+	defer func() {
+		if v := recover(); v != nil {
+			c, _ := conn.Context().(*client)
+			out, action = nil, s.loopFor(conn.EventLoop()).recovered(v, c, "open")
+		}
+	}()
 	if s.stopped.Load() {
 		// Stop has begun: gnet still accepts until its engine stops, so
 		// a connection arriving while 5.0 clients are told 0x8B is
@@ -275,12 +281,19 @@ func (s *Server) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-// OnTraffic handles the bytes that arrived on one connection.
-func (s *Server) OnTraffic(conn gnet.Conn) gnet.Action {
+// OnTraffic handles the bytes that arrived on one connection. A panic
+// while handling them closes that connection only (guard.go).
+func (s *Server) OnTraffic(conn gnet.Conn) (action gnet.Action) {
 	c, ok := conn.Context().(*client)
 	if !ok {
 		return gnet.Close
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			action = c.loop.recovered(v, c, "traffic")
+			c.loop.contain("traffic", c.loop.endBatch) // what the others were sent
+		}
+	}()
 	return c.onTraffic()
 }
 
@@ -292,6 +305,14 @@ func (s *Server) OnClose(conn gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	l := c.loop
+	defer func() {
+		if v := recover(); v != nil {
+			// The connection is closed already; the session may be left
+			// online with no client until it is taken over.
+			l.recovered(v, nil, "close")
+			l.contain("close", l.endBatch)
+		}
+	}()
 	l.setNow()
 	if c.state == stateConnected {
 		l.stats.connected.Add(-1)

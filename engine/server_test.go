@@ -13,8 +13,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// startServer runs a broker on a free loopback port for the test.
+// startServer runs a broker on a free loopback port for the test. The
+// test fails if the broker recovers a panic (guard.go): give it a Logger to
+// see the panic's stack.
 func startServer(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := startServerPanicking(t, opts)
+	t.Cleanup(func() {
+		if n := s.Stats().Panics; n != 0 {
+			t.Errorf("the broker recovered %d panics on its event loops", n)
+		}
+	})
+	return s
+}
+
+// startServerPanicking is startServer for a test that makes the broker
+// panic on purpose and counts the panics itself.
+func startServerPanicking(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:0"

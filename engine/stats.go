@@ -185,6 +185,7 @@ type loopStats struct {
 	connects        atomic.Uint64 // CONNECTs accepted (CONNACK 0)
 	protocolErrors  atomic.Uint64
 	sessionsExpired atomic.Uint64
+	panics          atomic.Uint64 // recovered on this loop (guard.go)
 	refused         [NumRefuseReasons]atomic.Uint64
 
 	// Gauges: this loop's contribution, which may be negative (a session
@@ -251,6 +252,11 @@ type Stats struct {
 	// SessionsExpired counts offline sessions ended by their Session
 	// Expiry Interval.
 	SessionsExpired uint64
+	// Panics counts panics recovered on the event loops (each logged at
+	// error level with its stack; the connection it came from is closed).
+	// Any is a defect, in the broker or in a hook such as an Authorizer,
+	// and the broker's state may have been left inconsistent by it.
+	Panics uint64
 
 	// Connected is the number of connections with an MQTT session bound
 	// (CONNACK sent, not closed); Connections the open network
@@ -305,6 +311,7 @@ func (s *Server) Stats() Stats {
 		st.Connects += ls.connects.Load()
 		st.ProtocolErrors += ls.protocolErrors.Load()
 		st.SessionsExpired += ls.sessionsExpired.Load()
+		st.Panics += ls.panics.Load()
 		for r := range ls.refused {
 			st.Refused[r] += ls.refused[r].Load()
 		}

@@ -64,6 +64,7 @@ var (
 	dConnects       = desc("connects_total", "CONNECTs accepted (CONNACK success).")
 	dRefused        = desc("connections_refused_total", "Connections refused before they became sessions, by reason.", "reason")
 	dProtocolErrors = desc("protocol_errors_total", "Connections closed for a protocol error.")
+	dPanics         = desc("panics_recovered_total", "Panics recovered on the event loops, each logged with its stack; any is a defect.")
 	dMsgsIn         = desc("messages_received_total", "PUBLISH packets received from clients, by QoS.", "qos")
 	dMsgsOut        = desc("messages_sent_total", "PUBLISH packets sent to clients, by delivered QoS.", "qos")
 	dPayloadIn      = desc("payload_received_bytes_total", "Payload bytes of the PUBLISH packets received, by QoS.", "qos")
@@ -103,7 +104,7 @@ var qosLabels = [3]string{"0", "1", "2"}
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dBuildInfo, dConnections, dConnected, dOpened, dClosed, dConnects,
-		dRefused, dProtocolErrors, dMsgsIn, dMsgsOut, dPayloadIn, dPayloadOut, dBytesIn, dBytesOut,
+		dRefused, dProtocolErrors, dPanics, dMsgsIn, dMsgsOut, dPayloadIn, dPayloadOut, dBytesIn, dBytesOut,
 		dPacketsIn, dPacketsOut, dDropped, dInflight, dQueued, dRetained,
 		dInflightBytes, dQueuedBytes, dRetainedBytes, dSessions, dSessionsExp,
 		dSubscriptions, dLoopEvents, dLoopTasks, dLoopConns, dLoopLatency} {
@@ -136,6 +137,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRefused, st.Refused[r], r.String())
 	}
 	counter(dProtocolErrors, st.ProtocolErrors)
+	counter(dPanics, st.Panics)
 	for q, l := range qosLabels {
 		counter(dMsgsIn, st.MessagesInByQoS[q], l)
 		counter(dMsgsOut, st.MessagesOutByQoS[q], l)
