@@ -208,6 +208,7 @@ func (b *bridge) serve(ln net.Listener, kind string, handshake func(net.Conn) (o
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
+			defer b.srv.recoverBridge(kind, nc.RemoteAddr(), func() { b.untrack(b.handshaking, nc); _ = nc.Close() })
 			_ = nc.SetDeadline(b.handshakeDeadline())
 			oc, peer, err := handshake(nc)
 			b.untrack(b.handshaking, nc)
@@ -278,9 +279,11 @@ func (b *bridge) proxy(oc outerConn, peer *peerInfo, kind string) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		defer b.srv.recoverBridge(kind, peer.remote, shut)
 		defer shut()
 		copyOut(oc, sock)
 	}()
+	defer b.srv.recoverBridge(kind, peer.remote, shut)
 	defer shut()
 	// Inbound: the client's MQTT bytes into the socket. The engine reads
 	// what it was sent before it sees the close.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net"
 	"runtime/debug"
 
 	"github.com/panjf2000/gnet/v2"
@@ -16,7 +17,8 @@ import (
 // in-memory session is lost. Each event handler (OnOpen, OnTraffic,
 // OnClose, OnTick) and each task a loop runs for another (loop.Run)
 // therefore recovers a panic, logs it at error level with its stack,
-// counts it (Stats.Panics), and closes the connection it blames.
+// counts it (Stats.Panics), and closes the connection it blames. A TLS or
+// WebSocket connection's own goroutines do the same (recoverBridge).
 //
 // What is guaranteed after a recovered panic: the loop keeps serving its
 // other connections, and its re-entrancy flags are reset so that it keeps
@@ -79,6 +81,22 @@ func (c *client) abandon() {
 	_ = c.conn.Close()
 }
 
+// recoverBridge is deferred by the goroutines of a TLS or WebSocket
+// connection (bridge.go): a panic in its handshake (which runs the
+// caller's tls.Config callbacks) or in its copying (WebSocket framing of
+// the client's bytes) is logged and counted as on a loop, and end runs to
+// close the connection. Other connections are not touched.
+func (s *Server) recoverBridge(kind string, remote net.Addr, end func()) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.bridgePanics.Add(1)
+	s.log.Error("recovered a panic in a "+kind+" connection's goroutine; the connection is closed",
+		"panic", fmt.Sprint(v), "remote", fmt.Sprint(remote), "stack", string(debug.Stack()))
+	end()
+}
+
 // runTasks runs batch[from:] and returns len(batch); a task that panics is
 // cleared and the ones after it run. Run calls it until every task ran: one
 // deferred call per drain, not per task.
@@ -87,8 +105,8 @@ func (l *loop) runTasks(batch []task, from int) (next int) {
 	defer func() {
 		if v := recover(); v != nil {
 			var c *client
-			if s := batch[next].sess; s != nil {
-				c = s.client
+			if s := batch[next].sess; s != nil && s.owner.Load() == l {
+				c = s.client // only the owner may touch it
 			}
 			l.recovered(v, c, "task")
 			batch[next] = task{}

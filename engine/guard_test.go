@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"strings"
 	"testing"
@@ -52,7 +53,7 @@ func requirePanicLogged(t *testing.T, s *Server, logs *syncBuffer, want uint64, 
 	t.Helper()
 	require.Eventually(t, func() bool { return s.Stats().Panics == want }, e2eWait, time.Millisecond)
 	out := logs.String()
-	require.Contains(t, out, "recovered a panic on an event loop")
+	require.Contains(t, out, "recovered a panic")
 	require.Contains(t, out, msg)
 	require.Contains(t, out, "guard_test.go", "the log carries the panic's stack")
 }
@@ -141,4 +142,38 @@ func TestPanicInDeliveryTaskClosesTheRecipient(t *testing.T) {
 	pub.expectAck(codec.PUBACK, 1)
 	require.Equal(t, "m2", string(peer.expectPublish().Payload))
 	require.True(t, strings.Count(logs.String(), "recovered a panic") == 1)
+}
+
+// TestPanicInTLSHandshakeClosesOnlyThatConnection: the caller's TLS
+// configuration panics choosing a configuration for one client, on that
+// connection's handshake goroutine. That connection is closed; TLS and TCP
+// clients go on.
+func TestPanicInTLSHandshakeClosesOnlyThatConnection(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg := pki.serverConfig(t, tls.NoClientCert)
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if hello.ServerName == "boom" {
+			panic("tls configuration fails for boom")
+		}
+		return nil, nil
+	}
+	logs := new(syncBuffer)
+	s := startServerPanicking(t, Options{TLSListen: "127.0.0.1:0", TLSConfig: cfg,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError}))})
+
+	msgs, ch := collect(2)
+	sub := newPahoAt(t, "tls://"+s.TLSAddr().String(), pki.clientConfig(), nil)
+	wait(t, sub.Subscribe("tls/+", 1, msgs))
+
+	cc := pki.clientConfig()
+	cc.ServerName = "boom"
+	_, err := tls.Dial("tcp", s.TLSAddr().String(), cc)
+	require.Error(t, err, "the handshake must fail")
+	requirePanicLogged(t, s, logs, 1, "tls configuration fails for boom")
+
+	pub := newPahoAt(t, "tls://"+s.TLSAddr().String(), pki.clientConfig(), nil)
+	wait(t, pub.Publish("tls/after", 1, false, "over TLS"))
+	require.Equal(t, "over TLS", recv(t, ch, "TLS after the panic").payload)
+	wait(t, newPaho(t, s, nil).Publish("tls/tcp", 1, false, "over TCP"))
+	require.Equal(t, "over TCP", recv(t, ch, "TCP after the panic").payload)
 }

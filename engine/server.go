@@ -48,10 +48,13 @@ type Server struct {
 	addr      net.Addr
 	bridge    *bridge       // TLS and WebSocket listeners (bridge.go); nil without any
 	publishRR atomic.Uint32 // spreads Publish over the loops (selfpublish.go)
-	ticks     uint32        // OnTick calls (OnTick's goroutine only)
-	booted    chan struct{}
-	done      chan error
-	stopped   atomic.Bool
+	// bridgePanics counts panics recovered in TLS and WebSocket
+	// connections' goroutines (guard.go); the loops count their own.
+	bridgePanics atomic.Uint64
+	ticks        uint32 // OnTick calls (OnTick's goroutine only)
+	booted       chan struct{}
+	done         chan error
+	stopped      atomic.Bool
 }
 
 // New returns a Server with the given options; it does not listen yet.

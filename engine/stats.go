@@ -252,8 +252,9 @@ type Stats struct {
 	// SessionsExpired counts offline sessions ended by their Session
 	// Expiry Interval.
 	SessionsExpired uint64
-	// Panics counts panics recovered on the event loops (each logged at
-	// error level with its stack; the connection it came from is closed).
+	// Panics counts panics recovered on the event loops and in TLS and
+	// WebSocket connections' goroutines (each logged at error level with
+	// its stack; the connection it came from is closed).
 	// Any is a defect, in the broker or in a hook such as an Authorizer,
 	// and the broker's state may have been left inconsistent by it.
 	Panics uint64
@@ -333,6 +334,7 @@ func (s *Server) Stats() Stats {
 		st.MessagesOut += st.MessagesOutByQoS[q]
 	}
 	st.RefusedByAddressLimit = st.Refused[RefusedAddressLimit]
+	st.Panics += s.bridgePanics.Load()
 	st.Connections = int64(st.ConnectionsOpened) - int64(st.ConnectionsClosed)
 	st.Sessions = s.reg.count()
 	st.Retained = s.retainedCount()
