@@ -98,6 +98,13 @@ func (r *reader) strSlow(s []byte, complete bool, what string) ([]byte, *Error) 
 	return s, nil
 }
 
+// ValidString reports whether s may be sent as an MQTT UTF-8 Encoded
+// String: at most 65,535 bytes, well-formed UTF-8 without U+0000
+// [MQTT-1.5.4-1/2]. For strings from configuration; decoding checks its own.
+func ValidString(s []byte) bool {
+	return len(s) <= 65535 && validUTF8(s)
+}
+
 // validUTF8 reports whether s is well-formed UTF-8 (which excludes the
 // surrogate code points) and contains no U+0000. ASCII, the common case for
 // topics, client identifiers and user properties, is recognised by

@@ -97,6 +97,7 @@ const (
 	// Information 0, so no Reason String goes on its acknowledgements
 	// [MQTT-3.1.2-29] (problemInfo).
 	termNoProblemInfo
+	termResponseInfo // the client asked for Response Information [MQTT 5.0 section 3.1.2.11.7]
 )
 
 // clientExtra is the state of a connection that most connections never

@@ -66,6 +66,9 @@ func (c *client) setLimits(p *codec.Connect) {
 	if n := min(int(pr.TopicAliasMaximum), o.MaxTopicAliasOut); n > 0 {
 		c.extras().aliases.out = newAliasesOut(n)
 	}
+	if pr.RequestResponseInfo == 1 {
+		c.terms |= termResponseInfo
+	}
 }
 
 // takeProblemTerms takes from a 5.0 CONNECT, before anything can refuse

@@ -1062,3 +1062,36 @@ func TestE2EV5PubrecAgainGetsPubrel(t *testing.T) {
 	sub.ack(codec.PUBCOMP, p.PacketID)
 	require.Eventually(t, func() bool { return s.Stats().Inflight == 0 }, e2eWait, 10*time.Millisecond)
 }
+
+// TestE2EV5ResponseInformation: with Options.ResponseInformation set, a
+// paho.golang client that asks for Response Information (Request Response
+// Information 1) finds it in CONNACK; one that does not ask gets none
+// [MQTT-3.1.2-28], nor does anyone when the option is empty. Start refuses
+// a value that is not a valid MQTT string.
+func TestE2EV5ResponseInformation(t *testing.T) {
+	t.Parallel()
+	connect := func(s *Server, id string, ask bool) string {
+		t.Helper()
+		cp := &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{RequestResponseInfo: ask}}
+		_, ca, err := pahoV5(t, s, nil, cp)
+		require.NoError(t, err)
+		return ca.Properties.ResponseInfo
+	}
+	s := startServer(t, Options{ResponseInformation: "responses/"})
+	require.Equal(t, "responses/", connect(s, "asks", true))
+	require.Empty(t, connect(s, "does-not-ask", false), "[MQTT-3.1.2-28]")
+	raw := dialRaw(t, s)
+	p := connectPacket("raw", true, 0)
+	p.Version = codec.V5
+	p.Properties.RequestResponseInfo = 1
+	require.Equal(t, "responses/", string(raw.mustConnect(p).Properties.ResponseInfo))
+
+	none := startServer(t, Options{})
+	require.Empty(t, connect(none, "asks-none", true))
+
+	for _, bad := range []string{"a\x00b", "\xff", string(bytes.Repeat([]byte("a"), 65536))} {
+		err := New(Options{Listen: "127.0.0.1:0", ResponseInformation: bad}).Start()
+		require.ErrorContains(t, err, "response information")
+	}
+}

@@ -100,6 +100,9 @@ func (c *client) connackTerms(props *codec.Properties) {
 		props.ServerKeepAlive = c.keepAlive
 		props.Present.Add(codec.PropServerKeepAlive)
 	}
+	if c.terms&termResponseInfo != 0 {
+		props.ResponseInfo = c.loop.srv.respInfo // nil when none is configured
+	}
 }
 
 // setExpiry changes the Session Expiry Interval in force for c and its

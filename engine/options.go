@@ -100,6 +100,14 @@ type Options struct {
 	// code 2, identifier rejected, as Mosquitto 2.0.12 and later). 0
 	// accepts every client's keep alive.
 	MaxKeepAlive time.Duration
+	// ResponseInformation is sent in CONNACK's Response Information to a
+	// 5.0 client that asks for it (Request Response Information 1), as the
+	// basis of the topics it may use for responses [MQTT 5.0 section
+	// 4.10]; never to one that did not ask [MQTT-3.1.2-28]. Empty: none
+	// is sent (optional; Mosquitto sends none, EMQX its
+	// response_information when set). Start refuses one that is not a
+	// valid MQTT string (UTF-8 without U+0000, at most 65,535 bytes).
+	ResponseInformation string
 	// MaxQoS, when set to 0 or 1, is the highest QoS the broker accepts
 	// from clients and grants (Mosquitto's max_qos); nil, 2 or more: QoS
 	// 2. A 5.0 client is told in CONNACK (Maximum QoS [MQTT-3.2.2-9]);

@@ -14,6 +14,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/loopmq/loopmq/codec"
 )
 
 // Server is an MQTT broker. Create it with New, then Start; Stop ends it.
@@ -51,10 +53,13 @@ type Server struct {
 	// bridgePanics counts panics recovered in TLS and WebSocket
 	// connections' goroutines (guard.go); the loops count their own.
 	bridgePanics atomic.Uint64
-	ticks        uint32 // OnTick calls (OnTick's goroutine only)
-	booted       chan struct{}
-	done         chan error
-	stopped      atomic.Bool
+	// respInfo is Options.ResponseInformation, converted once; nil when
+	// empty (connackTerms).
+	respInfo []byte
+	ticks    uint32 // OnTick calls (OnTick's goroutine only)
+	booted   chan struct{}
+	done     chan error
+	stopped  atomic.Bool
 }
 
 // New returns a Server with the given options; it does not listen yet.
@@ -67,6 +72,9 @@ func New(opts Options) *Server {
 	s.authz.Store(&authzConf{a: opts.Authorizer})
 	s.pressureHigh = max(min(s.opts.MaxQueued/2, max(256, 8*s.opts.MaxInflight)), 1)
 	s.transitHigh = int32(max(s.pressureHigh/2, 1))
+	if opts.ResponseInformation != "" {
+		s.respInfo = []byte(opts.ResponseInformation)
+	}
 	s.maxQoS = 2
 	if opts.MaxQoS != nil && *opts.MaxQoS < 2 {
 		s.maxQoS = *opts.MaxQoS
@@ -85,6 +93,9 @@ func New(opts Options) *Server {
 
 // Start begins listening and returns once the listener is ready.
 func (s *Server) Start() error {
+	if ri := s.opts.ResponseInformation; ri != "" && !codec.ValidString([]byte(ri)) {
+		return fmt.Errorf("response information %q: not a valid MQTT string (UTF-8 without U+0000, at most 65535 bytes)", ri)
+	}
 	if s.ps != nil {
 		if err := s.recoverStore(); err != nil {
 			return fmt.Errorf("recover from the store: %w", err)

@@ -73,6 +73,7 @@ func buildBroker(cfg *Config, log *slog.Logger) (*broker, error) {
 		HandshakeTimeout:     l.HandshakeTimeout.D(),
 		MaxSessionExpiry:     l.MaxSessionExpiry.D(),
 		MaxKeepAlive:         l.MaxKeepAlive.D(),
+		ResponseInformation:  cfg.ResponseInformation,
 		MaxConnRatePerIP:     l.MaxConnRatePerIP,
 		MaxAuthFailuresPerIP: l.MaxAuthFailuresPerIP,
 		Logger:               log,

@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/loopmq/loopmq/codec"
 	"github.com/loopmq/loopmq/store"
 )
 
@@ -25,15 +26,17 @@ import (
 // given). Every key has a flag of the same meaning (settings, flags.go);
 // docs/configuration.md lists both with their defaults.
 type Config struct {
-	Listeners   ListenersConfig   `yaml:"listeners"`
-	TLS         TLSConfig         `yaml:"tls"`
-	Auth        AuthConfig        `yaml:"auth"`
-	Limits      LimitsConfig      `yaml:"limits"`
-	Logging     LoggingConfig     `yaml:"logging"`
-	Metrics     MetricsConfig     `yaml:"metrics"`
-	Pprof       PprofConfig       `yaml:"pprof"`
-	SysInterval Duration          `yaml:"sys_interval"`
-	Persistence PersistenceConfig `yaml:"persistence"`
+	Listeners   ListenersConfig `yaml:"listeners"`
+	TLS         TLSConfig       `yaml:"tls"`
+	Auth        AuthConfig      `yaml:"auth"`
+	Limits      LimitsConfig    `yaml:"limits"`
+	Logging     LoggingConfig   `yaml:"logging"`
+	Metrics     MetricsConfig   `yaml:"metrics"`
+	Pprof       PprofConfig     `yaml:"pprof"`
+	SysInterval Duration        `yaml:"sys_interval"`
+	// ResponseInformation is engine.Options.ResponseInformation.
+	ResponseInformation string            `yaml:"response_information"`
+	Persistence         PersistenceConfig `yaml:"persistence"`
 }
 
 // ListenersConfig are the MQTT listeners' addresses; "" for none (the TCP
@@ -551,6 +554,9 @@ func (c *Config) validate(org origins) error {
 	between("limits.max_conn_rate_per_ip", int64(l.MaxConnRatePerIP), 0, 1<<30)
 	between("limits.max_auth_failures_per_ip", int64(l.MaxAuthFailuresPerIP), 0, 1<<30)
 	between("limits.max_qos", int64(l.MaxQoS), 0, 2)
+	if !codec.ValidString([]byte(c.ResponseInformation)) {
+		bad("response_information", "not a valid MQTT string: UTF-8 without U+0000, at most 65535 bytes")
+	}
 
 	switch strings.ToLower(c.Logging.Level) {
 	case "debug", "info", "warn", "error":

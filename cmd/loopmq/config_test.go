@@ -119,7 +119,7 @@ persistence:
 		require.Equal(t, defaultConfig(), *c)
 	})
 	f("unknown top-level key", "listners:\n  tcp: :1\n",
-		"FILE:1: listners: unknown key; known keys here: auth, limits, listeners, logging, metrics, persistence, pprof, sys_interval, tls", nil)
+		"FILE:1: listners: unknown key; known keys here: auth, limits, listeners, logging, metrics, persistence, pprof, response_information, sys_interval, tls", nil)
 	f("unknown nested key", "limits:\n  max_inflight: 3\n  max_infligt: 4\n",
 		"FILE:3: limits.max_infligt: unknown key; known keys here: connect_timeout,", nil)
 	f("not an integer", "limits:\n\n  max_inflight: lots\n", `FILE:3: limits.max_inflight: want an integer, not str "lots"`, nil)
@@ -133,6 +133,10 @@ persistence:
 	f("tls listener without a certificate", "listeners:\n  tls: :8883\n", "FILE:2: listeners.tls: needs tls.cert and tls.key", nil)
 	f("certificate without a key", "tls:\n  cert: a.pem\n", "FILE:2: tls.cert: tls.cert and tls.key go together", nil)
 	f("bad address", "metrics:\n  listen: 9100\n", `FILE:2: metrics.listen: want host:port or :port, not "9100"`, nil)
+	f("response information", "response_information: responses/\n", "", func(t *testing.T, c *Config) {
+		require.Equal(t, "responses/", c.ResponseInformation)
+	})
+	f("bad response information", "response_information: \"a\\0b\"\n", `FILE:1: response_information: not a valid MQTT string`, nil)
 	f("syntax error", "limits:\n  max_inflight: 3\n max_queued: 4\n", "FILE:2: did not find expected key", nil)
 	f("duplicate key", "sys_interval: 1\nsys_interval: 2\n", "FILE:2:", nil)
 	f("several errors at once", "limits:\n  max_inflight: 0\n  max_queued: 0\n", "FILE:3: limits.max_queued: must be between 1", nil)

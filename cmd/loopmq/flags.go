@@ -63,6 +63,7 @@ var settings = []setting{
 	{"metrics.listen", "metrics", "address of the Prometheus endpoint (/metrics, /healthz, /readyz), e.g. :9100; empty: off", func(c *Config) any { return &c.Metrics.Listen }},
 	{"pprof.listen", "pprof", "address of the net/http/pprof endpoint, e.g. 127.0.0.1:6060 (also turns on mutex and block profiling); empty: off", func(c *Config) any { return &c.Pprof.Listen }},
 	{"pprof.cpu_profile", "cpuprofile", "write a CPU profile of the whole run to this file", func(c *Config) any { return &c.Pprof.CPUProfile }},
+	{"response_information", "response-information", "MQTT 5.0 Response Information sent in CONNACK to clients that ask for it, the base of their response topics (empty: none)", func(c *Config) any { return &c.ResponseInformation }},
 	{"sys_interval", "sys-interval", "seconds between $SYS topic updates (e.g. 10s; 0: no $SYS topics)", func(c *Config) any { return &c.SysInterval }},
 
 	{"persistence.enabled", "persistence", "keep sessions, queued messages and retained messages on disk", func(c *Config) any { return &c.Persistence.Enabled }},
