@@ -400,7 +400,7 @@ func (c *client) exchangeSucceeded(ex AuthExchange) {
 		c.will.ident = c.ident // re-authenticated: the will speaks for the new identity
 	}
 	if c.sess != nil && c.state == stateConnected {
-		c.sess.bindIdentity(c)
+		c.sess.bindIdentity(c, true)
 	}
 }
 
@@ -436,11 +436,13 @@ func (s *session) identity() Identity {
 }
 
 // bindIdentity gives s the identity of c, the connection being bound to
-// it. If another identity held the session, its cached decisions are
-// dropped and the messages queued or in flight for it are checked again
-// for the new one: those it may not read are discarded. Runs on s's
-// owner, c's loop.
-func (s *session) bindIdentity(c *client) {
+// it, or, with reauth, bound to it already and re-authenticated. If
+// another identity held the session, its cached decisions are dropped and
+// the messages queued or in flight for it are checked again for the new
+// one: those it may not read are discarded, except, on re-authentication,
+// the PUBLISHes already written to c (recheckQueued). Runs on s's owner,
+// c's loop.
+func (s *session) bindIdentity(c *client, reauth bool) {
 	id := c.identity()
 	z := s.authz
 	if z == nil {
@@ -456,19 +458,29 @@ func (s *session) bindIdentity(c *client) {
 	z.id = id
 	clear(z.cache)
 	if cf := c.loop.srv.authz.Load(); cf.a != nil {
-		s.recheckQueued(cf)
+		s.recheckQueued(cf, reauth)
 	}
 }
 
-// recheckQueued discards the queued and in-flight (not yet received)
-// messages s's identity may not read. Runs on s's owner.
-func (s *session) recheckQueued(cf *authzConf) {
+// recheckQueued discards the queued and in-flight messages s's identity
+// may not read. With
+// keepWritten (s's connection re-authenticated) the PUBLISHes written to
+// that connection stay in flight whatever their topic: the client has
+// them, they were its to read when they were sent, and until it
+// acknowledges them they count against its Receive Maximum
+// [MQTT-3.3.4-9]; freed, they would make room the client does not see.
+// On a resume everything is checked: the new connection has received
+// nothing yet. Runs on s's owner.
+func (s *session) recheckQueued(cf *authzConf, keepWritten bool) {
 	q := s.q
 	if q == nil {
 		return
 	}
 	l := s.owner.Load()
 	q.inflight.each(func(sl *slot) {
+		if keepWritten && !sl.pending && sl.hold == 0 {
+			return // written to the connection (or a release: no message)
+		}
 		if sl.m.msg != nil && !s.authorize(cf, sl.m.msg.topic, Read) {
 			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			q.inflight.free(sl)

@@ -328,7 +328,7 @@ func (c *client) bind(s *session, present bool) {
 	c.state = stateConnected
 	c.loop.stats.connects.Add(1)
 	c.loop.stats.connected.Add(1)
-	s.bindIdentity(c) // authz.go
+	s.bindIdentity(c, false) // authz.go
 	if s.stored && s.flag(flagClean) && (s.q == nil || s.q.spill == nil) {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
 	} else {

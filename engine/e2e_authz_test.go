@@ -576,3 +576,62 @@ func TestAuthzDefaultAllowsEverything(t *testing.T) {
 	require.Equal(t, map[codec.Type]bool{codec.PUBLISH: true, codec.PUBACK: true}, got)
 	require.Equal(t, 1, s.Stats().Retained)
 }
+
+// TestAuthzReauthKeepsWrittenPublishesInFlight checks that a
+// re-authentication that changes the client's identity (an
+// IdentifyingExchange naming another user) leaves in flight the PUBLISHes
+// already written on the connection, even those the new identity may not
+// read: the client has them and has not acknowledged them, so they still
+// count against its Receive Maximum [MQTT-3.3.4-9]. What was not written
+// yet is checked again: queued messages the new identity may not read are
+// dropped.
+func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
+	opts := Options{}
+	churnAuthOptions(t, &opts) // SCRAM naming its user; bob may not read churnBobMayNotRead
+	s := startServer(t, opts)
+	pub := dialRaw(t, s)
+	pp := connectPacket("pub", true, 0)
+	pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	pub.mustConnect(pp)
+	publish := func(topic, payload string, id uint16) {
+		t.Helper()
+		pub.publish(topic, payload, 1, false, id)
+		pub.expectAck(codec.PUBACK, id)
+	}
+
+	sub := dialRaw(t, s)
+	sub.ver = codec.V5
+	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+	cp := scramConnect("reauth-inflight", sc)
+	cp.Properties.ReceiveMaximum = 1
+	sub.send(cp)
+	first := sub.expectAuth(codec.ContinueAuthentication)
+	final, err := sc.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+	require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
+
+	publish(churnBobMayNotRead, "written", 1)
+	m := sub.expectPublish() // not acknowledged yet
+	require.Equal(t, "written", string(m.Payload))
+	publish(churnBobMayNotRead, "queued, alice's", 2) // behind it: Receive Maximum 1
+	publish("churn/0/a", "queued, anyone's", 3)
+
+	// Re-authenticate as bob, who may not read churnBobMayNotRead.
+	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+	sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+	first = sub.expectAuth(codec.ContinueAuthentication)
+	final, err = bob.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.NoError(t, bob.verify(sub.expectAuth(codec.Success).Properties.AuthData))
+
+	// The written message is still unacknowledged: no room for another.
+	sub.expectNothing(e2eSilent)
+	sub.ack(codec.PUBACK, m.PacketID)
+	next := sub.expectPublish()
+	require.Equal(t, "queued, anyone's", string(next.Payload), "the queued message bob may not read is dropped")
+	sub.ack(codec.PUBACK, next.PacketID)
+	sub.expectNothing(e2eSilent)
+}
