@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
 )
 
 // End-to-end tests of authorization (authz.go): an in-test Authorizer with
@@ -634,4 +635,68 @@ func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
 	require.Equal(t, "queued, anyone's", string(next.Payload), "the queued message bob may not read is dropped")
 	sub.ack(codec.PUBACK, next.PacketID)
 	sub.expectNothing(e2eSilent)
+}
+
+// TestAuthzResumeDropsWhatReauthKeptInFlight checks that a PUBLISH a
+// re-authentication left in flight (TestAuthzReauthKeepsWrittenPublishesInFlight)
+// although the new identity may not read it is not sent again when that
+// identity resumes the session, after a reconnect or a restart of the
+// broker on its store.
+func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
+	for _, restarted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restarted), func(t *testing.T) {
+			st := store.NewMemory()
+			t.Cleanup(func() { _ = st.Close() })
+			opts := Options{Store: st}
+			churnAuthOptions(t, &opts)
+			s := startServer(t, opts)
+			pub := dialRaw(t, s)
+			pp := connectPacket("pub", true, 0)
+			pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+			pub.mustConnect(pp)
+
+			sub := dialRaw(t, s)
+			sub.ver = codec.V5
+			sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+			cp := scramConnect("reauth-resume", sc)
+			cp.CleanStart, cp.Properties.SessionExpiry = false, 60
+			sub.send(cp)
+			first := sub.expectAuth(codec.ContinueAuthentication)
+			final, err := sc.final(first.Properties.AuthData)
+			require.NoError(t, err)
+			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+			require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+			require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
+			pub.publish(churnBobMayNotRead, "alice's", 1, false, 1)
+			pub.expectAck(codec.PUBACK, 1)
+			require.Equal(t, "alice's", string(sub.expectPublish().Payload)) // not acknowledged
+
+			bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+			sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+			first = sub.expectAuth(codec.ContinueAuthentication)
+			final, err = bob.final(first.Properties.AuthData)
+			require.NoError(t, err)
+			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+			sub.expectAuth(codec.Success)
+			sub.kill()
+			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+			if restarted {
+				o := Options{}
+				churnAuthOptions(t, &o)
+				s = restartWith(t, s, st, o)
+				pub = dialRaw(t, s)
+				pub.mustConnect(pp)
+			}
+
+			again := dialRaw(t, s)
+			p := userConnect5("reauth-resume", "bob")
+			p.CleanStart, p.Properties.SessionExpiry = false, 60
+			p.PasswordFlag, p.Password = true, []byte(churnUsers["bob"])
+			require.True(t, again.mustConnect(p).SessionPresent)
+			again.expectNothing(e2eSilent) // not alice's message again, with DUP
+			pub.publish("churn/0/a", "bob's", 1, false, 2)
+			pub.expectAck(codec.PUBACK, 2)
+			require.Equal(t, "bob's", string(again.expectPublish().Payload))
+		})
+	}
 }
