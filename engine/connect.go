@@ -426,7 +426,12 @@ func (s *session) kick() {
 	s.setFlag(flagOnline, false)
 	s.setPressure(c.loop)
 	c.sess = nil
-	if c.version == codec.V5 {
+	if c.version == codec.V5 && c.state == stateConnected {
+		// Not when the broker closed c already with a DISCONNECT of
+		// its own (serverDisconnect: Stop's notice, a keep-alive
+		// timeout, run by a task just before this one) and gnet has
+		// not closed the socket yet: nothing may follow that DISCONNECT
+		// [MQTT-3.14.4-1].
 		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
 		c.writePacket(&d)
 	}
