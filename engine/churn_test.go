@@ -315,7 +315,7 @@ func (c *churnConn) read() {
 			return
 		}
 		if c.closing != "" {
-			c.run.violation("%s: a %v after %s", c.id, p.Type(), c.closing)
+			c.run.violation("%s: %+v after %s %v", c.id, p, c.closing, c.trace)
 			return
 		}
 		if ca, ok := p.(*codec.Connack); ok {
@@ -481,7 +481,7 @@ func (c *churnConn) check(p codec.Packet) {
 			_ = c.write(&codec.Ack{PacketType: codec.PUBREL, PacketID: p.PacketID})
 		}
 	case *codec.Disconnect:
-		c.mustClose("the broker's DISCONNECT") // [MQTT-3.14.4-1]
+		c.mustClose(fmt.Sprintf("the broker's DISCONNECT %v", p.ReasonCode)) // [MQTT-3.14.4-1]
 		switch p.ReasonCode {
 		case codec.SessionTakenOver:
 			c.run.takenOver.Add(1)
