@@ -471,6 +471,12 @@ func (s *session) bindIdentity(c *client, reauth bool) {
 		s.recheckInflight(cf, reauth)
 		s.recheckQueue(cf)
 	}
+	if reauth {
+		// The record names the identity (a resume writes it anyway): a
+		// session and will recovered after a crash are authorized as
+		// the client is now.
+		c.loop.persistSession(s, c)
+	}
 }
 
 // recheckInflight discards the in-flight messages s's identity may not

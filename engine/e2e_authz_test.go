@@ -700,3 +700,62 @@ func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthzReauthIdentityIsStored checks that a re-authentication that
+// changes the client's identity is written to the session's record, so
+// that after a crash the recovered session and its will are authorized as
+// the new identity: here bob's will on a topic bob may not write, made
+// while alice, is not published after the broker recovers from a snapshot
+// of its store taken while the client was connected.
+func TestAuthzReauthIdentityIsStored(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	opts := Options{Store: st}
+	churnAuthOptions(t, &opts)
+	s := startServer(t, opts)
+
+	c := dialRaw(t, s)
+	c.ver = codec.V5
+	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+	cp := scramConnect("reauth-stored", sc)
+	cp.CleanStart, cp.Properties.SessionExpiry = false, 60
+	withWill(cp, churnBobMayNotWrite, "alice's will, bob's now", 0, false)
+	cp.Will.Properties.WillDelay = 2 // published after the watcher below subscribed
+	c.send(cp)
+	first := c.expectAuth(codec.ContinueAuthentication)
+	final, err := sc.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.Equal(t, codec.Success, c.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+
+	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+	c.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+	first = c.expectAuth(codec.ContinueAuthentication)
+	final, err = bob.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	c.expectAuth(codec.Success)
+	stored := func() string {
+		user := ""
+		_ = st.Sessions(func(r *store.Session) error {
+			if r.ClientID == "reauth-stored" {
+				user = r.Username
+			}
+			return nil
+		})
+		return user
+	}
+	require.Eventually(t, func() bool { return stored() == "bob" }, e2eWait, 10*time.Millisecond,
+		"the session record names %q, not the re-authenticated identity", stored())
+
+	// A crash: a broker recovers from what the store holds now.
+	o := Options{Store: snapshot(t, st)}
+	churnAuthOptions(t, &o)
+	s2 := startServer(t, o)
+	w := dialRaw(t, s2)
+	wp := connectPacket("watcher", true, 0)
+	wp.UsernameFlag, wp.Username, wp.PasswordFlag, wp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	w.mustConnect(wp)
+	require.Equal(t, byte(0), w.subscribe(1, churnBobMayNotWrite, 0))
+	w.expectNothing(3 * time.Second) // bob's will: not published
+}
