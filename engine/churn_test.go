@@ -297,7 +297,7 @@ func (c *churnConn) read() {
 			m, err := c.conn.Read(tmp)
 			if m == 0 && err != nil {
 				if c.closing != "" && isTimeout(err) {
-					c.run.violation("%s: connection still open 5 s after %s [MQTT-4.13.1-1]", c.id, c.closing)
+					c.run.violation("%s: connection still open 5 s after %s", c.id, c.closing)
 				}
 				return
 			}
@@ -325,7 +325,7 @@ func (c *churnConn) read() {
 			gotConnack = true
 			c.present = ca.SessionPresent || c.ver == codec.V31 // 3.1's CONNACK cannot say
 			if ca.ReasonCode != 0 {
-				c.mustClose("a refusing CONNACK") // [MQTT-3.2.2-5]
+				c.mustClose("a refusing CONNACK [MQTT-3.2.2-5] [MQTT-3.2.2-7]")
 			}
 			if ca.ReasonCode == 0 {
 				c.checkConnackAuth(ca)
@@ -481,7 +481,7 @@ func (c *churnConn) check(p codec.Packet) {
 			_ = c.write(&codec.Ack{PacketType: codec.PUBREL, PacketID: p.PacketID})
 		}
 	case *codec.Disconnect:
-		c.mustClose(fmt.Sprintf("the broker's DISCONNECT %v", p.ReasonCode)) // [MQTT-3.14.4-1]
+		c.mustClose(fmt.Sprintf("the broker's DISCONNECT %v [MQTT-3.14.4-1] [MQTT-3.14.4-2]", p.ReasonCode))
 		switch p.ReasonCode {
 		case codec.SessionTakenOver:
 			c.run.takenOver.Add(1)
