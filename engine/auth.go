@@ -256,6 +256,12 @@ func (c *client) authStep(data []byte) {
 		} else {
 			// Re-authentication succeeded [MQTT 5.0 section 4.12.1].
 			c.writeAuth(codec.Success, reply)
+			if c.sess != nil {
+				// Messages the new identity may not read may have left
+				// the window (recheckQueued): what waits takes their
+				// room, after the AUTH that says who it is for.
+				c.sess.pump()
+			}
 		}
 		return
 	}

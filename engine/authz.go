@@ -42,7 +42,9 @@ import (
 // decisions to apply to topics already seen. Messages already queued for
 // a session were checked when they were queued; they are checked again
 // when a connection with another identity resumes the session (as
-// Mosquitto does).
+// Mosquitto does) or a re-authentication changes it, which leaves in
+// flight the PUBLISHes already written to the connection; those are
+// checked again when the session is next resumed (bindIdentity).
 
 // Access is what a client asks to do with a topic or a topic filter.
 type Access uint8
@@ -400,7 +402,7 @@ func (c *client) exchangeSucceeded(ex AuthExchange) {
 		c.will.ident = c.ident // re-authenticated: the will speaks for the new identity
 	}
 	if c.sess != nil && c.state == stateConnected {
-		c.sess.bindIdentity(c)
+		c.sess.bindIdentity(c, true)
 	}
 }
 
@@ -436,44 +438,81 @@ func (s *session) identity() Identity {
 }
 
 // bindIdentity gives s the identity of c, the connection being bound to
-// it. If another identity held the session, its cached decisions are
-// dropped and the messages queued or in flight for it are checked again
-// for the new one: those it may not read are discarded. Runs on s's
-// owner, c's loop.
-func (s *session) bindIdentity(c *client) {
+// it, or, with reauth, bound to it already and re-authenticated. If
+// another identity held the session, its cached decisions are dropped and
+// the messages queued or in flight for it are checked again for the new
+// one: those it may not read are discarded, except, on re-authentication,
+// the PUBLISHes already written to c (recheckInflight). A resume by the
+// same identity checks what is in flight again: a re-authentication may
+// have left there PUBLISHes that identity may not read, which are not
+// sent again. Runs on s's owner, c's loop.
+func (s *session) bindIdentity(c *client, reauth bool) {
 	id := c.identity()
+	cf := c.loop.srv.authz.Load()
 	z := s.authz
 	if z == nil {
 		if c.ident == nil {
-			return // the default identity, which a session without authz state has
+			// The default identity, which a session without authz state
+			// has, and has always had: nothing to check again.
+			return
 		}
 		z = &sessionAuthz{id: Identity{ClientID: s.id, Anonymous: true}}
 		s.authz = z
 	}
 	if z.id == id {
+		if !reauth && cf.a != nil {
+			s.recheckInflight(cf, false)
+		}
 		return
 	}
 	z.id = id
 	clear(z.cache)
-	if cf := c.loop.srv.authz.Load(); cf.a != nil {
-		s.recheckQueued(cf)
+	if cf.a != nil {
+		s.recheckInflight(cf, reauth)
+		s.recheckQueue(cf)
+	}
+	if reauth {
+		// The record names the identity (a resume writes it anyway): a
+		// session and will recovered after a crash are authorized as
+		// the client is now.
+		c.loop.persistSession(s, c)
 	}
 }
 
-// recheckQueued discards the queued and in-flight (not yet received)
-// messages s's identity may not read. Runs on s's owner.
-func (s *session) recheckQueued(cf *authzConf) {
+// recheckInflight discards the in-flight messages s's identity may not
+// read. With keepWritten (s's connection re-authenticated) the PUBLISHes
+// written to that connection stay in flight whatever their topic: the
+// client has them, they were its to read when they were sent, and until it
+// acknowledges them they count against its Receive Maximum [MQTT-3.3.4-9];
+// freed, they would make room the client does not see. They are checked
+// again when the session is resumed (bindIdentity): the new connection
+// has received nothing yet. Runs on s's owner.
+func (s *session) recheckInflight(cf *authzConf, keepWritten bool) {
 	q := s.q
 	if q == nil {
 		return
 	}
 	l := s.owner.Load()
 	q.inflight.each(func(sl *slot) {
+		if keepWritten && !sl.pending && sl.hold == 0 {
+			return // written to the connection (or a release: no message)
+		}
 		if sl.m.msg != nil && !s.authorize(cf, sl.m.msg.topic, Read) {
 			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
 			q.inflight.free(sl)
 		}
 	})
+}
+
+// recheckQueue discards the queued messages s's identity may not read;
+// those on disk are checked when they are read back (spill.go). Runs on
+// s's owner.
+func (s *session) recheckQueue(cf *authzConf) {
+	q := s.q
+	if q == nil {
+		return
+	}
+	l := s.owner.Load()
 	for n := q.queue.len(); n > 0; n-- {
 		out := q.queue.pop()
 		if !s.authorize(cf, out.msg.topic, Read) {

@@ -85,6 +85,7 @@ func TestChurnPersistentRestarts(t *testing.T) {
 		Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute,
 	}}
+	churnAuthOptions(t, &b.opts)
 	require.NoError(t, b.start())
 	t.Cleanup(func() { _ = b.stop() }) // whichever broker runs last
 	goroutines := settledGoroutines(t, b.s)

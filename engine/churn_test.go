@@ -6,7 +6,9 @@ package engine
 // its old connection is still sending, wills with and without a delay,
 // shared groups losing members with messages in flight, persistent
 // sessions queueing while offline, acknowledgements withheld, Receive
-// Maximum and Maximum Packet Size and topic aliases of every size.
+// Maximum and Maximum Packet Size and topic aliases of every size, and
+// clients authenticating, re-authenticating and being refused, and
+// publishing and subscribing where they may not (churn_auth_test.go).
 //
 // Every connection checks what it receives against the rules a client can
 // check by itself (churnConn.check). At the end every session is ended and
@@ -79,7 +81,10 @@ type churnRun struct {
 	errs    []string
 	// counts of what happened, for the log
 	connects, refused, takenOver, publishes, received, dupsSeen, restarted atomic.Int64
-	audited                                                                int // acknowledged messages the audit followed (under mu)
+	// what authentication and authorization refused as expected, and
+	// re-authentications that succeeded (churn_auth_test.go)
+	authRefused, reauthed, reauthRefused, pubDenied, subDenied atomic.Int64
+	audited                                                    int // acknowledged messages the audit followed (under mu)
 	// left: per client id, the QoS 1/2 PUBLISHes its last connection to
 	// end had not acknowledged (packet id to QoS), under mu; a later
 	// connection resuming the session may acknowledge them before the
@@ -245,6 +250,25 @@ type churnConn struct {
 	// client id's connections (connected).
 	early map[uint16]bool
 	gen   int
+
+	// Authentication and authorization (churn_auth_test.go). user is the
+	// identity the broker authorizes the connection as, reauth a
+	// re-authentication in progress (both under authMu); scram is
+	// CONNECT's SCRAM exchange, nil for a user name and password;
+	// wantCode the CONNACK code the client expects for its credentials
+	// and will. oursExp (under idMu) is what the client expects of the
+	// broker's decision on each of its PUBLISHes in flight, subsExp (under
+	// idMu) of each SUBSCRIBE's filters.
+	authMu   sync.Mutex
+	user     string
+	reauth   *churnReauth
+	scram    *scramClient
+	wantCode codec.ReasonCode
+	oursExp  map[uint16]churnExpect
+	subsExp  map[uint16][]churnSubExpect
+	// closing (reader) says why the broker must close the connection
+	// now: it sent a DISCONNECT or a refusing CONNACK.
+	closing string
 }
 
 func (c *churnConn) write(p codec.Packet) error {
@@ -272,6 +296,9 @@ func (c *churnConn) read() {
 		if n == 0 {
 			m, err := c.conn.Read(tmp)
 			if m == 0 && err != nil {
+				if c.closing != "" && isTimeout(err) {
+					c.run.violation("%s: connection still open 5 s after %s", c.id, c.closing)
+				}
 				return
 			}
 			buf = append(buf, tmp[:m]...)
@@ -287,13 +314,21 @@ func (c *churnConn) read() {
 			c.run.violation("%s: undecodable %v from the broker (v%d, present %v): %v: % x", c.id, h.Type, c.ver, c.present, err, frame[:min(len(frame), 48)])
 			return
 		}
+		if c.closing != "" {
+			c.run.violation("%s: %+v after %s %v", c.id, p, c.closing, c.trace)
+			return
+		}
 		if ca, ok := p.(*codec.Connack); ok {
 			if gotConnack {
 				c.run.violation("%s: a second CONNACK", c.id)
 			}
 			gotConnack = true
 			c.present = ca.SessionPresent || c.ver == codec.V31 // 3.1's CONNACK cannot say
+			if ca.ReasonCode != 0 {
+				c.mustClose("a refusing CONNACK [MQTT-3.2.2-5] [MQTT-3.2.2-7]")
+			}
 			if ca.ReasonCode == 0 {
+				c.checkConnackAuth(ca)
 				c.connected()
 				if ca.SessionPresent && c.ackEarly {
 					c.ackLeft() // before the broker's first PUBLISH is read
@@ -302,12 +337,24 @@ func (c *churnConn) read() {
 			c.connack <- ca
 			continue
 		}
+		if a, ok := p.(*codec.Auth); ok && !gotConnack {
+			c.onAuth(a, false) // CONNECT's exchange
+			continue
+		}
 		if !gotConnack {
 			c.run.violation("%s: %v before CONNACK", c.id, p.Type())
 			return
 		}
 		c.check(p)
 	}
+}
+
+// mustClose notes that the broker must close the connection now (after
+// why): a packet after it, or no close within 5 s, is a violation. Runs on
+// c's reader.
+func (c *churnConn) mustClose(why string) {
+	c.closing = why
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 }
 
 // check answers p and checks it against the rules a client can see.
@@ -344,6 +391,11 @@ func (c *churnConn) check(p codec.Packet) {
 				c.aliases[a] = string(p.Topic)
 			}
 		}
+		topic := string(p.Topic)
+		if topic == "" && c.ver == codec.V5 {
+			topic = c.aliases[p.Properties.TopicAlias]
+		}
+		c.checkRead(topic, p.Payload)
 		if p.QoS == 0 {
 			return
 		}
@@ -400,36 +452,50 @@ func (c *churnConn) check(p codec.Packet) {
 		case codec.PUBACK, codec.PUBCOMP:
 			c.idMu.Lock()
 			q, ok := c.ours[p.PacketID]
+			exp := c.oursExp[p.PacketID]
 			delete(c.ours, p.PacketID)
+			delete(c.oursExp, p.PacketID)
 			c.idMu.Unlock()
 			if !ok || (p.PacketType == codec.PUBACK) != (q == 1) {
 				c.run.violation("%s: %v %d for no such PUBLISH in flight", c.id, p.PacketType, p.PacketID)
+			} else if p.PacketType == codec.PUBACK {
+				c.checkPubAck(p.PacketType, p.PacketID, p.ReasonCode, exp)
 			}
 		case codec.PUBREC:
 			c.idMu.Lock()
 			q, ok := c.ours[p.PacketID]
+			exp := c.oursExp[p.PacketID]
 			c.idMu.Unlock()
 			if !ok || q != 2 {
 				c.run.violation("%s: PUBREC %d for no QoS 2 PUBLISH in flight", c.id, p.PacketID)
 				return
 			}
+			c.checkPubAck(p.PacketType, p.PacketID, p.ReasonCode, exp)
 			if p.ReasonCode >= 0x80 { // refused: the exchange ends here
 				c.idMu.Lock()
 				delete(c.ours, p.PacketID)
+				delete(c.oursExp, p.PacketID)
 				c.idMu.Unlock()
 				return
 			}
 			_ = c.write(&codec.Ack{PacketType: codec.PUBREL, PacketID: p.PacketID})
 		}
 	case *codec.Disconnect:
+		c.mustClose(fmt.Sprintf("the broker's DISCONNECT %v [MQTT-3.14.4-1] [MQTT-3.14.4-2]", p.ReasonCode))
 		switch p.ReasonCode {
 		case codec.SessionTakenOver:
 			c.run.takenOver.Add(1)
 		case codec.ServerShuttingDown:
+		case codec.NotAuthorized:
+			c.onReauthRefused()
 		default:
 			c.run.violation("%s: DISCONNECT %v from the broker", c.id, p.ReasonCode)
 		}
-	case *codec.Suback, *codec.Unsuback, *codec.Pingresp:
+	case *codec.Auth:
+		c.onAuth(p, true) // a re-authentication
+	case *codec.Suback:
+		c.checkSuback(p)
+	case *codec.Unsuback, *codec.Pingresp:
 	default:
 		c.run.violation("%s: unexpected %v", c.id, p.Type())
 	}
@@ -442,6 +508,13 @@ func (c *churnConn) publish(r *rand.Rand, topic string, qos byte, retain bool) b
 	p.Payload = make([]byte, r.Intn(300))
 	if r.Intn(20) == 0 {
 		p.Payload = make([]byte, 1000+r.Intn(3000)) // past small Maximum Packet Sizes
+	}
+	exp := c.writeExpect(topic)
+	switch exp {
+	case expectRefused: // never to be delivered (churnConn.checkRead)
+		p.Payload = append(p.Payload[:0:0], append([]byte{churnRefused}, p.Payload...)...)
+	case expectEither:
+		p.Payload = append(p.Payload[:0:0], append([]byte{churnEither}, p.Payload...)...)
 	}
 	if c.ver == codec.V5 && r.Intn(4) == 0 {
 		p.Properties.MessageExpiry = uint32(1 + r.Intn(3))
@@ -462,6 +535,7 @@ func (c *churnConn) publish(r *rand.Rand, topic string, qos byte, retain bool) b
 				}
 				p.PacketID = c.nextID
 				c.ours[p.PacketID] = qos
+				c.oursExp[p.PacketID] = exp
 				c.idMu.Unlock()
 				break
 			}
@@ -535,8 +609,10 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 		aliases: map[uint16]string{}, unacked: map[uint16]byte{}, released: map[uint16]bool{},
 		ours: map[uint16]byte{}, connack: make(chan *codec.Connack, 1), done: make(chan struct{}),
 		withhold: r.Intn(6) == 0, ackEarly: r.Intn(3) == 0,
+		oursExp: map[uint16]churnExpect{}, subsExp: map[uint16][]churnSubExpect{},
 	}
 	cp := &codec.Connect{Version: c.ver, ClientID: []byte(id), CleanStart: r.Intn(3) == 0, KeepAlive: uint16(r.Intn(2) * 30)}
+	c.churnCredentials(r, cp)
 	if c.ver == codec.V5 {
 		cp.Properties.SessionExpiry = []uint32{0, 1, 2, 60}[r.Intn(4)]
 		if r.Intn(2) == 0 {
@@ -555,6 +631,10 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 	if r.Intn(3) == 0 {
 		cp.WillFlag = true
 		cp.Will.Topic = []byte("churn/will/" + id)
+		if r.Intn(4) == 0 { // alice's only; nobody reads it
+			cp.Will.Topic = []byte("churn/deny/will/" + id)
+		}
+		c.willExpect(string(cp.Will.Topic))
 		cp.Will.Payload = []byte("gone")
 		cp.Will.QoS = byte(r.Intn(3))
 		cp.Will.Retain = r.Intn(4) == 0
@@ -582,12 +662,23 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 	select {
 	case ca = <-c.connack:
 	case <-c.done:
+		select { // the CONNACK may have come before the close
+		case ca = <-c.connack:
+		default:
+		}
 	case <-time.After(5 * time.Second):
 		run.violation("%s: no CONNACK in 5 s", id)
+	}
+	if ca != nil && ca.ReasonCode != c.wantCode && (c.wantCode != 0 || isAuthRefusal(ca.ReasonCode, c.ver)) {
+		run.violation("%s: CONNACK %v, want %v (user %s, SCRAM %v, v%d)", id, ca.ReasonCode, c.wantCode, c.user, c.scram != nil, c.ver)
 	}
 	if ca == nil || ca.ReasonCode != 0 {
 		if ca != nil {
 			run.refused.Add(1)
+			if ca.ReasonCode == c.wantCode {
+				run.authRefused.Add(1)
+			}
+			<-c.done // the broker closes it (churnConn.mustClose)
 		}
 		_ = conn.Close()
 		<-c.done
@@ -606,27 +697,52 @@ func churnSession(run *churnRun, r *rand.Rand) *churnConn {
 		default:
 		}
 		var err error
-		switch k := r.Intn(12); {
+		switch k := r.Intn(13); {
 		case k < 2:
-			s := codec.Subscription{Filter: []byte(churnFilters[r.Intn(len(churnFilters))]), QoS: byte(r.Intn(3))}
-			sp := &codec.Subscribe{PacketID: uint16(1 + r.Intn(100)), Subscriptions: []codec.Subscription{s}}
-			if c.ver == codec.V5 {
-				_, _, shared := codec.SplitShared(s.Filter)
-				sp.Subscriptions[0].NoLocal = r.Intn(4) == 0 && !shared
-				sp.Subscriptions[0].RetainAsPublished = r.Intn(2) == 0
-				sp.Subscriptions[0].RetainHandling = byte(r.Intn(3))
-				if r.Intn(3) == 0 {
-					subID++
-					sp.Properties.SubscriptionIDs = []uint32{subID}
+			sp := &codec.Subscribe{Subscriptions: make([]codec.Subscription, 1+r.Intn(4)/3)}
+			exp := make([]churnSubExpect, len(sp.Subscriptions))
+			for i := range sp.Subscriptions {
+				f := churnFilters[r.Intn(len(churnFilters))]
+				if r.Intn(6) == 0 {
+					f = churnDenyFilters[r.Intn(len(churnDenyFilters))]
+				}
+				s := &sp.Subscriptions[i]
+				s.Filter, s.QoS = []byte(f), byte(r.Intn(3))
+				exp[i] = churnSubExpect{qos: s.QoS, denied: !churnMaySubscribe(f), filter: f}
+				if c.ver == codec.V5 {
+					_, _, shared := codec.SplitShared(s.Filter)
+					s.NoLocal = r.Intn(4) == 0 && !shared
+					s.RetainAsPublished = r.Intn(2) == 0
+					s.RetainHandling = byte(r.Intn(3))
 				}
 			}
+			if c.ver == codec.V5 && r.Intn(3) == 0 {
+				subID++
+				sp.Properties.SubscriptionIDs = []uint32{subID}
+			}
+			c.idMu.Lock()
+			for sp.PacketID == 0 || c.subsExp[sp.PacketID] != nil {
+				sp.PacketID = uint16(1 + r.Intn(100))
+			}
+			c.subsExp[sp.PacketID] = exp
+			c.idMu.Unlock()
 			err = c.write(sp)
 		case k < 3:
-			err = c.write(&codec.Unsubscribe{PacketID: uint16(1 + r.Intn(100)), Filters: [][]byte{[]byte(churnFilters[r.Intn(len(churnFilters))])}})
+			f := churnFilters[r.Intn(len(churnFilters))]
+			if r.Intn(6) == 0 {
+				f = churnDenyFilters[r.Intn(len(churnDenyFilters))]
+			}
+			err = c.write(&codec.Unsubscribe{PacketID: uint16(1 + r.Intn(100)), Filters: [][]byte{[]byte(f)}})
 		case k < 11:
-			if !c.publish(r, churnTopic(r.Intn(churnTopics)), byte(r.Intn(3)), r.Intn(8) == 0) {
+			topic := churnTopic(r.Intn(churnTopics))
+			if r.Intn(8) == 0 {
+				topic = churnDenyTopics[r.Intn(len(churnDenyTopics))]
+			}
+			if !c.publish(r, topic, byte(r.Intn(3)), r.Intn(8) == 0) {
 				return c
 			}
+		case k == 11 && c.scram != nil:
+			err = c.reauthenticate(r)
 		default:
 			if r.Intn(2) == 0 {
 				err = c.write(&codec.Pingreq{})
@@ -724,14 +840,21 @@ func churn(t *testing.T, s *Server, d time.Duration, seed int64, o churnOpts) *c
 	}
 	require.Eventually(t, func() bool { return s.Stats().Sessions == 0 },
 		e2eWait, 20*time.Millisecond, "seed %d: sessions left after every client id ended its session: %d", seed, s.Stats().Sessions)
-	// Clear retained messages, wills' included.
+	// Clear retained messages, wills' included, as alice: she may
+	// publish to the denied subtree too (churn_auth_test.go).
 	c := dialRaw(t, s)
-	c.mustConnect(connectPacket("churn-clear", true, 0))
+	cp := connectPacket("churn-clear", true, 0)
+	cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	c.mustConnect(cp)
 	for k := range churnTopics {
 		c.publish(churnTopic(k), "", 0, true, 0)
 	}
+	for _, topic := range churnDenyTopics {
+		c.publish(topic, "", 0, true, 0)
+	}
 	for i := range churnIDs {
 		c.publish(fmt.Sprintf("churn/will/churn-%02d", i), "", 0, true, 0)
+		c.publish(fmt.Sprintf("churn/deny/will/churn-%02d", i), "", 0, true, 0)
 	}
 	c.disconnect()
 	return run
@@ -839,6 +962,8 @@ func logChurn(t *testing.T, run *churnRun, seed int64) {
 	defer run.mu.Unlock()
 	t.Logf("%d sessions, %d refused, %d taken over, %d PUBLISHes sent, %d received (%d with DUP); audit: %d acknowledged messages followed; %d restarts",
 		run.connects.Load(), run.refused.Load(), run.takenOver.Load(), run.publishes.Load(), run.received.Load(), run.dupsSeen.Load(), run.audited, run.restarted.Load())
+	t.Logf("auth: %d CONNECTs refused as expected, %d re-authentications, %d refused as expected; %d PUBLISHes and %d filters refused (5.0 0x87, 3.x 0x80)",
+		run.authRefused.Load(), run.reauthed.Load(), run.reauthRefused.Load(), run.pubDenied.Load(), run.subDenied.Load())
 	if len(run.errs) > 0 {
 		t.Errorf("seed %d: %d violations, the first ones:\n%s", seed, len(run.errs), joinLines(run.errs))
 	}
@@ -868,8 +993,10 @@ func heapAfterGC() uint64 {
 func TestChurnGivesEverythingBack(t *testing.T) {
 	d, seed := churnParams(t)
 	pki := newTestPKI(t)
-	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxSessionExpiry: time.Minute,
-		TLSListen: "127.0.0.1:0", WSListen: "127.0.0.1:0", TLSConfig: pki.serverConfig(t, tls.NoClientCert)})
+	opts := Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxSessionExpiry: time.Minute,
+		TLSListen: "127.0.0.1:0", WSListen: "127.0.0.1:0", TLSConfig: pki.serverConfig(t, tls.NoClientCert)}
+	churnAuthOptions(t, &opts)
+	s := startServer(t, opts)
 	tlsConf := pki.clientConfig()
 	tlsConf.ServerName = "127.0.0.1"
 	goroutines := settledGoroutines(t, s) // the broker's own included
@@ -892,7 +1019,9 @@ func TestChurnPersistentGivesEverythingBack(t *testing.T) {
 	dir := t.TempDir()
 	st, err := store.OpenPebble(dir, store.PebbleOptions{Sync: store.SyncNone})
 	require.NoError(t, err)
-	s := startServer(t, Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st})
+	opts := Options{Loops: churnLoops(t, seed), MaxQueued: 2000, MaxQueuedInMemory: 4, MaxSessionExpiry: time.Minute, Store: st}
+	churnAuthOptions(t, &opts)
+	s := startServer(t, opts)
 	goroutines := settledGoroutines(t, s)
 	run := churn(t, s, d, seed, churnOpts{})
 	logChurn(t, run, seed)

@@ -331,7 +331,7 @@ func (c *client) bind(s *session, present bool) {
 	c.state = stateConnected
 	c.loop.stats.connects.Add(1)
 	c.loop.stats.connected.Add(1)
-	s.bindIdentity(c) // authz.go
+	s.bindIdentity(c, false) // authz.go
 	if s.stored && s.flag(flagClean) && (s.q == nil || s.q.spill == nil) {
 		c.loop.forgetSession(s) // resumed with a Session Expiry Interval of 0
 	} else {
@@ -429,7 +429,12 @@ func (s *session) kick() {
 	s.setFlag(flagOnline, false)
 	s.setPressure(c.loop)
 	c.sess = nil
-	if c.version == codec.V5 {
+	if c.version == codec.V5 && c.state == stateConnected {
+		// Not when the broker closed c already with a DISCONNECT of
+		// its own (serverDisconnect: Stop's notice, a keep-alive
+		// timeout, run by a task just before this one) and gnet has
+		// not closed the socket yet: nothing may follow that DISCONNECT
+		// [MQTT-3.14.4-1].
 		d := codec.Disconnect{ReasonCode: codec.SessionTakenOver}
 		c.writePacket(&d)
 	}

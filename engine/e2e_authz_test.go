@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/loopmq/loopmq/codec"
+	"github.com/loopmq/loopmq/store"
 )
 
 // End-to-end tests of authorization (authz.go): an in-test Authorizer with
@@ -575,4 +576,186 @@ func TestAuthzDefaultAllowsEverything(t *testing.T) {
 	}
 	require.Equal(t, map[codec.Type]bool{codec.PUBLISH: true, codec.PUBACK: true}, got)
 	require.Equal(t, 1, s.Stats().Retained)
+}
+
+// TestAuthzReauthKeepsWrittenPublishesInFlight checks that a
+// re-authentication that changes the client's identity (an
+// IdentifyingExchange naming another user) leaves in flight the PUBLISHes
+// already written on the connection, even those the new identity may not
+// read: the client has them and has not acknowledged them, so they still
+// count against its Receive Maximum [MQTT-3.3.4-9]. What was not written
+// yet is checked again: queued messages the new identity may not read are
+// dropped.
+func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
+	opts := Options{}
+	churnAuthOptions(t, &opts) // SCRAM naming its user; bob may not read churnBobMayNotRead
+	s := startServer(t, opts)
+	pub := dialRaw(t, s)
+	pp := connectPacket("pub", true, 0)
+	pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	pub.mustConnect(pp)
+	publish := func(topic, payload string, id uint16) {
+		t.Helper()
+		pub.publish(topic, payload, 1, false, id)
+		pub.expectAck(codec.PUBACK, id)
+	}
+
+	sub := dialRaw(t, s)
+	sub.ver = codec.V5
+	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+	cp := scramConnect("reauth-inflight", sc)
+	cp.Properties.ReceiveMaximum = 1
+	sub.send(cp)
+	first := sub.expectAuth(codec.ContinueAuthentication)
+	final, err := sc.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+	require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
+
+	publish(churnBobMayNotRead, "written", 1)
+	m := sub.expectPublish() // not acknowledged yet
+	require.Equal(t, "written", string(m.Payload))
+	publish(churnBobMayNotRead, "queued, alice's", 2) // behind it: Receive Maximum 1
+	publish("churn/0/a", "queued, anyone's", 3)
+
+	// Re-authenticate as bob, who may not read churnBobMayNotRead.
+	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+	sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+	first = sub.expectAuth(codec.ContinueAuthentication)
+	final, err = bob.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.NoError(t, bob.verify(sub.expectAuth(codec.Success).Properties.AuthData))
+
+	// The written message is still unacknowledged: no room for another.
+	sub.expectNothing(e2eSilent)
+	sub.ack(codec.PUBACK, m.PacketID)
+	next := sub.expectPublish()
+	require.Equal(t, "queued, anyone's", string(next.Payload), "the queued message bob may not read is dropped")
+	sub.ack(codec.PUBACK, next.PacketID)
+	sub.expectNothing(e2eSilent)
+}
+
+// TestAuthzResumeDropsWhatReauthKeptInFlight checks that a PUBLISH a
+// re-authentication left in flight (TestAuthzReauthKeepsWrittenPublishesInFlight)
+// although the new identity may not read it is not sent again when that
+// identity resumes the session, after a reconnect or a restart of the
+// broker on its store.
+func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
+	for _, restarted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restarted), func(t *testing.T) {
+			st := store.NewMemory()
+			t.Cleanup(func() { _ = st.Close() })
+			opts := Options{Store: st}
+			churnAuthOptions(t, &opts)
+			s := startServer(t, opts)
+			pub := dialRaw(t, s)
+			pp := connectPacket("pub", true, 0)
+			pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+			pub.mustConnect(pp)
+
+			sub := dialRaw(t, s)
+			sub.ver = codec.V5
+			sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+			cp := scramConnect("reauth-resume", sc)
+			cp.CleanStart, cp.Properties.SessionExpiry = false, 60
+			sub.send(cp)
+			first := sub.expectAuth(codec.ContinueAuthentication)
+			final, err := sc.final(first.Properties.AuthData)
+			require.NoError(t, err)
+			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+			require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+			require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
+			pub.publish(churnBobMayNotRead, "alice's", 1, false, 1)
+			pub.expectAck(codec.PUBACK, 1)
+			require.Equal(t, "alice's", string(sub.expectPublish().Payload)) // not acknowledged
+
+			bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+			sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+			first = sub.expectAuth(codec.ContinueAuthentication)
+			final, err = bob.final(first.Properties.AuthData)
+			require.NoError(t, err)
+			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+			sub.expectAuth(codec.Success)
+			sub.kill()
+			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+			if restarted {
+				o := Options{}
+				churnAuthOptions(t, &o)
+				s = restartWith(t, s, st, o)
+				pub = dialRaw(t, s)
+				pub.mustConnect(pp)
+			}
+
+			again := dialRaw(t, s)
+			p := userConnect5("reauth-resume", "bob")
+			p.CleanStart, p.Properties.SessionExpiry = false, 60
+			p.PasswordFlag, p.Password = true, []byte(churnUsers["bob"])
+			require.True(t, again.mustConnect(p).SessionPresent)
+			again.expectNothing(e2eSilent) // not alice's message again, with DUP
+			pub.publish("churn/0/a", "bob's", 1, false, 2)
+			pub.expectAck(codec.PUBACK, 2)
+			require.Equal(t, "bob's", string(again.expectPublish().Payload))
+		})
+	}
+}
+
+// TestAuthzReauthIdentityIsStored checks that a re-authentication that
+// changes the client's identity is written to the session's record, so
+// that after a crash the recovered session and its will are authorized as
+// the new identity: here bob's will on a topic bob may not write, made
+// while alice, is not published after the broker recovers from a snapshot
+// of its store taken while the client was connected.
+func TestAuthzReauthIdentityIsStored(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	opts := Options{Store: st}
+	churnAuthOptions(t, &opts)
+	s := startServer(t, opts)
+
+	c := dialRaw(t, s)
+	c.ver = codec.V5
+	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
+	cp := scramConnect("reauth-stored", sc)
+	cp.CleanStart, cp.Properties.SessionExpiry = false, 60
+	withWill(cp, churnBobMayNotWrite, "alice's will, bob's now", 0, false)
+	cp.Will.Properties.WillDelay = 2 // published after the watcher below subscribed
+	c.send(cp)
+	first := c.expectAuth(codec.ContinueAuthentication)
+	final, err := sc.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	require.Equal(t, codec.Success, c.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+
+	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
+	c.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
+	first = c.expectAuth(codec.ContinueAuthentication)
+	final, err = bob.final(first.Properties.AuthData)
+	require.NoError(t, err)
+	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	c.expectAuth(codec.Success)
+	stored := func() string {
+		user := ""
+		_ = st.Sessions(func(r *store.Session) error {
+			if r.ClientID == "reauth-stored" {
+				user = r.Username
+			}
+			return nil
+		})
+		return user
+	}
+	require.Eventually(t, func() bool { return stored() == "bob" }, e2eWait, 10*time.Millisecond,
+		"the session record names %q, not the re-authenticated identity", stored())
+
+	// A crash: a broker recovers from what the store holds now.
+	o := Options{Store: snapshot(t, st)}
+	churnAuthOptions(t, &o)
+	s2 := startServer(t, o)
+	w := dialRaw(t, s2)
+	wp := connectPacket("watcher", true, 0)
+	wp.UsernameFlag, wp.Username, wp.PasswordFlag, wp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	w.mustConnect(wp)
+	require.Equal(t, byte(0), w.subscribe(1, churnBobMayNotWrite, 0))
+	w.expectNothing(3 * time.Second) // bob's will: not published
 }

@@ -281,3 +281,71 @@ func TestE2EMaxKeepAliveRefuses3xClientsAbove(t *testing.T) {
 	c := dialRaw(t, s)
 	require.Equal(t, codec.Success, c.connect(connectPacket("ka3-ok", true, 2)).ReasonCode)
 }
+
+// rawLoop returns the index of the loop serving c's connection.
+func rawLoop(t *testing.T, s *Server, c *rawClient) int {
+	t.Helper()
+	addr := c.conn.LocalAddr().String()
+	found := -1
+	require.Eventually(t, func() bool {
+		for _, l := range s.loopsSnapshot() {
+			ch := make(chan bool, 1)
+			l.post(task{kind: taskFunc, fn: func(l *loop) {
+				for _, cl := range l.clients {
+					if !cl.gone && cl.conn.RemoteAddr().String() == addr {
+						ch <- true
+						return
+					}
+				}
+				ch <- false
+			}})
+			if <-ch {
+				found = l.idx
+				return true
+			}
+		}
+		return false
+	}, e2eWait, 5*time.Millisecond)
+	return found
+}
+
+// TestServerDisconnectThenTakeoverSendsOneDisconnect checks that a 5.0
+// connection the broker has just closed with a DISCONNECT (here 0x8B
+// Server shutting down) gets nothing more when a takeover of its session
+// from another loop reaches it before gnet has closed the socket: no
+// DISCONNECT 0x8E after the first [MQTT-3.14.4-1]. The connection's loop
+// is held busy while Stop's notice and the takeover queue up behind each
+// other, as they did in the churn soak's restarts.
+func TestServerDisconnectThenTakeoverSendsOneDisconnect(t *testing.T) {
+	s := startServer(t, Options{Loops: 2})
+	a := connectOnLoop(t, s, connect5("twice", true, 0, 60), 0)
+	var b *rawClient
+	for range 20 { // a connection on the other loop, CONNECT not sent yet
+		c := dialRaw(t, s)
+		if rawLoop(t, s, c) == 1 {
+			b = c
+			break
+		}
+		c.kill()
+	}
+	require.NotNil(t, b, "no connection on loop 1")
+
+	unfreeze := freezeLoop(s, 0)
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond) // Stop's notice waits on loop 0
+	b.ver = codec.V5
+	b.send(connect5("twice", false, 0, 60))
+	time.Sleep(100 * time.Millisecond) // and the takeover, behind it
+	unfreeze()
+
+	require.Equal(t, codec.ServerShuttingDown, a.expect(codec.DISCONNECT).(*codec.Disconnect).ReasonCode)
+	for _, p := range a.expectClosed(e2eWait) {
+		t.Errorf("%v %+v after the broker's DISCONNECT [MQTT-3.14.4-1]", p.Type(), p)
+	}
+	require.NoError(t, <-stopped)
+}

@@ -72,7 +72,7 @@ type groupIndex struct {
 // live has bit i set while seqs[i] is not deleted; left counts them; refs,
 // nil if none, has bit i set if entry i refers to a message record.
 type entryGroup struct {
-	key  uint64
+	key  uint64 // fixed when the group is made: read without p.groups.mu (groupedReader)
 	seqs []uint64
 	live []uint64
 	refs []uint64
@@ -471,7 +471,10 @@ func (p *Pebble) rewriteGroup(pb *pebble.Batch, id string, g *entryGroup) error 
 		p.groups.remove(id, g)
 		return pb.Delete(key, nil)
 	}
-	*g = *newEntryGroup(g.key, seqs, refs)
+	// Not *g = *ng: that writes key too, which a groupedReader reads
+	// without p.groups.mu (it never changes).
+	ng := newEntryGroup(g.key, seqs, refs)
+	g.seqs, g.live, g.refs, g.left = ng.seqs, ng.live, ng.refs, ng.left
 	v := binary.AppendUvarint([]byte{codecVersion}, uint64(len(seqs)))
 	return pb.Set(key, append(v, body...), nil)
 }
