@@ -34,6 +34,9 @@ func startEngineWith(t testing.TB, o engine.Options) *engine.Server {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Stop(ctx)
+		if n := s.Stats().Panics; n != 0 {
+			t.Errorf("the broker recovered %d panics on its event loops", n)
+		}
 	})
 	return s
 }
