@@ -68,8 +68,26 @@ func (c *rawClient) expectRefused(code codec.ReasonCode) {
 // scramLogin runs a whole SCRAM exchange on c and returns the CONNACK.
 func (c *rawClient) scramLogin(id string, sc *scramClient) *codec.Connack {
 	c.t.Helper()
+	return c.scramLoginWith(scramConnect(id, sc), sc)
+}
+
+// scramReauth re-authenticates c as sc's user (AUTH 0x19, then the
+// exchange) and returns the server's AUTH 0x00.
+func (c *rawClient) scramReauth(sc *scramClient) *codec.Auth {
+	c.t.Helper()
+	c.send(authPacket(codec.ReAuthenticate, scramMethod, sc.start()))
+	first := c.expectAuth(codec.ContinueAuthentication)
+	final, err := sc.final(first.Properties.AuthData)
+	require.NoError(c.t, err)
+	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
+	return c.expectAuth(codec.Success)
+}
+
+// scramLoginWith is scramLogin with cp, a scramConnect the test changed.
+func (c *rawClient) scramLoginWith(cp *codec.Connect, sc *scramClient) *codec.Connack {
+	c.t.Helper()
 	c.ver = codec.V5
-	c.send(scramConnect(id, sc))
+	c.send(cp)
 	first := c.expectAuth(codec.ContinueAuthentication)
 	final, err := sc.final(first.Properties.AuthData)
 	require.NoError(c.t, err)

@@ -601,16 +601,10 @@ func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
 	}
 
 	sub := dialRaw(t, s)
-	sub.ver = codec.V5
 	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
 	cp := scramConnect("reauth-inflight", sc)
 	cp.Properties.ReceiveMaximum = 1
-	sub.send(cp)
-	first := sub.expectAuth(codec.ContinueAuthentication)
-	final, err := sc.final(first.Properties.AuthData)
-	require.NoError(t, err)
-	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-	require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+	sub.scramLoginWith(cp, sc)
 	require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
 
 	publish(churnBobMayNotRead, "written", 1)
@@ -621,12 +615,7 @@ func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
 
 	// Re-authenticate as bob, who may not read churnBobMayNotRead.
 	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
-	sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
-	first = sub.expectAuth(codec.ContinueAuthentication)
-	final, err = bob.final(first.Properties.AuthData)
-	require.NoError(t, err)
-	sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-	require.NoError(t, bob.verify(sub.expectAuth(codec.Success).Properties.AuthData))
+	require.NoError(t, bob.verify(sub.scramReauth(bob).Properties.AuthData))
 
 	// The written message is still unacknowledged: no room for another.
 	sub.expectNothing(e2eSilent)
@@ -656,28 +645,16 @@ func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
 			pub.mustConnect(pp)
 
 			sub := dialRaw(t, s)
-			sub.ver = codec.V5
 			sc := &scramClient{user: "alice", password: churnUsers["alice"]}
 			cp := scramConnect("reauth-resume", sc)
 			cp.CleanStart, cp.Properties.SessionExpiry = false, 60
-			sub.send(cp)
-			first := sub.expectAuth(codec.ContinueAuthentication)
-			final, err := sc.final(first.Properties.AuthData)
-			require.NoError(t, err)
-			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-			require.Equal(t, codec.Success, sub.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
+			sub.scramLoginWith(cp, sc)
 			require.Equal(t, byte(1), sub.subscribe(1, "churn/#", 1))
 			pub.publish(churnBobMayNotRead, "alice's", 1, false, 1)
 			pub.expectAck(codec.PUBACK, 1)
 			require.Equal(t, "alice's", string(sub.expectPublish().Payload)) // not acknowledged
 
-			bob := &scramClient{user: "bob", password: churnUsers["bob"]}
-			sub.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
-			first = sub.expectAuth(codec.ContinueAuthentication)
-			final, err = bob.final(first.Properties.AuthData)
-			require.NoError(t, err)
-			sub.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-			sub.expectAuth(codec.Success)
+			sub.scramReauth(&scramClient{user: "bob", password: churnUsers["bob"]})
 			sub.kill()
 			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
 			if restarted {
@@ -715,26 +692,13 @@ func TestAuthzReauthIdentityIsStored(t *testing.T) {
 	s := startServer(t, opts)
 
 	c := dialRaw(t, s)
-	c.ver = codec.V5
 	sc := &scramClient{user: "alice", password: churnUsers["alice"]}
 	cp := scramConnect("reauth-stored", sc)
 	cp.CleanStart, cp.Properties.SessionExpiry = false, 60
 	withWill(cp, churnBobMayNotWrite, "alice's will, bob's now", 0, false)
 	cp.Will.Properties.WillDelay = 2 // published after the watcher below subscribed
-	c.send(cp)
-	first := c.expectAuth(codec.ContinueAuthentication)
-	final, err := sc.final(first.Properties.AuthData)
-	require.NoError(t, err)
-	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-	require.Equal(t, codec.Success, c.expect(codec.CONNACK).(*codec.Connack).ReasonCode)
-
-	bob := &scramClient{user: "bob", password: churnUsers["bob"]}
-	c.send(authPacket(codec.ReAuthenticate, scramMethod, bob.start()))
-	first = c.expectAuth(codec.ContinueAuthentication)
-	final, err = bob.final(first.Properties.AuthData)
-	require.NoError(t, err)
-	c.send(authPacket(codec.ContinueAuthentication, scramMethod, final))
-	c.expectAuth(codec.Success)
+	c.scramLoginWith(cp, sc)
+	c.scramReauth(&scramClient{user: "bob", password: churnUsers["bob"]})
 	stored := func() string {
 		user := ""
 		_ = st.Sessions(func(r *store.Session) error {
