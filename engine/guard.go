@@ -15,7 +15,7 @@ import (
 // it, or a broker defect reached by one client's packets, unwinds out of
 // gnet's loop goroutine and ends the process: every connection and every
 // in-memory session is lost. Each event handler (OnOpen, OnTraffic,
-// OnClose, OnTick) and each task a loop runs for another (loop.Run)
+// OnClose) and each task a loop runs for another (loop.Run)
 // therefore recovers a panic, logs it at error level with its stack,
 // counts it (Stats.Panics), and closes the connection it blames. A TLS or
 // WebSocket connection's own goroutines do the same (recoverBridge).
@@ -97,9 +97,9 @@ func (s *Server) recoverBridge(kind string, remote net.Addr, end func()) {
 	end()
 }
 
-// runTasks runs batch[from:] and returns len(batch); a task that panics is
-// cleared and the ones after it run. Run calls it until every task ran: one
-// deferred call per drain, not per task.
+// runTasks runs batch[from:] and returns the index after the last task it
+// ran: len(batch), or the one after a task that panicked (cleared). Run
+// calls it until every task ran: one deferred call per drain, not per task.
 func (l *loop) runTasks(batch []task, from int) (next int) {
 	next = from
 	defer func() {

@@ -93,8 +93,8 @@ func New(opts Options) *Server {
 
 // Start begins listening and returns once the listener is ready.
 func (s *Server) Start() error {
-	if ri := s.opts.ResponseInformation; ri != "" && !codec.ValidString([]byte(ri)) {
-		return fmt.Errorf("response information %q: not a valid MQTT string (UTF-8 without U+0000, at most 65535 bytes)", ri)
+	if s.respInfo != nil && !codec.ValidString(s.respInfo) {
+		return fmt.Errorf("response information %q: not a valid MQTT string (UTF-8 without U+0000, at most 65535 bytes)", s.respInfo)
 	}
 	if s.ps != nil {
 		if err := s.recoverStore(); err != nil {

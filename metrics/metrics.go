@@ -64,7 +64,7 @@ var (
 	dConnects       = desc("connects_total", "CONNECTs accepted (CONNACK success).")
 	dRefused        = desc("connections_refused_total", "Connections refused before they became sessions, by reason.", "reason")
 	dProtocolErrors = desc("protocol_errors_total", "Connections closed for a protocol error.")
-	dPanics         = desc("panics_recovered_total", "Panics recovered on the event loops, each logged with its stack; any is a defect.")
+	dPanics         = desc("panics_recovered_total", "Panics recovered on the event loops and in TLS/WebSocket connections' goroutines, each logged with its stack; any is a defect.")
 	dMsgsIn         = desc("messages_received_total", "PUBLISH packets received from clients, by QoS.", "qos")
 	dMsgsOut        = desc("messages_sent_total", "PUBLISH packets sent to clients, by delivered QoS.", "qos")
 	dPayloadIn      = desc("payload_received_bytes_total", "Payload bytes of the PUBLISH packets received, by QoS.", "qos")
