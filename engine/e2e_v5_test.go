@@ -652,6 +652,41 @@ func TestE2EV5NoLocal(t *testing.T) {
 	require.Equal(t, "theirs", string(me.next(t).Payload))
 }
 
+// TestE2EV5SubackUnsubackReasonCodes: SUBACK carries one Reason Code per
+// filter, in the order of the SUBSCRIBE [MQTT-3.8.4-6] [MQTT-3.9.3-1], each
+// the QoS granted [MQTT-3.8.4-7], which is at most the server's Maximum QoS
+// (a server without QoS 2 still accepts a request for it [MQTT-3.2.2-10]); UNSUBACK carries one per filter in order
+// [MQTT-3.11.3-1], 0x00 for a subscription removed and 0x11 No
+// subscription existed for one that was not there (MQTT 5.0 section
+// 3.11.3), and the removed one gets no more messages while the others do.
+func TestE2EV5SubackUnsubackReasonCodes(t *testing.T) {
+	t.Parallel()
+	maxQoS := byte(1)
+	s := startServer(t, Options{MaxQoS: &maxQoS})
+	c := newPaho5(t, s, "codes", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "codes/a", QoS: 2}, {Topic: "codes/b", QoS: 0}, {Topic: "codes/c", QoS: 1}}})
+	require.NoError(t, err)
+	require.Equal(t, []byte{1, 0, 1}, sa.Reasons, "granted QoS per filter, capped at Maximum QoS 1")
+
+	ua, err := c.c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"codes/none", "codes/a", "codes/a"}})
+	require.NoError(t, err)
+	require.Equal(t, []byte{byte(codec.NoSubscriptionExisted), byte(codec.Success), byte(codec.NoSubscriptionExisted)},
+		ua.Reasons, "the second codes/a was removed by the first")
+
+	pub := newPaho5(t, s, "codes-pub", nil)
+	for _, topic := range []string{"codes/a", "codes/b", "codes/c"} {
+		pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(topic)})
+	}
+	require.Equal(t, "codes/b", c.next(t).Topic)
+	m := c.next(t)
+	require.Equal(t, "codes/c", m.Topic)
+	require.Equal(t, byte(1), m.QoS)
+	c.none(t, 200*time.Millisecond)
+}
+
 // TestE2EV5RetainHandling: Retain Handling 0 sends retained messages at
 // every subscribe, 1 only when the subscription is new, 2 never
 // [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]; Retain As Published keeps

@@ -177,3 +177,27 @@ func TestPanicInTLSHandshakeClosesOnlyThatConnection(t *testing.T) {
 	wait(t, newPaho(t, s, nil).Publish("tls/tcp", 1, false, "over TCP"))
 	require.Equal(t, "over TCP", recv(t, ch, "TCP after the panic").payload)
 }
+
+// TestPanicInCloseHandler: a client's will is routed from OnClose when its
+// connection drops, and the Authorizer panics deciding whether a
+// subscriber on the same loop may read it: a panic inside OnClose. No
+// connection is blamed (the closing one is gone already); the panic is
+// logged and counted, and the loop goes on serving its clients, the one
+// the hook failed for included.
+func TestPanicInCloseHandler(t *testing.T) {
+	s, logs := startPanicky(t)
+	victim := connectOnLoop(t, s, connectPacket("victim", true, 0), 0)
+	require.Equal(t, byte(0), victim.subscribe(1, "boom/r", 0))
+	require.Equal(t, byte(0), victim.subscribe(2, "ok/#", 0))
+	dying := connectOnLoop(t, s, withWill(connectPacket("dying", true, 0), "boom/r", "will", 0, false), 0)
+
+	dying.kill()
+	requirePanicLogged(t, s, logs, 1, "authorizer fails to decide a delivery")
+	require.Contains(t, logs.String(), "event=close")
+
+	pub := connectOnLoop(t, s, connectPacket("pub", true, 0), 0)
+	pub.publish("ok/1", "after", 1, false, 1)
+	pub.expectAck(codec.PUBACK, 1)
+	require.Equal(t, "after", string(victim.expectPublish().Payload), "the loop serves the client the hook failed for")
+	require.Equal(t, uint64(1), s.Stats().Panics)
+}
