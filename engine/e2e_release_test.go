@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 
 // A QoS 2 message the broker drops from a session's in-flight window after
 // its PUBLISH may have been written (the session's new identity may not
-// read it) becomes a release
+// read it, it is too large for the new connection) becomes a release
 // (session.dropInFlight): PUBREL for its packet identifier, which is free
 // only once PUBCOMP comes. A receiver holds a QoS 2 identifier until a
 // PUBREL releases it, acknowledging every PUBLISH under it meanwhile
@@ -241,4 +242,31 @@ func TestAuthzReauthReleasesPendingQoS2(t *testing.T) {
 			sub.expectNothing(e2eSilent)
 		})
 	}
+}
+
+// TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2 checks that a QoS 2
+// PUBLISH written to an earlier connection and too large for the
+// connection that resumes the session (its Maximum Packet Size) is
+// discarded [MQTT-3.1.2-25] as a release: PUBREL for its packet
+// identifier, which the client may hold [MQTT-4.3.3-2], and the next
+// message after the PUBCOMP.
+func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
+	s := startServer(t, Options{MaxInflight: 1})
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	cp := connect5("big", false, 0, 60)
+	sub := connectRaw(t, s, cp)
+	require.Equal(t, byte(2), sub.subscribe(1, "t/#", 2))
+	qos2Publish(t, pub, "t/big", strings.Repeat("x", 1000), 1)
+	m := sub.expectPublish() // not answered
+	sub.kill()
+	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+
+	cp.Properties.MaximumPacketSize = 200
+	sub = dialRaw(t, s)
+	require.True(t, sub.mustConnect(cp).SessionPresent)
+	sub.expectAck(codec.PUBREL, m.PacketID)
+	qos2Publish(t, pub, "t/small", "small", 2)
+	sub.expectNothing(e2eSilent) // the release still holds the window
+	sub.ack(codec.PUBCOMP, m.PacketID)
+	receiveOneQoS2(t, sub, "small")
 }

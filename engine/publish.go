@@ -273,7 +273,9 @@ func (s *session) resendPending(c *client) {
 		sl.pending = false
 		w.pending--
 		if !c.writePublish(sl.m, sl.id, true) {
-			w.free(sl) // too large for this connection [MQTT-3.1.2-25]
+			// Too large for this connection: discarded as if sent
+			// [MQTT-3.1.2-25]. An earlier connection may have had it.
+			s.dropInFlight(c.loop, sl, c)
 		}
 	})
 }
