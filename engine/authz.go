@@ -44,7 +44,10 @@ import (
 // when a connection with another identity resumes the session (as
 // Mosquitto does) or a re-authentication changes it, which leaves in
 // flight the PUBLISHes already written to the connection; those are
-// checked again when the session is next resumed (bindIdentity).
+// checked again when the session is next resumed (bindIdentity). A QoS 2
+// message discarded from the in-flight window leaves its packet
+// identifier there as a release (PUBREL, then PUBCOMP), never its content:
+// the client may hold that identifier (recheckInflight).
 
 // Access is what a client asks to do with a topic or a topic filter.
 type Access uint8
@@ -480,26 +483,36 @@ func (s *session) bindIdentity(c *client, reauth bool) {
 }
 
 // recheckInflight discards the in-flight messages s's identity may not
-// read. With keepWritten (s's connection re-authenticated) the PUBLISHes
-// written to that connection stay in flight whatever their topic: the
-// client has them, they were its to read when they were sent, and until it
+// read (dropInFlight): a QoS 1 slot is freed, a QoS 2 one becomes a
+// release, whose PUBREL frees the packet identifier the client may hold
+// from an earlier connection without sending the message again. With
+// keepWritten (s's connection re-authenticated) the PUBLISHes written to
+// that connection stay in flight whatever their topic: the client has
+// them, they were its to read when they were sent, and until it
 // acknowledges them they count against its Receive Maximum [MQTT-3.3.4-9];
 // freed, they would make room the client does not see. They are checked
 // again when the session is resumed (bindIdentity): the new connection
-// has received nothing yet. Runs on s's owner.
+// has received nothing yet. A release's PUBREL goes to the
+// re-authenticated connection at once (once durable: release), and on a
+// resume after the CONNACK, with the window's other PUBRELs (client.bind;
+// a durable session's release is then recorded twice, there again by
+// rehold, on a rare path). Runs on s's owner.
 func (s *session) recheckInflight(cf *authzConf, keepWritten bool) {
 	q := s.q
 	if q == nil {
 		return
 	}
 	l := s.owner.Load()
+	var c *client
+	if keepWritten {
+		c = s.client
+	}
 	q.inflight.each(func(sl *slot) {
 		if keepWritten && !sl.pending && sl.hold == 0 {
 			return // written to the connection (or a release: no message)
 		}
 		if sl.m.msg != nil && !s.authorize(cf, sl.m.msg.topic, Read) {
-			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
-			q.inflight.free(sl)
+			s.dropInFlight(l, sl, c)
 		}
 	})
 }

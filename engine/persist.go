@@ -253,8 +253,12 @@ func (l *loop) sendHeld() {
 			// within this one's Receive Maximum [MQTT-3.3.4-9].
 			s.resendPending(c)
 		case !c.writePublish(sl.m, sl.id, false):
+			// Too large for this connection [MQTT-3.1.2-25]. Held since
+			// send put it in the window (a resume makes held PUBLISHes
+			// pending), so never written: no client holds its packet
+			// identifier, which may be freed (see dropInFlight).
 			l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
-			s.q.inflight.free(sl) // too large for this connection [MQTT-3.1.2-25]
+			s.q.inflight.free(sl)
 		}
 	}
 	clear(ls.held[len(keep):])

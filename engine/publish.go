@@ -165,24 +165,9 @@ func (c *client) onAck(a *codec.Ack) {
 			s.pump()
 			return
 		}
-		if sl.pending {
-			// An earlier connection's PUBLISH not sent again yet on this
-			// one: the client had it. Its message goes now, so it must
-			// not be sent again (resendPending).
-			sl.pending = false
-			s.q.inflight.pending--
-		}
-		sl.seq = sl.m.msg.seq
-		s.q.inflight.delivered(sl) // from PUBREC on only the packet id remains (MQTT 4.3.3)
-		sl.state = slotAwaitComp
-		sl.hold = 0
-		if sl.seq != 0 && c.loop.srv.durable(s) {
-			// PUBREL once the release is durable (persist.go).
-			c.loop.markEntry(s, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, a.PacketID)
-			c.loop.holdForDurable(s, sl)
-			return
-		}
-		c.writeAck(codec.PUBREL, a.PacketID, codec.Success)
+		// A pending slot is an earlier connection's PUBLISH not sent
+		// again yet on this one: the client had it.
+		s.release(c.loop, sl, c)
 	case codec.PUBREL:
 		_, ok := s.inboundQoS2[a.PacketID]
 		delete(s.inboundQoS2, a.PacketID)
@@ -209,6 +194,68 @@ func (c *client) onAck(a *codec.Ack) {
 	}
 }
 
+// release makes sl, a QoS 2 slot of s awaiting PUBREC, a release awaiting
+// PUBCOMP, as a PUBREC does: the message goes, and from then on only its
+// packet identifier remains (MQTT 4.3.3); PUBREL goes out once the release
+// is recorded (a durable session's, persist.go), and the identifier is
+// free when PUBCOMP comes [MQTT-4.3.3-1]. The slot keeps counting against
+// the client's Receive Maximum until then (MQTT 5.0 section 4.9). The
+// message is never sent again: a pending slot (resendPending) is pending
+// no more, and a release is recorded in the store before its PUBREL is
+// written, so that after a restart the client sees the PUBREL again,
+// never the PUBLISH. c is the connection to write the PUBREL to; nil
+// leaves it to the resume under way, which writes the PUBREL of every
+// release after its CONNACK (client.bind). Runs on s's owner, l.
+func (s *session) release(l *loop, sl *slot, c *client) {
+	w := &s.q.inflight
+	if sl.pending {
+		sl.pending = false
+		w.pending--
+	}
+	sl.seq = sl.m.msg.seq
+	w.delivered(sl)
+	sl.state = slotAwaitComp
+	sl.hold = 0
+	if sl.seq != 0 && l.srv.durable(s) {
+		l.markEntry(s, &outMsg{qos: 2}, sl.seq, store.EntryAwaitComp, sl.id)
+		l.holdForDurable(s, sl)
+		return
+	}
+	if c != nil {
+		c.writeAck(codec.PUBREL, sl.id, codec.Success)
+	}
+}
+
+// dropInFlight drops the message of sl, a slot of s awaiting PUBACK or
+// PUBREC whose PUBLISH may have been written to the client (on this
+// connection or an earlier one), when the broker will not deliver it
+// after all. c is the connection to write to, as for release.
+//
+// QoS 1: the slot is freed. A QoS 1 receiver keeps no state under a
+// packet identifier that would make it drop a message: it delivers what
+// it receives, and once it has sent PUBACK treats a PUBLISH under the same
+// identifier as new (MQTT 3.1.1 [MQTT-4.3.2-2], MQTT 5.0 section 4.3.2),
+// so reusing the identifier loses nothing.
+//
+// QoS 2: the slot becomes a release (release), never freed here. The
+// client may hold the identifier (it had the PUBLISH; its PUBREC may have
+// been lost with a connection), and until a PUBREL releases it, it
+// acknowledges a PUBLISH under that identifier without delivering it
+// [MQTT-4.3.3-2] (MQTT 5.0 section 4.3.3, Method B): a new message sent
+// under it would be lost. A slot's state does not say whether its PUBLISH
+// was ever written (one marked in the store before it was, one recovered,
+// one pending), and a release of one that was not is harmless: the client
+// answers PUBCOMP (5.0: 0x92 Packet Identifier not found), which frees the
+// slot like any PUBCOMP. Runs on s's owner, l.
+func (s *session) dropInFlight(l *loop, sl *slot, c *client) {
+	if sl.state == slotAwaitRec {
+		s.release(l, sl, c)
+		return
+	}
+	l.forgetEntry(s, sl.m.msg.seq, sl.m.qos, sl.m.put)
+	s.q.inflight.free(sl)
+}
+
 // resendPending sends again, with DUP and their packet identifiers, the
 // PUBLISHes of an earlier connection that c's Receive Maximum left
 // waiting, oldest first, while fewer than c.sendQuota slots are out
@@ -226,7 +273,9 @@ func (s *session) resendPending(c *client) {
 		sl.pending = false
 		w.pending--
 		if !c.writePublish(sl.m, sl.id, true) {
-			w.free(sl) // too large for this connection [MQTT-3.1.2-25]
+			// Too large for this connection: discarded as if sent
+			// [MQTT-3.1.2-25]. An earlier connection may have had it.
+			s.dropInFlight(c.loop, sl, c)
 		}
 	})
 }
