@@ -590,10 +590,7 @@ func TestAuthzReauthKeepsWrittenPublishesInFlight(t *testing.T) {
 	opts := Options{}
 	churnAuthOptions(t, &opts) // SCRAM naming its user; bob may not read churnBobMayNotRead
 	s := startServer(t, opts)
-	pub := dialRaw(t, s)
-	pp := connectPacket("pub", true, 0)
-	pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
-	pub.mustConnect(pp)
+	pub := alicePublisher(t, s)
 	publish := func(topic, payload string, id uint16) {
 		t.Helper()
 		pub.publish(topic, payload, 1, false, id)
@@ -639,10 +636,7 @@ func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
 			opts := Options{Store: st}
 			churnAuthOptions(t, &opts)
 			s := startServer(t, opts)
-			pub := dialRaw(t, s)
-			pp := connectPacket("pub", true, 0)
-			pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
-			pub.mustConnect(pp)
+			pub := alicePublisher(t, s)
 
 			sub := dialRaw(t, s)
 			sc := &scramClient{user: "alice", password: churnUsers["alice"]}
@@ -661,8 +655,7 @@ func TestAuthzResumeDropsWhatReauthKeptInFlight(t *testing.T) {
 				o := Options{}
 				churnAuthOptions(t, &o)
 				s = restartWith(t, s, st, o)
-				pub = dialRaw(t, s)
-				pub.mustConnect(pp)
+				pub = alicePublisher(t, s)
 			}
 
 			again := dialRaw(t, s)
@@ -722,4 +715,15 @@ func TestAuthzReauthIdentityIsStored(t *testing.T) {
 	w.mustConnect(wp)
 	require.Equal(t, byte(0), w.subscribe(1, churnBobMayNotWrite, 0))
 	w.expectNothing(3 * time.Second) // bob's will: not published
+}
+
+// alicePublisher connects client "pub" as alice with her password
+// (churnUsers), to a broker with churnAuthOptions.
+func alicePublisher(t *testing.T, s *Server) *rawClient {
+	t.Helper()
+	pub := dialRaw(t, s)
+	p := connectPacket("pub", true, 0)
+	p.UsernameFlag, p.Username, p.PasswordFlag, p.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
+	pub.mustConnect(p)
+	return pub
 }

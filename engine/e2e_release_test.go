@@ -176,10 +176,7 @@ func TestAuthzReauthReleasesPendingQoS2(t *testing.T) {
 			}
 			churnAuthOptions(t, &opts) // SCRAM naming its user; bob may not read churnBobMayNotRead
 			s := startServer(t, opts)
-			pub := dialRaw(t, s)
-			pp := connectPacket("pub", true, 0)
-			pp.UsernameFlag, pp.Username, pp.PasswordFlag, pp.Password = true, []byte("alice"), true, []byte(churnUsers["alice"])
-			pub.mustConnect(pp)
+			pub := alicePublisher(t, s)
 
 			login := func(receiveMax uint16) *rawClient {
 				c := dialRaw(t, s)
@@ -269,4 +266,42 @@ func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
 	sub.expectNothing(e2eSilent) // the release still holds the window
 	sub.ack(codec.PUBCOMP, m.PacketID)
 	receiveOneQoS2(t, sub, "small")
+}
+
+// TestAuthzResumeFreesQoS2NeverWritten checks the other side of the
+// release: a QoS 2 message whose PUBLISH was never written (held until its
+// packet identifier is durable, the store stalled) is freed when a resume
+// by bob drops it, with no PUBREL: no client holds its identifier, and a
+// PUBREL for a PUBLISH the client never saw is no part of the QoS 2
+// exchange [MQTT-4.3.3-1]. The identifier is used again for the next
+// message.
+func TestAuthzResumeFreesQoS2NeverWritten(t *testing.T) {
+	st := openGate(t)
+	s, _ := authzServer(t, Options{Store: st, Loops: 1, MaxInflight: 1})
+	pub := connectRaw(t, s, userConnect("pub", "alice"))
+	resume := func(user string) *codec.Connect {
+		p := userConnect("rel", user)
+		p.CleanStart = false
+		return p
+	}
+	sub := connectRaw(t, s, resume("alice"))
+	require.Equal(t, byte(2), sub.subscribe(1, "#", 2))
+	st.settle(t)
+
+	st.setOpen(false) // every write from here on waits
+	pub.publish("private/t", "alice's", 2, false, 1)
+	st.waitFor(t, 1)
+	sub.expectNothing(e2eSilent) // held until its identifier is durable
+	sub.kill()
+	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+
+	bob := dialRaw(t, s)
+	require.True(t, bob.mustConnect(resume("bob")).SessionPresent)
+	st.setOpen(true)
+	bob.expectNothing(e2eSilent) // neither alice's PUBLISH nor a PUBREL
+	pub.expectAck(codec.PUBREC, 1)
+	pub.ack(codec.PUBREL, 1)
+	pub.expectAck(codec.PUBCOMP, 1)
+	qos2Publish(t, pub, "public/t", "bob's", 2)
+	receiveOneQoS2(t, bob, "bob's")
 }

@@ -20,6 +20,12 @@ type slot struct {
 	// sent again on this one yet: a new connection's Receive Maximum may
 	// be smaller than the window the session kept (session.resendPending).
 	pending bool
+	// written says the slot's PUBLISH has been written to a connection
+	// (this one or an earlier one), so that the client may hold its packet
+	// identifier (dropInFlight). A slot recovered from the store counts as
+	// written: its mark was durable before the PUBLISH went out, which the
+	// store cannot tell.
+	written bool
 	seq     uint64 // the message's store sequence once m.msg is released (slotAwaitComp)
 	// hold is the owner loop's store batch that must be durable before
 	// this slot's PUBLISH (slotAwaitRec) or PUBREL (slotAwaitComp) is

@@ -252,7 +252,9 @@ func (l *loop) sendHeld() {
 			// Held when another connection had the session: sent
 			// within this one's Receive Maximum [MQTT-3.3.4-9].
 			s.resendPending(c)
-		case !c.writePublish(sl.m, sl.id, false):
+		case c.writePublish(sl.m, sl.id, false):
+			sl.written = true
+		default:
 			// Too large for this connection [MQTT-3.1.2-25]. Held since
 			// send put it in the window (a resume makes held PUBLISHes
 			// pending), so never written: no client holds its packet

@@ -227,9 +227,13 @@ func (s *session) release(l *loop, sl *slot, c *client) {
 }
 
 // dropInFlight drops the message of sl, a slot of s awaiting PUBACK or
-// PUBREC whose PUBLISH may have been written to the client (on this
-// connection or an earlier one), when the broker will not deliver it
-// after all. c is the connection to write to, as for release.
+// PUBREC, when the broker will not deliver it after all. c is the
+// connection to write to, as for release.
+//
+// A slot whose PUBLISH was never written (sl.written: held for its mark
+// to be durable, or pending since then) is freed: no client holds its
+// identifier, and a PUBREL for a PUBLISH the client never saw is no part
+// of the QoS 2 exchange [MQTT-4.3.3-1].
 //
 // QoS 1: the slot is freed. A QoS 1 receiver keeps no state under a
 // packet identifier that would make it drop a message: it delivers what
@@ -242,13 +246,12 @@ func (s *session) release(l *loop, sl *slot, c *client) {
 // been lost with a connection), and until a PUBREL releases it, it
 // acknowledges a PUBLISH under that identifier without delivering it
 // [MQTT-4.3.3-2] (MQTT 5.0 section 4.3.3, Method B): a new message sent
-// under it would be lost. A slot's state does not say whether its PUBLISH
-// was ever written (one marked in the store before it was, one recovered,
-// one pending), and a release of one that was not is harmless: the client
-// answers PUBCOMP (5.0: 0x92 Packet Identifier not found), which frees the
-// slot like any PUBCOMP. Runs on s's owner, l.
+// under it would be lost. A recovered slot counts as written (the store
+// cannot tell); if the client never had it, it answers the PUBREL with
+// PUBCOMP (5.0: 0x92 Packet Identifier not found), which frees the slot
+// like any PUBCOMP. Runs on s's owner, l.
 func (s *session) dropInFlight(l *loop, sl *slot, c *client) {
-	if sl.state == slotAwaitRec {
+	if sl.state == slotAwaitRec && sl.written {
 		s.release(l, sl, c)
 		return
 	}
@@ -276,7 +279,9 @@ func (s *session) resendPending(c *client) {
 			// Too large for this connection: discarded as if sent
 			// [MQTT-3.1.2-25]. An earlier connection may have had it.
 			s.dropInFlight(c.loop, sl, c)
+			return
 		}
+		sl.written = true
 	})
 }
 
@@ -504,10 +509,13 @@ func (s *session) send(c *client, out outMsg) {
 		c.loop.holdForDurable(s, &q.inflight.slots[q.inflight.index(id)])
 		return
 	}
+	sl := &q.inflight.slots[q.inflight.index(id)]
 	if !c.writePublish(out, id, out.dup) {
 		c.loop.forgetEntry(s, out.msg.seq, out.qos, out.put)
-		q.inflight.free(&q.inflight.slots[q.inflight.index(id)])
+		q.inflight.free(sl)
+		return
 	}
+	sl.written = true
 }
 
 // pump moves queued messages into the in-flight window while there is room

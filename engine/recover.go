@@ -262,7 +262,7 @@ func (srv *Server) restoreEntry(s *session, e *store.Entry) {
 			case store.EntryAwaitComp:
 				state = slotAwaitComp
 			}
-			*sl = slot{id: e.PacketID, state: state, seq: e.Seq}
+			*sl = slot{id: e.PacketID, state: state, seq: e.Seq, written: true}
 			if state != slotAwaitComp {
 				sl.m = srv.restoreOut(e)
 			}
