@@ -192,7 +192,8 @@ func TestAuthzReauthReleasesPendingQoS2(t *testing.T) {
 			qos2Publish(t, pub, churnBobMayNotRead, "second", 2)
 			first := sub.expectPublish() // neither answered
 			require.Equal(t, "first", string(first.Payload))
-			require.Equal(t, "second", string(sub.expectPublish().Payload))
+			second := sub.expectPublish()
+			require.Equal(t, "second", string(second.Payload))
 			sub.kill()
 			require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
 
@@ -223,7 +224,7 @@ func TestAuthzReauthReleasesPendingQoS2(t *testing.T) {
 					got = append(got, "AUTH")
 				case *codec.Ack:
 					require.Equal(t, codec.PUBREL, p.PacketType)
-					require.NotEqual(t, first.PacketID, p.PacketID, "the PUBLISH written on this connection stays in flight")
+					require.Equal(t, second.PacketID, p.PacketID, "the PUBLISH written on this connection stays in flight")
 					got = append(got, "PUBREL")
 					sub.ack(codec.PUBCOMP, p.PacketID)
 				default:
@@ -273,8 +274,8 @@ func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
 // packet identifier is durable, the store stalled) is freed when a resume
 // by bob drops it, with no PUBREL: no client holds its identifier, and a
 // PUBREL for a PUBLISH the client never saw is no part of the QoS 2
-// exchange [MQTT-4.3.3-1]. The identifier is used again for the next
-// message.
+// exchange [MQTT-4.3.3-1]. Its room in the window (of 1) goes to the
+// next message.
 func TestAuthzResumeFreesQoS2NeverWritten(t *testing.T) {
 	st := openGate(t)
 	s, _ := authzServer(t, Options{Store: st, Loops: 1, MaxInflight: 1})
@@ -304,4 +305,86 @@ func TestAuthzResumeFreesQoS2NeverWritten(t *testing.T) {
 	pub.expectAck(codec.PUBCOMP, 1)
 	qos2Publish(t, pub, "public/t", "bob's", 2)
 	receiveOneQoS2(t, bob, "bob's")
+}
+
+// TestAuthzResumeReleaseWaitsForStore checks that the release a resume by
+// bob makes of a written QoS 2 message is recorded before its PUBREL goes
+// out [MQTT-4.3.3-1]: no PUBREL while the store holds the record back, one
+// once it is durable (the release is held twice, by dropInFlight and again
+// by client.bind's rehold: still one PUBREL), and nothing is left in the
+// store or the in-flight gauges after PUBCOMP.
+func TestAuthzResumeReleaseWaitsForStore(t *testing.T) {
+	st := openGate(t)
+	s, _, id, resume := releaseSetup(t, codec.V5, Options{Store: st})
+	st.settle(t)
+
+	st.setOpen(false)
+	bob := dialRaw(t, s)
+	require.True(t, bob.mustConnect(resume("bob")).SessionPresent)
+	bob.expectNothing(e2eSilent) // the release is not durable yet
+	st.setOpen(true)
+	bob.expectAck(codec.PUBREL, id)
+	bob.expectNothing(e2eSilent) // once
+	bob.ack(codec.PUBCOMP, id)
+	require.Eventually(t, func() bool { return s.Stats().Inflight == 0 }, e2eWait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(entryStates(st, "rel")) == 0 }, e2eWait, 10*time.Millisecond)
+}
+
+// TestAuthzResumeReleasesRecoveredQoS2 checks that a QoS 2 message in
+// flight when the broker stopped counts as written (slot.written): bob
+// resuming the session after the restart gets PUBREL for it, not a free
+// identifier [MQTT-4.3.3-2], and the next message after PUBCOMP.
+func TestAuthzResumeReleasesRecoveredQoS2(t *testing.T) {
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	s, _, id, resume := releaseSetup(t, codec.V5, Options{Store: st})
+	s = restartWith(t, s, st, Options{Authorizer: &ruleTable{rules: authzRules}, MaxInflight: 1})
+
+	bob := dialRaw(t, s)
+	require.True(t, bob.mustConnect(resume("bob")).SessionPresent)
+	bob.expectAck(codec.PUBREL, id) // not alice's PUBLISH again
+	bob.expectNothing(e2eSilent)
+	bob.ack(codec.PUBCOMP, id)
+	pub := connectRaw(t, s, userConnect("pub", "alice"))
+	qos2Publish(t, pub, "public/t", "bob's", 2)
+	receiveOneQoS2(t, bob, "bob's")
+}
+
+// TestE2E_MQTT_3_1_2_25_TooLargeReleaseIsStored is
+// TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2 with a store: the
+// release is recorded, message gone, before its PUBREL is written
+// [MQTT-4.3.3-1], and PUBCOMP deletes the entry.
+func TestE2E_MQTT_3_1_2_25_TooLargeReleaseIsStored(t *testing.T) {
+	st := openGate(t)
+	s := startServer(t, Options{MaxInflight: 1, Store: st})
+	pub := connectRaw(t, s, connectPacket("pub", true, 0))
+	cp := connect5("big", false, 0, 60)
+	sub := connectRaw(t, s, cp)
+	require.Equal(t, byte(2), sub.subscribe(1, "t/#", 2))
+	qos2Publish(t, pub, "t/big", strings.Repeat("x", 1000), 1)
+	m := sub.expectPublish() // not answered
+	sub.kill()
+	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+	st.settle(t)
+
+	st.setOpen(false)
+	cp.Properties.MaximumPacketSize = 200
+	sub = dialRaw(t, s)
+	require.True(t, sub.mustConnect(cp).SessionPresent)
+	sub.expectNothing(e2eSilent) // the release is not durable yet
+	st.setOpen(true)
+	sub.expectAck(codec.PUBREL, m.PacketID)
+	st.settle(t)
+	var entries []store.Entry
+	require.NoError(t, st.Entries("big", 0, 0, func(e *store.Entry) bool {
+		entries = append(entries, *e)
+		return true
+	}))
+	require.Len(t, entries, 1)
+	require.Equal(t, store.EntryAwaitComp, entries[0].State)
+	require.Empty(t, entries[0].Msg.Payload)
+	sub.ack(codec.PUBCOMP, m.PacketID)
+	qos2Publish(t, pub, "t/small", "small", 2)
+	receiveOneQoS2(t, sub, "small")
+	require.Eventually(t, func() bool { return len(entryStates(st, "big")) == 0 }, e2eWait, 10*time.Millisecond)
 }
