@@ -220,9 +220,10 @@ func (l *loop) rehold(s *session, sl *slot) {
 // order [MQTT-4.6.0-6]. Runs on l.
 func (l *loop) sendHeld() {
 	ls := &l.st
-	keep := ls.held[:0]
+	held := ls.held
+	keep := held[:0]
 	waiting := ls.heldWaiting[:0] // sessions with a PUBLISH still held
-	for _, h := range ls.held {
+	for _, h := range held {
 		s := h.s
 		if s.owner.Load() != l || s.q == nil {
 			continue
@@ -263,7 +264,18 @@ func (l *loop) sendHeld() {
 			s.q.inflight.free(sl)
 		}
 	}
-	clear(ls.held[len(keep):])
+	if n := len(held); len(ls.held) > n {
+		// Held while this ran: resendPending may release a slot too
+		// large for the connection (dropInFlight), whose PUBREL waits
+		// for its record. No path does so today (a pending slot is sent,
+		// or dropped, by the pump that follows every resume and every
+		// acknowledgement); kept rather than lost, after the older ones,
+		// in a new array, since keep and the appended entries may share
+		// held's.
+		keep = append(keep[:len(keep):len(keep)], ls.held[n:]...)
+	} else {
+		clear(held[len(keep):])
+	}
 	ls.held = keep
 	for i, s := range waiting {
 		s.heldWaiting = false
