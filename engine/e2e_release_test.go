@@ -137,15 +137,8 @@ func TestAuthz_MQTT_4_3_3_1_ReleaseOutlivesRestart(t *testing.T) {
 	bob := dialRaw(t, s)
 	require.True(t, bob.mustConnect(resume("bob")).SessionPresent)
 	bob.expectAck(codec.PUBREL, id) // written once the release is durable
-	var entries []store.Entry
-	require.NoError(t, st.Entries("rel", 0, 0, func(e *store.Entry) bool {
-		entries = append(entries, *e)
-		return true
-	}))
-	require.Len(t, entries, 1)
-	require.Equal(t, store.EntryAwaitComp, entries[0].State)
-	require.Equal(t, id, entries[0].PacketID)
-	require.Empty(t, entries[0].Msg.Payload, "the message bob may not read is not kept")
+	// The message bob may not read is not kept.
+	requireStoredRelease(t, st, "rel", id)
 	bob.kill() // no PUBCOMP
 	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
 
@@ -242,14 +235,15 @@ func TestAuthzReauthReleasesPendingQoS2(t *testing.T) {
 	}
 }
 
-// TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2 checks that a QoS 2
-// PUBLISH written to an earlier connection and too large for the
-// connection that resumes the session (its Maximum Packet Size) is
-// discarded [MQTT-3.1.2-25] as a release: PUBREL for its packet
-// identifier, which the client may hold [MQTT-4.3.3-2], and the next
-// message after the PUBCOMP.
-func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
-	s := startServer(t, Options{MaxInflight: 1})
+// tooLargeSetup starts a broker with opts and an in-flight window of 1,
+// and gives the persistent 5.0 session "big", subscribed to t/# at QoS 2,
+// a 1,000-byte QoS 2 PUBLISH that its client receives and does not answer
+// before its connection drops. It returns the publisher, the CONNECT that
+// resumes the session and the PUBLISH.
+func tooLargeSetup(t *testing.T, opts Options) (*Server, *rawClient, *codec.Connect, *codec.Publish) {
+	t.Helper()
+	opts.MaxInflight = 1
+	s := startServer(t, opts)
 	pub := connectRaw(t, s, connectPacket("pub", true, 0))
 	cp := connect5("big", false, 0, 60)
 	sub := connectRaw(t, s, cp)
@@ -258,9 +252,19 @@ func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
 	m := sub.expectPublish() // not answered
 	sub.kill()
 	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+	return s, pub, cp, m
+}
 
+// TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2 checks that a QoS 2
+// PUBLISH written to an earlier connection and too large for the
+// connection that resumes the session (its Maximum Packet Size) is
+// discarded [MQTT-3.1.2-25] as a release: PUBREL for its packet
+// identifier, which the client may hold [MQTT-4.3.3-2], and the next
+// message after the PUBCOMP.
+func TestE2E_MQTT_3_1_2_25_TooLargeOnResumeReleasesQoS2(t *testing.T) {
+	s, pub, cp, m := tooLargeSetup(t, Options{})
 	cp.Properties.MaximumPacketSize = 200
-	sub = dialRaw(t, s)
+	sub := dialRaw(t, s)
 	require.True(t, sub.mustConnect(cp).SessionPresent)
 	sub.expectAck(codec.PUBREL, m.PacketID)
 	qos2Publish(t, pub, "t/small", "small", 2)
@@ -356,35 +360,35 @@ func TestAuthzResumeReleasesRecoveredQoS2(t *testing.T) {
 // [MQTT-4.3.3-1], and PUBCOMP deletes the entry.
 func TestE2E_MQTT_3_1_2_25_TooLargeReleaseIsStored(t *testing.T) {
 	st := openGate(t)
-	s := startServer(t, Options{MaxInflight: 1, Store: st})
-	pub := connectRaw(t, s, connectPacket("pub", true, 0))
-	cp := connect5("big", false, 0, 60)
-	sub := connectRaw(t, s, cp)
-	require.Equal(t, byte(2), sub.subscribe(1, "t/#", 2))
-	qos2Publish(t, pub, "t/big", strings.Repeat("x", 1000), 1)
-	m := sub.expectPublish() // not answered
-	sub.kill()
-	require.Eventually(t, func() bool { return s.Stats().Connected == 1 }, e2eWait, 10*time.Millisecond)
+	s, pub, cp, m := tooLargeSetup(t, Options{Store: st})
 	st.settle(t)
 
 	st.setOpen(false)
 	cp.Properties.MaximumPacketSize = 200
-	sub = dialRaw(t, s)
+	sub := dialRaw(t, s)
 	require.True(t, sub.mustConnect(cp).SessionPresent)
 	sub.expectNothing(e2eSilent) // the release is not durable yet
 	st.setOpen(true)
 	sub.expectAck(codec.PUBREL, m.PacketID)
 	st.settle(t)
+	requireStoredRelease(t, st, "big", m.PacketID)
+	sub.ack(codec.PUBCOMP, m.PacketID)
+	qos2Publish(t, pub, "t/small", "small", 2)
+	receiveOneQoS2(t, sub, "small")
+	require.Eventually(t, func() bool { return len(entryStates(st, "big")) == 0 }, e2eWait, 10*time.Millisecond)
+}
+
+// requireStoredRelease requires client's only store entry to be a release
+// of packet identifier id, without its message.
+func requireStoredRelease(t *testing.T, st store.Store, client string, id uint16) {
+	t.Helper()
 	var entries []store.Entry
-	require.NoError(t, st.Entries("big", 0, 0, func(e *store.Entry) bool {
+	require.NoError(t, st.Entries(client, 0, 0, func(e *store.Entry) bool {
 		entries = append(entries, *e)
 		return true
 	}))
 	require.Len(t, entries, 1)
 	require.Equal(t, store.EntryAwaitComp, entries[0].State)
-	require.Empty(t, entries[0].Msg.Payload)
-	sub.ack(codec.PUBCOMP, m.PacketID)
-	qos2Publish(t, pub, "t/small", "small", 2)
-	receiveOneQoS2(t, sub, "small")
-	require.Eventually(t, func() bool { return len(entryStates(st, "big")) == 0 }, e2eWait, 10*time.Millisecond)
+	require.Equal(t, id, entries[0].PacketID)
+	require.Empty(t, entries[0].Msg.Payload, "a release keeps no message")
 }
