@@ -258,8 +258,9 @@ func (c *client) authStep(data []byte) {
 			c.writeAuth(codec.Success, reply)
 			if c.sess != nil {
 				// Messages the new identity may not read may have left
-				// the window (bindIdentity, recheckInflight): what waits takes their
-				// room, after the AUTH that says who it is for.
+				// the window (bindIdentity, recheckInflight): what
+				// waits takes their room, after the AUTH that says who
+				// it is for.
 				c.sess.pump()
 			}
 		}

@@ -45,9 +45,10 @@ import (
 // Mosquitto does) or a re-authentication changes it, which leaves in
 // flight the PUBLISHes already written to the connection; those are
 // checked again when the session is next resumed (bindIdentity). A QoS 2
-// message discarded from the in-flight window leaves its packet
-// identifier there as a release (PUBREL, then PUBCOMP), never its content:
-// the client may hold that identifier (recheckInflight).
+// message discarded from the in-flight window after its PUBLISH was
+// written leaves its packet identifier there as a release (PUBREL, then
+// PUBCOMP), never its content: the client may hold that identifier
+// (recheckInflight).
 
 // Access is what a client asks to do with a topic or a topic filter.
 type Access uint8
@@ -483,9 +484,10 @@ func (s *session) bindIdentity(c *client, reauth bool) {
 }
 
 // recheckInflight discards the in-flight messages s's identity may not
-// read (dropInFlight): a QoS 1 slot is freed, a QoS 2 one becomes a
-// release, whose PUBREL frees the packet identifier the client may hold
-// from an earlier connection without sending the message again. With
+// read (dropInFlight): a QoS 1 slot, or a QoS 2 one never written, is
+// freed; a written QoS 2 one becomes a release, whose PUBREL frees the
+// packet identifier the client may hold from an earlier connection
+// without sending the message again. With
 // keepWritten (s's connection re-authenticated) the PUBLISHes written to
 // that connection stay in flight whatever their topic: the client has
 // them, they were its to read when they were sent, and until it

@@ -653,9 +653,10 @@ func TestE2EV5NoLocal(t *testing.T) {
 }
 
 // TestE2EV5SubackUnsubackReasonCodes: SUBACK carries one Reason Code per
-// filter, in the order of the SUBSCRIBE [MQTT-3.8.4-6] [MQTT-3.9.3-1], each
-// the QoS granted [MQTT-3.8.4-7], which is at most the server's Maximum QoS
-// (a server without QoS 2 still accepts a request for it [MQTT-3.2.2-10]); UNSUBACK carries one per filter in order
+// filter, in the order of the SUBSCRIBE [MQTT-3.8.4-6] [MQTT-3.9.3-1],
+// each the QoS granted [MQTT-3.8.4-7], which is at most the server's
+// Maximum QoS (a server without QoS 2 still accepts a request for it
+// [MQTT-3.2.2-10]); UNSUBACK carries one per filter in order
 // [MQTT-3.11.3-1], 0x00 for a subscription removed and 0x11 No
 // subscription existed for one that was not there (MQTT 5.0 section
 // 3.11.3), and the removed one gets no more messages while the others do.

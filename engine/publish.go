@@ -241,8 +241,8 @@ func (s *session) release(l *loop, sl *slot, c *client) {
 // identifier as new (MQTT 3.1.1 [MQTT-4.3.2-2], MQTT 5.0 section 4.3.2),
 // so reusing the identifier loses nothing.
 //
-// QoS 2: the slot becomes a release (release), never freed here. The
-// client may hold the identifier (it had the PUBLISH; its PUBREC may have
+// QoS 2, written: the slot becomes a release (release). The client may
+// hold the identifier (it had the PUBLISH; its PUBREC may have
 // been lost with a connection), and until a PUBREL releases it, it
 // acknowledges a PUBLISH under that identifier without delivering it
 // [MQTT-4.3.3-2] (MQTT 5.0 section 4.3.3, Method B): a new message sent

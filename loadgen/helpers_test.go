@@ -35,7 +35,7 @@ func startEngineWith(t testing.TB, o engine.Options) *engine.Server {
 		defer cancel()
 		_ = s.Stop(ctx)
 		if n := s.Stats().Panics; n != 0 {
-			t.Errorf("the broker recovered %d panics on its event loops", n)
+			t.Errorf("the broker recovered %d panics (each logged with its stack)", n)
 		}
 	})
 	return s
